@@ -1,0 +1,315 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/capkv/capkv/api"
+	"github.com/capkv/capkv/consistency"
+	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/internal/wire"
+	"github.com/capkv/capkv/ring"
+)
+
+// Typed errors; match with errors.Is.
+var (
+	ErrNotFound        = kverrors.ErrNotFound
+	ErrInvalidArgument = kverrors.ErrInvalidArgument
+	ErrTooLarge        = kverrors.ErrTooLarge
+	ErrUnknownKeyspace = kverrors.ErrUnknownKeyspace
+	ErrWrongMode       = kverrors.ErrWrongMode
+	ErrConflict        = kverrors.ErrConflict
+	ErrUnavailable     = kverrors.ErrUnavailable
+	ErrIndeterminate   = kverrors.ErrIndeterminate
+	ErrStaleEpoch      = kverrors.ErrStaleEpoch
+)
+
+// Config configures a Client.
+type Config struct {
+	// Endpoints are host:port addresses of any nodes of the cluster; the
+	// client learns the rest from the cluster map.
+	Endpoints []string
+	// DialTimeout bounds fetching the first cluster map (default 5s).
+	DialTimeout time.Duration
+	// RequestTimeout applies to calls whose context has no deadline (default 5s).
+	RequestTimeout time.Duration
+	// MaxAttempts bounds tries of a call that failed definitely (default 3).
+	MaxAttempts int
+	// Logger receives debug logs; nil discards them.
+	Logger *slog.Logger
+}
+
+func (c *Config) applyDefaults() {
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 5 * time.Second
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 5 * time.Second
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 3
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+}
+
+// Client talks to a capkv cluster. It is safe for concurrent use.
+type Client struct {
+	cfg Config
+	log *slog.Logger
+
+	mu struct {
+		sync.Mutex
+		ring   *ring.Ring
+		admin  string                      // address that last returned the map
+		conns  map[string]*grpc.ClientConn // by address
+		closed bool
+	}
+}
+
+// New connects to the cluster: it fetches the cluster map from the first
+// endpoint that answers.
+func New(ctx context.Context, cfg Config) (*Client, error) {
+	cfg.applyDefaults()
+	if len(cfg.Endpoints) == 0 {
+		return nil, fmt.Errorf("%w: no endpoints given", ErrInvalidArgument)
+	}
+	c := &Client{cfg: cfg, log: cfg.Logger}
+	c.mu.conns = make(map[string]*grpc.ClientConn)
+	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	if err := c.Refresh(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Close releases the client's connections.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.mu.closed {
+		return nil
+	}
+	c.mu.closed = true
+	var errs []error
+	for _, cc := range c.mu.conns {
+		errs = append(errs, cc.Close())
+	}
+	c.mu.conns = nil
+	return errors.Join(errs...)
+}
+
+// conn returns a connection to addr, created on first use.
+func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.mu.closed {
+		return nil, errors.New("client is closed")
+	}
+	if cc, ok := c.mu.conns[addr]; ok {
+		return cc, nil
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalidArgument, addr, err)
+	}
+	c.mu.conns[addr] = cc
+	return cc, nil
+}
+
+// Refresh fetches the cluster map again, from the known nodes first and then
+// the configured endpoints.
+func (c *Client) Refresh(ctx context.Context) error {
+	var errs []error
+	for _, addr := range c.candidates() {
+		cc, err := c.conn(addr)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		m, err := api.NewAdminClient(cc).GetClusterMap(ctx, &api.ClusterMapRequest{})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", addr, kverrors.FromStatus(err)))
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		r, err := wire.RingFromProto(m)
+		if err != nil {
+			return fmt.Errorf("cluster map from %s: %w", addr, err)
+		}
+		c.mu.Lock()
+		if c.mu.ring == nil || r.Epoch() >= c.mu.ring.Epoch() {
+			c.mu.ring = r
+		}
+		c.mu.admin = addr
+		c.mu.Unlock()
+		c.log.Debug("cluster map", "from", addr, "epoch", r.Epoch())
+		return nil
+	}
+	return fmt.Errorf("%w: no endpoint returned the cluster map: %w", ErrUnavailable, errors.Join(errs...))
+}
+
+// candidates lists addresses to ask for the map: the configured endpoints,
+// then every node of the current map.
+func (c *Client) candidates() []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(a string) {
+		if a != "" && !seen[a] {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	for _, e := range c.cfg.Endpoints {
+		add(e)
+	}
+	c.mu.Lock()
+	r := c.mu.ring
+	c.mu.Unlock()
+	if r != nil {
+		for _, n := range r.Topology().Nodes {
+			add(n.Addr)
+		}
+	}
+	return out
+}
+
+// Ring returns the client's current view of the ring.
+func (c *Client) Ring() *ring.Ring {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mu.ring
+}
+
+// Locate computes where key lives from the cached cluster map (no network).
+func (c *Client) Locate(key string) (ring.Placement, error) {
+	return c.Ring().Locate(key)
+}
+
+// Admin returns an Admin service client connected to the node that last
+// answered the cluster map.
+func (c *Client) Admin() (api.AdminClient, error) {
+	c.mu.Lock()
+	addr := c.mu.admin
+	c.mu.Unlock()
+	cc, err := c.conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	return api.NewAdminClient(cc), nil
+}
+
+// Option adjusts one call.
+type Option func(*callOptions)
+
+type callOptions struct {
+	level      consistency.Level
+	limit      int
+	startAfter string
+	requestID  string
+}
+
+// WithConsistency sets the call's consistency level (default: the keyspace's).
+func WithConsistency(l consistency.Level) Option { return func(o *callOptions) { o.level = l } }
+
+// WithLimit bounds the number of keys a Scan returns (default: all).
+func WithLimit(n int) Option { return func(o *callOptions) { o.limit = n } }
+
+// WithStartAfter makes a Scan begin strictly after key.
+func WithStartAfter(key string) Option { return func(o *callOptions) { o.startAfter = key } }
+
+// WithRequestID tags a write so that servers can recognise a retry.
+func WithRequestID(id string) Option { return func(o *callOptions) { o.requestID = id } }
+
+func collect(opts []Option) callOptions {
+	var o callOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
+
+func (c *Client) header(o callOptions) *api.RequestHeader {
+	r := c.Ring()
+	return &api.RequestHeader{Epoch: r.Epoch(), Consistency: string(o.level), RequestId: o.requestID}
+}
+
+// call runs op against the owner of key, retrying definite failures a
+// bounded number of times: after a stale-epoch answer with a fresh map, after
+// an unreachable owner through another node.
+func (c *Client) call(ctx context.Context, key string, op func(ctx context.Context, kv api.KVClient) (*api.Receipt, error)) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.RequestTimeout)
+		defer cancel()
+	}
+	var last error
+	for attempt := 0; attempt < c.cfg.MaxAttempts; attempt++ {
+		addr, err := c.target(key, attempt)
+		if err != nil {
+			return err
+		}
+		cc, err := c.conn(addr)
+		if err != nil {
+			return err
+		}
+		rc, err := op(ctx, api.NewKVClient(cc))
+		if err == nil {
+			if rc.GetEpoch() > c.Ring().Epoch() {
+				// The server knows a newer map; refresh for the next call.
+				if err := c.Refresh(ctx); err != nil {
+					c.log.Debug("refresh after newer epoch failed", "err", err)
+				}
+			}
+			return nil
+		}
+		last = kverrors.FromStatus(err)
+		switch {
+		case errors.Is(last, ErrStaleEpoch):
+			if err := c.Refresh(ctx); err != nil {
+				return errors.Join(last, err)
+			}
+		case errors.Is(last, ErrUnavailable) && ctx.Err() == nil:
+			c.log.Debug("node unavailable, trying another", "addr", addr, "err", last)
+		default:
+			return last
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return last
+}
+
+// target picks the node for attempt: the owner first, then other nodes,
+// which forward.
+func (c *Client) target(key string, attempt int) (string, error) {
+	r := c.Ring()
+	p, err := r.Locate(key)
+	if err != nil {
+		return "", err
+	}
+	if attempt == 0 {
+		if n, ok := r.Node(p.Replicas[0]); ok {
+			return n.Addr, nil
+		}
+	}
+	nodes := r.Topology().Nodes
+	if len(nodes) == 0 {
+		return c.cfg.Endpoints[attempt%len(c.cfg.Endpoints)], nil
+	}
+	return nodes[attempt%len(nodes)].Addr, nil
+}

@@ -1,0 +1,230 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/capkv/capkv/api"
+	"github.com/capkv/capkv/consistency"
+	"github.com/capkv/capkv/internal/kverrors"
+)
+
+// Receipt is what the CAP trade-off cost one request.
+type Receipt struct {
+	Keyspace          string
+	Mode              consistency.Mode
+	Level             consistency.Level
+	Partition         string
+	Replicas          []string // preference list of the partition
+	AckedBy           []string // replicas that acknowledged
+	ServedBy          string
+	Coordinator       string
+	Forwarded         bool
+	SloppyQuorum      bool
+	Hinted            bool
+	Siblings          int
+	AppliedIndex      uint64
+	Staleness         time.Duration
+	MajorityReachable bool
+	Epoch             uint64
+}
+
+func receiptFrom(r *api.Receipt) Receipt {
+	if r == nil {
+		return Receipt{}
+	}
+	return Receipt{
+		Keyspace: r.Keyspace, Mode: consistency.Mode(r.Mode), Level: consistency.Level(r.Level),
+		Partition: r.Partition, Replicas: r.Replicas, AckedBy: r.AckedBy, ServedBy: r.ServedBy,
+		Coordinator: r.Coordinator, Forwarded: r.Forwarded, SloppyQuorum: r.SloppyQuorum, Hinted: r.Hinted,
+		Siblings: int(r.Siblings), AppliedIndex: r.AppliedIndex, Staleness: time.Duration(r.StalenessMs) * time.Millisecond,
+		MajorityReachable: r.MajorityReachable, Epoch: r.Epoch,
+	}
+}
+
+// Summary is the receipt in one line, as `kvctl -v` prints it.
+func (r Receipt) Summary() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s/%s", r.Keyspace, r.Mode, r.Level)
+	if r.Partition != "" {
+		fmt.Fprintf(&b, " partition=%s", r.Partition)
+	}
+	fmt.Fprintf(&b, " acked=%d/%d[%s] served-by=%s", len(r.AckedBy), max(len(r.Replicas), len(r.AckedBy)), strings.Join(r.AckedBy, ","), r.ServedBy)
+	if r.Forwarded {
+		fmt.Fprintf(&b, " via=%s", r.Coordinator)
+	}
+	if r.SloppyQuorum {
+		b.WriteString(" sloppy-quorum")
+	}
+	if r.Hinted {
+		b.WriteString(" hinted")
+	}
+	if r.Siblings > 0 {
+		fmt.Fprintf(&b, " siblings=%d", r.Siblings)
+	}
+	if r.Staleness > 0 {
+		fmt.Fprintf(&b, " stale<=%s", r.Staleness)
+	}
+	fmt.Fprintf(&b, " majority=%t epoch=%d", r.MajorityReachable, r.Epoch)
+	return b.String()
+}
+
+// Item is a key with its value and version.
+type Item struct {
+	Key       string
+	Value     []byte
+	Version   uint64
+	Timestamp consistency.Timestamp
+	Receipt   Receipt
+}
+
+// WriteResult is the outcome of a write.
+type WriteResult struct {
+	Version   uint64
+	Timestamp consistency.Timestamp
+	Existed   bool // Delete only: the key existed before
+	Receipt   Receipt
+}
+
+// Get reads a key. A missing key is ErrNotFound.
+func (c *Client) Get(ctx context.Context, key string, opts ...Option) (*Item, error) {
+	o := collect(opts)
+	var out *Item
+	err := c.call(ctx, key, func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
+		resp, err := kv.Get(ctx, &api.GetRequest{Header: c.header(o), Key: key})
+		if err != nil {
+			return nil, err
+		}
+		out = &Item{Key: key, Value: resp.GetKv().GetValue(), Version: resp.GetKv().GetVersion(),
+			Timestamp: consistency.Timestamp(resp.GetKv().GetTimestamp()), Receipt: receiptFrom(resp.GetReceipt())}
+		return resp.GetReceipt(), nil
+	})
+	return out, err
+}
+
+// Put writes a key.
+func (c *Client) Put(ctx context.Context, key string, value []byte, opts ...Option) (*WriteResult, error) {
+	o := collect(opts)
+	var out *WriteResult
+	err := c.call(ctx, key, func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
+		resp, err := kv.Put(ctx, &api.PutRequest{Header: c.header(o), Key: key, Value: value})
+		if err != nil {
+			return nil, err
+		}
+		out = &WriteResult{Version: resp.GetVersion(), Timestamp: consistency.Timestamp(resp.GetTimestamp()), Receipt: receiptFrom(resp.GetReceipt())}
+		return resp.GetReceipt(), nil
+	})
+	return out, err
+}
+
+// Delete removes a key. Deleting a missing key succeeds with Existed false.
+func (c *Client) Delete(ctx context.Context, key string, opts ...Option) (*WriteResult, error) {
+	o := collect(opts)
+	var out *WriteResult
+	err := c.call(ctx, key, func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
+		resp, err := kv.Delete(ctx, &api.DeleteRequest{Header: c.header(o), Key: key})
+		if err != nil {
+			return nil, err
+		}
+		out = &WriteResult{Version: resp.GetVersion(), Existed: resp.GetExisted(), Receipt: receiptFrom(resp.GetReceipt())}
+		return resp.GetReceipt(), nil
+	})
+	return out, err
+}
+
+// Condition is the expectation of a compare-and-set.
+type Condition struct {
+	value   []byte
+	version *uint64
+}
+
+// IfValue expects the key to exist with exactly this value.
+func IfValue(v []byte) Condition { return Condition{value: append([]byte{}, v...)} }
+
+// IfVersion expects the key to be at this version.
+func IfVersion(v uint64) Condition { return Condition{version: &v} }
+
+// IfAbsent expects the key not to exist.
+func IfAbsent() Condition { return IfVersion(0) }
+
+// CAS writes value only if the key matches cond; otherwise it returns an
+// error matching ErrConflict and writes nothing. Only cp keyspaces offer it
+// (ErrWrongMode otherwise).
+func (c *Client) CAS(ctx context.Context, key string, cond Condition, value []byte, opts ...Option) (*WriteResult, error) {
+	if cond.value == nil && cond.version == nil {
+		return nil, fmt.Errorf("%w: CAS needs a condition (IfValue, IfVersion or IfAbsent)", ErrInvalidArgument)
+	}
+	o := collect(opts)
+	var out *WriteResult
+	err := c.call(ctx, key, func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
+		resp, err := kv.CAS(ctx, &api.CASRequest{Header: c.header(o), Key: key, ExpectedValue: cond.value,
+			ExpectedVersion: cond.version, Value: value})
+		if err != nil {
+			return nil, err
+		}
+		out = &WriteResult{Version: resp.GetVersion(), Timestamp: consistency.Timestamp(resp.GetTimestamp()), Receipt: receiptFrom(resp.GetReceipt())}
+		return resp.GetReceipt(), nil
+	})
+	return out, err
+}
+
+// Scan lists the keys with a prefix (which must start with a keyspace name)
+// in key order, following pages until WithLimit keys were returned or the
+// prefix is exhausted.
+func (c *Client) Scan(ctx context.Context, prefix string, opts ...Option) ([]Item, error) {
+	o := collect(opts)
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.RequestTimeout)
+		defer cancel()
+	}
+	var out []Item
+	after := o.startAfter
+	for {
+		page := 0
+		if o.limit > 0 {
+			page = o.limit - len(out)
+		}
+		resp, err := c.scanPage(ctx, prefix, after, page, o)
+		if err != nil {
+			return out, err
+		}
+		for _, kv := range resp.GetKvs() {
+			out = append(out, Item{Key: kv.GetKey(), Value: kv.GetValue(), Version: kv.GetVersion(),
+				Timestamp: consistency.Timestamp(kv.GetTimestamp()), Receipt: receiptFrom(resp.GetReceipt())})
+		}
+		if !resp.GetMore() || len(resp.GetKvs()) == 0 || (o.limit > 0 && len(out) >= o.limit) {
+			return out, nil
+		}
+		after = out[len(out)-1].Key
+	}
+}
+
+// scanPage asks one node (any node coordinates a scan), trying others when
+// it is unreachable.
+func (c *Client) scanPage(ctx context.Context, prefix, after string, limit int, o callOptions) (*api.ScanResponse, error) {
+	nodes := c.Ring().Topology().Nodes
+	var last error
+	for attempt := 0; attempt < c.cfg.MaxAttempts && attempt < max(len(nodes), 1); attempt++ {
+		addr := c.cfg.Endpoints[0]
+		if len(nodes) > 0 {
+			addr = nodes[attempt%len(nodes)].Addr
+		}
+		cc, err := c.conn(addr)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := api.NewKVClient(cc).Scan(ctx, &api.ScanRequest{Header: c.header(o), Prefix: prefix, StartAfter: after, Limit: uint32(limit)})
+		if err == nil {
+			return resp, nil
+		}
+		last = kverrors.FromStatus(err)
+		if !errors.Is(last, ErrUnavailable) || ctx.Err() != nil {
+			return nil, last
+		}
+	}
+	return nil, last
+}

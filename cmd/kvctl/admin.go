@@ -1,0 +1,311 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"unicode/utf8"
+
+	"github.com/spf13/cobra"
+
+	"github.com/capkv/capkv/api"
+	"github.com/capkv/capkv/internal/kverrors"
+)
+
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageError{fmt.Errorf("%s: want %d argument(s), got %d (usage: kvctl %s)", cmd.Name(), n, len(args), cmd.Use)}
+		}
+		return nil
+	}
+}
+
+// printable shows a value as text when it is UTF-8 without control characters.
+func printable(v []byte) string {
+	if utf8.Valid(v) && !strings.ContainsAny(string(v), "\x00\n\r\t") {
+		return string(v)
+	}
+	return fmt.Sprintf("%q", v)
+}
+
+// isTerminalish reports whether w is a terminal, so that `get` ends the bare
+// value with a newline for people but not for pipes.
+func isTerminalish(w any) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func (g *globals) admin() (func(), api.AdminClient, error) {
+	_, cancel, c, _, err := g.connect()
+	if err != nil {
+		return nil, nil, err
+	}
+	a, err := c.Admin()
+	if err != nil {
+		cancel()
+		c.Close()
+		return nil, nil, err
+	}
+	return func() { cancel(); c.Close() }, a, nil
+}
+
+func locateCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "locate KEY",
+		Short: "show where a key lives: keyspace, partition, preference list, owner",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			done, a, err := g.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := g.ctx()
+			defer cancel()
+			r, err := a.Locate(ctx, &api.LocateRequest{Key: args[0]})
+			if err != nil {
+				return kverrors.FromStatus(err)
+			}
+			if g.json {
+				return g.printJSON(map[string]any{"key": args[0], "keyspace": r.Keyspace, "mode": r.Mode, "partition": r.Partition,
+					"region": r.Region, "replicas": r.Replicas, "owner": r.Owner, "owner_addr": r.OwnerAddr, "leader": r.Leader, "epoch": r.Epoch})
+			}
+			w := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "key\t%s\n", args[0])
+			fmt.Fprintf(w, "keyspace\t%s (%s)\n", r.Keyspace, r.Mode)
+			fmt.Fprintf(w, "partition\t%s\n", r.Partition)
+			if r.Region != "" {
+				fmt.Fprintf(w, "region\t%s\n", r.Region)
+			}
+			fmt.Fprintf(w, "replicas\t%s\n", strings.Join(r.Replicas, ", "))
+			fmt.Fprintf(w, "owner\t%s (%s)\n", r.Owner, r.OwnerAddr)
+			if r.Leader != "" {
+				fmt.Fprintf(w, "leader\t%s\n", r.Leader)
+			}
+			fmt.Fprintf(w, "epoch\t%d\n", r.Epoch)
+			return w.Flush()
+		},
+	}
+}
+
+func ringCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "ring [KEYSPACE]",
+		Short: "list partitions and their preference lists, and partitions per node",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			done, a, err := g.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := g.ctx()
+			defer cancel()
+			req := &api.RingRequest{}
+			if len(args) == 1 {
+				req.Keyspace = args[0]
+			}
+			r, err := a.Ring(ctx, req)
+			if err != nil {
+				return kverrors.FromStatus(err)
+			}
+			primaries, replicas := map[string]int{}, map[string]int{}
+			for _, p := range r.Partitions {
+				for i, id := range p.Replicas {
+					if i == 0 {
+						primaries[id]++
+					}
+					replicas[id]++
+				}
+			}
+			if g.json {
+				parts := make([]map[string]any, 0, len(r.Partitions))
+				for _, p := range r.Partitions {
+					m := map[string]any{"partition": p.Id, "replicas": p.Replicas}
+					if p.Error != "" {
+						m["error"] = p.Error
+					}
+					parts = append(parts, m)
+				}
+				return g.printJSON(map[string]any{"epoch": r.Epoch, "vnodes": r.Vnodes, "partitions": parts,
+					"primaries_per_node": primaries, "replicas_per_node": replicas})
+			}
+			w := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "PARTITION\tREPLICAS (owner first)\n")
+			for _, p := range r.Partitions {
+				if p.Error != "" {
+					fmt.Fprintf(w, "%s\t(unplaced: %s)\n", p.Id, p.Error)
+					continue
+				}
+				fmt.Fprintf(w, "%s\t%s\n", p.Id, strings.Join(p.Replicas, ", "))
+			}
+			fmt.Fprintf(w, "\nNODE\tPRIMARIES\tREPLICAS\n")
+			var ids []string
+			for id := range replicas {
+				ids = append(ids, id)
+			}
+			sort.Strings(ids)
+			for _, id := range ids {
+				fmt.Fprintf(w, "%s\t%d\t%d\n", id, primaries[id], replicas[id])
+			}
+			fmt.Fprintf(w, "\nepoch %d, %d vnodes per node\n", r.Epoch, r.Vnodes)
+			return w.Flush()
+		},
+	}
+}
+
+func clusterCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "cluster", Short: "cluster administration"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "status",
+		Short: "show every node (up or down), its region and load, and the keyspaces",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			done, a, err := g.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := g.ctx()
+			defer cancel()
+			r, err := a.ClusterStatus(ctx, &api.ClusterStatusRequest{})
+			if err != nil {
+				return kverrors.FromStatus(err)
+			}
+			if g.json {
+				nodes := make([]map[string]any, 0, len(r.Nodes))
+				for _, n := range r.Nodes {
+					m := map[string]any{"id": n.Node.Id, "addr": n.Node.Addr, "region": n.Node.Region, "state": n.State,
+						"primaries": n.Primaries, "replicas": n.Replicas}
+					if n.Error != "" {
+						m["error"] = n.Error
+					}
+					if n.Info != nil {
+						m["uptime_ms"], m["partitions_with_data"], m["lsm_bytes"], m["vlog_bytes"], m["version"] =
+							n.Info.UptimeMs, n.Info.Partitions, n.Info.LsmBytes, n.Info.VlogBytes, n.Info.Version
+					}
+					nodes = append(nodes, m)
+				}
+				return g.printJSON(map[string]any{"epoch": r.Epoch, "answered_by": r.AnsweredBy, "nodes": nodes, "keyspaces": keyspacesJSON(r.Keyspaces)})
+			}
+			w := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "NODE\tADDR\tREGION\tSTATE\tPRIMARIES\tREPLICAS\tUPTIME\tDATA\n")
+			for _, n := range r.Nodes {
+				uptime, data := "-", "-"
+				if n.Info != nil {
+					uptime = fmt.Sprintf("%ds", n.Info.UptimeMs/1000)
+					data = fmt.Sprintf("%.1f MiB", float64(n.Info.LsmBytes+n.Info.VlogBytes)/(1<<20))
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", n.Node.Id, n.Node.Addr, n.Node.Region, n.State, n.Primaries, n.Replicas, uptime, data)
+			}
+			fmt.Fprintf(w, "\nepoch %d, answered by %s\n", r.Epoch, r.AnsweredBy)
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			for _, n := range r.Nodes {
+				if n.Error != "" {
+					fmt.Fprintf(g.out, "%s is down: %s\n", n.Node.Id, n.Error)
+				}
+			}
+			return nil
+		},
+	})
+	return cmd
+}
+
+func keyspacesJSON(ks []*api.Keyspace) []map[string]any {
+	out := make([]map[string]any, 0, len(ks))
+	for _, k := range ks {
+		m := map[string]any{"name": k.Name, "mode": k.Mode, "replicas": k.Replicas, "partitions": k.Partitions,
+			"template": k.Template, "default_level": k.DefaultLevel}
+		if k.Resolve != "" {
+			m["resolve"] = k.Resolve
+		}
+		if len(k.Ranges) > 0 {
+			var rs []string
+			for _, r := range k.Ranges {
+				rs = append(rs, fmt.Sprintf("%d-%d:%d", r.Lo, r.Hi, r.Partition))
+			}
+			m["ranges"] = strings.Join(rs, ",")
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func keyspaceCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "keyspace", Aliases: []string{"keyspaces", "ks"}, Short: "keyspace administration"}
+	fetch := func() ([]*api.Keyspace, error) {
+		done, a, err := g.admin()
+		if err != nil {
+			return nil, err
+		}
+		defer done()
+		ctx, cancel := g.ctx()
+		defer cancel()
+		r, err := a.Keyspaces(ctx, &api.KeyspacesRequest{})
+		if err != nil {
+			return nil, kverrors.FromStatus(err)
+		}
+		return r.Keyspaces, nil
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "list",
+		Short: "list keyspaces with their mode",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ks, err := fetch()
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return g.printJSON(keyspacesJSON(ks))
+			}
+			w := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "NAME\tMODE\tREPLICAS\tPARTITIONS\tDEFAULT LEVEL\tTEMPLATE\n")
+			for _, k := range ks {
+				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\t%s\n", k.Name, k.Mode, k.Replicas, k.Partitions, k.DefaultLevel, k.Template)
+			}
+			return w.Flush()
+		},
+	}, &cobra.Command{
+		Use:   "describe NAME",
+		Short: "show one keyspace's configuration",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ks, err := fetch()
+			if err != nil {
+				return err
+			}
+			for _, k := range ks {
+				if k.Name != args[0] {
+					continue
+				}
+				m := keyspacesJSON([]*api.Keyspace{k})[0]
+				if g.json {
+					return g.printJSON(m)
+				}
+				w := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
+				for _, f := range []string{"name", "mode", "replicas", "partitions", "template", "default_level", "resolve", "ranges"} {
+					if v, ok := m[f]; ok {
+						fmt.Fprintf(w, "%s\t%v\n", f, v)
+					}
+				}
+				return w.Flush()
+			}
+			var names []string
+			for _, k := range ks {
+				names = append(names, k.Name)
+			}
+			return fmt.Errorf("%w: %q (keyspaces: %s)", kverrors.ErrUnknownKeyspace, args[0], strings.Join(names, ", "))
+		},
+	})
+	return cmd
+}

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/capkv/capkv/client"
+)
+
+// readValue returns the value argument, or stdin when it is "-".
+func (g *globals) readValue(arg string, maxBytes int64) ([]byte, error) {
+	if arg != "-" {
+		return []byte(arg), nil
+	}
+	b, err := io.ReadAll(io.LimitReader(g.in, maxBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read value from stdin: %w", err)
+	}
+	if int64(len(b)) > maxBytes {
+		return nil, fmt.Errorf("%w: value from stdin exceeds %d bytes", client.ErrTooLarge, maxBytes)
+	}
+	return b, nil
+}
+
+// stdinLimit guards kvctl's memory; the server enforces the real limit.
+const stdinLimit = 64 << 20
+
+func putCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "put KEY VALUE",
+		Short: "write a key (VALUE '-' reads it from stdin)",
+		Args:  exactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, err := g.readValue(args[1], stdinLimit)
+			if err != nil {
+				return err
+			}
+			ctx, cancel, c, opts, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			defer c.Close()
+			res, err := c.Put(ctx, args[0], v, opts...)
+			if err != nil {
+				return err
+			}
+			g.receipt(res.Receipt)
+			if g.json {
+				return g.printJSON(map[string]any{"key": args[0], "version": res.Version, "timestamp": res.Timestamp.String(), "receipt": toJSONReceipt(res.Receipt)})
+			}
+			fmt.Fprintln(g.out, "OK")
+			return nil
+		},
+	}
+}
+
+func getCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "get KEY",
+		Short: "read a key and print its bare value",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel, c, opts, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			defer c.Close()
+			it, err := c.Get(ctx, args[0], opts...)
+			if err != nil {
+				return err
+			}
+			g.receipt(it.Receipt)
+			if g.json {
+				return g.printJSON(toJSONItem(*it, true))
+			}
+			_, err = g.out.Write(it.Value)
+			if err == nil && isTerminalish(g.out) {
+				fmt.Fprintln(g.out)
+			}
+			return err
+		},
+	}
+}
+
+func delCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "del KEY",
+		Aliases: []string{"delete", "rm"},
+		Short:   "delete a key",
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel, c, opts, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			defer c.Close()
+			res, err := c.Delete(ctx, args[0], opts...)
+			if err != nil {
+				return err
+			}
+			g.receipt(res.Receipt)
+			if g.json {
+				return g.printJSON(map[string]any{"key": args[0], "existed": res.Existed, "receipt": toJSONReceipt(res.Receipt)})
+			}
+			if res.Existed {
+				fmt.Fprintln(g.out, "deleted")
+			} else {
+				fmt.Fprintln(g.out, "not found (nothing deleted)")
+			}
+			return nil
+		},
+	}
+}
+
+func casCmd(g *globals) *cobra.Command {
+	var expect, value string
+	var expectVersion uint64
+	var expectAbsent bool
+	cmd := &cobra.Command{
+		Use:   "cas KEY --expect OLD --value NEW",
+		Short: "compare-and-set (cp keyspaces): write NEW only if the key holds OLD",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var cond client.Condition
+			n := 0
+			if cmd.Flags().Changed("expect") {
+				cond, n = client.IfValue([]byte(expect)), n+1
+			}
+			if cmd.Flags().Changed("expect-version") {
+				cond, n = client.IfVersion(expectVersion), n+1
+			}
+			if expectAbsent {
+				cond, n = client.IfAbsent(), n+1
+			}
+			if n != 1 {
+				return usageError{fmt.Errorf("cas needs exactly one of --expect, --expect-version, --expect-absent")}
+			}
+			if !cmd.Flags().Changed("value") {
+				return usageError{fmt.Errorf("cas needs --value")}
+			}
+			v, err := g.readValue(value, stdinLimit)
+			if err != nil {
+				return err
+			}
+			ctx, cancel, c, opts, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			defer c.Close()
+			res, err := c.CAS(ctx, args[0], cond, v, opts...)
+			if err != nil {
+				return err
+			}
+			g.receipt(res.Receipt)
+			if g.json {
+				return g.printJSON(map[string]any{"key": args[0], "version": res.Version, "timestamp": res.Timestamp.String(), "receipt": toJSONReceipt(res.Receipt)})
+			}
+			fmt.Fprintln(g.out, "OK")
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&expect, "expect", "", "expected current value")
+	cmd.Flags().Uint64Var(&expectVersion, "expect-version", 0, "expected current version (0: key absent)")
+	cmd.Flags().BoolVar(&expectAbsent, "expect-absent", false, "expect the key not to exist")
+	cmd.Flags().StringVar(&value, "value", "", "new value ('-' reads it from stdin)")
+	return cmd
+}
+
+func scanCmd(g *globals) *cobra.Command {
+	var limit int
+	var keysOnly bool
+	cmd := &cobra.Command{
+		Use:   "scan PREFIX",
+		Short: "list keys with a prefix (which starts with a keyspace name), in key order",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel, c, opts, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			defer c.Close()
+			items, err := c.Scan(ctx, args[0], append(opts, client.WithLimit(limit))...)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				out := make([]jsonItem, 0, len(items))
+				for _, it := range items {
+					out = append(out, toJSONItem(it, false))
+				}
+				res := map[string]any{"prefix": args[0], "count": len(items), "items": out}
+				if len(items) > 0 {
+					res["receipt"] = toJSONReceipt(items[0].Receipt)
+				}
+				return g.printJSON(res)
+			}
+			if len(items) > 0 {
+				g.receipt(items[0].Receipt)
+			}
+			for _, it := range items {
+				if keysOnly {
+					fmt.Fprintln(g.out, it.Key)
+				} else {
+					fmt.Fprintf(g.out, "%s\t%s\n", it.Key, printable(it.Value))
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many keys (0: all)")
+	cmd.Flags().BoolVar(&keysOnly, "keys-only", false, "print keys only")
+	return cmd
+}

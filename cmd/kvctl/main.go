@@ -1,0 +1,179 @@
+// Command kvctl is capkv's command-line client and admin tool.
+//
+//	kvctl put accounts/eu/42/balance 100
+//	kvctl get accounts/eu/42/balance
+//	kvctl --json get accounts/eu/42/balance
+//	kvctl locate accounts/eu/42/balance
+//	kvctl cluster status
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/spf13/cobra"
+
+	"github.com/capkv/capkv/client"
+	"github.com/capkv/capkv/consistency"
+)
+
+// defaultEndpoints is the cluster `make run` starts.
+const defaultEndpoints = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
+
+type globals struct {
+	endpoints   string
+	consistency string
+	json        bool
+	verbose     bool
+	timeout     time.Duration
+	out, errOut io.Writer
+	in          io.Reader
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run executes kvctl with args and returns the exit code.
+func run(args []string, in io.Reader, out, errOut io.Writer) int {
+	g := &globals{in: in, out: out, errOut: errOut}
+	root := rootCmd(g)
+	root.SetArgs(args)
+	root.SetIn(in)
+	root.SetOut(out)
+	root.SetErr(errOut)
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(errOut, "kvctl:", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+type usageError struct{ error }
+
+func rootCmd(g *globals) *cobra.Command {
+	env := os.Getenv("CAPKV_ENDPOINTS")
+	if env == "" {
+		env = defaultEndpoints
+	}
+	root := &cobra.Command{
+		Use:           "kvctl",
+		Short:         "capkv command-line client and admin tool",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.endpoints, "endpoints", env, "comma-separated node addresses (env CAPKV_ENDPOINTS)")
+	pf.StringVar(&g.consistency, "consistency", "", "consistency level: linearizable, stale (cp); one, quorum, all (ap); default: the keyspace's")
+	pf.BoolVar(&g.json, "json", false, "print JSON, including the CAP receipt")
+	pf.BoolVarP(&g.verbose, "verbose", "v", false, "print the CAP receipt as one line on stderr")
+	pf.DurationVar(&g.timeout, "timeout", 5*time.Second, "deadline of the whole command")
+
+	root.AddCommand(putCmd(g), getCmd(g), delCmd(g), casCmd(g), scanCmd(g), locateCmd(g), ringCmd(g),
+		clusterCmd(g), keyspaceCmd(g))
+	return root
+}
+
+// connect builds a client and a context bounded by --timeout.
+func (g *globals) connect() (context.Context, context.CancelFunc, *client.Client, []client.Option, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
+	var eps []string
+	for _, e := range strings.Split(g.endpoints, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			eps = append(eps, e)
+		}
+	}
+	lvl, err := consistency.ParseLevel(g.consistency)
+	if err != nil {
+		cancel()
+		return nil, nil, nil, nil, usageError{fmt.Errorf("--consistency: %w", err)}
+	}
+	c, err := client.New(ctx, client.Config{Endpoints: eps, DialTimeout: g.timeout})
+	if err != nil {
+		cancel()
+		return nil, nil, nil, nil, fmt.Errorf("connect to %s: %w", strings.Join(eps, ","), err)
+	}
+	return ctx, cancel, c, []client.Option{client.WithConsistency(lvl)}, nil
+}
+
+func (g *globals) printJSON(v any) error {
+	enc := json.NewEncoder(g.out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (g *globals) receipt(r client.Receipt) {
+	if g.verbose {
+		fmt.Fprintln(g.errOut, "receipt:", r.Summary())
+	}
+}
+
+// jsonReceipt is the receipt as --json prints it.
+type jsonReceipt struct {
+	Keyspace          string   `json:"keyspace"`
+	Mode              string   `json:"mode"`
+	Level             string   `json:"level"`
+	Partition         string   `json:"partition,omitempty"`
+	Replicas          []string `json:"replicas,omitempty"`
+	AckedBy           []string `json:"acked_by"`
+	ServedBy          string   `json:"served_by"`
+	Coordinator       string   `json:"coordinator"`
+	Forwarded         bool     `json:"forwarded"`
+	SloppyQuorum      bool     `json:"sloppy_quorum"`
+	Hinted            bool     `json:"hinted"`
+	Siblings          int      `json:"siblings"`
+	AppliedIndex      uint64   `json:"applied_index"`
+	StalenessMs       int64    `json:"staleness_ms"`
+	MajorityReachable bool     `json:"majority_reachable"`
+	Epoch             uint64   `json:"epoch"`
+}
+
+func toJSONReceipt(r client.Receipt) jsonReceipt {
+	return jsonReceipt{Keyspace: r.Keyspace, Mode: string(r.Mode), Level: string(r.Level), Partition: r.Partition,
+		Replicas: r.Replicas, AckedBy: r.AckedBy, ServedBy: r.ServedBy, Coordinator: r.Coordinator, Forwarded: r.Forwarded,
+		SloppyQuorum: r.SloppyQuorum, Hinted: r.Hinted, Siblings: r.Siblings, AppliedIndex: r.AppliedIndex,
+		StalenessMs: r.Staleness.Milliseconds(), MajorityReachable: r.MajorityReachable, Epoch: r.Epoch}
+}
+
+// jsonItem prints a value as text when it is UTF-8, else as base64.
+type jsonItem struct {
+	Key         string       `json:"key"`
+	Value       *string      `json:"value,omitempty"`
+	ValueBase64 *string      `json:"value_base64,omitempty"`
+	Version     uint64       `json:"version"`
+	Timestamp   string       `json:"timestamp"`
+	Receipt     *jsonReceipt `json:"receipt,omitempty"`
+}
+
+func toJSONItem(it client.Item, withReceipt bool) jsonItem {
+	j := jsonItem{Key: it.Key, Version: it.Version, Timestamp: it.Timestamp.String()}
+	if utf8.Valid(it.Value) {
+		s := string(it.Value)
+		j.Value = &s
+	} else {
+		s := base64.StdEncoding.EncodeToString(it.Value)
+		j.ValueBase64 = &s
+	}
+	if withReceipt {
+		r := toJSONReceipt(it.Receipt)
+		j.Receipt = &r
+	}
+	return j
+}
+
+func (g *globals) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), g.timeout)
+}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/capkv/capkv/consistency"
+	"github.com/capkv/capkv/internal/node"
+	"github.com/capkv/capkv/ring"
+)
+
+// fileConfig is the JSON config file of one node. Every field is optional;
+// flags given on the command line override it.
+type fileConfig struct {
+	ID             string         `json:"id"`
+	Listen         string         `json:"listen"`
+	Region         string         `json:"region"`
+	DataDir        string         `json:"data_dir"`
+	Peers          []fileNode     `json:"peers"`
+	Keyspaces      []fileKeyspace `json:"keyspaces"`
+	SyncWrites     *bool          `json:"sync_writes"`
+	VNodes         int            `json:"vnodes"`
+	RequestTimeout string         `json:"request_timeout"`
+}
+
+type fileNode struct {
+	ID     string `json:"id"`
+	Addr   string `json:"addr"`
+	Region string `json:"region"`
+}
+
+type fileKeyspace struct {
+	Name         string `json:"name"`
+	Mode         string `json:"mode"`
+	Replicas     int    `json:"replicas"`
+	Partitions   int    `json:"partitions"`
+	Template     string `json:"template"`
+	Ranges       string `json:"ranges"` // "0-999999:0,1000000-1999999:1"
+	DefaultLevel string `json:"default_level"`
+	Resolve      string `json:"resolve"`
+}
+
+func loadConfigFile(path string, cfg *node.Config) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	var fc fileConfig
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&fc); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	cfg.ID, cfg.Listen, cfg.Region, cfg.DataDir = fc.ID, fc.Listen, fc.Region, fc.DataDir
+	for _, p := range fc.Peers {
+		cfg.Peers = append(cfg.Peers, ring.Node{ID: p.ID, Addr: p.Addr, Region: p.Region})
+	}
+	for _, k := range fc.Keyspaces {
+		ks := ring.KeyspaceConfig{Name: k.Name, Mode: consistency.Mode(k.Mode), Replicas: k.Replicas, Partitions: k.Partitions,
+			Template: k.Template, DefaultLevel: consistency.Level(k.DefaultLevel), Resolve: k.Resolve}
+		if k.Ranges != "" {
+			r, err := ring.ParseRanges(k.Ranges)
+			if err != nil {
+				return fmt.Errorf("config file %s: keyspace %q: %w", path, k.Name, err)
+			}
+			ks.Ranges = r
+		}
+		cfg.Keyspaces = append(cfg.Keyspaces, ks.WithDefaults())
+	}
+	if fc.SyncWrites != nil {
+		cfg.SyncWrites = *fc.SyncWrites
+	}
+	if fc.VNodes != 0 {
+		cfg.VNodes = fc.VNodes
+	}
+	if fc.RequestTimeout != "" {
+		d, err := time.ParseDuration(fc.RequestTimeout)
+		if err != nil {
+			return fmt.Errorf("config file %s: request_timeout: %w", path, err)
+		}
+		cfg.RequestTimeout = d
+	}
+	return nil
+}
+
+// defaultKeyspaces are the keyspaces of a cluster that defines none: the
+// `accounts` (cp, pinned to the key's region) and `sessions` (ap) pair that
+// `kvd dev` starts with. The replication factor shrinks to fit small clusters.
+func defaultKeyspaces(peers []ring.Node) []ring.KeyspaceConfig {
+	perRegion := map[string]int{}
+	for _, p := range peers {
+		perRegion[p.Region]++
+	}
+	smallest := len(peers)
+	for _, n := range perRegion {
+		smallest = min(smallest, n)
+	}
+	return []ring.KeyspaceConfig{
+		ring.KeyspaceConfig{Name: "accounts", Mode: consistency.CP, Replicas: min(3, smallest), Partitions: 8,
+			Template: "accounts/{region}/{account}/..."}.WithDefaults(),
+		ring.KeyspaceConfig{Name: "sessions", Mode: consistency.AP, Replicas: min(3, len(peers)), Partitions: 8,
+			Template: "sessions/{session}/..."}.WithDefaults(),
+	}
+}

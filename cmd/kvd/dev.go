@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/capkv/capkv/internal/node"
+	"github.com/capkv/capkv/ring"
+)
+
+type devFlags struct {
+	serveFlags
+	nodes    int
+	regions  string
+	host     string
+	basePort int
+}
+
+func devCmd() *cobra.Command {
+	var f devFlags
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "run a whole local cluster on loopback (what `make run` starts)",
+		Long: `kvd dev starts --nodes nodes in this process, each with its own gRPC port
+(--base-port, --base-port+1, ...) and its own Badger directory under --data-dir,
+with the keyspaces 'accounts' (cp, template accounts/{region}/{account}/...) and
+'sessions' (ap). Nodes are assigned to --regions round-robin. Ctrl-C stops it
+cleanly; starting it again with the same flags keeps the data.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runDev(cmd, f) },
+	}
+	cmd.Flags().IntVar(&f.nodes, "nodes", 3, "number of nodes")
+	cmd.Flags().StringVar(&f.regions, "regions", "eu", "comma-separated region labels, assigned round-robin")
+	cmd.Flags().StringVar(&f.host, "host", "127.0.0.1", "loopback address to listen on")
+	cmd.Flags().IntVar(&f.basePort, "base-port", 7001, "port of the first node; the others follow")
+	cmd.Flags().StringVar(&f.dataDir, "data-dir", "data/dev", "directory holding every node's data")
+	f.addStorage(cmd)
+	return cmd
+}
+
+// devLayout is recorded in the data dir so that a restart with different
+// flags does not silently place keys on a different ring.
+type devLayout struct {
+	Nodes []ring.Node `json:"nodes"`
+}
+
+func runDev(cmd *cobra.Command, f devFlags) error {
+	if f.nodes < 1 || f.nodes > 64 {
+		return fmt.Errorf("--nodes %d: want 1..64", f.nodes)
+	}
+	ip := net.ParseIP(f.host)
+	if ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("--host %q: dev clusters listen on loopback only (127.0.0.0/8 or ::1)", f.host)
+	}
+	var regions []string
+	for _, r := range strings.Split(f.regions, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			regions = append(regions, r)
+		}
+	}
+	if len(regions) == 0 {
+		return errors.New("--regions is empty")
+	}
+	log, err := newLogger(f.logLevel)
+	if err != nil {
+		return err
+	}
+	dataDir, err := filepath.Abs(f.dataDir)
+	if err != nil {
+		return err
+	}
+	var peers []ring.Node
+	for i := range f.nodes {
+		peers = append(peers, ring.Node{
+			ID:     fmt.Sprintf("n%d", i+1),
+			Addr:   net.JoinHostPort(f.host, fmt.Sprint(f.basePort+i)),
+			Region: regions[i%len(regions)],
+		})
+	}
+	if err := checkLayout(dataDir, peers); err != nil {
+		return err
+	}
+	keyspaces := defaultKeyspaces(peers)
+
+	var nodes []*node.Node
+	closeAll := func() error {
+		var errs []error
+		for _, n := range nodes {
+			errs = append(errs, n.Close())
+		}
+		return errors.Join(errs...)
+	}
+	for _, p := range peers {
+		cfg := node.DefaultConfig()
+		cfg.ID, cfg.Listen, cfg.Region = p.ID, p.Addr, p.Region
+		cfg.DataDir = filepath.Join(dataDir, p.ID)
+		cfg.Peers, cfg.Keyspaces, cfg.Logger = peers, keyspaces, log
+		applyStorageFlags(cmd, f.serveFlags, &cfg, true)
+		n, err := node.New(cfg)
+		if err != nil {
+			return errors.Join(err, closeAll())
+		}
+		if err := n.Start(nil); err != nil {
+			n.Close()
+			return errors.Join(err, closeAll())
+		}
+		nodes = append(nodes, n)
+	}
+	printBanner(cmd, dataDir, peers, keyspaces)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	fmt.Fprintln(cmd.OutOrStdout(), "\nstopping the cluster ...")
+	if err := closeAll(); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "stopped; data kept in %s\n", dataDir)
+	return nil
+}
+
+func checkLayout(dataDir string, peers []ring.Node) error {
+	path := filepath.Join(dataDir, "cluster.json")
+	want, _ := json.MarshalIndent(devLayout{Nodes: peers}, "", "  ")
+	have, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if string(have) != string(want) {
+			return fmt.Errorf("%s was written by a cluster with a different layout (nodes, ports or regions);\n"+
+				"start with the same flags, use another --data-dir, or remove the directory.\nrecorded layout:\n%s", dataDir, have)
+		}
+		return nil
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(dataDir, 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(path, want, 0o644)
+	default:
+		return err
+	}
+}
+
+func printBanner(cmd *cobra.Command, dataDir string, peers []ring.Node, keyspaces []ring.KeyspaceConfig) {
+	w := cmd.OutOrStdout()
+	var eps []string
+	fmt.Fprintf(w, "capkv dev cluster: %d node(s), data in %s\n\n", len(peers), dataDir)
+	for _, p := range peers {
+		fmt.Fprintf(w, "  %-4s %-21s region=%s\n", p.ID, p.Addr, p.Region)
+		eps = append(eps, p.Addr)
+	}
+	fmt.Fprintln(w, "\nkeyspaces:")
+	for _, k := range keyspaces {
+		fmt.Fprintf(w, "  %-10s mode=%s replicas=%d partitions=%d template=%s\n", k.Name, k.Mode, k.Replicas, k.Partitions, k.Template)
+	}
+	region := peers[0].Region
+	fmt.Fprintf(w, `
+endpoints: %s
+
+try, in another terminal:
+  export CAPKV_ENDPOINTS=%s
+  bin/kvctl put accounts/%s/42/balance 100
+  bin/kvctl get accounts/%s/42/balance
+  bin/kvctl -v get accounts/%s/42/balance
+  bin/kvctl locate accounts/%s/42/balance
+  bin/kvctl scan accounts/%s/42/
+  bin/kvctl cluster status
+
+Ctrl-C stops the cluster; the data stays.
+`, strings.Join(eps, ","), strings.Join(eps, ","), region, region, region, region, region)
+}

@@ -1,0 +1,185 @@
+// Command kvd is the capkv server node.
+//
+//	kvd --id n1 --listen 127.0.0.1:7001 --region eu --data-dir /var/lib/capkv \
+//	    --peers n1=127.0.0.1:7001@eu,n2=127.0.0.1:7002@eu,n3=127.0.0.1:7003@eu
+//	kvd dev --nodes 3      # a whole local cluster on loopback (what `make run` starts)
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/capkv/capkv/internal/node"
+	"github.com/capkv/capkv/ring"
+)
+
+func main() {
+	if err := rootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "kvd:", err)
+		os.Exit(1)
+	}
+}
+
+// serveFlags are the flags of a single node; dev mode reuses the storage ones.
+type serveFlags struct {
+	configFile     string
+	id             string
+	listen         string
+	region         string
+	dataDir        string
+	peers          string
+	syncWrites     bool
+	memtableMB     int
+	cacheMB        int
+	vnodes         int
+	requestTimeout time.Duration
+	logLevel       string
+}
+
+func (f *serveFlags) addStorage(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&f.syncWrites, "sync", true, "fsync every write before acknowledging it")
+	cmd.Flags().IntVar(&f.memtableMB, "memtable-mb", 8, "Badger memtable size in MiB")
+	cmd.Flags().IntVar(&f.cacheMB, "cache-mb", 16, "Badger block cache size in MiB")
+	cmd.Flags().IntVar(&f.vnodes, "vnodes", 64, "ring tokens (virtual nodes) per node")
+	cmd.Flags().DurationVar(&f.requestTimeout, "request-timeout", 2*time.Second, "deadline of requests that arrive without one")
+	cmd.Flags().StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+}
+
+func rootCmd() *cobra.Command {
+	var f serveFlags
+	cmd := &cobra.Command{
+		Use:   "kvd",
+		Short: "capkv server node",
+		Long: `kvd runs one capkv node: it stores partition replicas in Badger, serves the
+KV and Admin gRPC services, and forwards requests for keys it does not own.
+
+Membership is static for now: every node is started with the same --peers list
+(or config file). 'kvd dev' starts a whole local cluster in one process.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runServe(cmd, f)
+		},
+	}
+	cmd.Flags().StringVar(&f.configFile, "config", "", "JSON config file (flags given on the command line override it)")
+	cmd.Flags().StringVar(&f.id, "id", "", "node ID, unique and stable across restarts")
+	cmd.Flags().StringVar(&f.listen, "listen", "127.0.0.1:7001", "gRPC listen address")
+	cmd.Flags().StringVar(&f.region, "region", "eu", "locality label of this node")
+	cmd.Flags().StringVar(&f.dataDir, "data-dir", "", "directory of the node's data (required)")
+	cmd.Flags().StringVar(&f.peers, "peers", "", "all nodes of the cluster, this one included: id=host:port@region,...")
+	f.addStorage(cmd)
+	cmd.AddCommand(devCmd())
+	return cmd
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+// ParsePeers parses "id=host:port@region,..." (region optional, default "").
+func parsePeers(s string) ([]ring.Node, error) {
+	var out []ring.Node
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		id, rest, ok := strings.Cut(item, "=")
+		if !ok || id == "" || rest == "" {
+			return nil, fmt.Errorf("--peers entry %q: want id=host:port@region", item)
+		}
+		addr, region, _ := strings.Cut(rest, "@")
+		if !strings.Contains(addr, ":") {
+			return nil, fmt.Errorf("--peers entry %q: address %q has no port", item, addr)
+		}
+		out = append(out, ring.Node{ID: id, Addr: addr, Region: region})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("--peers is empty: list every node of the cluster, this one included")
+	}
+	return out, nil
+}
+
+func runServe(cmd *cobra.Command, f serveFlags) error {
+	cfg := node.DefaultConfig()
+	if f.configFile != "" {
+		if err := loadConfigFile(f.configFile, &cfg); err != nil {
+			return err
+		}
+	}
+	set := func(name string) bool { return cmd.Flags().Changed(name) || f.configFile == "" }
+	if set("id") {
+		cfg.ID = f.id
+	}
+	if set("listen") {
+		cfg.Listen = f.listen
+	}
+	if set("region") {
+		cfg.Region = f.region
+	}
+	if set("data-dir") {
+		cfg.DataDir = f.dataDir
+	}
+	if set("peers") {
+		peers, err := parsePeers(f.peers)
+		if err != nil {
+			return err
+		}
+		cfg.Peers = peers
+	}
+	applyStorageFlags(cmd, f, &cfg, f.configFile == "")
+	if len(cfg.Keyspaces) == 0 {
+		cfg.Keyspaces = defaultKeyspaces(cfg.Peers)
+	}
+	log, err := newLogger(f.logLevel)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = log
+	n, err := node.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := n.Start(nil); err != nil {
+		n.Close()
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	log.Info("shutting down")
+	return n.Close()
+}
+
+func applyStorageFlags(cmd *cobra.Command, f serveFlags, cfg *node.Config, all bool) {
+	set := func(name string) bool { return all || cmd.Flags().Changed(name) }
+	if set("sync") {
+		cfg.SyncWrites = f.syncWrites
+	}
+	if set("memtable-mb") {
+		cfg.MemTableSize = int64(f.memtableMB) << 20
+	}
+	if set("cache-mb") {
+		cfg.BlockCacheSize = int64(f.cacheMB) << 20
+	}
+	if set("vnodes") {
+		cfg.VNodes = f.vnodes
+	}
+	if set("request-timeout") {
+		cfg.RequestTimeout = f.requestTimeout
+	}
+}

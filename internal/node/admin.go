@@ -1,0 +1,139 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/capkv/capkv/api"
+	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/internal/wire"
+)
+
+// GetClusterMap returns the map clients build their ring from.
+func (n *Node) GetClusterMap(context.Context, *api.ClusterMapRequest) (*api.ClusterMap, error) {
+	return wire.MapToProto(n.ring.Topology(), n.cfg.VNodes), nil
+}
+
+// GetNodeInfo describes this node.
+func (n *Node) GetNodeInfo(context.Context, *api.NodeInfoRequest) (*api.NodeInfo, error) {
+	return n.info()
+}
+
+func (n *Node) info() (*api.NodeInfo, error) {
+	parts, err := n.store.Partitions()
+	if err != nil {
+		return nil, err
+	}
+	lsm, vlog := n.store.Size()
+	self, _ := n.ring.Node(n.cfg.ID)
+	return &api.NodeInfo{
+		Id: n.cfg.ID, Addr: self.Addr, Region: n.cfg.Region, Epoch: n.ring.Epoch(),
+		UptimeMs: time.Since(n.started).Milliseconds(), Partitions: uint32(len(parts)),
+		LsmBytes: lsm, VlogBytes: vlog, Version: Version,
+	}, nil
+}
+
+// ClusterStatus asks every node for its info (bounded by a short timeout)
+// and reports which ones answered.
+func (n *Node) ClusterStatus(ctx context.Context, _ *api.ClusterStatusRequest) (*api.ClusterStatusResponse, error) {
+	topo := n.ring.Topology()
+	primaries := map[string]uint32{}
+	replicas := map[string]uint32{}
+	for _, ks := range n.ring.Keyspaces() {
+		for _, p := range n.ring.Partitions(ks.Name) {
+			for i, id := range p.Replicas {
+				if i == 0 {
+					primaries[id]++
+				}
+				replicas[id]++
+			}
+		}
+	}
+	resp := &api.ClusterStatusResponse{Epoch: n.ring.Epoch(), AnsweredBy: n.cfg.ID}
+	resp.Nodes = make([]*api.NodeStatus, len(topo.Nodes))
+	var wg sync.WaitGroup
+	for i, nd := range topo.Nodes {
+		st := &api.NodeStatus{Node: wire.NodeToProto(nd), Primaries: primaries[nd.ID], Replicas: replicas[nd.ID]}
+		resp.Nodes[i] = st
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			info, err := n.peerInfo(ctx, nd.ID)
+			if err != nil {
+				st.State, st.Error = "down", err.Error()
+				return
+			}
+			st.State, st.Info = "up", info
+		}()
+	}
+	wg.Wait()
+	for _, ks := range n.ring.Keyspaces() {
+		resp.Keyspaces = append(resp.Keyspaces, wire.KeyspaceToProto(ks))
+	}
+	return resp, nil
+}
+
+func (n *Node) peerInfo(ctx context.Context, id string) (*api.NodeInfo, error) {
+	if id == n.cfg.ID {
+		return n.info()
+	}
+	c, err := n.peer(id)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	info, err := api.NewAdminClient(c).GetNodeInfo(ctx, &api.NodeInfoRequest{})
+	if err != nil {
+		return nil, kverrors.FromStatus(err)
+	}
+	return info, nil
+}
+
+// Keyspaces lists the keyspaces.
+func (n *Node) Keyspaces(context.Context, *api.KeyspacesRequest) (*api.KeyspacesResponse, error) {
+	resp := &api.KeyspacesResponse{}
+	for _, ks := range n.ring.Keyspaces() {
+		resp.Keyspaces = append(resp.Keyspaces, wire.KeyspaceToProto(ks))
+	}
+	return resp, nil
+}
+
+// Locate explains where a key lives.
+func (n *Node) Locate(_ context.Context, req *api.LocateRequest) (*api.LocateResponse, error) {
+	if len(req.GetKey()) > n.cfg.MaxKeySize {
+		return nil, fmt.Errorf("%w: key is %d bytes, limit is %d", kverrors.ErrTooLarge, len(req.GetKey()), n.cfg.MaxKeySize)
+	}
+	p, err := n.ring.Locate(req.GetKey())
+	if err != nil {
+		return nil, err
+	}
+	owner, _ := n.ring.Node(p.Replicas[0])
+	return &api.LocateResponse{
+		Keyspace: p.Keyspace.Name, Mode: string(p.Keyspace.Mode), Partition: p.Partition.String(),
+		Region: p.Partition.Region, Replicas: append([]string(nil), p.Replicas...),
+		Owner: owner.ID, OwnerAddr: owner.Addr, Epoch: n.ring.Epoch(),
+	}, nil
+}
+
+// Ring lists the partitions of one or every keyspace with their preference lists.
+func (n *Node) Ring(_ context.Context, req *api.RingRequest) (*api.RingResponse, error) {
+	resp := &api.RingResponse{Epoch: n.ring.Epoch(), Vnodes: uint32(n.cfg.VNodes)}
+	names := []string{req.GetKeyspace()}
+	if req.GetKeyspace() == "" {
+		names = names[:0]
+		for _, ks := range n.ring.Keyspaces() {
+			names = append(names, ks.Name)
+		}
+	} else if _, ok := n.ring.Keyspace(req.GetKeyspace()); !ok {
+		return nil, fmt.Errorf("%w: %q", kverrors.ErrUnknownKeyspace, req.GetKeyspace())
+	}
+	for _, name := range names {
+		for _, p := range n.ring.Partitions(name) {
+			resp.Partitions = append(resp.Partitions, &api.PartitionPlacement{Id: p.ID.String(), Replicas: p.Replicas, Error: p.Err})
+		}
+	}
+	return resp, nil
+}

@@ -1,0 +1,79 @@
+// Package wire converts between capkv's Go types (ring topology, keyspace
+// configs, placements) and their protobuf forms in package api. Servers and
+// the client use the same conversions, so both build byte-identical rings from
+// one cluster map.
+package wire
+
+import (
+	"fmt"
+
+	"github.com/capkv/capkv/api"
+	"github.com/capkv/capkv/consistency"
+	"github.com/capkv/capkv/ring"
+)
+
+// KeyspaceToProto converts a keyspace config.
+func KeyspaceToProto(k *ring.KeyspaceConfig) *api.Keyspace {
+	out := &api.Keyspace{
+		Name:         k.Name,
+		Mode:         string(k.Mode),
+		Replicas:     uint32(k.Replicas),
+		Partitions:   uint32(k.Partitions),
+		Template:     k.Template,
+		DefaultLevel: string(k.DefaultLevel),
+		Resolve:      k.Resolve,
+	}
+	for _, r := range k.Ranges {
+		out.Ranges = append(out.Ranges, &api.Range{Lo: r.Lo, Hi: r.Hi, Partition: uint32(r.Partition)})
+	}
+	return out
+}
+
+// KeyspaceFromProto converts a keyspace config; it does not validate (ring.New does).
+func KeyspaceFromProto(k *api.Keyspace) ring.KeyspaceConfig {
+	out := ring.KeyspaceConfig{
+		Name:         k.GetName(),
+		Mode:         consistency.Mode(k.GetMode()),
+		Replicas:     int(k.GetReplicas()),
+		Partitions:   int(k.GetPartitions()),
+		Template:     k.GetTemplate(),
+		DefaultLevel: consistency.Level(k.GetDefaultLevel()),
+		Resolve:      k.GetResolve(),
+	}
+	for _, r := range k.GetRanges() {
+		out.Ranges = append(out.Ranges, ring.Range{Lo: r.GetLo(), Hi: r.GetHi(), Partition: int(r.GetPartition())})
+	}
+	return out
+}
+
+// NodeToProto converts a node.
+func NodeToProto(n ring.Node) *api.Node {
+	return &api.Node{Id: n.ID, Addr: n.Addr, Region: n.Region}
+}
+
+// MapToProto converts a ring's topology to the cluster map clients fetch.
+func MapToProto(t ring.Topology, vnodes int) *api.ClusterMap {
+	m := &api.ClusterMap{Epoch: t.Epoch, Vnodes: uint32(vnodes)}
+	for _, n := range t.Nodes {
+		m.Nodes = append(m.Nodes, NodeToProto(n))
+	}
+	for i := range t.Keyspaces {
+		m.Keyspaces = append(m.Keyspaces, KeyspaceToProto(&t.Keyspaces[i]))
+	}
+	return m
+}
+
+// RingFromProto builds the ring described by a cluster map.
+func RingFromProto(m *api.ClusterMap) (*ring.Ring, error) {
+	if m == nil {
+		return nil, fmt.Errorf("empty cluster map")
+	}
+	t := ring.Topology{Epoch: m.GetEpoch()}
+	for _, n := range m.GetNodes() {
+		t.Nodes = append(t.Nodes, ring.Node{ID: n.GetId(), Addr: n.GetAddr(), Region: n.GetRegion()})
+	}
+	for _, k := range m.GetKeyspaces() {
+		t.Keyspaces = append(t.Keyspaces, KeyspaceFromProto(k))
+	}
+	return ring.New(t, ring.Options{VNodes: int(m.GetVnodes())})
+}
