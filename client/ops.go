@@ -68,7 +68,10 @@ func (r Receipt) Summary() string {
 	if r.Staleness > 0 {
 		fmt.Fprintf(&b, " stale<=%s", r.Staleness)
 	}
-	fmt.Fprintf(&b, " majority=%t epoch=%d", r.MajorityReachable, r.Epoch)
+	if r.MajorityReachable {
+		b.WriteString(" majority-reachable")
+	}
+	fmt.Fprintf(&b, " epoch=%d", r.Epoch)
 	return b.String()
 }
 

@@ -68,7 +68,6 @@ func (n *Node) receipt(rt route) *api.Receipt {
 		AckedBy:           []string{n.cfg.ID},
 		ServedBy:          n.cfg.ID,
 		Coordinator:       n.cfg.ID,
-		MajorityReachable: true,
 		Epoch:             n.ring.Epoch(),
 	}
 }
@@ -291,7 +290,7 @@ func (n *Node) Scan(ctx context.Context, req *api.ScanRequest) (*api.ScanRespons
 	}
 	parts := n.ring.Partitions(ksName)
 	rc := &api.Receipt{Keyspace: ks.Name, Mode: string(ks.Mode), Level: string(lvl), Coordinator: n.cfg.ID,
-		ServedBy: n.cfg.ID, MajorityReachable: true, Epoch: n.ring.Epoch()}
+		ServedBy: n.cfg.ID, Epoch: n.ring.Epoch()}
 
 	if req.GetHeader().GetHops() > 0 {
 		kvs, err := n.scanLocal(parts, prefix, req.GetStartAfter(), limit+1)

@@ -66,7 +66,7 @@ func New(cfg Config) (*Node, error) {
 	opts.MaxValueSize = cfg.MaxValueSize
 	opts.MemTableSize = cfg.MemTableSize
 	opts.BlockCacheSize = cfg.BlockCacheSize
-	opts.Logger = log.With("component", "badger")
+	opts.Logger = log
 	st, err := shard.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open store in %s: %w", cfg.DataDir, err)
