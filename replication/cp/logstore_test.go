@@ -1,0 +1,160 @@
+package cp
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/hashicorp/raft"
+)
+
+func openBadger(t *testing.T, dir string) *badger.DB {
+	t.Helper()
+	opts := badger.DefaultOptions(dir).WithLogger(nil).WithSyncWrites(true).WithMemTableSize(8 << 20).WithValueThreshold(64 << 10).WithNumMemtables(2)
+	db, err := badger.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+func TestLogStoreContract(t *testing.T) {
+	dir := t.TempDir()
+	db := openBadger(t, dir)
+	s, err := NewLogStore(db, "accounts/eu/1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A group whose id is a prefix of another must not see its entries.
+	other, err := NewLogStore(db, "accounts/eu/10")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, _ := s.FirstIndex(); f != 0 {
+		t.Fatalf("empty FirstIndex = %d", f)
+	}
+	var logs []*raft.Log
+	now := time.Unix(1700000000, 123)
+	for i := uint64(1); i <= 100; i++ {
+		logs = append(logs, &raft.Log{Index: i, Term: 1 + i/50, Type: raft.LogCommand, Data: []byte{byte(i)}, AppendedAt: now})
+	}
+	if err := s.StoreLogs(logs[:60]); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range logs[60:] {
+		if err := s.StoreLog(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := other.StoreLog(&raft.Log{Index: 500, Term: 9}); err != nil {
+		t.Fatal(err)
+	}
+	check := func(first, last uint64) {
+		t.Helper()
+		f, _ := s.FirstIndex()
+		l, _ := s.LastIndex()
+		if f != first || l != last {
+			t.Fatalf("bounds = %d..%d, want %d..%d", f, l, first, last)
+		}
+	}
+	check(1, 100)
+	var got raft.Log
+	if err := s.GetLog(42, &got); err != nil || got.Index != 42 || got.Term != 1 || !bytes.Equal(got.Data, []byte{42}) || !got.AppendedAt.Equal(now) {
+		t.Fatalf("GetLog(42) = %+v, %v", got, err)
+	}
+	if err := s.GetLog(101, &got); !errors.Is(err, raft.ErrLogNotFound) {
+		t.Fatalf("GetLog(101) err = %v", err)
+	}
+	if err := s.DeleteRange(1, 30); err != nil { // compaction from the front
+		t.Fatal(err)
+	}
+	check(31, 100)
+	if err := s.DeleteRange(91, 100); err != nil { // conflict truncation at the back
+		t.Fatal(err)
+	}
+	check(31, 90)
+	if err := s.GetLog(30, &got); !errors.Is(err, raft.ErrLogNotFound) {
+		t.Fatalf("deleted log still there: %v", err)
+	}
+
+	if err := s.SetUint64([]byte("CurrentTerm"), 7); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set([]byte("LastVoteCand"), []byte("n2")); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.GetUint64([]byte("missing")); v != 0 || err != nil {
+		t.Fatalf("missing uint64 = %d, %v", v, err)
+	}
+	if v, err := s.Get([]byte("missing")); len(v) != 0 || err != nil {
+		t.Fatalf("missing = %q, %v", v, err)
+	}
+
+	// Everything survives a reopen, bounds included.
+	db.Close()
+	db = openBadger(t, dir)
+	defer db.Close()
+	s, err = NewLogStore(db, "accounts/eu/1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(31, 90)
+	if v, _ := s.GetUint64([]byte("CurrentTerm")); v != 7 {
+		t.Fatalf("term after reopen = %d", v)
+	}
+	if v, _ := s.Get([]byte("LastVoteCand")); string(v) != "n2" {
+		t.Fatalf("vote after reopen = %q", v)
+	}
+	other, _ = NewLogStore(db, "accounts/eu/10")
+	if f, _ := other.FirstIndex(); f != 500 {
+		t.Fatalf("other group first = %d", f)
+	}
+}
+
+func TestLogEncodingRoundTrip(t *testing.T) {
+	seed := time.Now().UnixNano()
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(uint64(seed), 1))
+	for range 2000 {
+		l := raft.Log{Index: rng.Uint64(), Term: rng.Uint64(), Type: raft.LogType(rng.IntN(6))}
+		if rng.IntN(2) == 0 {
+			l.Data = make([]byte, rng.IntN(300))
+			for i := range l.Data {
+				l.Data[i] = byte(rng.IntN(256))
+			}
+		}
+		if rng.IntN(3) == 0 {
+			l.Extensions = []byte("ext")
+		}
+		if rng.IntN(2) == 0 {
+			l.AppendedAt = time.Unix(0, rng.Int64())
+		}
+		var got raft.Log
+		if err := decodeLog(encodeLog(nil, &l), &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.Index != l.Index || got.Term != l.Term || got.Type != l.Type || !bytes.Equal(got.Data, l.Data) ||
+			!bytes.Equal(got.Extensions, l.Extensions) || !got.AppendedAt.Equal(l.AppendedAt) {
+			t.Fatalf("round trip: %+v -> %+v", l, got)
+		}
+	}
+}
+
+func FuzzDecodeLog(f *testing.F) {
+	f.Add(encodeLog(nil, &raft.Log{Index: 5, Term: 2, Data: []byte("x")}))
+	f.Add([]byte{1})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var l raft.Log
+		if err := decodeLog(b, &l); err != nil {
+			return
+		}
+		var again raft.Log
+		if err := decodeLog(encodeLog(nil, &l), &again); err != nil || again.Index != l.Index || !bytes.Equal(again.Data, l.Data) {
+			t.Fatalf("re-encode of a decoded entry failed: %v", err)
+		}
+	})
+}
