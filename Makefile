@@ -55,7 +55,7 @@ proto:
 	GOBIN=$(GOBIN_DIR) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	GOBIN=$(GOBIN_DIR) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 	cd api && PATH=$(GOBIN_DIR):$$PATH protoc --go_out=. --go_opt=paths=source_relative \
-	  --go-grpc_out=. --go-grpc_opt=paths=source_relative capkv.proto
+	  --go-grpc_out=. --go-grpc_opt=paths=source_relative capkv.proto raft.proto
 
 clean:
 	rm -rf $(BIN) .tools

@@ -1,0 +1,227 @@
+package ring
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/capkv/capkv/consistency"
+	"github.com/capkv/capkv/internal/kverrors"
+)
+
+// Defaults applied by KeyspaceConfig.WithDefaults.
+const (
+	DefaultReplicas   = 3
+	DefaultPartitions = 8
+	// MaxPartitions bounds the per-region preference tables built by New.
+	MaxPartitions = 65536
+)
+
+// Conflict resolution rules of AP keyspaces.
+const (
+	ResolveSiblings = "siblings" // keep concurrent writes as siblings (default)
+	ResolveLWW      = "lww"      // last writer (highest HLC timestamp) wins
+)
+
+// Range maps the inclusive ID range [Lo, Hi] to a partition index.
+type Range struct {
+	Lo, Hi    uint64
+	Partition int
+}
+
+// KeyspaceConfig describes one keyspace: its CAP mode, replication, partitioning
+// and placement rule.
+type KeyspaceConfig struct {
+	Name     string
+	Mode     consistency.Mode
+	Replicas int // replication factor N
+	// Partitions is Q, the number of partitions per region.
+	Partitions int
+	// Template is the placement rule; "" means "NAME/..." (hash the rest of the key).
+	Template string
+	// Ranges, when non-empty, partition by numeric ID range on the template's
+	// partition attribute instead of by hash.
+	Ranges       []Range
+	DefaultLevel consistency.Level
+	// Resolve is the AP conflict rule: ResolveSiblings (default) or ResolveLWW.
+	Resolve string
+}
+
+// WithDefaults returns a copy of k with every unset field given its default:
+// Replicas 3, Partitions 8 (or, with Ranges, one more than the highest range
+// partition), Template "NAME/...", DefaultLevel the mode's default, and for AP
+// keyspaces Resolve "siblings". The Ranges slice is copied.
+func (k KeyspaceConfig) WithDefaults() KeyspaceConfig {
+	k.Ranges = slices.Clone(k.Ranges)
+	if k.Replicas == 0 {
+		k.Replicas = DefaultReplicas
+	}
+	if k.Partitions == 0 {
+		k.Partitions = DefaultPartitions
+		if len(k.Ranges) > 0 {
+			k.Partitions = 0
+			for _, r := range k.Ranges {
+				k.Partitions = max(k.Partitions, r.Partition+1)
+			}
+		}
+	}
+	if k.Template == "" {
+		k.Template = k.Name + "/..."
+	}
+	if k.DefaultLevel == consistency.Default && (k.Mode == consistency.CP || k.Mode == consistency.AP) {
+		k.DefaultLevel = k.Mode.DefaultLevel()
+	}
+	if k.Resolve == "" && k.Mode == consistency.AP {
+		k.Resolve = ResolveSiblings
+	}
+	return k
+}
+
+// Validate reports every bad field at once, each naming the keyspace, the field
+// and its value, joined with errors.Join; each wraps kverrors.ErrInvalidArgument.
+// Call it on the result of WithDefaults: zero values are reported as bad.
+func (k KeyspaceConfig) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: keyspace %q: %s", kverrors.ErrInvalidArgument, k.Name, fmt.Sprintf(format, args...)))
+	}
+	if !validKeyspaceName(k.Name) {
+		bad("name %q must match %s", k.Name, keyspaceNameRule)
+	}
+	modeOK := k.Mode == consistency.CP || k.Mode == consistency.AP
+	if !modeOK {
+		bad("mode %q, want %q or %q", k.Mode, consistency.CP, consistency.AP)
+	}
+	if k.Replicas < 1 {
+		bad("replicas = %d, must be at least 1", k.Replicas)
+	}
+	if k.Partitions < 1 || k.Partitions > MaxPartitions {
+		bad("partitions = %d, must be in [1, %d]", k.Partitions, MaxPartitions)
+	}
+	var tmpl *Template
+	if t, err := ParseTemplate(k.Template); err != nil {
+		bad("template: %v", strings.TrimPrefix(err.Error(), kverrors.ErrInvalidArgument.Error()+": "))
+	} else if t.Keyspace() != k.Name {
+		bad("template %q starts with %q, want the keyspace name %q", k.Template, t.Keyspace(), k.Name)
+	} else {
+		tmpl = t
+	}
+	if modeOK && k.DefaultLevel != consistency.Default && !k.Mode.Supports(k.DefaultLevel) {
+		bad("default level %q is not offered by %s keyspaces", k.DefaultLevel, k.Mode)
+	}
+	if len(k.Ranges) > 0 {
+		if tmpl != nil && tmpl.PartitionAttr() == "" {
+			bad("ranges need a partition attribute in the template, e.g. %q; template %q has none", k.Name+"/{id}/...", k.Template)
+		}
+		for i, r := range k.Ranges {
+			if r.Lo > r.Hi {
+				bad("range %d (%s): lo %d > hi %d", i, formatRange(r), r.Lo, r.Hi)
+			}
+			if r.Partition < 0 || r.Partition >= k.Partitions {
+				bad("range %d (%s): partition %d out of [0, %d)", i, formatRange(r), r.Partition, k.Partitions)
+			}
+		}
+		// Compare each range with the one reaching furthest before it, so that
+		// an overlap hidden behind a short range is still found.
+		valid := slices.DeleteFunc(slices.Clone(k.Ranges), func(r Range) bool { return r.Lo > r.Hi })
+		sorted := sortedRanges(valid)
+		for i := 1; i < len(sorted); i++ {
+			if prev := sorted[i-1]; sorted[i].Lo <= prev.Hi {
+				bad("ranges %s and %s overlap", formatRange(prev), formatRange(sorted[i]))
+				if sorted[i].Hi < prev.Hi {
+					sorted[i] = prev
+				}
+			}
+		}
+	}
+	switch {
+	case k.Resolve == "":
+	case k.Mode == consistency.CP:
+		bad("resolve %q is set but cp keyspaces have no conflicts to resolve", k.Resolve)
+	case k.Resolve != ResolveSiblings && k.Resolve != ResolveLWW:
+		bad("resolve %q, want %q or %q", k.Resolve, ResolveSiblings, ResolveLWW)
+	}
+	return errors.Join(errs...)
+}
+
+func sortedRanges(rs []Range) []Range {
+	s := slices.Clone(rs)
+	slices.SortFunc(s, func(a, b Range) int {
+		if c := compareU64(a.Lo, b.Lo); c != 0 {
+			return c
+		}
+		return compareU64(a.Hi, b.Hi)
+	})
+	return s
+}
+
+func compareU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// ParseRanges parses a comma-separated list of "lo-hi:partition" items, e.g.
+// "0-999999:0,1000000-1999999:1". Spaces around items are ignored; an empty
+// string yields no ranges. It checks syntax only: overlaps and partition bounds
+// are reported by KeyspaceConfig.Validate.
+func ParseRanges(s string) ([]Range, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	items := strings.Split(s, ",")
+	out := make([]Range, 0, len(items))
+	for i, item := range items {
+		item = strings.TrimSpace(item)
+		bad := func(format string, args ...any) error {
+			return fmt.Errorf("%w: ranges %q: item %d %q: %s, want lo-hi:partition like 0-999:0",
+				kverrors.ErrInvalidArgument, s, i, item, fmt.Sprintf(format, args...))
+		}
+		span, part, ok := strings.Cut(item, ":")
+		if !ok {
+			return nil, bad("missing ':partition'")
+		}
+		lo, hi, ok := strings.Cut(span, "-")
+		if !ok {
+			return nil, bad("missing '-' between lo and hi")
+		}
+		var r Range
+		var err error
+		if r.Lo, err = strconv.ParseUint(lo, 10, 64); err != nil {
+			return nil, bad("lo %q is not an unsigned 64-bit integer", lo)
+		}
+		if r.Hi, err = strconv.ParseUint(hi, 10, 64); err != nil {
+			return nil, bad("hi %q is not an unsigned 64-bit integer", hi)
+		}
+		p, err := strconv.ParseUint(part, 10, 31)
+		if err != nil {
+			return nil, bad("partition %q is not a non-negative integer", part)
+		}
+		r.Partition = int(p)
+		if r.Lo > r.Hi {
+			return nil, bad("lo %d > hi %d", r.Lo, r.Hi)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// FormatRanges is the inverse of ParseRanges.
+func FormatRanges(rs []Range) string {
+	var b strings.Builder
+	for i, r := range rs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(formatRange(r))
+	}
+	return b.String()
+}
+
+func formatRange(r Range) string { return fmt.Sprintf("%d-%d:%d", r.Lo, r.Hi, r.Partition) }
