@@ -9,7 +9,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 GOBIN_DIR := $(CURDIR)/.tools/bin
 
 # Packages with goroutines and shared state: tested with the race detector.
-RACE_PKGS := ./consistency/... ./shard/... ./client/... ./internal/...
+RACE_PKGS := ./consistency/... ./shard/... ./client/... ./internal/... ./replication/...
 
 .PHONY: all build run test test-short lint vet fmt-check bench fuzz proto clean
 

@@ -814,11 +814,13 @@ func (x *CASResponse) GetReceipt() *Receipt {
 // segment) in key order. Results are paged: pass the last key seen as
 // start_after to continue.
 type ScanRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
-	Prefix        string                 `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
-	StartAfter    string                 `protobuf:"bytes,3,opt,name=start_after,json=startAfter,proto3" json:"start_after,omitempty"`
-	Limit         uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"` // 0: server default
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Header     *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Prefix     string                 `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	StartAfter string                 `protobuf:"bytes,3,opt,name=start_after,json=startAfter,proto3" json:"start_after,omitempty"`
+	Limit      uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"` // 0: server default
+	// Internal: set by a coordinating node to scan one partition only.
+	Partition     string `protobuf:"bytes,5,opt,name=partition,proto3" json:"partition,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -879,6 +881,13 @@ func (x *ScanRequest) GetLimit() uint32 {
 		return x.Limit
 	}
 	return 0
+}
+
+func (x *ScanRequest) GetPartition() string {
+	if x != nil {
+		return x.Partition
+	}
+	return ""
 }
 
 type ScanResponse struct {
@@ -2064,13 +2073,14 @@ const file_capkv_proto_rawDesc = "" +
 	"\vCASResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x1c\n" +
 	"\ttimestamp\x18\x02 \x01(\x04R\ttimestamp\x12+\n" +
-	"\areceipt\x18\x03 \x01(\v2\x11.capkv.v1.ReceiptR\areceipt\"\x8d\x01\n" +
+	"\areceipt\x18\x03 \x01(\v2\x11.capkv.v1.ReceiptR\areceipt\"\xab\x01\n" +
 	"\vScanRequest\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.capkv.v1.RequestHeaderR\x06header\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12\x1f\n" +
 	"\vstart_after\x18\x03 \x01(\tR\n" +
 	"startAfter\x12\x14\n" +
-	"\x05limit\x18\x04 \x01(\rR\x05limit\"u\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\x12\x1c\n" +
+	"\tpartition\x18\x05 \x01(\tR\tpartition\"u\n" +
 	"\fScanResponse\x12$\n" +
 	"\x03kvs\x18\x01 \x03(\v2\x12.capkv.v1.KeyValueR\x03kvs\x12\x12\n" +
 	"\x04more\x18\x02 \x01(\bR\x04more\x12+\n" +

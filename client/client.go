@@ -69,10 +69,11 @@ type Client struct {
 
 	mu struct {
 		sync.Mutex
-		ring   *ring.Ring
-		admin  string                      // address that last returned the map
-		conns  map[string]*grpc.ClientConn // by address
-		closed bool
+		ring    *ring.Ring
+		admin   string                      // address that last returned the map
+		leaders map[string]string           // cp partition -> node that last served it as leader
+		conns   map[string]*grpc.ClientConn // by address
+		closed  bool
 	}
 }
 
@@ -85,6 +86,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger}
 	c.mu.conns = make(map[string]*grpc.ClientConn)
+	c.mu.leaders = make(map[string]string)
 	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
 	if err := c.Refresh(ctx); err != nil {
@@ -267,6 +269,7 @@ func (c *Client) call(ctx context.Context, key string, op func(ctx context.Conte
 			return err
 		}
 		rc, err := op(ctx, api.NewKVClient(cc))
+		c.learnLeader(key, rc, err)
 		if err == nil {
 			if rc.GetEpoch() > c.Ring().Epoch() {
 				// The server knows a newer map; refresh for the next call.
@@ -294,8 +297,27 @@ func (c *Client) call(ctx context.Context, key string, op func(ctx context.Conte
 	return last
 }
 
-// target picks the node for attempt: the owner first, then other nodes,
-// which forward.
+// learnLeader remembers which node served a cp request (the partition's
+// leader for writes and linearizable reads) and forgets it when it failed.
+func (c *Client) learnLeader(key string, rc *api.Receipt, err error) {
+	r := c.Ring()
+	p, lerr := r.Locate(key)
+	if lerr != nil || p.Keyspace.Mode != consistency.CP {
+		return
+	}
+	id := p.Partition.String()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case err != nil:
+		delete(c.mu.leaders, id)
+	case rc.GetServedBy() != "" && rc.GetLevel() != string(consistency.Stale):
+		c.mu.leaders[id] = rc.GetServedBy()
+	}
+}
+
+// target picks the node for attempt: the cached leader or the partition's
+// first replica, then other replicas and nodes, which forward.
 func (c *Client) target(key string, attempt int) (string, error) {
 	r := c.Ring()
 	p, err := r.Locate(key)
@@ -303,7 +325,15 @@ func (c *Client) target(key string, attempt int) (string, error) {
 		return "", err
 	}
 	if attempt == 0 {
-		if n, ok := r.Node(p.Replicas[0]); ok {
+		c.mu.Lock()
+		leader := c.mu.leaders[p.Partition.String()]
+		c.mu.Unlock()
+		if n, ok := r.Node(leader); ok {
+			return n.Addr, nil
+		}
+	}
+	if attempt < len(p.Replicas) {
+		if n, ok := r.Node(p.Replicas[attempt]); ok {
 			return n.Addr, nil
 		}
 	}

@@ -78,8 +78,8 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Printf("%s = %s (version %d, %s keyspace, level %s)\n", it.Key, it.Value, it.Version, it.Receipt.Mode, it.Receipt.Level)
-	// Output: accounts/eu/42/balance = 100 (version 1, cp keyspace, level linearizable)
+	fmt.Printf("%s = %s (%s keyspace, level %s, majority reachable: %t)\n", it.Key, it.Value, it.Receipt.Mode, it.Receipt.Level, it.Receipt.MajorityReachable)
+	// Output: accounts/eu/42/balance = 100 (cp keyspace, level linearizable, majority reachable: true)
 }
 
 func ExampleClient_CAS() {

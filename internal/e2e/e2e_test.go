@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -53,10 +54,17 @@ func TestClientRoutesToOwner(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res.Receipt.ServedBy != p.Replicas[0] || res.Receipt.Forwarded {
-				t.Fatalf("put %s: served by %s (forwarded=%t), owner is %s", key, res.Receipt.ServedBy, res.Receipt.Forwarded, p.Replicas[0])
+			switch p.Keyspace.Mode {
+			case "ap": // served by the first replica (until leaderless replication)
+				if res.Receipt.ServedBy != p.Replicas[0] || res.Receipt.Forwarded {
+					t.Fatalf("put %s: served by %s (forwarded=%t), owner is %s", key, res.Receipt.ServedBy, res.Receipt.Forwarded, p.Replicas[0])
+				}
+			case "cp": // served by the Raft leader, one of the replicas, after a majority committed
+				if !slices.Contains(p.Replicas, res.Receipt.ServedBy) || !res.Receipt.MajorityReachable || res.Receipt.AppliedIndex == 0 {
+					t.Fatalf("put %s: receipt %+v, replicas %v", key, res.Receipt, p.Replicas)
+				}
 			}
-			owners[p.Replicas[0]]++
+			owners[res.Receipt.ServedBy]++
 			it, err := c.Get(ctx, key)
 			if err != nil {
 				t.Fatalf("get %s: %v", key, err)
@@ -64,12 +72,15 @@ func TestClientRoutesToOwner(t *testing.T) {
 			if !bytes.Equal(it.Value, val) || it.Version != res.Version {
 				t.Fatalf("get %s = %q v%d, want %q v%d", key, it.Value, it.Version, val, res.Version)
 			}
+			if it.Receipt.Forwarded {
+				t.Fatalf("get %s right after a put was forwarded: the client should route to the leader it just saw (%+v)", key, it.Receipt)
+			}
 		}
 	}
 	if len(owners) != 3 {
-		t.Errorf("120 keys were owned by %d nodes (%v); the ring should spread them over all 3", len(owners), owners)
+		t.Errorf("120 keys were served by %d nodes (%v); the ring and leader elections should spread them over all 3", len(owners), owners)
 	}
-	t.Logf("keys per owner: %v", owners)
+	t.Logf("writes per serving node: %v", owners)
 
 	// A request sent to a node that does not own the key is forwarded once.
 	key := "accounts/eu/7/balance"
@@ -90,8 +101,30 @@ func TestClientRoutesToOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rc := resp.GetReceipt(); !rc.Forwarded || rc.ServedBy != p.Replicas[0] || rc.Coordinator == rc.ServedBy {
-		t.Fatalf("forwarded receipt = %+v", rc)
+	if rc := resp.GetReceipt(); !slices.Contains(p.Replicas, rc.ServedBy) {
+		t.Fatalf("receipt = %+v", rc)
+	}
+	// The same through a node that is surely not the leader: forwarded.
+	leaderItem, err := c.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pr := range cl.procs {
+		if pr.id == leaderItem.Receipt.ServedBy {
+			continue
+		}
+		fc, err := grpc.NewClient(pr.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := api.NewKVClient(fc).Get(ctx, &api.GetRequest{Key: key})
+		fc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rc := resp.GetReceipt(); !rc.Forwarded || rc.Coordinator != pr.id || rc.ServedBy != leaderItem.Receipt.ServedBy {
+			t.Fatalf("get via %s: receipt %+v, leader %s", pr.id, rc, leaderItem.Receipt.ServedBy)
+		}
 	}
 
 	// Scan: one account's keys, and the whole keyspace across owners, in order.
@@ -232,39 +265,58 @@ func TestRestartKeepsData(t *testing.T) {
 	}
 }
 
-func TestOwnerDownFailsFast(t *testing.T) {
+func TestMinorityFailsFast(t *testing.T) {
 	cl := startCluster(t, 3)
 	c := newClient(t, cl.endpoints()...)
 	ctx := ctxT(t)
-	key := "accounts/eu/5/balance"
-	p, _ := c.Locate(key)
-	owner := p.Replicas[0]
-	cl.kill(cl.proc(owner))
-
-	start := time.Now()
-	_, err := c.Put(ctx, key, []byte("1"))
-	if !errors.Is(err, client.ErrUnavailable) {
-		t.Fatalf("put with owner down: %v, want ErrUnavailable", err)
+	for i := range 20 {
+		if _, err := c.Put(ctx, fmt.Sprintf("accounts/eu/%d/balance", i), []byte("1")); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("failing took %s", d)
-	}
-	// Keys of the live nodes are still served.
-	served := 0
-	for i := range 30 {
+	// One node down: every cp partition keeps a majority and keeps serving.
+	cl.kill(cl.procs[0])
+	for i := range 20 {
 		k := fmt.Sprintf("accounts/eu/%d/balance", i)
-		if pl, _ := c.Locate(k); pl.Replicas[0] == owner {
-			continue
+		if _, err := c.Put(ctx, k, []byte("2")); err != nil {
+			t.Fatalf("put %s with one of three nodes down: %v", k, err)
 		}
-		if _, err := c.Put(ctx, k, []byte("1")); err != nil {
-			t.Fatalf("put %s (owner alive): %v", k, err)
+		if it, err := c.Get(ctx, k); err != nil || string(it.Value) != "2" {
+			t.Fatalf("get %s with one node down: %v %v", k, it, err)
 		}
-		served++
 	}
-	if served == 0 {
-		t.Fatal("no key owned by a live node among 30")
+	// Two down: the survivor is a minority. Once its leader lease ran out,
+	// every cp request fails with a definite Unavailable before its deadline.
+	cl.kill(cl.procs[1])
+	time.Sleep(1500 * time.Millisecond)
+	alone := newClient(t, cl.procs[2].addr)
+	for i := range 2 {
+		k := fmt.Sprintf("accounts/eu/%d/balance", i)
+		rctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		start := time.Now()
+		_, err := alone.Put(rctx, k, []byte("3"))
+		cancel()
+		if !errors.Is(err, client.ErrUnavailable) {
+			t.Fatalf("put %s on the minority side: %v, want ErrUnavailable", k, err)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("minority put took %s, past its 3s deadline", d)
+		}
+		rctx, cancel = context.WithTimeout(context.Background(), 3*time.Second)
+		_, err = alone.Get(rctx, k)
+		cancel()
+		if !errors.Is(err, client.ErrUnavailable) {
+			t.Fatalf("linearizable get %s on the minority side: %v, want ErrUnavailable", k, err)
+		}
+		// A stale read is still served by the surviving replica, and says so.
+		rctx, cancel = context.WithTimeout(context.Background(), 3*time.Second)
+		it, err := alone.Get(rctx, k, client.WithConsistency("stale"))
+		cancel()
+		if err != nil || string(it.Value) != "2" || it.Receipt.MajorityReachable || it.Receipt.Staleness < time.Second {
+			t.Fatalf("stale get %s on the minority side: %+v, %v", k, it, err)
+		}
 	}
-	out, _, code := kvctl(t, cl.endpoints(), "", "cluster", "status", "--json")
+	out, _, code := kvctl(t, cl.endpoints()[2:], "", "cluster", "status", "--json")
 	if code != 0 {
 		t.Fatalf("cluster status exit %d", code)
 	}
@@ -275,7 +327,7 @@ func TestOwnerDownFailsFast(t *testing.T) {
 		t.Fatal(err, out)
 	}
 	for _, n := range st.Nodes {
-		if want := map[bool]string{true: "down", false: "up"}[n.ID == owner]; n.State != want {
+		if want := map[bool]string{true: "up", false: "down"}[n.ID == cl.procs[2].id]; n.State != want {
 			t.Errorf("node %s state %s, want %s", n.ID, n.State, want)
 		}
 	}

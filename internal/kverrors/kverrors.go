@@ -12,6 +12,7 @@ package kverrors
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -152,9 +153,14 @@ func FromStatus(err error) error {
 	case codes.Aborted:
 		sentinel = ErrConflict
 	case codes.Unavailable:
-		// gRPC reports Unavailable for connection failures before the request
-		// was written; the request did not take effect.
-		sentinel = ErrUnavailable
+		// gRPC reports Unavailable both when it could not connect (the
+		// request was never sent) and when a connection broke mid-call (it
+		// may have been executed). Only the first is a definite failure.
+		if strings.Contains(msg, "dial") || strings.Contains(msg, "connection refused") || strings.Contains(msg, "no such host") {
+			sentinel = ErrUnavailable
+		} else {
+			sentinel = ErrIndeterminate
+		}
 	case codes.DeadlineExceeded, codes.Canceled:
 		sentinel = ErrIndeterminate
 	default:

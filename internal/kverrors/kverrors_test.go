@@ -32,7 +32,7 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestTransportErrors(t *testing.T) {
-	if err := FromStatus(status.Error(codes.Unavailable, "connection refused")); !errors.Is(err, ErrUnavailable) {
+	if err := FromStatus(status.Error(codes.Unavailable, "connection error: dial tcp 127.0.0.1:1: connect: connection refused")); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("Unavailable -> %v", err)
 	}
 	if err := FromStatus(status.Error(codes.DeadlineExceeded, "context deadline exceeded")); !errors.Is(err, ErrIndeterminate) {
@@ -43,5 +43,12 @@ func TestTransportErrors(t *testing.T) {
 	}
 	if got := status.Code(ToStatus(context.DeadlineExceeded)); got != codes.DeadlineExceeded {
 		t.Errorf("ToStatus(deadline) code %v", got)
+	}
+}
+
+func TestBrokenConnectionIsIndeterminate(t *testing.T) {
+	err := FromStatus(status.Error(codes.Unavailable, "error reading from server: EOF"))
+	if !errors.Is(err, ErrIndeterminate) {
+		t.Fatalf("mid-call connection loss -> %v, want ErrIndeterminate", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/replication/cp"
 	"github.com/capkv/capkv/ring"
 	"github.com/capkv/capkv/shard"
 )
@@ -44,6 +45,15 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// ScanLimit is the page size of a scan that names none, and its maximum.
 	ScanLimit int
+	// Raft is the timing of every cp partition group.
+	Raft cp.Tuning
+	// Faults, when set, decides the fate of Raft messages between nodes
+	// (tests and the partition harness; nil delivers everything).
+	Faults cp.Faults
+	// UnsafeLocalReads serves linearizable reads from the local replica
+	// without confirming leadership. TEST ONLY: it exists so the
+	// linearizability checker can be shown to catch the resulting stale reads.
+	UnsafeLocalReads bool
 	// Logger receives the node's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -62,6 +72,7 @@ func DefaultConfig() Config {
 		RequestTimeout: 2 * time.Second,
 		ShutdownGrace:  5 * time.Second,
 		ScanLimit:      1000,
+		Raft:           cp.DefaultTuning(),
 	}
 }
 

@@ -3,25 +3,33 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/consistency"
 	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/replication/cp"
 	"github.com/capkv/capkv/ring"
 	"github.com/capkv/capkv/shard"
 )
 
-// route is where a request goes: the placement of its key, its effective
-// consistency level, and whether this node serves it.
+// maxHops bounds forwarding: client -> any node -> a replica -> the leader.
+const maxHops = 2
+
+// leaderWait is how often a replica without a known leader looks again.
+const leaderWait = 20 * time.Millisecond
+
+// route is where a request goes: the placement of its key and its
+// effective consistency level.
 type route struct {
 	p     ring.Placement
 	level consistency.Level
-	local bool
-	owner string
 }
 
 func (n *Node) route(key string, h *api.RequestHeader) (route, error) {
@@ -36,13 +44,7 @@ func (n *Node) route(key string, h *api.RequestHeader) (route, error) {
 	if err != nil {
 		return route{}, err
 	}
-	rt := route{p: p, level: lvl, owner: p.Replicas[0]}
-	rt.local = rt.owner == n.cfg.ID
-	if !rt.local && h.GetHops() > 0 {
-		return route{}, fmt.Errorf("%w: node %s received a forwarded request for %q owned by %s (epoch %d, sender's %d)",
-			kverrors.ErrStaleEpoch, n.cfg.ID, key, rt.owner, n.ring.Epoch(), h.GetEpoch())
-	}
-	return rt, nil
+	return route{p: p, level: lvl}, nil
 }
 
 func (n *Node) level(ks *ring.KeyspaceConfig, h *api.RequestHeader) (consistency.Level, error) {
@@ -60,21 +62,38 @@ func (n *Node) level(ks *ring.KeyspaceConfig, h *api.RequestHeader) (consistency
 // receipt describes a request this node served itself.
 func (n *Node) receipt(rt route) *api.Receipt {
 	return &api.Receipt{
-		Keyspace:          rt.p.Keyspace.Name,
-		Mode:              string(rt.p.Keyspace.Mode),
-		Level:             string(rt.level),
-		Partition:         rt.p.Partition.String(),
-		Replicas:          append([]string(nil), rt.p.Replicas...),
-		AckedBy:           []string{n.cfg.ID},
-		ServedBy:          n.cfg.ID,
-		Coordinator:       n.cfg.ID,
-		Epoch:             n.ring.Epoch(),
+		Keyspace:    rt.p.Keyspace.Name,
+		Mode:        string(rt.p.Keyspace.Mode),
+		Level:       string(rt.level),
+		Partition:   rt.p.Partition.String(),
+		Replicas:    append([]string(nil), rt.p.Replicas...),
+		AckedBy:     []string{n.cfg.ID},
+		ServedBy:    n.cfg.ID,
+		Coordinator: n.cfg.ID,
+		Epoch:       n.ring.Epoch(),
 	}
 }
 
-// forwarded marks a receipt that came back from the owner through this node.
+// cpReceipt adds what Raft guaranteed: a committed write or a confirmed
+// read needed a majority; a stale read says how far behind it may be.
+func (n *Node) cpReceipt(rt route, g *cp.Group, index uint64, majority bool) *api.Receipt {
+	r := n.receipt(rt)
+	r.AppliedIndex = index
+	r.MajorityReachable = majority
+	if !majority {
+		r.AppliedIndex = g.AppliedIndex()
+		if lc := g.LastContact(); !lc.IsZero() {
+			r.StalenessMs = max(time.Since(lc).Milliseconds(), 0)
+		} else {
+			r.StalenessMs = -1 // never heard from a leader
+		}
+	}
+	return r
+}
+
+// forwarded marks a receipt that came back through this node.
 func (n *Node) forwarded(r *api.Receipt) {
-	if r != nil {
+	if r != nil && r.Coordinator != n.cfg.ID {
 		r.Coordinator = n.cfg.ID
 		r.Forwarded = true
 	}
@@ -97,14 +116,91 @@ func (n *Node) kvPeer(id string) (api.KVClient, error) {
 	return api.NewKVClient(c), nil
 }
 
-// forwardErr explains a failed forward; the sentinel kind is preserved.
-func (n *Node) forwardErr(owner string, err error) error {
-	err = kverrors.FromStatus(err)
-	return fmt.Errorf("via owner %s: %w", owner, err)
-}
-
 func (n *Node) replica(p ring.Placement) *shard.Replica {
 	return n.store.Replica(p.Partition.String())
+}
+
+// innerDeadline leaves a margin before the caller's deadline so that a
+// request that cannot be served gets a definite Unavailable answer instead
+// of the caller's own timeout.
+func innerDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	margin := min(time.Until(dl)/10, 200*time.Millisecond)
+	return context.WithDeadline(ctx, dl.Add(-margin))
+}
+
+// serve runs a request on the replica that must execute it.
+//
+// ap keyspaces (until leaderless replication lands): the first node of the
+// preference list. cp keyspaces: the Raft leader when leader is true (writes,
+// linearizable reads), any replica otherwise (stale reads). local runs the
+// request here; forward sends it on. A replica that knows no leader waits for
+// an election until shortly before the deadline, then answers Unavailable.
+func (n *Node) serve(ctx context.Context, rt route, h *api.RequestHeader, leader bool,
+	local func(ctx context.Context, g *cp.Group) error,
+	forward func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error) error {
+
+	if rt.p.Keyspace.Mode != consistency.CP {
+		owner := rt.p.Replicas[0]
+		if owner == n.cfg.ID {
+			return local(ctx, nil)
+		}
+		return n.forwardTo(ctx, owner, h, forward)
+	}
+	ictx, cancel := innerDeadline(ctx)
+	defer cancel()
+	pid := rt.p.Partition.String()
+	for {
+		var to string
+		if g, ok := n.host.Group(pid); ok {
+			if !leader {
+				return local(ctx, g)
+			}
+			err := local(ictx, g)
+			var nl *cp.NotLeaderError
+			if !errors.As(err, &nl) {
+				return err
+			}
+			to = nl.Leader
+		} else {
+			to = rt.p.Replicas[0] // a replica knows its leader
+		}
+		if to != "" && to != n.cfg.ID {
+			err := n.forwardTo(ctx, to, h, forward)
+			if !errors.Is(err, kverrors.ErrUnavailable) || errors.Is(err, kverrors.ErrStaleEpoch) {
+				return err
+			}
+			// The leader we knew is unreachable; an election may be under way.
+			if _, isReplica := n.host.Group(pid); !isReplica {
+				return err
+			}
+		}
+		select {
+		case <-ictx.Done():
+			return fmt.Errorf("%w: partition %s has no leader reachable from %s before the deadline (minority side of a partition, or an election in progress)",
+				kverrors.ErrUnavailable, pid, n.cfg.ID)
+		case <-time.After(leaderWait):
+		}
+	}
+}
+
+func (n *Node) forwardTo(ctx context.Context, to string, h *api.RequestHeader,
+	forward func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error) error {
+	if h.GetHops() >= maxHops {
+		return fmt.Errorf("%w: node %s received a request already forwarded %d times; its owner is %s (epoch %d, sender's %d)",
+			kverrors.ErrStaleEpoch, n.cfg.ID, h.GetHops(), to, n.ring.Epoch(), h.GetEpoch())
+	}
+	c, err := n.kvPeer(to)
+	if err != nil {
+		return err
+	}
+	if err := forward(ctx, c, forwardHeader(h, n.ring.Epoch())); err != nil {
+		return fmt.Errorf("via %s: %w", to, kverrors.FromStatus(err))
+	}
+	return nil
 }
 
 // Get returns the current value of a key.
@@ -113,29 +209,42 @@ func (n *Node) Get(ctx context.Context, req *api.GetRequest) (*api.GetResponse, 
 	if err != nil {
 		return nil, err
 	}
-	if !rt.local {
-		c, err := n.kvPeer(rt.owner)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := c.Get(ctx, &api.GetRequest{Header: forwardHeader(req.GetHeader(), n.ring.Epoch()), Key: req.GetKey()})
-		if err != nil {
-			return nil, n.forwardErr(rt.owner, err)
-		}
-		n.forwarded(resp.GetReceipt())
-		return resp, nil
-	}
-	rec, found, err := n.replica(rt.p).Get(req.GetKey())
+	var resp *api.GetResponse
+	err = n.serve(ctx, rt, req.GetHeader(), rt.level == consistency.Linearizable,
+		func(ctx context.Context, g *cp.Group) error {
+			var rc *api.Receipt
+			if g == nil {
+				rc = n.receipt(rt)
+			} else if rt.level == consistency.Linearizable && !n.cfg.UnsafeLocalReads {
+				idx, err := g.ReadBarrier(ctx)
+				if err != nil {
+					return err
+				}
+				rc = n.cpReceipt(rt, g, idx, true)
+			} else {
+				rc = n.cpReceipt(rt, g, 0, false)
+			}
+			rec, found, err := n.replica(rt.p).Get(req.GetKey())
+			if err != nil {
+				return err
+			}
+			if !found || rec.Tombstone {
+				return fmt.Errorf("%w: key %q", kverrors.ErrNotFound, req.GetKey())
+			}
+			resp = &api.GetResponse{Receipt: rc,
+				Kv: &api.KeyValue{Key: req.GetKey(), Value: rec.Value, Version: rec.Version, Timestamp: uint64(rec.Timestamp)}}
+			return nil
+		},
+		func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error {
+			r, err := c.Get(ctx, &api.GetRequest{Header: h, Key: req.GetKey()})
+			resp = r
+			return err
+		})
 	if err != nil {
 		return nil, err
 	}
-	if !found || rec.Tombstone {
-		return nil, fmt.Errorf("%w: key %q", kverrors.ErrNotFound, req.GetKey())
-	}
-	return &api.GetResponse{
-		Kv:      &api.KeyValue{Key: req.GetKey(), Value: rec.Value, Version: rec.Version, Timestamp: uint64(rec.Timestamp)},
-		Receipt: n.receipt(rt),
-	}, nil
+	n.forwarded(resp.GetReceipt())
+	return resp, nil
 }
 
 func (n *Node) checkValue(v []byte) error {
@@ -144,6 +253,83 @@ func (n *Node) checkValue(v []byte) error {
 	}
 	return nil
 }
+
+// write runs a mutation: through Raft for cp keyspaces, as a local
+// read-modify-write on the owner otherwise.
+func (n *Node) write(ctx context.Context, rt route, h *api.RequestHeader, cmd cp.Command,
+	forward func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error) (cp.Result, *api.Receipt, error) {
+	var res cp.Result
+	var rc *api.Receipt
+	h = withRequestID(h)
+	err := n.serve(ctx, rt, h, true,
+		func(ctx context.Context, g *cp.Group) error {
+			cmd.Timestamp = n.clock.Now()
+			cmd.RequestID = h.GetRequestId()
+			if g == nil {
+				var err error
+				res, err = n.applyLocal(rt, cmd)
+				rc = n.receipt(rt)
+				return err
+			}
+			var err error
+			res, err = g.Propose(ctx, cmd)
+			if err != nil {
+				return err
+			}
+			rc = n.cpReceipt(rt, g, res.Version, true)
+			return nil
+		}, forward)
+	return res, rc, err
+}
+
+// withRequestID gives a write a request ID if its client did not, so that
+// a forward retried after a broken connection is applied at most once.
+func withRequestID(h *api.RequestHeader) *api.RequestHeader {
+	if h.GetRequestId() != "" {
+		return h
+	}
+	var b [12]byte
+	rand.Read(b[:])
+	out := &api.RequestHeader{RequestId: hex.EncodeToString(b[:])}
+	if h != nil {
+		out.Epoch, out.Consistency, out.Hops = h.Epoch, h.Consistency, h.Hops
+	}
+	return out
+}
+
+// applyLocal executes a mutation on this node's copy without replication.
+func (n *Node) applyLocal(rt route, cmd cp.Command) (cp.Result, error) {
+	var res cp.Result
+	_, err := n.replica(rt.p).Update(cmd.Key, func(cur shard.Record, found bool) (shard.Record, error) {
+		live := found && !cur.Tombstone
+		next := cur.Version + 1
+		switch cmd.Op {
+		case cp.OpDelete:
+			if !live {
+				res = cp.Result{Version: cur.Version}
+				return cur, errNoChange
+			}
+			res = cp.Result{Version: next, Timestamp: cmd.Timestamp, Existed: true}
+			return shard.Record{Tombstone: true, Version: next, Timestamp: cmd.Timestamp}, nil
+		case cp.OpCAS:
+			if cmd.HasExpectedVer && (!live && cmd.ExpectedVersion != 0 || live && cur.Version != cmd.ExpectedVersion) {
+				return cur, fmt.Errorf("%w: key %q is at version %d, expected %d", kverrors.ErrConflict, cmd.Key, cur.Version, cmd.ExpectedVersion)
+			}
+			if cmd.HasExpectedVal && (!live || !bytes.Equal(cur.Value, cmd.ExpectedValue)) {
+				return cur, fmt.Errorf("%w: key %q does not hold the expected value %q", kverrors.ErrConflict, cmd.Key, cmd.ExpectedValue)
+			}
+		}
+		res = cp.Result{Version: next, Timestamp: cmd.Timestamp}
+		return shard.Record{Value: cmd.Value, Version: next, Timestamp: cmd.Timestamp}, nil
+	})
+	if errors.Is(err, errNoChange) {
+		err = nil
+	}
+	return res, err
+}
+
+// errNoChange aborts an Update that has nothing to write.
+var errNoChange = errors.New("no change")
 
 // Put writes a key.
 func (n *Node) Put(ctx context.Context, req *api.PutRequest) (*api.PutResponse, error) {
@@ -154,25 +340,21 @@ func (n *Node) Put(ctx context.Context, req *api.PutRequest) (*api.PutResponse, 
 	if err := n.checkValue(req.GetValue()); err != nil {
 		return nil, err
 	}
-	if !rt.local {
-		c, err := n.kvPeer(rt.owner)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := c.Put(ctx, &api.PutRequest{Header: forwardHeader(req.GetHeader(), n.ring.Epoch()), Key: req.GetKey(), Value: req.GetValue()})
-		if err != nil {
-			return nil, n.forwardErr(rt.owner, err)
-		}
-		n.forwarded(resp.GetReceipt())
-		return resp, nil
-	}
-	rec, err := n.replica(rt.p).Update(req.GetKey(), func(cur shard.Record, found bool) (shard.Record, error) {
-		return shard.Record{Value: req.GetValue(), Version: cur.Version + 1, Timestamp: n.clock.Now()}, nil
-	})
+	var fwd *api.PutResponse
+	res, rc, err := n.write(ctx, rt, req.GetHeader(), cp.Command{Op: cp.OpPut, Key: req.GetKey(), Value: req.GetValue()},
+		func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error {
+			var err error
+			fwd, err = c.Put(ctx, &api.PutRequest{Header: h, Key: req.GetKey(), Value: req.GetValue()})
+			return err
+		})
 	if err != nil {
 		return nil, err
 	}
-	return &api.PutResponse{Version: rec.Version, Timestamp: uint64(rec.Timestamp), Receipt: n.receipt(rt)}, nil
+	if fwd != nil {
+		n.forwarded(fwd.GetReceipt())
+		return fwd, nil
+	}
+	return &api.PutResponse{Version: res.Version, Timestamp: uint64(res.Timestamp), Receipt: rc}, nil
 }
 
 // Delete removes a key, leaving a tombstone.
@@ -181,34 +363,22 @@ func (n *Node) Delete(ctx context.Context, req *api.DeleteRequest) (*api.DeleteR
 	if err != nil {
 		return nil, err
 	}
-	if !rt.local {
-		c, err := n.kvPeer(rt.owner)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := c.Delete(ctx, &api.DeleteRequest{Header: forwardHeader(req.GetHeader(), n.ring.Epoch()), Key: req.GetKey()})
-		if err != nil {
-			return nil, n.forwardErr(rt.owner, err)
-		}
-		n.forwarded(resp.GetReceipt())
-		return resp, nil
-	}
-	existed := false
-	rec, err := n.replica(rt.p).Update(req.GetKey(), func(cur shard.Record, found bool) (shard.Record, error) {
-		existed = found && !cur.Tombstone
-		if !existed {
-			return cur, errNoChange
-		}
-		return shard.Record{Tombstone: true, Version: cur.Version + 1, Timestamp: n.clock.Now()}, nil
-	})
-	if err != nil && !errors.Is(err, errNoChange) {
+	var fwd *api.DeleteResponse
+	res, rc, err := n.write(ctx, rt, req.GetHeader(), cp.Command{Op: cp.OpDelete, Key: req.GetKey()},
+		func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error {
+			var err error
+			fwd, err = c.Delete(ctx, &api.DeleteRequest{Header: h, Key: req.GetKey()})
+			return err
+		})
+	if err != nil {
 		return nil, err
 	}
-	return &api.DeleteResponse{Existed: existed, Version: rec.Version, Receipt: n.receipt(rt)}, nil
+	if fwd != nil {
+		n.forwarded(fwd.GetReceipt())
+		return fwd, nil
+	}
+	return &api.DeleteResponse{Existed: res.Existed, Version: res.Version, Receipt: rc}, nil
 }
-
-// errNoChange aborts an Update that has nothing to write.
-var errNoChange = errors.New("no change")
 
 // CAS writes a key only if its current state matches the expectation.
 func (n *Node) CAS(ctx context.Context, req *api.CASRequest) (*api.CASResponse, error) {
@@ -226,50 +396,34 @@ func (n *Node) CAS(ctx context.Context, req *api.CASRequest) (*api.CASResponse, 
 	if err := n.checkValue(req.GetValue()); err != nil {
 		return nil, err
 	}
-	if !rt.local {
-		c, err := n.kvPeer(rt.owner)
-		if err != nil {
-			return nil, err
-		}
-		fwd := &api.CASRequest{Header: forwardHeader(req.GetHeader(), n.ring.Epoch()), Key: req.GetKey(),
-			ExpectedValue: req.ExpectedValue, ExpectedVersion: req.ExpectedVersion, Value: req.GetValue()}
-		resp, err := c.CAS(ctx, fwd)
-		if err != nil {
-			return nil, n.forwardErr(rt.owner, err)
-		}
-		n.forwarded(resp.GetReceipt())
-		return resp, nil
+	cmd := cp.Command{Op: cp.OpCAS, Key: req.GetKey(), Value: req.GetValue()}
+	if req.ExpectedValue != nil {
+		cmd.HasExpectedVal, cmd.ExpectedValue = true, req.ExpectedValue
 	}
-	rec, err := n.replica(rt.p).Update(req.GetKey(), func(cur shard.Record, found bool) (shard.Record, error) {
-		live := found && !cur.Tombstone
-		if req.ExpectedVersion != nil {
-			have := uint64(0)
-			if live {
-				have = cur.Version
-			}
-			if have != *req.ExpectedVersion {
-				return cur, fmt.Errorf("%w: key %q is at version %d, expected %d", kverrors.ErrConflict, req.GetKey(), have, *req.ExpectedVersion)
-			}
-		}
-		if req.ExpectedValue != nil {
-			if !live {
-				return cur, fmt.Errorf("%w: key %q does not exist, expected value %q", kverrors.ErrConflict, req.GetKey(), req.ExpectedValue)
-			}
-			if !bytes.Equal(cur.Value, req.ExpectedValue) {
-				return cur, fmt.Errorf("%w: key %q has value %q, expected %q", kverrors.ErrConflict, req.GetKey(), cur.Value, req.ExpectedValue)
-			}
-		}
-		return shard.Record{Value: req.GetValue(), Version: cur.Version + 1, Timestamp: n.clock.Now()}, nil
-	})
+	if req.ExpectedVersion != nil {
+		cmd.HasExpectedVer, cmd.ExpectedVersion = true, *req.ExpectedVersion
+	}
+	var fwd *api.CASResponse
+	res, rc, err := n.write(ctx, rt, req.GetHeader(), cmd,
+		func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error {
+			var err error
+			fwd, err = c.CAS(ctx, &api.CASRequest{Header: h, Key: req.GetKey(), ExpectedValue: req.ExpectedValue,
+				ExpectedVersion: req.ExpectedVersion, Value: req.GetValue()})
+			return err
+		})
 	if err != nil {
 		return nil, err
 	}
-	return &api.CASResponse{Version: rec.Version, Timestamp: uint64(rec.Timestamp), Receipt: n.receipt(rt)}, nil
+	if fwd != nil {
+		n.forwarded(fwd.GetReceipt())
+		return fwd, nil
+	}
+	return &api.CASResponse{Version: res.Version, Timestamp: uint64(res.Timestamp), Receipt: rc}, nil
 }
 
-// Scan lists keys with a prefix. The coordinating node (hops = 0) asks every
-// owner of a partition of the keyspace for its part and merges; an owner
-// (hops > 0) scans only the partitions it owns.
+// Scan lists keys with a prefix. The coordinating node asks, for every
+// partition of the keyspace, the replica that must serve it (the leader for
+// linearizable cp scans) and merges the answers in key order.
 func (n *Node) Scan(ctx context.Context, req *api.ScanRequest) (*api.ScanResponse, error) {
 	prefix := req.GetPrefix()
 	ksName, err := ring.SplitKeyspace(prefix)
@@ -288,92 +442,79 @@ func (n *Node) Scan(ctx context.Context, req *api.ScanRequest) (*api.ScanRespons
 	if limit <= 0 || limit > n.cfg.ScanLimit {
 		limit = n.cfg.ScanLimit
 	}
-	parts := n.ring.Partitions(ksName)
+	var parts []ring.PartitionInfo
+	for _, p := range n.ring.Partitions(ksName) {
+		if p.Err == "" && len(p.Replicas) > 0 && (req.GetPartition() == "" || p.ID.String() == req.GetPartition()) {
+			parts = append(parts, p)
+		}
+	}
+	if req.GetPartition() != "" && len(parts) == 0 {
+		return nil, fmt.Errorf("%w: partition %q is not in the map of %s", kverrors.ErrStaleEpoch, req.GetPartition(), n.cfg.ID)
+	}
 	rc := &api.Receipt{Keyspace: ks.Name, Mode: string(ks.Mode), Level: string(lvl), Coordinator: n.cfg.ID,
 		ServedBy: n.cfg.ID, Epoch: n.ring.Epoch()}
 
-	if req.GetHeader().GetHops() > 0 {
-		kvs, err := n.scanLocal(parts, prefix, req.GetStartAfter(), limit+1)
-		if err != nil {
-			return nil, err
-		}
-		rc.AckedBy = []string{n.cfg.ID}
-		return &api.ScanResponse{Kvs: kvs, Receipt: rc}, nil
+	type result struct {
+		kvs    []*api.KeyValue
+		by     string
+		err    error
+		remote bool
 	}
-
-	owners := map[string]bool{}
-	for _, p := range parts {
-		if p.Err == "" && len(p.Replicas) > 0 {
-			owners[p.Replicas[0]] = true
-		}
-	}
-	type part struct {
-		kvs []*api.KeyValue
-		err error
-	}
-	results := make(map[string]*part, len(owners))
+	results := make([]result, len(parts))
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	for owner := range owners {
+	for i, p := range parts {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var r part
-			if owner == n.cfg.ID {
-				r.kvs, r.err = n.scanLocal(parts, prefix, req.GetStartAfter(), limit+1)
-			} else if c, err := n.kvPeer(owner); err != nil {
-				r.err = err
-			} else {
-				resp, err := c.Scan(ctx, &api.ScanRequest{Header: forwardHeader(req.GetHeader(), n.ring.Epoch()),
-					Prefix: prefix, StartAfter: req.GetStartAfter(), Limit: uint32(limit)})
-				if err != nil {
-					r.err = n.forwardErr(owner, err)
-				} else {
-					r.kvs = resp.GetKvs()
-				}
+			rt := route{p: ring.Placement{Keyspace: ks, Partition: p.ID, Replicas: p.Replicas}, level: lvl}
+			h := req.GetHeader()
+			if h == nil {
+				h = &api.RequestHeader{}
 			}
-			mu.Lock()
-			results[owner] = &r
-			mu.Unlock()
+			res := &results[i]
+			res.err = n.serve(ctx, rt, h, lvl == consistency.Linearizable,
+				func(ctx context.Context, g *cp.Group) error {
+					if g != nil && lvl == consistency.Linearizable && !n.cfg.UnsafeLocalReads {
+						if _, err := g.ReadBarrier(ctx); err != nil {
+							return err
+						}
+					}
+					res.by = n.cfg.ID
+					return n.store.Replica(p.ID.String()).Scan(prefix, req.GetStartAfter(), limit+1, false, func(key string, rec shard.Record) bool {
+						res.kvs = append(res.kvs, &api.KeyValue{Key: key, Value: rec.Value, Version: rec.Version, Timestamp: uint64(rec.Timestamp)})
+						return true
+					})
+				},
+				func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error {
+					resp, err := c.Scan(ctx, &api.ScanRequest{Header: h, Prefix: prefix, StartAfter: req.GetStartAfter(),
+						Limit: uint32(limit), Partition: p.ID.String()})
+					if err != nil {
+						return err
+					}
+					res.kvs, res.by = resp.GetKvs(), resp.GetReceipt().GetServedBy()
+					return nil
+				})
 		}()
 	}
 	wg.Wait()
 	var all []*api.KeyValue
-	for owner, r := range results {
+	acked := map[string]bool{}
+	for _, r := range results {
 		if r.err != nil {
 			return nil, r.err
 		}
 		all = append(all, r.kvs...)
-		rc.AckedBy = append(rc.AckedBy, owner)
+		acked[r.by] = true
+	}
+	for id := range acked {
+		rc.AckedBy = append(rc.AckedBy, id)
 	}
 	sort.Strings(rc.AckedBy)
+	rc.MajorityReachable = ks.Mode == consistency.CP && lvl == consistency.Linearizable
 	sort.Slice(all, func(i, j int) bool { return all[i].Key < all[j].Key })
 	more := len(all) > limit
 	if more {
 		all = all[:limit]
 	}
 	return &api.ScanResponse{Kvs: all, More: more, Receipt: rc}, nil
-}
-
-// scanLocal scans the partitions this node owns, returning at most limit
-// keys in key order.
-func (n *Node) scanLocal(parts []ring.PartitionInfo, prefix, after string, limit int) ([]*api.KeyValue, error) {
-	var out []*api.KeyValue
-	for _, p := range parts {
-		if p.Err != "" || len(p.Replicas) == 0 || p.Replicas[0] != n.cfg.ID {
-			continue
-		}
-		err := n.store.Replica(p.ID.String()).Scan(prefix, after, limit, false, func(key string, rec shard.Record) bool {
-			out = append(out, &api.KeyValue{Key: key, Value: rec.Value, Version: rec.Version, Timestamp: uint64(rec.Timestamp)})
-			return true
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
-	if len(out) > limit {
-		out = out[:limit]
-	}
-	return out, nil
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/consistency"
 	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/replication/cp"
 	"github.com/capkv/capkv/ring"
 	"github.com/capkv/capkv/shard"
 )
@@ -28,6 +30,7 @@ type Node struct {
 	cfg     Config
 	log     *slog.Logger
 	store   *shard.Store
+	host    *cp.Host
 	ring    *ring.Ring
 	clock   *consistency.Clock
 	started time.Time
@@ -73,6 +76,8 @@ func New(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: log, store: st, ring: r, clock: consistency.NewClock(nil, 0)}
 	n.mu.peers = make(map[string]*grpc.ClientConn)
+	net := cp.NewNetwork(cfg.ID, n.peer, cfg.Faults)
+	n.host = cp.NewHost(cfg.ID, st.DB(), net, filepath.Join(cfg.DataDir, "raft-snapshots"), cfg.Raft, log)
 	return n, nil
 }
 
@@ -90,6 +95,7 @@ func (n *Node) Start(lis net.Listener) error {
 	n.srv = grpc.NewServer(grpc.ChainUnaryInterceptor(n.unaryInterceptor))
 	api.RegisterKVServer(n.srv, n)
 	api.RegisterAdminServer(n.srv, n)
+	api.RegisterRaftServer(n.srv, n.host.Network())
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -97,7 +103,30 @@ func (n *Node) Start(lis net.Listener) error {
 			n.log.Error("grpc server stopped", "err", err)
 		}
 	}()
-	n.log.Info("serving", "addr", lis.Addr().String(), "region", n.cfg.Region)
+	if err := n.startGroups(); err != nil {
+		n.Close()
+		return err
+	}
+	n.log.Info("serving", "addr", lis.Addr().String(), "region", n.cfg.Region, "raft_groups", len(n.host.Groups()))
+	return nil
+}
+
+// startGroups starts this node's replica of every placeable cp partition.
+func (n *Node) startGroups() error {
+	for _, ks := range n.ring.Keyspaces() {
+		if ks.Mode != consistency.CP {
+			continue
+		}
+		for _, p := range n.ring.Partitions(ks.Name) {
+			if p.Err != "" {
+				continue
+			}
+			id := p.ID.String()
+			if _, err := n.host.Ensure(id, p.Replicas, n.store.Replica(id)); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
 
@@ -116,9 +145,14 @@ func (n *Node) Close() error {
 		return nil
 	}
 	n.mu.closed = true
-	peers := n.mu.peers
-	n.mu.peers = nil
 	n.mu.Unlock()
+
+	var errs []error
+	// Raft groups first: in-flight proposals fail instead of waiting on
+	// peers, and peers see this node leave.
+	if err := n.host.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("stop raft groups: %w", err))
+	}
 
 	if n.srv != nil {
 		done := make(chan struct{})
@@ -132,7 +166,10 @@ func (n *Node) Close() error {
 		}
 		n.wg.Wait()
 	}
-	var errs []error
+	n.mu.Lock()
+	peers := n.mu.peers
+	n.mu.peers = nil
+	n.mu.Unlock()
 	for id, c := range peers {
 		if err := c.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close connection to %s: %w", id, err))
@@ -149,7 +186,7 @@ func (n *Node) Close() error {
 func (n *Node) peer(id string) (*grpc.ClientConn, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.mu.closed {
+	if n.mu.peers == nil {
 		return nil, fmt.Errorf("%w: node %s is shutting down", kverrors.ErrUnavailable, n.cfg.ID)
 	}
 	if c, ok := n.mu.peers[id]; ok {

@@ -1,0 +1,385 @@
+package cp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/capkv/capkv/internal/kverrors"
+)
+
+// Tuning is the Raft timing of every group of a node.
+type Tuning struct {
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	SnapshotThreshold  uint64
+	SnapshotInterval   time.Duration
+	TrailingLogs       uint64
+}
+
+// DefaultTuning trades a little idle CPU (heartbeats every 100ms per
+// follower per group) for failover well under two seconds.
+func DefaultTuning() Tuning {
+	return Tuning{
+		HeartbeatTimeout:   1000 * time.Millisecond,
+		ElectionTimeout:    1000 * time.Millisecond,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
+		CommitTimeout:      50 * time.Millisecond,
+		SnapshotThreshold:  8192,
+		SnapshotInterval:   2 * time.Minute,
+		TrailingLogs:       10240,
+	}
+}
+
+// GroupConfig configures one partition's Raft group on one node.
+type GroupConfig struct {
+	ID          string   // partition id
+	Self        string   // this node's id
+	Peers       []string // every replica's node id, self included
+	Storage     Storage
+	LogStore    *LogStore
+	Network     *Network
+	SnapshotDir string
+	Tuning      Tuning
+	Logger      *slog.Logger
+}
+
+// notReady is the initial ready generation: no leadership is ready until
+// its Barrier completed.
+const notReady = ^uint64(0)
+
+// ErrNotLeader is returned by a replica that is not the group's leader;
+// NotLeaderError says who is, when known.
+var ErrNotLeader = errors.New("not the leader")
+
+// NotLeaderError names the leader a request should go to ("" if unknown).
+type NotLeaderError struct {
+	Group, Leader string
+}
+
+func (e *NotLeaderError) Error() string {
+	if e.Leader == "" {
+		return fmt.Sprintf("partition %s has no leader this replica knows of (election in progress, or this replica is cut off from a majority)", e.Group)
+	}
+	return fmt.Sprintf("partition %s is led by %s", e.Group, e.Leader)
+}
+
+func (e *NotLeaderError) Unwrap() error { return ErrNotLeader }
+
+// Group is one replica of a partition's Raft group.
+type Group struct {
+	cfg   GroupConfig
+	raft  *raft.Raft
+	fsm   *FSM
+	trans *Transport
+	log   *slog.Logger
+
+	// ready is the leadership generation whose Barrier completed: a new
+	// leader serves linearizable reads only after applying everything
+	// committed by earlier leaders.
+	gen   atomic.Uint64
+	ready atomic.Uint64
+
+	obsCh  chan raft.Observation
+	obs    *raft.Observer
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	closed sync.Once
+}
+
+// StartGroup starts the replica. On a node with no Raft state for the group
+// it bootstraps the configuration from Peers; every replica does so with the
+// same list, which hashicorp/raft documents as safe.
+func StartGroup(cfg GroupConfig) (*Group, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	log = log.With("group", cfg.ID)
+	fsm, err := NewFSM(cfg.Storage)
+	if err != nil {
+		return nil, err
+	}
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.Self)
+	rc.HeartbeatTimeout = cfg.Tuning.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.Tuning.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.Tuning.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.Tuning.CommitTimeout
+	rc.SnapshotThreshold = cfg.Tuning.SnapshotThreshold
+	rc.SnapshotInterval = cfg.Tuning.SnapshotInterval
+	rc.TrailingLogs = cfg.Tuning.TrailingLogs
+	rc.BatchApplyCh = true
+	rc.NoSnapshotRestoreOnStart = true // the FSM's state is durable in Badger already
+	rc.Logger = hclogAdapter(log)
+	if err := raft.ValidateConfig(rc); err != nil {
+		return nil, fmt.Errorf("raft config of %s: %w", cfg.ID, err)
+	}
+	dir := filepath.Join(cfg.SnapshotDir, url.PathEscape(cfg.ID))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, rc.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot store of %s: %w", cfg.ID, err)
+	}
+	trans := cfg.Network.Transport(cfg.ID)
+	has, err := raft.HasExistingState(cfg.LogStore, cfg.LogStore, snaps)
+	if err != nil {
+		return nil, err
+	}
+	r, err := raft.NewRaft(rc, fsm, cfg.LogStore, cfg.LogStore, snaps, trans)
+	if err != nil {
+		trans.Close()
+		return nil, fmt.Errorf("start raft group %s: %w", cfg.ID, err)
+	}
+	g := &Group{cfg: cfg, raft: r, fsm: fsm, trans: trans, log: log, stop: make(chan struct{}), obsCh: make(chan raft.Observation, 16)}
+	g.ready.Store(notReady)
+	if !has {
+		var servers []raft.Server
+		for _, p := range cfg.Peers {
+			servers = append(servers, raft.Server{ID: raft.ServerID(p), Address: raft.ServerAddress(p), Suffrage: raft.Voter})
+		}
+		if err := r.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			g.Shutdown()
+			return nil, fmt.Errorf("bootstrap %s: %w", cfg.ID, err)
+		}
+	}
+	// Blocking: a dropped leadership observation could let a re-elected
+	// leader skip its Barrier. The consumer only bumps a counter.
+	g.obs = raft.NewObserver(g.obsCh, true, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	r.RegisterObserver(g.obs)
+	g.wg.Add(1)
+	go g.watchLeadership()
+	return g, nil
+}
+
+// watchLeadership runs a Barrier after every leadership change that makes
+// this replica leader, and marks the generation ready when it completes.
+func (g *Group) watchLeadership() {
+	defer g.wg.Done()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case o := <-g.obsCh:
+			lo, _ := o.Data.(raft.LeaderObservation)
+			gen := g.gen.Add(1)
+			if string(lo.LeaderID) != g.cfg.Self {
+				continue
+			}
+			g.wg.Add(1)
+			go func() {
+				defer g.wg.Done()
+				for g.gen.Load() == gen && g.raft.State() == raft.Leader {
+					if err := g.raft.Barrier(5 * time.Second).Error(); err == nil {
+						if g.gen.Load() == gen {
+							g.ready.Store(gen)
+						}
+						return
+					}
+					select {
+					case <-g.stop:
+						return
+					case <-time.After(50 * time.Millisecond):
+					}
+				}
+			}()
+		}
+	}
+}
+
+// ID is the partition id.
+func (g *Group) ID() string { return g.cfg.ID }
+
+// Peers is the group's bootstrap configuration.
+func (g *Group) Peers() []string { return g.cfg.Peers }
+
+// Leader returns the current leader's node id, "" when unknown.
+func (g *Group) Leader() string {
+	_, id := g.raft.LeaderWithID()
+	return string(id)
+}
+
+// IsLeader reports whether this replica believes it leads.
+func (g *Group) IsLeader() bool { return g.raft.State() == raft.Leader }
+
+// AppliedIndex is the last log index applied to storage here.
+func (g *Group) AppliedIndex() uint64 { return g.fsm.AppliedIndex() }
+
+// LastContact is when this replica last heard from its leader (now for a leader).
+func (g *Group) LastContact() time.Time {
+	if g.IsLeader() {
+		return time.Now()
+	}
+	return g.raft.LastContact()
+}
+
+func (g *Group) notLeader() error {
+	return &NotLeaderError{Group: g.cfg.ID, Leader: g.Leader()}
+}
+
+// Propose replicates cmd and returns its result once applied here.
+//
+// Errors: a *NotLeaderError (definite: nothing was appended) when this
+// replica does not lead; kverrors.ErrUnavailable when raft refused to
+// enqueue; kverrors.ErrIndeterminate when the entry may or may not commit
+// (deadline passed, leadership lost after appending).
+func (g *Group) Propose(ctx context.Context, cmd Command) (Result, error) {
+	if g.raft.State() != raft.Leader {
+		return Result{}, g.notLeader()
+	}
+	timeout := time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	if timeout <= 0 {
+		return Result{}, fmt.Errorf("%w: deadline passed before proposing", kverrors.ErrUnavailable)
+	}
+	f := g.raft.Apply(EncodeCommand(nil, cmd), timeout)
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		switch {
+		case err == nil:
+		case errors.Is(err, raft.ErrNotLeader):
+			return Result{}, g.notLeader()
+		case errors.Is(err, raft.ErrEnqueueTimeout):
+			return Result{}, fmt.Errorf("%w: partition %s: %v", kverrors.ErrUnavailable, g.cfg.ID, err)
+		default:
+			return Result{}, fmt.Errorf("%w: partition %s: %v", kverrors.ErrIndeterminate, g.cfg.ID, err)
+		}
+		res, ok := f.Response().(Result)
+		if !ok {
+			return Result{}, fmt.Errorf("%w: partition %s: unexpected apply response %T", kverrors.ErrInternal, g.cfg.ID, f.Response())
+		}
+		return res, res.Err
+	case <-ctx.Done():
+		return Result{}, fmt.Errorf("%w: partition %s: write proposed but not confirmed before the deadline", kverrors.ErrIndeterminate, g.cfg.ID)
+	}
+}
+
+// ReadBarrier makes a following local read linearizable (ReadIndex): it
+// records the commit index, confirms leadership with a quorum round-trip,
+// and waits until the state machine has applied up to that index.
+func (g *Group) ReadBarrier(ctx context.Context) (uint64, error) {
+	if g.raft.State() != raft.Leader {
+		return 0, g.notLeader()
+	}
+	if g.ready.Load() != g.gen.Load() {
+		// A new leader that has not applied its predecessors' entries yet.
+		if err := g.waitReady(ctx); err != nil {
+			return 0, err
+		}
+	}
+	idx := g.raft.CommitIndex()
+	vf := g.raft.VerifyLeader()
+	done := make(chan error, 1)
+	go func() { done <- vf.Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return 0, g.notLeader()
+		}
+	case <-ctx.Done():
+		return 0, fmt.Errorf("%w: partition %s: leadership not confirmed before the deadline (cut off from a majority?)", kverrors.ErrUnavailable, g.cfg.ID)
+	}
+	if err := g.waitApplied(ctx, idx); err != nil {
+		return 0, fmt.Errorf("%w: partition %s: apply did not reach %d before the deadline", kverrors.ErrUnavailable, g.cfg.ID, idx)
+	}
+	return idx, nil
+}
+
+// waitApplied waits until raft has applied idx. Raft's own applied index
+// counts no-op and barrier entries that never reach the FSM, so it is the
+// one to compare with the commit index; FSM batches wake the waiter early.
+func (g *Group) waitApplied(ctx context.Context, idx uint64) error {
+	t := time.NewTicker(2 * time.Millisecond)
+	defer t.Stop()
+	for {
+		ch := g.fsm.changed()
+		if g.raft.AppliedIndex() >= idx {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (g *Group) waitReady(ctx context.Context) error {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for g.ready.Load() != g.gen.Load() {
+		if g.raft.State() != raft.Leader {
+			return g.notLeader()
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return fmt.Errorf("%w: partition %s: new leader not ready before the deadline", kverrors.ErrUnavailable, g.cfg.ID)
+		}
+	}
+	return nil
+}
+
+// Snapshot asks raft for a snapshot now (tests and operators).
+func (g *Group) Snapshot() error { return g.raft.Snapshot().Error() }
+
+// Shutdown stops the replica and joins its goroutines. Data stays.
+func (g *Group) Shutdown() error {
+	var err error
+	g.closed.Do(func() {
+		close(g.stop)
+		if g.obs != nil {
+			g.raft.DeregisterObserver(g.obs)
+		}
+		err = g.raft.Shutdown().Error()
+		g.trans.Close()
+		g.wg.Wait()
+	})
+	return err
+}
+
+// hclogAdapter routes hashicorp/raft's logs into slog; raft's INFO chatter
+// (elections, pipelines) goes to debug.
+func hclogAdapter(l *slog.Logger) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:   "raft",
+		Level:  hclog.Warn,
+		Output: slogWriter{l},
+	})
+}
+
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	lvl := slog.LevelWarn
+	if strings.Contains(msg, "[ERROR]") {
+		lvl = slog.LevelError
+	}
+	w.l.Log(context.Background(), lvl, msg)
+	return len(p), nil
+}

@@ -1,0 +1,121 @@
+package cp
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Host runs every cp group replica of one node over one Badger instance and
+// one Raft network.
+type Host struct {
+	self        string
+	db          *badger.DB
+	net         *Network
+	snapshotDir string
+	tuning      Tuning
+	log         *slog.Logger
+
+	mu struct {
+		sync.Mutex
+		groups map[string]*Group
+		closed bool
+	}
+}
+
+// NewHost creates the host of node self.
+func NewHost(self string, db *badger.DB, net *Network, snapshotDir string, tuning Tuning, log *slog.Logger) *Host {
+	h := &Host{self: self, db: db, net: net, snapshotDir: snapshotDir, tuning: tuning, log: log}
+	h.mu.groups = make(map[string]*Group)
+	return h
+}
+
+// Network is the host's Raft network (register it on the gRPC server).
+func (h *Host) Network() *Network { return h.net }
+
+// Ensure starts the replica of partition id over storage if this node is
+// among peers and it is not running yet. It returns nil, nil when this node
+// holds no replica of the partition.
+func (h *Host) Ensure(id string, peers []string, storage Storage) (*Group, error) {
+	mine := false
+	for _, p := range peers {
+		if p == h.self {
+			mine = true
+		}
+	}
+	if !mine {
+		return nil, nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.mu.closed {
+		return nil, errors.New("cp host is shut down")
+	}
+	if g, ok := h.mu.groups[id]; ok {
+		return g, nil
+	}
+	ls, err := NewLogStore(h.db, id)
+	if err != nil {
+		return nil, err
+	}
+	g, err := StartGroup(GroupConfig{ID: id, Self: h.self, Peers: peers, Storage: storage, LogStore: ls,
+		Network: h.net, SnapshotDir: h.snapshotDir, Tuning: h.tuning, Logger: h.log})
+	if err != nil {
+		return nil, fmt.Errorf("start replica of %s: %w", id, err)
+	}
+	h.mu.groups[id] = g
+	return g, nil
+}
+
+// Group returns the running replica of partition id.
+func (h *Host) Group(id string) (*Group, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	g, ok := h.mu.groups[id]
+	return g, ok
+}
+
+// Groups lists running replicas sorted by id.
+func (h *Host) Groups() []*Group {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]*Group, 0, len(h.mu.groups))
+	for _, g := range h.mu.groups {
+		out = append(out, g)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID() < out[j].ID() })
+	return out
+}
+
+// Close shuts every replica down and waits for them.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	if h.mu.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.mu.closed = true
+	groups := h.mu.groups
+	h.mu.groups = nil
+	h.mu.Unlock()
+	var wg sync.WaitGroup
+	errs := make([]error, 0, len(groups))
+	var mu sync.Mutex
+	for _, g := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := g.Shutdown(); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("%s: %w", g.ID(), err))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
