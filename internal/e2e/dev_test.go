@@ -124,4 +124,3 @@ func waitServing(t *testing.T, eps []string) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
-
