@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,9 +26,9 @@ func TestKvdDev(t *testing.T) {
 	for i := 1; i < 3; i++ {
 		eps = append(eps, "127.0.0.1:"+strconv.Itoa(b+i))
 	}
-	start := func() (*exec.Cmd, *strings.Builder, chan struct{}) {
+	start := func() (*exec.Cmd, *syncBuf, chan struct{}) {
 		cmd := exec.Command(bins.kvd, "dev", "--nodes", "3", "--base-port", base, "--data-dir", dir, "--log-level", "warn")
-		out := &strings.Builder{}
+		out := &syncBuf{}
 		pr, pw := io.Pipe()
 		cmd.Stdout, cmd.Stderr = pw, pw
 		if err := cmd.Start(); err != nil {
@@ -60,7 +61,7 @@ func TestKvdDev(t *testing.T) {
 		}
 		return cmd, out, done
 	}
-	stop := func(cmd *exec.Cmd, out *strings.Builder, done chan struct{}) {
+	stop := func(cmd *exec.Cmd, out *syncBuf, done chan struct{}) {
 		cmd.Process.Signal(syscall.SIGINT)
 		select {
 		case <-done:
@@ -107,6 +108,24 @@ func TestKvdDev(t *testing.T) {
 	if err == nil || !strings.Contains(string(bad), "different layout") {
 		t.Fatalf("kvd dev with another layout: err %v, output %s", err, bad)
 	}
+}
+
+// syncBuf collects a process's output from a reader goroutine.
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) WriteString(x string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.WriteString(x)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // waitServing waits until a cp write goes through (leaders elected).

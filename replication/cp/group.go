@@ -47,12 +47,16 @@ func DefaultTuning() Tuning {
 
 // GroupConfig configures one partition's Raft group on one node.
 type GroupConfig struct {
-	ID          string   // partition id
-	Self        string   // this node's id
-	Peers       []string // every replica's node id, self included
-	Storage     Storage
-	LogStore    *LogStore
-	Network     *Network
+	ID       string   // partition id
+	Self     string   // this node's id
+	Peers    []string // every replica's node id, self included
+	Storage  Storage
+	LogStore LogStorage
+	// Network carries the group's Raft traffic. Transport, when set, is used
+	// instead (tests: raft.InmemTransport wrapped in a FaultyTransport).
+	Network   *Network
+	Transport raft.Transport
+	// SnapshotDir holds raft snapshots; "" keeps them in memory (tests).
 	SnapshotDir string
 	Tuning      Tuning
 	Logger      *slog.Logger
@@ -61,6 +65,13 @@ type GroupConfig struct {
 // notReady is the initial ready generation: no leadership is ready until
 // its Barrier completed.
 const notReady = ^uint64(0)
+
+// LogStorage is the Raft log and stable store of a group (*LogStore, or
+// raft.InmemStore in tests).
+type LogStorage interface {
+	raft.LogStore
+	raft.StableStore
+}
 
 // ErrNotLeader is returned by a replica that is not the group's leader;
 // NotLeaderError says who is, when known.
@@ -85,7 +96,7 @@ type Group struct {
 	cfg   GroupConfig
 	raft  *raft.Raft
 	fsm   *FSM
-	trans *Transport
+	trans raft.Transport
 	log   *slog.Logger
 
 	// ready is the leadership generation whose Barrier completed: a new
@@ -129,22 +140,29 @@ func StartGroup(cfg GroupConfig) (*Group, error) {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return nil, fmt.Errorf("raft config of %s: %w", cfg.ID, err)
 	}
-	dir := filepath.Join(cfg.SnapshotDir, url.PathEscape(cfg.ID))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+	var snaps raft.SnapshotStore = raft.NewInmemSnapshotStore()
+	if cfg.SnapshotDir != "" {
+		dir := filepath.Join(cfg.SnapshotDir, url.PathEscape(cfg.ID))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		fs, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, rc.Logger)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot store of %s: %w", cfg.ID, err)
+		}
+		snaps = fs
 	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, rc.Logger)
-	if err != nil {
-		return nil, fmt.Errorf("snapshot store of %s: %w", cfg.ID, err)
+	trans := cfg.Transport
+	if trans == nil {
+		trans = cfg.Network.Transport(cfg.ID)
 	}
-	trans := cfg.Network.Transport(cfg.ID)
 	has, err := raft.HasExistingState(cfg.LogStore, cfg.LogStore, snaps)
 	if err != nil {
 		return nil, err
 	}
 	r, err := raft.NewRaft(rc, fsm, cfg.LogStore, cfg.LogStore, snaps, trans)
 	if err != nil {
-		trans.Close()
+		closeTransport(trans)
 		return nil, fmt.Errorf("start raft group %s: %w", cfg.ID, err)
 	}
 	g := &Group{cfg: cfg, raft: r, fsm: fsm, trans: trans, log: log, stop: make(chan struct{}), obsCh: make(chan raft.Observation, 16)}
@@ -356,10 +374,16 @@ func (g *Group) Shutdown() error {
 			g.raft.DeregisterObserver(g.obs)
 		}
 		err = g.raft.Shutdown().Error()
-		g.trans.Close()
+		closeTransport(g.trans)
 		g.wg.Wait()
 	})
 	return err
+}
+
+func closeTransport(t raft.Transport) {
+	if c, ok := t.(raft.WithClose); ok {
+		c.Close()
+	}
 }
 
 // hclogAdapter routes hashicorp/raft's logs into slog; raft's INFO chatter

@@ -1,0 +1,420 @@
+package cp
+
+import (
+	"bytes"
+	"context"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/capkv/capkv/consistency"
+	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/shard"
+)
+
+// memStorage is an in-memory Storage so that Raft protocol tests can run
+// under testing/synctest (fake time, no disk).
+type memStorage struct {
+	mu sync.Mutex
+	m  map[string]shard.Record
+}
+
+func newMemStorage() *memStorage { return &memStorage{m: map[string]shard.Record{}} }
+
+func (s *memStorage) Get(key string) (shard.Record, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.m[key]
+	return r, ok, nil
+}
+
+func (s *memStorage) Apply(batch []shard.Mutation) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range batch {
+		s.m[m.Key] = m.Record
+	}
+	return nil
+}
+
+func (s *memStorage) Scan(prefix, after string, limit int, withTombstones bool, fn func(string, shard.Record) bool) error {
+	s.mu.Lock()
+	var keys []string
+	for k, r := range s.m {
+		if strings.HasPrefix(k, prefix) && k > after && (withTombstones || !r.Tombstone) {
+			keys = append(keys, k)
+		}
+	}
+	s.mu.Unlock()
+	sort.Strings(keys)
+	for i, k := range keys {
+		if limit > 0 && i >= limit {
+			break
+		}
+		r, _, _ := s.Get(k)
+		if !fn(k, r) {
+			break
+		}
+	}
+	return nil
+}
+
+func (s *memStorage) Export(w io.Writer) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.m), gob.NewEncoder(w).Encode(s.m)
+}
+
+func (s *memStorage) Import(r io.Reader) (int, error) {
+	m := map[string]shard.Record{}
+	if err := gob.NewDecoder(r).Decode(&m); err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m = m
+	return len(m), nil
+}
+
+func (s *memStorage) value(key string) string {
+	r, ok, _ := s.Get(key)
+	if !ok || r.Tombstone {
+		return "<absent>"
+	}
+	return string(r.Value)
+}
+
+// testGroup is a Raft group of in-process replicas over in-memory
+// transports, with a fault table between them.
+type testGroup struct {
+	t      *testing.T
+	ids    []string
+	faults *FaultTable
+	trans  map[string]*raft.InmemTransport
+	logs   map[string]*raft.InmemStore
+	stores map[string]*memStorage
+	reps   map[string]*Group
+	tuning Tuning
+}
+
+func testTuning() Tuning {
+	t := DefaultTuning()
+	t.HeartbeatTimeout = 200 * time.Millisecond
+	t.ElectionTimeout = 200 * time.Millisecond
+	t.LeaderLeaseTimeout = 100 * time.Millisecond
+	t.CommitTimeout = 10 * time.Millisecond
+	return t
+}
+
+func newTestGroup(t *testing.T, ids ...string) *testGroup {
+	g := &testGroup{t: t, ids: ids, faults: NewFaultTable(), trans: map[string]*raft.InmemTransport{},
+		logs: map[string]*raft.InmemStore{}, stores: map[string]*memStorage{}, reps: map[string]*Group{}, tuning: testTuning()}
+	for _, id := range ids {
+		_, tr := raft.NewInmemTransport(raft.ServerAddress(id))
+		g.trans[id] = tr
+		g.logs[id] = raft.NewInmemStore()
+		g.stores[id] = newMemStorage()
+	}
+	for _, a := range ids {
+		for _, b := range ids {
+			if a != b {
+				g.trans[a].Connect(raft.ServerAddress(b), g.trans[b])
+			}
+		}
+	}
+	for _, id := range ids {
+		g.start(id)
+	}
+	t.Cleanup(func() {
+		for _, r := range g.reps {
+			r.Shutdown()
+		}
+	})
+	return g
+}
+
+func (g *testGroup) start(id string) {
+	r, err := StartGroup(GroupConfig{ID: "ks/*/0", Self: id, Peers: g.ids, Storage: g.stores[id], LogStore: g.logs[id],
+		Transport: &FaultyTransport{Transport: g.trans[id], Self: id, Faults: g.faults, Timeout: 200 * time.Millisecond},
+		Tuning:    g.tuning})
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	g.reps[id] = r
+}
+
+// leader waits (in fake time) for a leader other than the excluded ones.
+func (g *testGroup) leader(exclude ...string) *Group {
+	g.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for id, r := range g.reps {
+			ex := false
+			for _, e := range exclude {
+				ex = ex || e == id
+			}
+			if !ex && r.IsLeader() {
+				return r
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	g.t.Fatalf("no leader among %v (excluding %v) after 30s", g.ids, exclude)
+	return nil
+}
+
+func (g *testGroup) others(id string) []string {
+	var out []string
+	for _, x := range g.ids {
+		if x != id {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func put(key, val string, ts consistency.Timestamp) Command {
+	return Command{Op: OpPut, Key: key, Value: []byte(val), Timestamp: ts}
+}
+
+func ctxFor(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}
+
+// A leader cut off from the majority cannot acknowledge a write; the
+// majority elects a new leader that can; after healing, the old leader
+// follows and converges.
+func TestIsolatedLeaderCannotCommit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newTestGroup(t, "a", "b", "c")
+		old := g.leader()
+		ctx, cancel := ctxFor(2 * time.Second)
+		if _, err := old.Propose(ctx, put("k", "v1", 1)); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+
+		g.faults.Partition([]string{old.cfg.Self}, g.others(old.cfg.Self), Rule{Drop: true})
+		ctx, cancel = ctxFor(2 * time.Second)
+		_, err := old.Propose(ctx, put("k", "lost", 2))
+		cancel()
+		if err == nil {
+			t.Fatal("an isolated leader acknowledged a write")
+		}
+		if !errors.Is(err, ErrNotLeader) && !errors.Is(err, kverrors.ErrIndeterminate) {
+			t.Fatalf("isolated leader's write: %v, want not-leader or indeterminate", err)
+		}
+
+		nl := g.leader(old.cfg.Self)
+		ctx, cancel = ctxFor(2 * time.Second)
+		if _, err := nl.Propose(ctx, put("k", "v2", 3)); err != nil {
+			t.Fatalf("new leader %s: %v", nl.cfg.Self, err)
+		}
+		cancel()
+		// The deposed leader must not serve a linearizable read of v1.
+		ctx, cancel = ctxFor(time.Second)
+		if _, err := old.ReadBarrier(ctx); err == nil {
+			t.Fatalf("deposed leader %s confirmed a linearizable read while cut off", old.cfg.Self)
+		}
+		cancel()
+
+		g.faults.Heal()
+		deadline := time.Now().Add(10 * time.Second)
+		for _, id := range g.ids {
+			for g.stores[id].value("k") != "v2" {
+				if time.Now().After(deadline) {
+					t.Fatalf("replica %s did not converge: k = %s, want v2 (the write the isolated leader took must be gone)", id, g.stores[id].value("k"))
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	})
+}
+
+// A one-way cut (leader can send, cannot hear back) also stops commits.
+func TestOneWayPartition(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newTestGroup(t, "a", "b", "c")
+		old := g.leader()
+		for _, o := range g.others(old.cfg.Self) {
+			g.faults.Set(o, old.cfg.Self, Rule{Blackhole: true})
+		}
+		ctx, cancel := ctxFor(2 * time.Second)
+		_, err := old.Propose(ctx, put("k", "x", 1))
+		cancel()
+		if err == nil {
+			t.Fatal("a leader that hears no acknowledgements committed a write")
+		}
+		t.Logf("faults: %s; write error: %v", g.faults, err)
+	})
+}
+
+// A new leader's first linearizable read waits until it has applied
+// everything its predecessor committed.
+func TestNewLeaderReadsAfterBarrier(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newTestGroup(t, "a", "b", "c")
+		old := g.leader()
+		var last Result
+		for i := range 50 {
+			ctx, cancel := ctxFor(2 * time.Second)
+			res, err := old.Propose(ctx, put("k", fmt.Sprint(i), 1))
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			last = res
+		}
+		old.Shutdown()
+		delete(g.reps, old.cfg.Self)
+		nl := g.leader()
+		ctx, cancel := ctxFor(2 * time.Second)
+		defer cancel()
+		idx, err := nl.ReadBarrier(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if idx < last.Version {
+			t.Fatalf("read index %d is below the last acknowledged write %d", idx, last.Version)
+		}
+		if v := g.stores[nl.cfg.Self].value("k"); v != "49" {
+			t.Fatalf("new leader serves k = %s after its read barrier, want 49", v)
+		}
+	})
+}
+
+// A retried write with the same request ID is applied once.
+func TestRequestIDDeduplicates(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newTestGroup(t, "a", "b", "c")
+		l := g.leader()
+		ctx, cancel := ctxFor(2 * time.Second)
+		defer cancel()
+		cmd := put("k", "first", 1)
+		cmd.RequestID = "req-1"
+		r1, err := l.Propose(ctx, cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Propose(ctx, put("k", "other", 2)); err != nil {
+			t.Fatal(err)
+		}
+		retry := put("k", "first", 3)
+		retry.RequestID = "req-1"
+		r2, err := l.Propose(ctx, retry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r2.Version != r1.Version {
+			t.Fatalf("retry answered version %d, first apply was %d", r2.Version, r1.Version)
+		}
+		if v := g.stores[l.cfg.Self].value("k"); v != "other" {
+			t.Fatalf("k = %s: the retry was applied a second time over a later write", v)
+		}
+	})
+}
+
+// CAS is decided by the state machine, identically on every replica.
+func TestCASThroughRaft(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newTestGroup(t, "a", "b", "c")
+		l := g.leader()
+		ctx, cancel := ctxFor(2 * time.Second)
+		defer cancel()
+		absent := Command{Op: OpCAS, Key: "k", Value: []byte("1"), HasExpectedVer: true, ExpectedVersion: 0}
+		if _, err := l.Propose(ctx, absent); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Propose(ctx, absent); !errors.Is(err, kverrors.ErrConflict) {
+			t.Fatalf("second create-if-absent: %v, want conflict", err)
+		}
+		swap := Command{Op: OpCAS, Key: "k", Value: []byte("2"), HasExpectedVal: true, ExpectedValue: []byte("1")}
+		if _, err := l.Propose(ctx, swap); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Propose(ctx, swap); !errors.Is(err, kverrors.ErrConflict) {
+			t.Fatalf("stale swap: %v, want conflict", err)
+		}
+		time.Sleep(time.Second)
+		for _, id := range g.ids {
+			if v := g.stores[id].value("k"); v != "2" {
+				t.Errorf("replica %s: k = %s, want 2", id, v)
+			}
+		}
+	})
+}
+
+// A follower that missed entries that were compacted away catches up from a
+// snapshot (Export on the leader, Import on the follower).
+func TestLaggingFollowerInstallsSnapshot(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newTestGroup(t, "a", "b", "c")
+		l := g.leader()
+		lag := g.others(l.cfg.Self)[0]
+		g.faults.Partition([]string{lag}, g.others(lag), Rule{Drop: true})
+		for i := range 100 {
+			ctx, cancel := ctxFor(2 * time.Second)
+			if _, err := l.Propose(ctx, put(fmt.Sprintf("k%03d", i), fmt.Sprint(i), 1)); err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+		}
+		// Snapshot and drop the log the follower would need.
+		l.raft.ReloadConfig(raft.ReloadableConfig{TrailingLogs: 5, SnapshotInterval: time.Minute, SnapshotThreshold: 8192})
+		if err := l.Snapshot(); err != nil {
+			t.Fatal(err)
+		}
+		g.faults.Heal()
+		deadline := time.Now().Add(20 * time.Second)
+		for g.stores[lag].value("k099") != "99" {
+			if time.Now().After(deadline) {
+				t.Fatalf("lagging follower %s did not catch up: k099 = %s", lag, g.stores[lag].value("k099"))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		var a, b bytes.Buffer
+		g.stores[lag].Export(&a)
+		g.stores[l.cfg.Self].Export(&b)
+		if g.stores[lag].value("k000") != "0" || len(g.stores[lag].m) != len(g.stores[l.cfg.Self].m) {
+			t.Fatalf("follower has %d keys, leader %d", len(g.stores[lag].m), len(g.stores[l.cfg.Self].m))
+		}
+	})
+}
+
+// A replica restarted over its own storage resumes without re-applying
+// entries it already applied.
+func TestRestartSkipsAppliedEntries(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newTestGroup(t, "a", "b", "c")
+		l := g.leader()
+		ctx, cancel := ctxFor(2 * time.Second)
+		defer cancel()
+		// Entry 1 is a CAS that fails at apply time; entry 2 makes the same
+		// CAS's expectation true. Re-applying entry 1 on restart would wrongly
+		// succeed and overwrite entry 2.
+		cas := Command{Op: OpCAS, Key: "k", Value: []byte("from-cas"), HasExpectedVal: true, ExpectedValue: []byte("x")}
+		if _, err := l.Propose(ctx, cas); !errors.Is(err, kverrors.ErrConflict) {
+			t.Fatalf("cas on absent key: %v", err)
+		}
+		if _, err := l.Propose(ctx, put("k", "x", 2)); err != nil {
+			t.Fatal(err)
+		}
+		f := g.others(l.cfg.Self)[0]
+		time.Sleep(time.Second)
+		g.reps[f].Shutdown()
+		g.start(f)
+		time.Sleep(2 * time.Second)
+		if v := g.stores[f].value("k"); v != "x" {
+			t.Fatalf("after restart replica %s has k = %s, want x", f, v)
+		}
+	})
+}
