@@ -114,7 +114,7 @@ func (n *Node) Locate(_ context.Context, req *api.LocateRequest) (*api.LocateRes
 	return &api.LocateResponse{
 		Keyspace: p.Keyspace.Name, Mode: string(p.Keyspace.Mode), Partition: p.Partition.String(),
 		Region: p.Partition.Region, Replicas: append([]string(nil), p.Replicas...),
-		Owner: owner.ID, OwnerAddr: owner.Addr, Epoch: n.ring.Epoch(),
+		Owner: owner.ID, OwnerAddr: owner.Addr, Epoch: n.ring.Epoch(), Leader: n.Leader(p.Partition.String()),
 	}, nil
 }
 

@@ -136,6 +136,15 @@ func (n *Node) Addr() string { return n.lis.Addr().String() }
 // ID is the node's ID.
 func (n *Node) ID() string { return n.cfg.ID }
 
+// Leader returns the leader of cp partition id as this node sees it ("" if
+// it holds no replica or knows no leader).
+func (n *Node) Leader(id string) string {
+	if g, ok := n.host.Group(id); ok {
+		return g.Leader()
+	}
+	return ""
+}
+
 // Close stops serving, waits for in-flight requests up to the shutdown grace,
 // closes peer connections and the store. It is safe to call more than once.
 func (n *Node) Close() error {

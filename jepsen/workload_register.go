@@ -1,0 +1,144 @@
+package jepsen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/capkv/capkv/api"
+	"github.com/capkv/capkv/internal/kverrors"
+)
+
+// RegisterWorkload drives concurrent read/write/CAS clients against a small
+// set of keys. Each operation goes to a randomly chosen node (which forwards
+// it), so every node's read path is exercised, not only the leader's.
+type RegisterWorkload struct {
+	Endpoints []string      // node addresses
+	Keys      []string      // keys in a cp keyspace
+	Clients   int           // concurrent client streams
+	Duration  time.Duration // how long to generate load
+	OpTimeout time.Duration // deadline of one operation
+	Seed      uint64        // log it: the run is replayable in its choices
+	// Ops bounds the total number of operations (0: no bound besides Duration).
+	Ops int
+}
+
+// Run generates load until the duration, the op bound or ctx ends, and
+// records every operation in h.
+func (w RegisterWorkload) Run(ctx context.Context, h *History) error {
+	if len(w.Endpoints) == 0 || len(w.Keys) == 0 || w.Clients <= 0 {
+		return errors.New("register workload needs endpoints, keys and clients")
+	}
+	if w.OpTimeout <= 0 {
+		w.OpTimeout = time.Second
+	}
+	conns := make([]api.KVClient, len(w.Endpoints))
+	for i, e := range w.Endpoints {
+		cc, err := grpc.NewClient(e, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return err
+		}
+		defer cc.Close()
+		conns[i] = api.NewKVClient(cc)
+	}
+	ctx, cancel := context.WithTimeout(ctx, w.Duration)
+	defer cancel()
+	var nextProcess atomic.Int64
+	nextProcess.Store(int64(w.Clients))
+	var budget atomic.Int64
+	budget.Store(int64(w.Ops))
+	var wg sync.WaitGroup
+	for c := range w.Clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(w.Seed, uint64(c)))
+			process := c
+			last := map[string]string{} // last value this client saw per key
+			for seq := 0; ctx.Err() == nil; seq++ {
+				if w.Ops > 0 && budget.Add(-1) < 0 {
+					return
+				}
+				node := rng.IntN(len(conns))
+				key := w.Keys[rng.IntN(len(w.Keys))]
+				op := Op{Process: process, Key: key, Node: w.Endpoints[node]}
+				switch x := rng.IntN(10); {
+				case x < 5:
+					op.Kind = Read
+				case x < 8:
+					op.Kind, op.Value = Write, fmt.Sprintf("%d-%d", c, seq)
+				default:
+					op.Kind, op.Value, op.Expected = CAS, fmt.Sprintf("%d-%d", c, seq), last[key]
+				}
+				w.do(ctx, conns[node], h, &op)
+				if op.Kind == Read && op.Outcome == OK {
+					last[key] = op.Read
+				}
+				h.Add(op)
+				if op.Outcome == Unknown {
+					// One operation in flight per stream: a new stream after
+					// an operation whose effect is unknown.
+					process = int(nextProcess.Add(1))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (w RegisterWorkload) do(ctx context.Context, c api.KVClient, h *History, op *Op) {
+	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.OpTimeout)
+	defer cancel()
+	op.Call = h.Now()
+	var err error
+	switch op.Kind {
+	case Read:
+		var resp *api.GetResponse
+		resp, err = c.Get(octx, &api.GetRequest{Key: op.Key})
+		if err == nil {
+			op.Read, op.Found = string(resp.GetKv().GetValue()), true
+		}
+	case Write:
+		_, err = c.Put(octx, &api.PutRequest{Key: op.Key, Value: []byte(op.Value)})
+	case CAS:
+		req := &api.CASRequest{Key: op.Key, Value: []byte(op.Value)}
+		if op.Expected == "" {
+			zero := uint64(0)
+			req.ExpectedVersion = &zero
+		} else {
+			req.ExpectedValue = []byte(op.Expected)
+		}
+		_, err = c.CAS(octx, req)
+	}
+	op.Return = h.Now()
+	op.Outcome = classify(op, kverrors.FromStatus(err))
+}
+
+// classify turns an error into an outcome: only errors that prove the
+// operation had no effect are failures.
+func classify(op *Op, err error) Outcome {
+	switch {
+	case err == nil:
+		return OK
+	case op.Kind == Read && errors.Is(err, kverrors.ErrNotFound):
+		op.Found = false
+		return OK
+	case op.Kind == CAS && errors.Is(err, kverrors.ErrConflict):
+		op.Conflict, op.Error = true, err.Error()
+		return Fail
+	case errors.Is(err, kverrors.ErrUnavailable), errors.Is(err, kverrors.ErrInvalidArgument):
+		op.Error = err.Error()
+		return Fail
+	default:
+		op.Error = err.Error()
+		return Unknown
+	}
+}
