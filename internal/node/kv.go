@@ -455,10 +455,10 @@ func (n *Node) Scan(ctx context.Context, req *api.ScanRequest) (*api.ScanRespons
 		ServedBy: n.cfg.ID, Epoch: n.ring.Epoch()}
 
 	type result struct {
-		kvs    []*api.KeyValue
-		by     string
-		err    error
-		remote bool
+		kvs  []*api.KeyValue
+		more bool // the serving node cut its answer at the limit
+		by   string
+		err  error
 	}
 	results := make([]result, len(parts))
 	var wg sync.WaitGroup
@@ -491,7 +491,7 @@ func (n *Node) Scan(ctx context.Context, req *api.ScanRequest) (*api.ScanRespons
 					if err != nil {
 						return err
 					}
-					res.kvs, res.by = resp.GetKvs(), resp.GetReceipt().GetServedBy()
+					res.kvs, res.more, res.by = resp.GetKvs(), resp.GetMore(), resp.GetReceipt().GetServedBy()
 					return nil
 				})
 		}()
@@ -499,9 +499,19 @@ func (n *Node) Scan(ctx context.Context, req *api.ScanRequest) (*api.ScanRespons
 	wg.Wait()
 	var all []*api.KeyValue
 	acked := map[string]bool{}
+	// A partition that cut its answer at the limit may hold more keys after
+	// its last one; the merged page must stop there, or the next page (which
+	// starts after the merged page's last key) would skip them.
+	cut, cutoff := false, ""
 	for _, r := range results {
 		if r.err != nil {
 			return nil, r.err
+		}
+		if r.more && len(r.kvs) > 0 {
+			if last := r.kvs[len(r.kvs)-1].Key; !cut || last < cutoff {
+				cutoff = last
+			}
+			cut = true
 		}
 		all = append(all, r.kvs...)
 		acked[r.by] = true
@@ -512,8 +522,12 @@ func (n *Node) Scan(ctx context.Context, req *api.ScanRequest) (*api.ScanRespons
 	sort.Strings(rc.AckedBy)
 	rc.MajorityReachable = ks.Mode == consistency.CP && lvl == consistency.Linearizable
 	sort.Slice(all, func(i, j int) bool { return all[i].Key < all[j].Key })
-	more := len(all) > limit
-	if more {
+	if cut {
+		i := sort.Search(len(all), func(i int) bool { return all[i].Key > cutoff })
+		all = all[:i]
+	}
+	more := len(all) > limit || cut
+	if len(all) > limit {
 		all = all[:limit]
 	}
 	return &api.ScanResponse{Kvs: all, More: more, Receipt: rc}, nil
