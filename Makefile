@@ -39,7 +39,7 @@ vet:
 
 ## bench: micro-benchmarks (ring lookup, storage, end-to-end through the client)
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./ring/ ./shard/ ./internal/e2e/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./ring/ ./shard/ ./internal/node/ ./internal/e2e/
 
 ## fuzz: run every fuzzer briefly (FUZZTIME each); new corpus entries land in testdata/
 FUZZTIME ?= 20s
