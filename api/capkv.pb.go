@@ -1173,11 +1173,15 @@ func (x *Keyspace) GetResolve() string {
 // ClusterMap is everything a client needs to build the same ring as the
 // servers and route requests itself.
 type ClusterMap struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Nodes         []*Node                `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
-	Keyspaces     []*Keyspace            `protobuf:"bytes,3,rep,name=keyspaces,proto3" json:"keyspaces,omitempty"`
-	Vnodes        uint32                 `protobuf:"varint,4,opt,name=vnodes,proto3" json:"vnodes,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Epoch     uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Nodes     []*Node                `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Keyspaces []*Keyspace            `protobuf:"bytes,3,rep,name=keyspaces,proto3" json:"keyspaces,omitempty"`
+	Vnodes    uint32                 `protobuf:"varint,4,opt,name=vnodes,proto3" json:"vnodes,omitempty"`
+	// Pinned replica sets, by partition id.
+	Assignments []*Assignment `protobuf:"bytes,5,rep,name=assignments,proto3" json:"assignments,omitempty"`
+	// Node ids of the metadata Raft group that holds this map.
+	Meta          []string `protobuf:"bytes,6,rep,name=meta,proto3" json:"meta,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1240,6 +1244,177 @@ func (x *ClusterMap) GetVnodes() uint32 {
 	return 0
 }
 
+func (x *ClusterMap) GetAssignments() []*Assignment {
+	if x != nil {
+		return x.Assignments
+	}
+	return nil
+}
+
+func (x *ClusterMap) GetMeta() []string {
+	if x != nil {
+		return x.Meta
+	}
+	return nil
+}
+
+type Assignment struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     string                 `protobuf:"bytes,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Replicas      []string               `protobuf:"bytes,2,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Assignment) Reset() {
+	*x = Assignment{}
+	mi := &file_capkv_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Assignment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Assignment) ProtoMessage() {}
+
+func (x *Assignment) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
+func (*Assignment) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Assignment) GetPartition() string {
+	if x != nil {
+		return x.Partition
+	}
+	return ""
+}
+
+func (x *Assignment) GetReplicas() []string {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+// JoinRequest registers a node (or updates its address and labels).
+type JoinRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Hops          uint32                 `protobuf:"varint,2,opt,name=hops,proto3" json:"hops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinRequest) Reset() {
+	*x = JoinRequest{}
+	mi := &file_capkv_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRequest) ProtoMessage() {}
+
+func (x *JoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
+func (*JoinRequest) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *JoinRequest) GetNode() *Node {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+func (x *JoinRequest) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
+type CreateKeyspaceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keyspace      *Keyspace              `protobuf:"bytes,1,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
+	Hops          uint32                 `protobuf:"varint,2,opt,name=hops,proto3" json:"hops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateKeyspaceRequest) Reset() {
+	*x = CreateKeyspaceRequest{}
+	mi := &file_capkv_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateKeyspaceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateKeyspaceRequest) ProtoMessage() {}
+
+func (x *CreateKeyspaceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateKeyspaceRequest.ProtoReflect.Descriptor instead.
+func (*CreateKeyspaceRequest) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CreateKeyspaceRequest) GetKeyspace() *Keyspace {
+	if x != nil {
+		return x.Keyspace
+	}
+	return nil
+}
+
+func (x *CreateKeyspaceRequest) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
 type ClusterMapRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1248,7 +1423,7 @@ type ClusterMapRequest struct {
 
 func (x *ClusterMapRequest) Reset() {
 	*x = ClusterMapRequest{}
-	mi := &file_capkv_proto_msgTypes[17]
+	mi := &file_capkv_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1260,7 +1435,7 @@ func (x *ClusterMapRequest) String() string {
 func (*ClusterMapRequest) ProtoMessage() {}
 
 func (x *ClusterMapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[17]
+	mi := &file_capkv_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1273,7 +1448,7 @@ func (x *ClusterMapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterMapRequest.ProtoReflect.Descriptor instead.
 func (*ClusterMapRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{17}
+	return file_capkv_proto_rawDescGZIP(), []int{20}
 }
 
 type NodeInfoRequest struct {
@@ -1284,7 +1459,7 @@ type NodeInfoRequest struct {
 
 func (x *NodeInfoRequest) Reset() {
 	*x = NodeInfoRequest{}
-	mi := &file_capkv_proto_msgTypes[18]
+	mi := &file_capkv_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1296,7 +1471,7 @@ func (x *NodeInfoRequest) String() string {
 func (*NodeInfoRequest) ProtoMessage() {}
 
 func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[18]
+	mi := &file_capkv_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1309,7 +1484,7 @@ func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoRequest.ProtoReflect.Descriptor instead.
 func (*NodeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{18}
+	return file_capkv_proto_rawDescGZIP(), []int{21}
 }
 
 type NodeInfo struct {
@@ -1329,7 +1504,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_capkv_proto_msgTypes[19]
+	mi := &file_capkv_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1341,7 +1516,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[19]
+	mi := &file_capkv_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1354,7 +1529,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{19}
+	return file_capkv_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NodeInfo) GetId() string {
@@ -1428,7 +1603,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_capkv_proto_msgTypes[20]
+	mi := &file_capkv_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +1615,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[20]
+	mi := &file_capkv_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +1628,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{20}
+	return file_capkv_proto_rawDescGZIP(), []int{23}
 }
 
 type NodeStatus struct {
@@ -1470,7 +1645,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_capkv_proto_msgTypes[21]
+	mi := &file_capkv_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1482,7 +1657,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[21]
+	mi := &file_capkv_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1495,7 +1670,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{21}
+	return file_capkv_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *NodeStatus) GetNode() *Node {
@@ -1552,7 +1727,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_capkv_proto_msgTypes[22]
+	mi := &file_capkv_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1564,7 +1739,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[22]
+	mi := &file_capkv_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1577,7 +1752,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{22}
+	return file_capkv_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ClusterStatusResponse) GetEpoch() uint64 {
@@ -1616,7 +1791,7 @@ type KeyspacesRequest struct {
 
 func (x *KeyspacesRequest) Reset() {
 	*x = KeyspacesRequest{}
-	mi := &file_capkv_proto_msgTypes[23]
+	mi := &file_capkv_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1628,7 +1803,7 @@ func (x *KeyspacesRequest) String() string {
 func (*KeyspacesRequest) ProtoMessage() {}
 
 func (x *KeyspacesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[23]
+	mi := &file_capkv_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1641,7 +1816,7 @@ func (x *KeyspacesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyspacesRequest.ProtoReflect.Descriptor instead.
 func (*KeyspacesRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{23}
+	return file_capkv_proto_rawDescGZIP(), []int{26}
 }
 
 type KeyspacesResponse struct {
@@ -1653,7 +1828,7 @@ type KeyspacesResponse struct {
 
 func (x *KeyspacesResponse) Reset() {
 	*x = KeyspacesResponse{}
-	mi := &file_capkv_proto_msgTypes[24]
+	mi := &file_capkv_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1665,7 +1840,7 @@ func (x *KeyspacesResponse) String() string {
 func (*KeyspacesResponse) ProtoMessage() {}
 
 func (x *KeyspacesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[24]
+	mi := &file_capkv_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1678,7 +1853,7 @@ func (x *KeyspacesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyspacesResponse.ProtoReflect.Descriptor instead.
 func (*KeyspacesResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{24}
+	return file_capkv_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *KeyspacesResponse) GetKeyspaces() []*Keyspace {
@@ -1697,7 +1872,7 @@ type LocateRequest struct {
 
 func (x *LocateRequest) Reset() {
 	*x = LocateRequest{}
-	mi := &file_capkv_proto_msgTypes[25]
+	mi := &file_capkv_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1709,7 +1884,7 @@ func (x *LocateRequest) String() string {
 func (*LocateRequest) ProtoMessage() {}
 
 func (x *LocateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[25]
+	mi := &file_capkv_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1722,7 +1897,7 @@ func (x *LocateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateRequest.ProtoReflect.Descriptor instead.
 func (*LocateRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{25}
+	return file_capkv_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *LocateRequest) GetKey() string {
@@ -1749,7 +1924,7 @@ type LocateResponse struct {
 
 func (x *LocateResponse) Reset() {
 	*x = LocateResponse{}
-	mi := &file_capkv_proto_msgTypes[26]
+	mi := &file_capkv_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1761,7 +1936,7 @@ func (x *LocateResponse) String() string {
 func (*LocateResponse) ProtoMessage() {}
 
 func (x *LocateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[26]
+	mi := &file_capkv_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1774,7 +1949,7 @@ func (x *LocateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateResponse.ProtoReflect.Descriptor instead.
 func (*LocateResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{26}
+	return file_capkv_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *LocateResponse) GetKeyspace() string {
@@ -1849,7 +2024,7 @@ type RingRequest struct {
 
 func (x *RingRequest) Reset() {
 	*x = RingRequest{}
-	mi := &file_capkv_proto_msgTypes[27]
+	mi := &file_capkv_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1861,7 +2036,7 @@ func (x *RingRequest) String() string {
 func (*RingRequest) ProtoMessage() {}
 
 func (x *RingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[27]
+	mi := &file_capkv_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1874,7 +2049,7 @@ func (x *RingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingRequest.ProtoReflect.Descriptor instead.
 func (*RingRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{27}
+	return file_capkv_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RingRequest) GetKeyspace() string {
@@ -1895,7 +2070,7 @@ type PartitionPlacement struct {
 
 func (x *PartitionPlacement) Reset() {
 	*x = PartitionPlacement{}
-	mi := &file_capkv_proto_msgTypes[28]
+	mi := &file_capkv_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1907,7 +2082,7 @@ func (x *PartitionPlacement) String() string {
 func (*PartitionPlacement) ProtoMessage() {}
 
 func (x *PartitionPlacement) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[28]
+	mi := &file_capkv_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1920,7 +2095,7 @@ func (x *PartitionPlacement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionPlacement.ProtoReflect.Descriptor instead.
 func (*PartitionPlacement) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{28}
+	return file_capkv_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PartitionPlacement) GetId() string {
@@ -1955,7 +2130,7 @@ type RingResponse struct {
 
 func (x *RingResponse) Reset() {
 	*x = RingResponse{}
-	mi := &file_capkv_proto_msgTypes[29]
+	mi := &file_capkv_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1967,7 +2142,7 @@ func (x *RingResponse) String() string {
 func (*RingResponse) ProtoMessage() {}
 
 func (x *RingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[29]
+	mi := &file_capkv_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1980,7 +2155,7 @@ func (x *RingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingResponse.ProtoReflect.Descriptor instead.
 func (*RingResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{29}
+	return file_capkv_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RingResponse) GetEpoch() uint64 {
@@ -2103,13 +2278,25 @@ const file_capkv_proto_rawDesc = "" +
 	"\btemplate\x18\x05 \x01(\tR\btemplate\x12'\n" +
 	"\x06ranges\x18\x06 \x03(\v2\x0f.capkv.v1.RangeR\x06ranges\x12#\n" +
 	"\rdefault_level\x18\a \x01(\tR\fdefaultLevel\x12\x18\n" +
-	"\aresolve\x18\b \x01(\tR\aresolve\"\x92\x01\n" +
+	"\aresolve\x18\b \x01(\tR\aresolve\"\xde\x01\n" +
 	"\n" +
 	"ClusterMap\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12$\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x0e.capkv.v1.NodeR\x05nodes\x120\n" +
 	"\tkeyspaces\x18\x03 \x03(\v2\x12.capkv.v1.KeyspaceR\tkeyspaces\x12\x16\n" +
-	"\x06vnodes\x18\x04 \x01(\rR\x06vnodes\"\x13\n" +
+	"\x06vnodes\x18\x04 \x01(\rR\x06vnodes\x126\n" +
+	"\vassignments\x18\x05 \x03(\v2\x14.capkv.v1.AssignmentR\vassignments\x12\x12\n" +
+	"\x04meta\x18\x06 \x03(\tR\x04meta\"F\n" +
+	"\n" +
+	"Assignment\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\tR\tpartition\x12\x1a\n" +
+	"\breplicas\x18\x02 \x03(\tR\breplicas\"E\n" +
+	"\vJoinRequest\x12\"\n" +
+	"\x04node\x18\x01 \x01(\v2\x0e.capkv.v1.NodeR\x04node\x12\x12\n" +
+	"\x04hops\x18\x02 \x01(\rR\x04hops\"[\n" +
+	"\x15CreateKeyspaceRequest\x12.\n" +
+	"\bkeyspace\x18\x01 \x01(\v2\x12.capkv.v1.KeyspaceR\bkeyspace\x12\x12\n" +
+	"\x04hops\x18\x02 \x01(\rR\x04hops\"\x13\n" +
 	"\x11ClusterMapRequest\"\x11\n" +
 	"\x0fNodeInfoRequest\"\xef\x01\n" +
 	"\bNodeInfo\x12\x0e\n" +
@@ -2173,14 +2360,16 @@ const file_capkv_proto_rawDesc = "" +
 	"\x03Put\x12\x14.capkv.v1.PutRequest\x1a\x15.capkv.v1.PutResponse\x12;\n" +
 	"\x06Delete\x12\x17.capkv.v1.DeleteRequest\x1a\x18.capkv.v1.DeleteResponse\x122\n" +
 	"\x03CAS\x12\x14.capkv.v1.CASRequest\x1a\x15.capkv.v1.CASResponse\x125\n" +
-	"\x04Scan\x12\x15.capkv.v1.ScanRequest\x1a\x16.capkv.v1.ScanResponse2\x95\x03\n" +
+	"\x04Scan\x12\x15.capkv.v1.ScanRequest\x1a\x16.capkv.v1.ScanResponse2\x93\x04\n" +
 	"\x05Admin\x12B\n" +
 	"\rGetClusterMap\x12\x1b.capkv.v1.ClusterMapRequest\x1a\x14.capkv.v1.ClusterMap\x12<\n" +
 	"\vGetNodeInfo\x12\x19.capkv.v1.NodeInfoRequest\x1a\x12.capkv.v1.NodeInfo\x12P\n" +
 	"\rClusterStatus\x12\x1e.capkv.v1.ClusterStatusRequest\x1a\x1f.capkv.v1.ClusterStatusResponse\x12D\n" +
 	"\tKeyspaces\x12\x1a.capkv.v1.KeyspacesRequest\x1a\x1b.capkv.v1.KeyspacesResponse\x12;\n" +
 	"\x06Locate\x12\x17.capkv.v1.LocateRequest\x1a\x18.capkv.v1.LocateResponse\x125\n" +
-	"\x04Ring\x12\x15.capkv.v1.RingRequest\x1a\x16.capkv.v1.RingResponseB\x1cZ\x1agithub.com/capkv/capkv/apib\x06proto3"
+	"\x04Ring\x12\x15.capkv.v1.RingRequest\x1a\x16.capkv.v1.RingResponse\x123\n" +
+	"\x04Join\x12\x15.capkv.v1.JoinRequest\x1a\x14.capkv.v1.ClusterMap\x12G\n" +
+	"\x0eCreateKeyspace\x12\x1f.capkv.v1.CreateKeyspaceRequest\x1a\x14.capkv.v1.ClusterMapB\x1cZ\x1agithub.com/capkv/capkv/apib\x06proto3"
 
 var (
 	file_capkv_proto_rawDescOnce sync.Once
@@ -2194,7 +2383,7 @@ func file_capkv_proto_rawDescGZIP() []byte {
 	return file_capkv_proto_rawDescData
 }
 
-var file_capkv_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_capkv_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_capkv_proto_goTypes = []any{
 	(*RequestHeader)(nil),         // 0: capkv.v1.RequestHeader
 	(*Receipt)(nil),               // 1: capkv.v1.Receipt
@@ -2213,19 +2402,22 @@ var file_capkv_proto_goTypes = []any{
 	(*Range)(nil),                 // 14: capkv.v1.Range
 	(*Keyspace)(nil),              // 15: capkv.v1.Keyspace
 	(*ClusterMap)(nil),            // 16: capkv.v1.ClusterMap
-	(*ClusterMapRequest)(nil),     // 17: capkv.v1.ClusterMapRequest
-	(*NodeInfoRequest)(nil),       // 18: capkv.v1.NodeInfoRequest
-	(*NodeInfo)(nil),              // 19: capkv.v1.NodeInfo
-	(*ClusterStatusRequest)(nil),  // 20: capkv.v1.ClusterStatusRequest
-	(*NodeStatus)(nil),            // 21: capkv.v1.NodeStatus
-	(*ClusterStatusResponse)(nil), // 22: capkv.v1.ClusterStatusResponse
-	(*KeyspacesRequest)(nil),      // 23: capkv.v1.KeyspacesRequest
-	(*KeyspacesResponse)(nil),     // 24: capkv.v1.KeyspacesResponse
-	(*LocateRequest)(nil),         // 25: capkv.v1.LocateRequest
-	(*LocateResponse)(nil),        // 26: capkv.v1.LocateResponse
-	(*RingRequest)(nil),           // 27: capkv.v1.RingRequest
-	(*PartitionPlacement)(nil),    // 28: capkv.v1.PartitionPlacement
-	(*RingResponse)(nil),          // 29: capkv.v1.RingResponse
+	(*Assignment)(nil),            // 17: capkv.v1.Assignment
+	(*JoinRequest)(nil),           // 18: capkv.v1.JoinRequest
+	(*CreateKeyspaceRequest)(nil), // 19: capkv.v1.CreateKeyspaceRequest
+	(*ClusterMapRequest)(nil),     // 20: capkv.v1.ClusterMapRequest
+	(*NodeInfoRequest)(nil),       // 21: capkv.v1.NodeInfoRequest
+	(*NodeInfo)(nil),              // 22: capkv.v1.NodeInfo
+	(*ClusterStatusRequest)(nil),  // 23: capkv.v1.ClusterStatusRequest
+	(*NodeStatus)(nil),            // 24: capkv.v1.NodeStatus
+	(*ClusterStatusResponse)(nil), // 25: capkv.v1.ClusterStatusResponse
+	(*KeyspacesRequest)(nil),      // 26: capkv.v1.KeyspacesRequest
+	(*KeyspacesResponse)(nil),     // 27: capkv.v1.KeyspacesResponse
+	(*LocateRequest)(nil),         // 28: capkv.v1.LocateRequest
+	(*LocateResponse)(nil),        // 29: capkv.v1.LocateResponse
+	(*RingRequest)(nil),           // 30: capkv.v1.RingRequest
+	(*PartitionPlacement)(nil),    // 31: capkv.v1.PartitionPlacement
+	(*RingResponse)(nil),          // 32: capkv.v1.RingResponse
 }
 var file_capkv_proto_depIdxs = []int32{
 	0,  // 0: capkv.v1.GetRequest.header:type_name -> capkv.v1.RequestHeader
@@ -2243,39 +2435,46 @@ var file_capkv_proto_depIdxs = []int32{
 	14, // 12: capkv.v1.Keyspace.ranges:type_name -> capkv.v1.Range
 	13, // 13: capkv.v1.ClusterMap.nodes:type_name -> capkv.v1.Node
 	15, // 14: capkv.v1.ClusterMap.keyspaces:type_name -> capkv.v1.Keyspace
-	13, // 15: capkv.v1.NodeStatus.node:type_name -> capkv.v1.Node
-	19, // 16: capkv.v1.NodeStatus.info:type_name -> capkv.v1.NodeInfo
-	21, // 17: capkv.v1.ClusterStatusResponse.nodes:type_name -> capkv.v1.NodeStatus
-	15, // 18: capkv.v1.ClusterStatusResponse.keyspaces:type_name -> capkv.v1.Keyspace
-	15, // 19: capkv.v1.KeyspacesResponse.keyspaces:type_name -> capkv.v1.Keyspace
-	28, // 20: capkv.v1.RingResponse.partitions:type_name -> capkv.v1.PartitionPlacement
-	3,  // 21: capkv.v1.KV.Get:input_type -> capkv.v1.GetRequest
-	5,  // 22: capkv.v1.KV.Put:input_type -> capkv.v1.PutRequest
-	7,  // 23: capkv.v1.KV.Delete:input_type -> capkv.v1.DeleteRequest
-	9,  // 24: capkv.v1.KV.CAS:input_type -> capkv.v1.CASRequest
-	11, // 25: capkv.v1.KV.Scan:input_type -> capkv.v1.ScanRequest
-	17, // 26: capkv.v1.Admin.GetClusterMap:input_type -> capkv.v1.ClusterMapRequest
-	18, // 27: capkv.v1.Admin.GetNodeInfo:input_type -> capkv.v1.NodeInfoRequest
-	20, // 28: capkv.v1.Admin.ClusterStatus:input_type -> capkv.v1.ClusterStatusRequest
-	23, // 29: capkv.v1.Admin.Keyspaces:input_type -> capkv.v1.KeyspacesRequest
-	25, // 30: capkv.v1.Admin.Locate:input_type -> capkv.v1.LocateRequest
-	27, // 31: capkv.v1.Admin.Ring:input_type -> capkv.v1.RingRequest
-	4,  // 32: capkv.v1.KV.Get:output_type -> capkv.v1.GetResponse
-	6,  // 33: capkv.v1.KV.Put:output_type -> capkv.v1.PutResponse
-	8,  // 34: capkv.v1.KV.Delete:output_type -> capkv.v1.DeleteResponse
-	10, // 35: capkv.v1.KV.CAS:output_type -> capkv.v1.CASResponse
-	12, // 36: capkv.v1.KV.Scan:output_type -> capkv.v1.ScanResponse
-	16, // 37: capkv.v1.Admin.GetClusterMap:output_type -> capkv.v1.ClusterMap
-	19, // 38: capkv.v1.Admin.GetNodeInfo:output_type -> capkv.v1.NodeInfo
-	22, // 39: capkv.v1.Admin.ClusterStatus:output_type -> capkv.v1.ClusterStatusResponse
-	24, // 40: capkv.v1.Admin.Keyspaces:output_type -> capkv.v1.KeyspacesResponse
-	26, // 41: capkv.v1.Admin.Locate:output_type -> capkv.v1.LocateResponse
-	29, // 42: capkv.v1.Admin.Ring:output_type -> capkv.v1.RingResponse
-	32, // [32:43] is the sub-list for method output_type
-	21, // [21:32] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	17, // 15: capkv.v1.ClusterMap.assignments:type_name -> capkv.v1.Assignment
+	13, // 16: capkv.v1.JoinRequest.node:type_name -> capkv.v1.Node
+	15, // 17: capkv.v1.CreateKeyspaceRequest.keyspace:type_name -> capkv.v1.Keyspace
+	13, // 18: capkv.v1.NodeStatus.node:type_name -> capkv.v1.Node
+	22, // 19: capkv.v1.NodeStatus.info:type_name -> capkv.v1.NodeInfo
+	24, // 20: capkv.v1.ClusterStatusResponse.nodes:type_name -> capkv.v1.NodeStatus
+	15, // 21: capkv.v1.ClusterStatusResponse.keyspaces:type_name -> capkv.v1.Keyspace
+	15, // 22: capkv.v1.KeyspacesResponse.keyspaces:type_name -> capkv.v1.Keyspace
+	31, // 23: capkv.v1.RingResponse.partitions:type_name -> capkv.v1.PartitionPlacement
+	3,  // 24: capkv.v1.KV.Get:input_type -> capkv.v1.GetRequest
+	5,  // 25: capkv.v1.KV.Put:input_type -> capkv.v1.PutRequest
+	7,  // 26: capkv.v1.KV.Delete:input_type -> capkv.v1.DeleteRequest
+	9,  // 27: capkv.v1.KV.CAS:input_type -> capkv.v1.CASRequest
+	11, // 28: capkv.v1.KV.Scan:input_type -> capkv.v1.ScanRequest
+	20, // 29: capkv.v1.Admin.GetClusterMap:input_type -> capkv.v1.ClusterMapRequest
+	21, // 30: capkv.v1.Admin.GetNodeInfo:input_type -> capkv.v1.NodeInfoRequest
+	23, // 31: capkv.v1.Admin.ClusterStatus:input_type -> capkv.v1.ClusterStatusRequest
+	26, // 32: capkv.v1.Admin.Keyspaces:input_type -> capkv.v1.KeyspacesRequest
+	28, // 33: capkv.v1.Admin.Locate:input_type -> capkv.v1.LocateRequest
+	30, // 34: capkv.v1.Admin.Ring:input_type -> capkv.v1.RingRequest
+	18, // 35: capkv.v1.Admin.Join:input_type -> capkv.v1.JoinRequest
+	19, // 36: capkv.v1.Admin.CreateKeyspace:input_type -> capkv.v1.CreateKeyspaceRequest
+	4,  // 37: capkv.v1.KV.Get:output_type -> capkv.v1.GetResponse
+	6,  // 38: capkv.v1.KV.Put:output_type -> capkv.v1.PutResponse
+	8,  // 39: capkv.v1.KV.Delete:output_type -> capkv.v1.DeleteResponse
+	10, // 40: capkv.v1.KV.CAS:output_type -> capkv.v1.CASResponse
+	12, // 41: capkv.v1.KV.Scan:output_type -> capkv.v1.ScanResponse
+	16, // 42: capkv.v1.Admin.GetClusterMap:output_type -> capkv.v1.ClusterMap
+	22, // 43: capkv.v1.Admin.GetNodeInfo:output_type -> capkv.v1.NodeInfo
+	25, // 44: capkv.v1.Admin.ClusterStatus:output_type -> capkv.v1.ClusterStatusResponse
+	27, // 45: capkv.v1.Admin.Keyspaces:output_type -> capkv.v1.KeyspacesResponse
+	29, // 46: capkv.v1.Admin.Locate:output_type -> capkv.v1.LocateResponse
+	32, // 47: capkv.v1.Admin.Ring:output_type -> capkv.v1.RingResponse
+	16, // 48: capkv.v1.Admin.Join:output_type -> capkv.v1.ClusterMap
+	16, // 49: capkv.v1.Admin.CreateKeyspace:output_type -> capkv.v1.ClusterMap
+	37, // [37:50] is the sub-list for method output_type
+	24, // [24:37] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_capkv_proto_init() }
@@ -2290,7 +2489,7 @@ func file_capkv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_capkv_proto_rawDesc), len(file_capkv_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -280,12 +280,14 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Admin_GetClusterMap_FullMethodName = "/capkv.v1.Admin/GetClusterMap"
-	Admin_GetNodeInfo_FullMethodName   = "/capkv.v1.Admin/GetNodeInfo"
-	Admin_ClusterStatus_FullMethodName = "/capkv.v1.Admin/ClusterStatus"
-	Admin_Keyspaces_FullMethodName     = "/capkv.v1.Admin/Keyspaces"
-	Admin_Locate_FullMethodName        = "/capkv.v1.Admin/Locate"
-	Admin_Ring_FullMethodName          = "/capkv.v1.Admin/Ring"
+	Admin_GetClusterMap_FullMethodName  = "/capkv.v1.Admin/GetClusterMap"
+	Admin_GetNodeInfo_FullMethodName    = "/capkv.v1.Admin/GetNodeInfo"
+	Admin_ClusterStatus_FullMethodName  = "/capkv.v1.Admin/ClusterStatus"
+	Admin_Keyspaces_FullMethodName      = "/capkv.v1.Admin/Keyspaces"
+	Admin_Locate_FullMethodName         = "/capkv.v1.Admin/Locate"
+	Admin_Ring_FullMethodName           = "/capkv.v1.Admin/Ring"
+	Admin_Join_FullMethodName           = "/capkv.v1.Admin/Join"
+	Admin_CreateKeyspace_FullMethodName = "/capkv.v1.Admin/CreateKeyspace"
 )
 
 // AdminClient is the client API for Admin service.
@@ -298,6 +300,12 @@ type AdminClient interface {
 	Keyspaces(ctx context.Context, in *KeyspacesRequest, opts ...grpc.CallOption) (*KeyspacesResponse, error)
 	Locate(ctx context.Context, in *LocateRequest, opts ...grpc.CallOption) (*LocateResponse, error)
 	Ring(ctx context.Context, in *RingRequest, opts ...grpc.CallOption) (*RingResponse, error)
+	// Join registers a node in the cluster map; answered by the metadata
+	// group's leader (any node forwards). Returns the new map.
+	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*ClusterMap, error)
+	// CreateKeyspace adds a keyspace to the cluster map. Creating an existing
+	// keyspace with the identical configuration succeeds (idempotent).
+	CreateKeyspace(ctx context.Context, in *CreateKeyspaceRequest, opts ...grpc.CallOption) (*ClusterMap, error)
 }
 
 type adminClient struct {
@@ -368,6 +376,26 @@ func (c *adminClient) Ring(ctx context.Context, in *RingRequest, opts ...grpc.Ca
 	return out, nil
 }
 
+func (c *adminClient) Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*ClusterMap, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClusterMap)
+	err := c.cc.Invoke(ctx, Admin_Join_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) CreateKeyspace(ctx context.Context, in *CreateKeyspaceRequest, opts ...grpc.CallOption) (*ClusterMap, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClusterMap)
+	err := c.cc.Invoke(ctx, Admin_CreateKeyspace_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -378,6 +406,12 @@ type AdminServer interface {
 	Keyspaces(context.Context, *KeyspacesRequest) (*KeyspacesResponse, error)
 	Locate(context.Context, *LocateRequest) (*LocateResponse, error)
 	Ring(context.Context, *RingRequest) (*RingResponse, error)
+	// Join registers a node in the cluster map; answered by the metadata
+	// group's leader (any node forwards). Returns the new map.
+	Join(context.Context, *JoinRequest) (*ClusterMap, error)
+	// CreateKeyspace adds a keyspace to the cluster map. Creating an existing
+	// keyspace with the identical configuration succeeds (idempotent).
+	CreateKeyspace(context.Context, *CreateKeyspaceRequest) (*ClusterMap, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -405,6 +439,12 @@ func (UnimplementedAdminServer) Locate(context.Context, *LocateRequest) (*Locate
 }
 func (UnimplementedAdminServer) Ring(context.Context, *RingRequest) (*RingResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Ring not implemented")
+}
+func (UnimplementedAdminServer) Join(context.Context, *JoinRequest) (*ClusterMap, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Join not implemented")
+}
+func (UnimplementedAdminServer) CreateKeyspace(context.Context, *CreateKeyspaceRequest) (*ClusterMap, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CreateKeyspace not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -535,6 +575,42 @@ func _Admin_Ring_Handler(srv interface{}, ctx context.Context, dec func(interfac
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_Join_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Join(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Join_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Join(ctx, req.(*JoinRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_CreateKeyspace_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateKeyspaceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).CreateKeyspace(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_CreateKeyspace_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).CreateKeyspace(ctx, req.(*CreateKeyspaceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -565,6 +641,14 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Ring",
 			Handler:    _Admin_Ring_Handler,
+		},
+		{
+			MethodName: "Join",
+			Handler:    _Admin_Join_Handler,
+		},
+		{
+			MethodName: "CreateKeyspace",
+			Handler:    _Admin_CreateKeyspace_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

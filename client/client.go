@@ -258,6 +258,12 @@ func (c *Client) call(ctx context.Context, key string, op func(ctx context.Conte
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.RequestTimeout)
 		defer cancel()
 	}
+	if _, err := c.Ring().Locate(key); errors.Is(err, ErrUnknownKeyspace) {
+		// Perhaps created after our map was fetched.
+		if rerr := c.Refresh(ctx); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+	}
 	var last error
 	for attempt := 0; attempt < c.cfg.MaxAttempts; attempt++ {
 		addr, err := c.target(key, attempt)

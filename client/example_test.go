@@ -5,59 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"log"
-	"net"
-	"os"
-	"path/filepath"
 
 	"github.com/capkv/capkv/client"
-	"github.com/capkv/capkv/consistency"
-	"github.com/capkv/capkv/internal/node"
-	"github.com/capkv/capkv/ring"
+	"github.com/capkv/capkv/internal/nodetest"
 )
 
 // startLocalCluster runs three in-process nodes on loopback (what `kvd dev`
 // does) and returns their endpoints and a function that stops them.
 func startLocalCluster() ([]string, func()) {
-	dir, err := os.MkdirTemp("", "capkv-example-")
+	cl, err := nodetest.Start(nodetest.Options{Nodes: 3})
 	if err != nil {
 		log.Fatal(err)
 	}
-	var lis []net.Listener
-	var peers []ring.Node
-	for i := range 3 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			log.Fatal(err)
-		}
-		lis = append(lis, l)
-		peers = append(peers, ring.Node{ID: fmt.Sprintf("n%d", i+1), Addr: l.Addr().String(), Region: "eu"})
-	}
-	keyspaces := []ring.KeyspaceConfig{
-		{Name: "accounts", Mode: consistency.CP, Replicas: 3, Partitions: 8, Template: "accounts/{region}/{account}/..."},
-		{Name: "sessions", Mode: consistency.AP, Replicas: 3, Partitions: 8, Template: "sessions/{session}/..."},
-	}
-	var nodes []*node.Node
-	var eps []string
-	for i, p := range peers {
-		cfg := node.DefaultConfig()
-		cfg.ID, cfg.Listen, cfg.Region, cfg.DataDir = p.ID, p.Addr, p.Region, filepath.Join(dir, p.ID)
-		cfg.Peers, cfg.Keyspaces = peers, keyspaces
-		n, err := node.New(cfg)
-		if err != nil {
-			log.Fatal(err)
-		}
-		if err := n.Start(lis[i]); err != nil {
-			log.Fatal(err)
-		}
-		nodes = append(nodes, n)
-		eps = append(eps, p.Addr)
-	}
-	return eps, func() {
-		for _, n := range nodes {
-			n.Close()
-		}
-		os.RemoveAll(dir)
-	}
+	return cl.Endpoints(), cl.Close
 }
 
 func Example() {

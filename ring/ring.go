@@ -27,6 +27,11 @@ type Topology struct {
 	Epoch     uint64
 	Nodes     []Node
 	Keyspaces []KeyspaceConfig
+	// Assignments pins the replica set of a partition (by PartitionID
+	// string) once it was placed, overriding the computed preference list:
+	// a partition's Raft group keeps its members when nodes join, until a
+	// rebalancing moves it explicitly.
+	Assignments map[string][]string
 }
 
 // Options tunes ring construction. All nodes of a cluster must use the same.
@@ -238,7 +243,51 @@ func New(t Topology, o Options) (*Ring, error) {
 			ks.regions[reg] = buildRegionRing(&ks.cfg, reg, regionTokens[reg], len(byRegion[reg]))
 		}
 	}
+	if err := r.applyAssignments(t.Assignments); err != nil {
+		return nil, err
+	}
 	return r, nil
+}
+
+// applyAssignments overrides computed preference lists with pinned ones.
+func (r *Ring) applyAssignments(as map[string][]string) error {
+	var errs []error
+	for id, reps := range as {
+		pid, err := ParsePartitionID(id)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ks, ok := r.spaces[pid.Keyspace]
+		if !ok {
+			continue // keyspace dropped: the assignment is inert
+		}
+		if pid.Index < 0 || pid.Index >= ks.cfg.Partitions {
+			errs = append(errs, fmt.Errorf("%w: assignment %s: partition index out of range", kverrors.ErrInvalidArgument, id))
+			continue
+		}
+		if len(reps) == 0 || len(reps) != len(slices.Compact(slices.Sorted(slices.Values(reps)))) {
+			errs = append(errs, fmt.Errorf("%w: assignment %s: replicas %v must be distinct and non-empty", kverrors.ErrInvalidArgument, id, reps))
+			continue
+		}
+		for _, n := range reps {
+			if _, ok := r.nodes[n]; !ok {
+				errs = append(errs, fmt.Errorf("%w: assignment %s names unknown node %q", kverrors.ErrInvalidArgument, id, n))
+			}
+		}
+		rr := ks.global
+		if ks.tmpl.locality >= 0 {
+			rr = ks.regions[pid.Region]
+		}
+		if rr == nil {
+			continue // region without nodes now: nothing can be served there anyway
+		}
+		if rr.prefs == nil {
+			rr.prefs = make([][]string, ks.cfg.Partitions)
+		}
+		rr.prefs[pid.Index] = slices.Clip(slices.Clone(reps))
+	}
+	return errors.Join(errs...)
 }
 
 func compareTokens(a, b token) int {
@@ -311,6 +360,13 @@ func (r *Ring) Epoch() uint64 { return r.topo.Epoch }
 func (r *Ring) Topology() Topology { return copyTopology(r.topo) }
 
 func copyTopology(t Topology) Topology {
+	if t.Assignments != nil {
+		as := make(map[string][]string, len(t.Assignments))
+		for k, v := range t.Assignments {
+			as[k] = slices.Clone(v)
+		}
+		t.Assignments = as
+	}
 	t.Nodes = slices.Clone(t.Nodes)
 	t.Keyspaces = slices.Clone(t.Keyspaces)
 	for i := range t.Keyspaces {
@@ -379,7 +435,7 @@ func (r *Ring) Locate(key string) (Placement, error) {
 			return Placement{}, tooFewNodes(locality, 0, &ks.cfg)
 		}
 	}
-	if rr.prefs == nil {
+	if rr.prefs == nil || rr.prefs[idx] == nil {
 		return Placement{}, tooFewNodes(rr.region, rr.nodes, &ks.cfg)
 	}
 	return Placement{
@@ -453,7 +509,7 @@ func (r *Ring) PreferenceList(id PartitionID) ([]string, error) {
 	} else if id.Region != "" {
 		return nil, fmt.Errorf("%w: partition %s: keyspace %q is placed over all nodes, its region is \"*\"", kverrors.ErrInvalidArgument, id, id.Keyspace)
 	}
-	if rr.prefs == nil {
+	if rr.prefs == nil || rr.prefs[id.Index] == nil {
 		return nil, tooFewNodes(rr.region, rr.nodes, &ks.cfg)
 	}
 	return rr.prefs[id.Index], nil
@@ -477,14 +533,13 @@ func (r *Ring) Partitions(keyspace string) []PartitionInfo {
 	}
 	out := make([]PartitionInfo, 0, len(rings)*ks.cfg.Partitions)
 	for _, rr := range rings {
-		var msg string
-		if rr.prefs == nil {
-			msg = tooFewNodes(rr.region, rr.nodes, &ks.cfg).Error()
-		}
+		msg := tooFewNodes(rr.region, rr.nodes, &ks.cfg).Error()
 		for i := range ks.cfg.Partitions {
-			info := PartitionInfo{ID: PartitionID{Keyspace: keyspace, Region: rr.region, Index: i}, Err: msg}
-			if rr.prefs != nil {
+			info := PartitionInfo{ID: PartitionID{Keyspace: keyspace, Region: rr.region, Index: i}}
+			if rr.prefs != nil && rr.prefs[i] != nil {
 				info.Replicas = rr.prefs[i]
+			} else {
+				info.Err = msg
 			}
 			out = append(out, info)
 		}

@@ -618,3 +618,52 @@ func TestLocateDoesNotAllocate(t *testing.T) {
 		}
 	}
 }
+
+// Pinned assignments override the computed preference lists, and survive a
+// node joining (which would otherwise move some partitions).
+func TestAssignmentsPinPartitions(t *testing.T) {
+	ks := []KeyspaceConfig{{Name: "accounts", Mode: "cp", Replicas: 3, Partitions: 16, Template: "accounts/{region}/{account}/..."}}
+	three := []Node{{ID: "n1", Region: "eu"}, {ID: "n2", Region: "eu"}, {ID: "n3", Region: "eu"}}
+	r3, err := New(Topology{Nodes: three, Keyspaces: ks}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned := map[string][]string{}
+	for _, p := range r3.Partitions("accounts") {
+		pinned[p.ID.String()] = p.Replicas
+	}
+	five := append(slices.Clone(three), Node{ID: "n4", Region: "eu"}, Node{ID: "n5", Region: "eu"})
+	free, _ := New(Topology{Nodes: five, Keyspaces: ks}, Options{})
+	r5, err := New(Topology{Nodes: five, Keyspaces: ks, Assignments: pinned}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := 0
+	for i, p := range r5.Partitions("accounts") {
+		if !slices.Equal(p.Replicas, pinned[p.ID.String()]) {
+			t.Errorf("%s: pinned %v, got %v", p.ID, pinned[p.ID.String()], p.Replicas)
+		}
+		if !slices.Equal(free.Partitions("accounts")[i].Replicas, p.Replicas) {
+			moved++
+		}
+	}
+	if moved == 0 {
+		t.Error("without pins no partition would move: the test proves nothing")
+	}
+	pl, err := r5.Locate("accounts/eu/42/balance")
+	if err != nil || !slices.Equal(pl.Replicas, pinned[pl.Partition.String()]) {
+		t.Fatalf("Locate = %v, %v", pl.Replicas, err)
+	}
+	// Partly assigned region that is too small: unassigned partitions are unplaceable.
+	two := []Node{{ID: "n1", Region: "us"}, {ID: "n2", Region: "us"}}
+	r2, err := New(Topology{Nodes: two, Keyspaces: ks, Assignments: map[string][]string{"accounts/us/0": {"n1", "n2"}}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r2.PreferenceList(PartitionID{Keyspace: "accounts", Region: "us", Index: 1}); err == nil {
+		t.Error("unassigned partition of a too-small region was placed")
+	}
+	if _, err := New(Topology{Nodes: two, Keyspaces: ks, Assignments: map[string][]string{"accounts/us/0": {"n1", "n9"}}}, Options{}); err == nil {
+		t.Error("assignment to an unknown node accepted")
+	}
+}

@@ -11,7 +11,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/capkv/capkv/api"
+	"github.com/capkv/capkv/consistency"
 	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/internal/wire"
+	"github.com/capkv/capkv/ring"
 )
 
 func exactArgs(n int) cobra.PositionalArgs {
@@ -256,6 +259,7 @@ func keyspaceCmd(g *globals) *cobra.Command {
 		}
 		return r.Keyspaces, nil
 	}
+	cmd.AddCommand(createKeyspaceCmd(g))
 	cmd.AddCommand(&cobra.Command{
 		Use:   "list",
 		Short: "list keyspaces with their mode",
@@ -307,5 +311,68 @@ func keyspaceCmd(g *globals) *cobra.Command {
 			return fmt.Errorf("%w: %q (keyspaces: %s)", kverrors.ErrUnknownKeyspace, args[0], strings.Join(names, ", "))
 		},
 	})
+	return cmd
+}
+
+func createKeyspaceCmd(g *globals) *cobra.Command {
+	var mode, template, ranges, level, resolve string
+	var replicas, partitions int
+	cmd := &cobra.Command{
+		Use:   "create NAME --mode cp|ap [--replicas N] [--partitions Q] [--template T]",
+		Short: "create a keyspace at run time (every node and client learns it by epoch)",
+		Long: `create adds a keyspace to the cluster map through the metadata group.
+
+  --template 'orders/{region}/{customer}/...'   region pins replicas to nodes of
+                                                that region; customer is hashed
+  --ranges '0-999:0,1000-1999:1'                partition by numeric ID range instead
+
+Creating a keyspace that exists with the same configuration succeeds.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := consistency.ParseMode(mode)
+			if err != nil {
+				return usageError{fmt.Errorf("--mode: %w", err)}
+			}
+			lvl, err := consistency.ParseLevel(level)
+			if err != nil {
+				return usageError{fmt.Errorf("--default-level: %w", err)}
+			}
+			ks := ring.KeyspaceConfig{Name: args[0], Mode: m, Replicas: replicas, Partitions: partitions,
+				Template: template, DefaultLevel: lvl, Resolve: resolve}
+			if ranges != "" {
+				if ks.Ranges, err = ring.ParseRanges(ranges); err != nil {
+					return usageError{fmt.Errorf("--ranges: %w", err)}
+				}
+			}
+			ks = ks.WithDefaults()
+			if err := ks.Validate(); err != nil {
+				return err
+			}
+			done, a, err := g.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := g.ctx()
+			defer cancel()
+			cm, err := a.CreateKeyspace(ctx, &api.CreateKeyspaceRequest{Keyspace: wire.KeyspaceToProto(&ks)})
+			if err != nil {
+				return kverrors.FromStatus(err)
+			}
+			if g.json {
+				return g.printJSON(map[string]any{"keyspace": keyspacesJSON([]*api.Keyspace{wire.KeyspaceToProto(&ks)})[0], "epoch": cm.GetEpoch()})
+			}
+			fmt.Fprintf(g.out, "keyspace %s (%s, %d replicas, %d partitions, template %s) exists at epoch %d\n",
+				ks.Name, ks.Mode, ks.Replicas, ks.Partitions, ks.Template, cm.GetEpoch())
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&mode, "mode", "", "cp (Raft, linearizable) or ap (leaderless, always writable)")
+	cmd.Flags().IntVar(&replicas, "replicas", 3, "replication factor")
+	cmd.Flags().IntVar(&partitions, "partitions", 8, "partitions per region")
+	cmd.Flags().StringVar(&template, "template", "", "placement template (default NAME/...: hash the rest of the key)")
+	cmd.Flags().StringVar(&ranges, "ranges", "", "ID ranges instead of hashing: lo-hi:partition,...")
+	cmd.Flags().StringVar(&level, "default-level", "", "default consistency level (cp: linearizable|stale; ap: one|quorum|all)")
+	cmd.Flags().StringVar(&resolve, "resolve", "", "ap conflict resolution: siblings (default) or lww")
 	return cmd
 }

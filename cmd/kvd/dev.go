@@ -11,10 +11,16 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/capkv/capkv/api"
+	"github.com/capkv/capkv/internal/kverrors"
 	"github.com/capkv/capkv/internal/node"
+	"github.com/capkv/capkv/internal/wire"
 	"github.com/capkv/capkv/ring"
 )
 
@@ -91,20 +97,29 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 		return err
 	}
 	keyspaces := defaultKeyspaces(peers)
+	seeds := peers[:min(3, len(peers))]
 
 	var nodes []*node.Node
 	closeAll := func() error {
 		var errs []error
-		for _, n := range nodes {
-			errs = append(errs, n.Close())
+		for i := len(nodes) - 1; i >= 0; i-- {
+			errs = append(errs, nodes[i].Close())
 		}
 		return errors.Join(errs...)
 	}
-	for _, p := range peers {
+	// The same path as a real deployment: the seeds bootstrap the cluster
+	// map, every other node registers with --join, and the keyspaces are
+	// created through the metadata group (idempotent on a restart).
+	for i, p := range peers {
 		cfg := node.DefaultConfig()
-		cfg.ID, cfg.Listen, cfg.Region = p.ID, p.Addr, p.Region
+		cfg.ID, cfg.Listen, cfg.Region, cfg.Advertise = p.ID, p.Addr, p.Region, p.Addr
 		cfg.DataDir = filepath.Join(dataDir, p.ID)
-		cfg.Peers, cfg.Keyspaces, cfg.Logger = peers, keyspaces, log
+		cfg.Logger = log
+		if i < len(seeds) {
+			cfg.Peers = seeds
+		} else {
+			cfg.Join = []string{peers[0].Addr}
+		}
 		applyStorageFlags(cmd, f.serveFlags, &cfg, true)
 		n, err := node.New(cfg)
 		if err != nil {
@@ -116,6 +131,9 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 		}
 		nodes = append(nodes, n)
 	}
+	if err := createKeyspaces(peers[0].Addr, keyspaces); err != nil {
+		return errors.Join(err, closeAll())
+	}
 	printBanner(cmd, dataDir, peers, keyspaces)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -126,6 +144,33 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "stopped; data kept in %s\n", dataDir)
+	return nil
+}
+
+// createKeyspaces creates the dev keyspaces through the Admin API, retrying
+// while the metadata group elects its first leader.
+func createKeyspaces(addr string, keyspaces []ring.KeyspaceConfig) error {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	admin := api.NewAdminClient(cc)
+	deadline := time.Now().Add(30 * time.Second)
+	for _, ks := range keyspaces {
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			_, err := admin.CreateKeyspace(ctx, &api.CreateKeyspaceRequest{Keyspace: wire.KeyspaceToProto(&ks)})
+			cancel()
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("create keyspace %s: %w", ks.Name, kverrors.FromStatus(err))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
 	return nil
 }
 

@@ -37,6 +37,8 @@ type serveFlags struct {
 	region         string
 	dataDir        string
 	peers          string
+	join           string
+	advertise      string
 	syncWrites     bool
 	memtableMB     int
 	cacheMB        int
@@ -62,8 +64,10 @@ func rootCmd() *cobra.Command {
 		Long: `kvd runs one capkv node: it stores partition replicas in Badger, serves the
 KV and Admin gRPC services, and forwards requests for keys it does not own.
 
-Membership is static for now: every node is started with the same --peers list
-(or config file). 'kvd dev' starts a whole local cluster in one process.`,
+A cluster starts from its seed nodes, each started with the same
+--initial-cluster list; the first three of them hold the cluster map in a small
+Raft group. Any other node registers itself with --join ADDR (any node's
+address). 'kvd dev' starts a whole local cluster in one process the same way.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
@@ -76,7 +80,10 @@ Membership is static for now: every node is started with the same --peers list
 	cmd.Flags().StringVar(&f.listen, "listen", "127.0.0.1:7001", "gRPC listen address")
 	cmd.Flags().StringVar(&f.region, "region", "eu", "locality label of this node")
 	cmd.Flags().StringVar(&f.dataDir, "data-dir", "", "directory of the node's data (required)")
-	cmd.Flags().StringVar(&f.peers, "peers", "", "all nodes of the cluster, this one included: id=host:port@region,...")
+	cmd.Flags().StringVar(&f.peers, "initial-cluster", "", "seed nodes of a new cluster, this one included: id=host:port@region,...")
+	cmd.Flags().StringVar(&f.peers, "peers", "", "alias of --initial-cluster")
+	cmd.Flags().StringVar(&f.join, "join", "", "join an existing cluster through these node addresses: host:port,...")
+	cmd.Flags().StringVar(&f.advertise, "advertise", "", "address other nodes reach this one at (default: the listen address)")
 	f.addStorage(cmd)
 	cmd.AddCommand(devCmd())
 	return cmd
@@ -90,6 +97,16 @@ func newLogger(level string) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
 }
 
+func splitList(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
 // ParsePeers parses "id=host:port@region,..." (region optional, default "").
 func parsePeers(s string) ([]ring.Node, error) {
 	var out []ring.Node
@@ -100,16 +117,16 @@ func parsePeers(s string) ([]ring.Node, error) {
 		}
 		id, rest, ok := strings.Cut(item, "=")
 		if !ok || id == "" || rest == "" {
-			return nil, fmt.Errorf("--peers entry %q: want id=host:port@region", item)
+			return nil, fmt.Errorf("--initial-cluster entry %q: want id=host:port@region", item)
 		}
 		addr, region, _ := strings.Cut(rest, "@")
 		if !strings.Contains(addr, ":") {
-			return nil, fmt.Errorf("--peers entry %q: address %q has no port", item, addr)
+			return nil, fmt.Errorf("--initial-cluster entry %q: address %q has no port", item, addr)
 		}
 		out = append(out, ring.Node{ID: id, Addr: addr, Region: region})
 	}
 	if len(out) == 0 {
-		return nil, errors.New("--peers is empty: list every node of the cluster, this one included")
+		return nil, errors.New("--initial-cluster is empty: list the seed nodes, this one included")
 	}
 	return out, nil
 }
@@ -134,15 +151,23 @@ func runServe(cmd *cobra.Command, f serveFlags) error {
 	if set("data-dir") {
 		cfg.DataDir = f.dataDir
 	}
-	if set("peers") {
+	if (cmd.Flags().Changed("peers") || cmd.Flags().Changed("initial-cluster")) || (f.configFile == "" && f.peers != "") {
 		peers, err := parsePeers(f.peers)
 		if err != nil {
 			return err
 		}
 		cfg.Peers = peers
 	}
+	if f.join != "" {
+		cfg.Join = splitList(f.join)
+	}
+	if f.advertise != "" {
+		cfg.Advertise = f.advertise
+	} else if cfg.Advertise == "" {
+		cfg.Advertise = cfg.Listen
+	}
 	applyStorageFlags(cmd, f, &cfg, f.configFile == "")
-	if len(cfg.Keyspaces) == 0 {
+	if len(cfg.Keyspaces) == 0 && len(cfg.Peers) > 0 {
 		cfg.Keyspaces = defaultKeyspaces(cfg.Peers)
 	}
 	log, err := newLogger(f.logLevel)

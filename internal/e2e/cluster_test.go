@@ -44,6 +44,7 @@ func TestMain(m *testing.M) {
 // proc is one kvd process of a test cluster.
 type proc struct {
 	id, addr, region, dataDir string
+	join                      string // join address; "" for seeds
 	cmd                       *exec.Cmd
 	log                       *bytes.Buffer
 	done                      chan struct{}
@@ -110,8 +111,13 @@ func startCluster(t testing.TB, n int, regions ...string) *cluster {
 func (c *cluster) start(p *proc) {
 	c.t.Helper()
 	p.log = &bytes.Buffer{}
-	p.cmd = exec.Command(bins.kvd, "--id", p.id, "--listen", p.addr, "--region", p.region,
-		"--data-dir", p.dataDir, "--peers", c.peers, "--log-level", "warn")
+	args := []string{"--id", p.id, "--listen", p.addr, "--region", p.region, "--data-dir", p.dataDir, "--log-level", "warn"}
+	if p.join != "" {
+		args = append(args, "--join", p.join)
+	} else {
+		args = append(args, "--initial-cluster", c.peers)
+	}
+	p.cmd = exec.Command(bins.kvd, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		c.t.Fatalf("start %s: %v", p.id, err)
@@ -147,6 +153,17 @@ func (c *cluster) stop(p *proc) {
 		c.kill(p)
 		c.t.Fatalf("%s did not stop within 15s of SIGTERM", p.id)
 	}
+}
+
+// addJoiner starts a node that registers with --join through the first node.
+func (c *cluster) addJoiner(id, region string) *proc {
+	c.t.Helper()
+	p := &proc{id: id, addr: freePorts(c.t, 1)[0], region: region, join: c.procs[0].addr,
+		dataDir: filepath.Join(c.t.TempDir(), id)}
+	c.procs = append(c.procs, p)
+	c.start(p)
+	c.waitReady(p)
+	return p
 }
 
 func (c *cluster) waitReady(p *proc) {

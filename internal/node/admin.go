@@ -13,11 +13,17 @@ import (
 
 // GetClusterMap returns the map clients build their ring from.
 func (n *Node) GetClusterMap(context.Context, *api.ClusterMapRequest) (*api.ClusterMap, error) {
-	return wire.MapToProto(n.ring.Topology(), n.cfg.VNodes), nil
+	if err := n.ready(); err != nil {
+		return nil, err
+	}
+	return wire.MapToProto(n.r().Topology(), n.cfg.VNodes, n.meta()), nil
 }
 
 // GetNodeInfo describes this node.
 func (n *Node) GetNodeInfo(context.Context, *api.NodeInfoRequest) (*api.NodeInfo, error) {
+	if err := n.ready(); err != nil {
+		return nil, err
+	}
 	return n.info()
 }
 
@@ -27,9 +33,9 @@ func (n *Node) info() (*api.NodeInfo, error) {
 		return nil, err
 	}
 	lsm, vlog := n.store.Size()
-	self, _ := n.ring.Node(n.cfg.ID)
+	self, _ := n.r().Node(n.cfg.ID)
 	return &api.NodeInfo{
-		Id: n.cfg.ID, Addr: self.Addr, Region: n.cfg.Region, Epoch: n.ring.Epoch(),
+		Id: n.cfg.ID, Addr: self.Addr, Region: n.cfg.Region, Epoch: n.r().Epoch(),
 		UptimeMs: time.Since(n.started).Milliseconds(), Partitions: uint32(len(parts)),
 		LsmBytes: lsm, VlogBytes: vlog, Version: Version,
 	}, nil
@@ -38,11 +44,11 @@ func (n *Node) info() (*api.NodeInfo, error) {
 // ClusterStatus asks every node for its info (bounded by a short timeout)
 // and reports which ones answered.
 func (n *Node) ClusterStatus(ctx context.Context, _ *api.ClusterStatusRequest) (*api.ClusterStatusResponse, error) {
-	topo := n.ring.Topology()
+	topo := n.r().Topology()
 	primaries := map[string]uint32{}
 	replicas := map[string]uint32{}
-	for _, ks := range n.ring.Keyspaces() {
-		for _, p := range n.ring.Partitions(ks.Name) {
+	for _, ks := range n.r().Keyspaces() {
+		for _, p := range n.r().Partitions(ks.Name) {
 			for i, id := range p.Replicas {
 				if i == 0 {
 					primaries[id]++
@@ -51,7 +57,7 @@ func (n *Node) ClusterStatus(ctx context.Context, _ *api.ClusterStatusRequest) (
 			}
 		}
 	}
-	resp := &api.ClusterStatusResponse{Epoch: n.ring.Epoch(), AnsweredBy: n.cfg.ID}
+	resp := &api.ClusterStatusResponse{Epoch: n.r().Epoch(), AnsweredBy: n.cfg.ID}
 	resp.Nodes = make([]*api.NodeStatus, len(topo.Nodes))
 	var wg sync.WaitGroup
 	for i, nd := range topo.Nodes {
@@ -69,7 +75,7 @@ func (n *Node) ClusterStatus(ctx context.Context, _ *api.ClusterStatusRequest) (
 		}()
 	}
 	wg.Wait()
-	for _, ks := range n.ring.Keyspaces() {
+	for _, ks := range n.r().Keyspaces() {
 		resp.Keyspaces = append(resp.Keyspaces, wire.KeyspaceToProto(ks))
 	}
 	return resp, nil
@@ -94,8 +100,11 @@ func (n *Node) peerInfo(ctx context.Context, id string) (*api.NodeInfo, error) {
 
 // Keyspaces lists the keyspaces.
 func (n *Node) Keyspaces(context.Context, *api.KeyspacesRequest) (*api.KeyspacesResponse, error) {
+	if err := n.ready(); err != nil {
+		return nil, err
+	}
 	resp := &api.KeyspacesResponse{}
-	for _, ks := range n.ring.Keyspaces() {
+	for _, ks := range n.r().Keyspaces() {
 		resp.Keyspaces = append(resp.Keyspaces, wire.KeyspaceToProto(ks))
 	}
 	return resp, nil
@@ -103,35 +112,41 @@ func (n *Node) Keyspaces(context.Context, *api.KeyspacesRequest) (*api.Keyspaces
 
 // Locate explains where a key lives.
 func (n *Node) Locate(_ context.Context, req *api.LocateRequest) (*api.LocateResponse, error) {
+	if err := n.ready(); err != nil {
+		return nil, err
+	}
 	if len(req.GetKey()) > n.cfg.MaxKeySize {
 		return nil, fmt.Errorf("%w: key is %d bytes, limit is %d", kverrors.ErrTooLarge, len(req.GetKey()), n.cfg.MaxKeySize)
 	}
-	p, err := n.ring.Locate(req.GetKey())
+	p, err := n.r().Locate(req.GetKey())
 	if err != nil {
 		return nil, err
 	}
-	owner, _ := n.ring.Node(p.Replicas[0])
+	owner, _ := n.r().Node(p.Replicas[0])
 	return &api.LocateResponse{
 		Keyspace: p.Keyspace.Name, Mode: string(p.Keyspace.Mode), Partition: p.Partition.String(),
 		Region: p.Partition.Region, Replicas: append([]string(nil), p.Replicas...),
-		Owner: owner.ID, OwnerAddr: owner.Addr, Epoch: n.ring.Epoch(), Leader: n.Leader(p.Partition.String()),
+		Owner: owner.ID, OwnerAddr: owner.Addr, Epoch: n.r().Epoch(), Leader: n.Leader(p.Partition.String()),
 	}, nil
 }
 
 // Ring lists the partitions of one or every keyspace with their preference lists.
 func (n *Node) Ring(_ context.Context, req *api.RingRequest) (*api.RingResponse, error) {
-	resp := &api.RingResponse{Epoch: n.ring.Epoch(), Vnodes: uint32(n.cfg.VNodes)}
+	if err := n.ready(); err != nil {
+		return nil, err
+	}
+	resp := &api.RingResponse{Epoch: n.r().Epoch(), Vnodes: uint32(n.cfg.VNodes)}
 	names := []string{req.GetKeyspace()}
 	if req.GetKeyspace() == "" {
 		names = names[:0]
-		for _, ks := range n.ring.Keyspaces() {
+		for _, ks := range n.r().Keyspaces() {
 			names = append(names, ks.Name)
 		}
-	} else if _, ok := n.ring.Keyspace(req.GetKeyspace()); !ok {
+	} else if _, ok := n.r().Keyspace(req.GetKeyspace()); !ok {
 		return nil, fmt.Errorf("%w: %q", kverrors.ErrUnknownKeyspace, req.GetKeyspace())
 	}
 	for _, name := range names {
-		for _, p := range n.ring.Partitions(name) {
+		for _, p := range n.r().Partitions(name) {
 			resp.Partitions = append(resp.Partitions, &api.PartitionPlacement{Id: p.ID.String(), Replicas: p.Replicas, Error: p.Err})
 		}
 	}

@@ -24,13 +24,21 @@ type Config struct {
 	Region string
 	// DataDir holds the node's Badger store.
 	DataDir string
-	// Peers is the whole static membership, this node included. A peer whose
-	// Addr is empty for this node's ID gets the bound listen address.
+	// Peers is the initial cluster (seed nodes), this node included: the
+	// nodes of the first cluster map. The first MetaSize of them form the
+	// metadata group. Empty when the node joins an existing cluster.
 	Peers []ring.Node
-	// Keyspaces defined in the cluster.
+	// Join lists addresses of existing nodes to register through, for a node
+	// that is not in the initial cluster.
+	Join []string
+	// JoinTimeout bounds registration through Join.
+	JoinTimeout time.Duration
+	// Advertise is the address other nodes use (default: the bound address).
+	Advertise string
+	// MetaSize is the number of seed nodes in the metadata group.
+	MetaSize int
+	// Keyspaces of the initial cluster map (seeds only).
 	Keyspaces []ring.KeyspaceConfig
-	// Epoch of the static cluster map.
-	Epoch uint64
 	// VNodes is the number of ring tokens per node.
 	VNodes int
 	// SyncWrites makes every write fsync before it is acknowledged.
@@ -62,8 +70,9 @@ type Config struct {
 func DefaultConfig() Config {
 	st := shard.DefaultOptions("")
 	return Config{
-		Epoch:          1,
 		VNodes:         64,
+		MetaSize:       3,
+		JoinTimeout:    30 * time.Second,
 		SyncWrites:     true,
 		MaxKeySize:     st.MaxKeySize,
 		MaxValueSize:   st.MaxValueSize,
@@ -97,8 +106,19 @@ func (c Config) Validate() error {
 			found = true
 		}
 	}
-	if !found {
-		bad("node id %q is not among the %d peers", c.ID, len(c.Peers))
+	switch {
+	case len(c.Peers) > 0 && len(c.Join) > 0:
+		bad("both an initial cluster (%d peers) and join addresses %v: a node either bootstraps or joins", len(c.Peers), c.Join)
+	case len(c.Peers) == 0 && len(c.Join) == 0:
+		bad("neither an initial cluster (peers) nor join addresses: the node would know no cluster")
+	case len(c.Peers) > 0 && !found:
+		bad("node id %q is not among the %d peers of the initial cluster", c.ID, len(c.Peers))
+	}
+	if c.MetaSize < 1 {
+		bad("meta size = %d, want >= 1", c.MetaSize)
+	}
+	if len(c.Join) > 0 && c.JoinTimeout <= 0 {
+		bad("join timeout = %s, want > 0", c.JoinTimeout)
 	}
 	if c.VNodes < 1 {
 		bad("vnodes = %d, want >= 1", c.VNodes)

@@ -33,10 +33,13 @@ type route struct {
 }
 
 func (n *Node) route(key string, h *api.RequestHeader) (route, error) {
+	if err := n.ready(); err != nil {
+		return route{}, err
+	}
 	if len(key) > n.cfg.MaxKeySize {
 		return route{}, fmt.Errorf("%w: key is %d bytes, limit is %d", kverrors.ErrTooLarge, len(key), n.cfg.MaxKeySize)
 	}
-	p, err := n.ring.Locate(key)
+	p, err := n.r().Locate(key)
 	if err != nil {
 		return route{}, err
 	}
@@ -70,7 +73,7 @@ func (n *Node) receipt(rt route) *api.Receipt {
 		AckedBy:     []string{n.cfg.ID},
 		ServedBy:    n.cfg.ID,
 		Coordinator: n.cfg.ID,
-		Epoch:       n.ring.Epoch(),
+		Epoch:       n.r().Epoch(),
 	}
 }
 
@@ -191,13 +194,13 @@ func (n *Node) forwardTo(ctx context.Context, to string, h *api.RequestHeader,
 	forward func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error) error {
 	if h.GetHops() >= maxHops {
 		return fmt.Errorf("%w: node %s received a request already forwarded %d times; its owner is %s (epoch %d, sender's %d)",
-			kverrors.ErrStaleEpoch, n.cfg.ID, h.GetHops(), to, n.ring.Epoch(), h.GetEpoch())
+			kverrors.ErrStaleEpoch, n.cfg.ID, h.GetHops(), to, n.r().Epoch(), h.GetEpoch())
 	}
 	c, err := n.kvPeer(to)
 	if err != nil {
 		return err
 	}
-	if err := forward(ctx, c, forwardHeader(h, n.ring.Epoch())); err != nil {
+	if err := forward(ctx, c, forwardHeader(h, n.r().Epoch())); err != nil {
 		return fmt.Errorf("via %s: %w", to, kverrors.FromStatus(err))
 	}
 	return nil
@@ -425,12 +428,15 @@ func (n *Node) CAS(ctx context.Context, req *api.CASRequest) (*api.CASResponse, 
 // partition of the keyspace, the replica that must serve it (the leader for
 // linearizable cp scans) and merges the answers in key order.
 func (n *Node) Scan(ctx context.Context, req *api.ScanRequest) (*api.ScanResponse, error) {
+	if err := n.ready(); err != nil {
+		return nil, err
+	}
 	prefix := req.GetPrefix()
 	ksName, err := ring.SplitKeyspace(prefix)
 	if err != nil {
 		return nil, err
 	}
-	ks, ok := n.ring.Keyspace(ksName)
+	ks, ok := n.r().Keyspace(ksName)
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", kverrors.ErrUnknownKeyspace, ksName)
 	}
@@ -443,7 +449,7 @@ func (n *Node) Scan(ctx context.Context, req *api.ScanRequest) (*api.ScanRespons
 		limit = n.cfg.ScanLimit
 	}
 	var parts []ring.PartitionInfo
-	for _, p := range n.ring.Partitions(ksName) {
+	for _, p := range n.r().Partitions(ksName) {
 		if p.Err == "" && len(p.Replicas) > 0 && (req.GetPartition() == "" || p.ID.String() == req.GetPartition()) {
 			parts = append(parts, p)
 		}
@@ -452,7 +458,7 @@ func (n *Node) Scan(ctx context.Context, req *api.ScanRequest) (*api.ScanRespons
 		return nil, fmt.Errorf("%w: partition %q is not in the map of %s", kverrors.ErrStaleEpoch, req.GetPartition(), n.cfg.ID)
 	}
 	rc := &api.Receipt{Keyspace: ks.Name, Mode: string(ks.Mode), Level: string(lvl), Coordinator: n.cfg.ID,
-		ServedBy: n.cfg.ID, Epoch: n.ring.Epoch()}
+		ServedBy: n.cfg.ID, Epoch: n.r().Epoch()}
 
 	type result struct {
 		kvs  []*api.KeyValue

@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -31,9 +33,15 @@ type Node struct {
 	log     *slog.Logger
 	store   *shard.Store
 	host    *cp.Host
-	ring    *ring.Ring
 	clock   *consistency.Clock
 	started time.Time
+
+	// ringp is the ring of the newest cluster map this node adopted; mapMu
+	// serializes adopting. Epoch 0 means no map yet (still joining).
+	ringp   atomic.Pointer[ring.Ring]
+	mapMu   sync.Mutex
+	metaIDs atomic.Pointer[[]string]
+	stop    chan struct{} // closed by Close; ends metaLoop
 
 	srv *grpc.Server
 	lis net.Listener
@@ -42,6 +50,7 @@ type Node struct {
 	mu struct {
 		sync.Mutex
 		peers  map[string]*grpc.ClientConn // node ID -> connection, dialed lazily
+		byAddr map[string]*grpc.ClientConn // join targets, by address
 		closed bool
 	}
 
@@ -59,9 +68,12 @@ func New(cfg Config) (*Node, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	log = log.With("node", cfg.ID)
-	r, err := ring.New(ring.Topology{Epoch: cfg.Epoch, Nodes: cfg.Peers, Keyspaces: cfg.Keyspaces}, ring.Options{VNodes: cfg.VNodes})
-	if err != nil {
-		return nil, fmt.Errorf("cluster map: %w", err)
+	// Check the initial cluster and keyspaces now, so a bad config fails at
+	// start-up with every problem listed, not later inside the metadata group.
+	if len(cfg.Peers) > 0 {
+		if _, err := ring.New(ring.Topology{Nodes: cfg.Peers, Keyspaces: cfg.Keyspaces}, ring.Options{VNodes: cfg.VNodes}); err != nil {
+			return nil, fmt.Errorf("initial cluster: %w", err)
+		}
 	}
 	opts := shard.DefaultOptions(cfg.DataDir)
 	opts.SyncWrites = cfg.SyncWrites
@@ -74,8 +86,9 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store in %s: %w", cfg.DataDir, err)
 	}
-	n := &Node{cfg: cfg, log: log, store: st, ring: r, clock: consistency.NewClock(nil, 0)}
+	n := &Node{cfg: cfg, log: log, store: st, clock: consistency.NewClock(nil, 0), stop: make(chan struct{})}
 	n.mu.peers = make(map[string]*grpc.ClientConn)
+	n.mu.byAddr = make(map[string]*grpc.ClientConn)
 	net := cp.NewNetwork(cfg.ID, n.peer, cfg.Faults)
 	n.host = cp.NewHost(cfg.ID, st.DB(), net, filepath.Join(cfg.DataDir, "raft-snapshots"), cfg.Raft, log)
 	return n, nil
@@ -92,6 +105,18 @@ func (n *Node) Start(lis net.Listener) error {
 	}
 	n.lis = lis
 	n.started = time.Now()
+	// Until the first map arrives the ring knows the initial cluster (so the
+	// metadata group can talk) or only this node, and no keyspaces.
+	boot := cfg0Nodes(n.cfg.Peers, ring.Node{ID: n.cfg.ID, Addr: n.advertise(), Region: n.cfg.Region})
+	r, err := ring.New(ring.Topology{Nodes: boot}, ring.Options{VNodes: n.cfg.VNodes})
+	if err != nil {
+		return err
+	}
+	n.ringp.Store(r)
+	if len(n.cfg.Peers) > 0 {
+		ids := metaMembers(n.cfg.Peers, n.cfg.MetaSize)
+		n.metaIDs.Store(&ids)
+	}
 	n.srv = grpc.NewServer(grpc.ChainUnaryInterceptor(n.unaryInterceptor))
 	api.RegisterKVServer(n.srv, n)
 	api.RegisterAdminServer(n.srv, n)
@@ -103,21 +128,92 @@ func (n *Node) Start(lis net.Listener) error {
 			n.log.Error("grpc server stopped", "err", err)
 		}
 	}()
-	if err := n.startGroups(); err != nil {
-		n.Close()
-		return err
+	if ids := n.meta(); slices.Contains(ids, n.cfg.ID) {
+		if _, err := n.host.Ensure(metaGroupID, ids, n.store.Replica(metaGroupID)); err != nil {
+			n.Close()
+			return err
+		}
 	}
-	n.log.Info("serving", "addr", lis.Addr().String(), "region", n.cfg.Region, "raft_groups", len(n.host.Groups()))
+	n.wg.Add(1)
+	go n.metaLoop()
+	if len(n.cfg.Join) > 0 {
+		if err := n.joinCluster(); err != nil {
+			n.Close()
+			return err
+		}
+	}
+	n.log.Info("serving", "addr", lis.Addr().String(), "region", n.cfg.Region)
 	return nil
+}
+
+// cfg0Nodes is the initial cluster, or just this node when joining.
+func cfg0Nodes(initial []ring.Node, self ring.Node) []ring.Node {
+	if len(initial) > 0 {
+		return initial
+	}
+	return []ring.Node{self}
+}
+
+// advertise is the address other nodes reach this one at.
+func (n *Node) advertise() string {
+	if n.cfg.Advertise != "" {
+		return n.cfg.Advertise
+	}
+	return n.lis.Addr().String()
+}
+
+// Epoch is the epoch of the cluster map this node has (0: none yet).
+func (n *Node) Epoch() uint64 { return n.r().Epoch() }
+
+// WaitReady waits until the node has a cluster map.
+func (n *Node) WaitReady(ctx context.Context) error {
+	for n.Epoch() == 0 {
+		select {
+		case <-ctx.Done():
+			return n.ready()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// r is the current ring.
+func (n *Node) r() *ring.Ring { return n.ringp.Load() }
+
+// ready fails until this node has a cluster map.
+func (n *Node) ready() error {
+	if n.r().Epoch() == 0 {
+		return fmt.Errorf("%w: node %s has no cluster map yet (joining, or the metadata group has no leader)", kverrors.ErrUnavailable, n.cfg.ID)
+	}
+	return nil
+}
+
+// dialAddr returns a connection to an address outside the map (join targets).
+func (n *Node) dialAddr(addr string) (*grpc.ClientConn, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.mu.byAddr == nil {
+		return nil, fmt.Errorf("%w: node %s is shutting down", kverrors.ErrUnavailable, n.cfg.ID)
+	}
+	if c, ok := n.mu.byAddr[addr]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("%w: dial %s: %v", kverrors.ErrInvalidArgument, addr, err)
+	}
+	n.mu.byAddr[addr] = c
+	return c, nil
 }
 
 // startGroups starts this node's replica of every placeable cp partition.
 func (n *Node) startGroups() error {
-	for _, ks := range n.ring.Keyspaces() {
+	r := n.r()
+	for _, ks := range r.Keyspaces() {
 		if ks.Mode != consistency.CP {
 			continue
 		}
-		for _, p := range n.ring.Partitions(ks.Name) {
+		for _, p := range r.Partitions(ks.Name) {
 			if p.Err != "" {
 				continue
 			}
@@ -155,6 +251,7 @@ func (n *Node) Close() error {
 	}
 	n.mu.closed = true
 	n.mu.Unlock()
+	close(n.stop)
 
 	var errs []error
 	// Raft groups first: in-flight proposals fail instead of waiting on
@@ -177,7 +274,10 @@ func (n *Node) Close() error {
 	}
 	n.mu.Lock()
 	peers := n.mu.peers
-	n.mu.peers = nil
+	for a, c := range n.mu.byAddr {
+		peers["addr:"+a] = c
+	}
+	n.mu.peers, n.mu.byAddr = nil, nil
 	n.mu.Unlock()
 	for id, c := range peers {
 		if err := c.Close(); err != nil {
@@ -201,7 +301,7 @@ func (n *Node) peer(id string) (*grpc.ClientConn, error) {
 	if c, ok := n.mu.peers[id]; ok {
 		return c, nil
 	}
-	node, ok := n.ring.Node(id)
+	node, ok := n.r().Node(id)
 	if !ok {
 		return nil, fmt.Errorf("%w: node %q is not in the cluster map", kverrors.ErrStaleEpoch, id)
 	}

@@ -6,6 +6,7 @@ package wire
 
 import (
 	"fmt"
+	"sort"
 
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/consistency"
@@ -52,8 +53,16 @@ func NodeToProto(n ring.Node) *api.Node {
 }
 
 // MapToProto converts a ring's topology to the cluster map clients fetch.
-func MapToProto(t ring.Topology, vnodes int) *api.ClusterMap {
-	m := &api.ClusterMap{Epoch: t.Epoch, Vnodes: uint32(vnodes)}
+func MapToProto(t ring.Topology, vnodes int, meta []string) *api.ClusterMap {
+	m := &api.ClusterMap{Epoch: t.Epoch, Vnodes: uint32(vnodes), Meta: meta}
+	ids := make([]string, 0, len(t.Assignments))
+	for id := range t.Assignments {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		m.Assignments = append(m.Assignments, &api.Assignment{Partition: id, Replicas: t.Assignments[id]})
+	}
 	for _, n := range t.Nodes {
 		m.Nodes = append(m.Nodes, NodeToProto(n))
 	}
@@ -63,17 +72,28 @@ func MapToProto(t ring.Topology, vnodes int) *api.ClusterMap {
 	return m
 }
 
-// RingFromProto builds the ring described by a cluster map.
-func RingFromProto(m *api.ClusterMap) (*ring.Ring, error) {
-	if m == nil {
-		return nil, fmt.Errorf("empty cluster map")
-	}
+// TopologyFromProto converts a cluster map back to a ring topology.
+func TopologyFromProto(m *api.ClusterMap) ring.Topology {
 	t := ring.Topology{Epoch: m.GetEpoch()}
+	if len(m.GetAssignments()) > 0 {
+		t.Assignments = make(map[string][]string, len(m.GetAssignments()))
+		for _, a := range m.GetAssignments() {
+			t.Assignments[a.GetPartition()] = a.GetReplicas()
+		}
+	}
 	for _, n := range m.GetNodes() {
 		t.Nodes = append(t.Nodes, ring.Node{ID: n.GetId(), Addr: n.GetAddr(), Region: n.GetRegion()})
 	}
 	for _, k := range m.GetKeyspaces() {
 		t.Keyspaces = append(t.Keyspaces, KeyspaceFromProto(k))
 	}
-	return ring.New(t, ring.Options{VNodes: int(m.GetVnodes())})
+	return t
+}
+
+// RingFromProto builds the ring described by a cluster map.
+func RingFromProto(m *api.ClusterMap) (*ring.Ring, error) {
+	if m == nil {
+		return nil, fmt.Errorf("empty cluster map")
+	}
+	return ring.New(TopologyFromProto(m), ring.Options{VNodes: int(m.GetVnodes())})
 }
