@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/consistency"
+	"github.com/capkv/capkv/internal/dial"
 	"github.com/capkv/capkv/internal/kverrors"
 	"github.com/capkv/capkv/internal/wire"
 	"github.com/capkv/capkv/ring"
@@ -122,7 +122,7 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	if cc, ok := c.mu.conns[addr]; ok {
 		return cc, nil
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := dial.Conn(addr)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrInvalidArgument, addr, err)
 	}

@@ -9,10 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/capkv/capkv/api"
+	"github.com/capkv/capkv/internal/dial"
 	"github.com/capkv/capkv/internal/kverrors"
 )
 
@@ -41,7 +39,7 @@ func (w RegisterWorkload) Run(ctx context.Context, h *History) error {
 	}
 	conns := make([]api.KVClient, len(w.Endpoints))
 	for i, e := range w.Endpoints {
-		cc, err := grpc.NewClient(e, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := dial.Conn(e)
 		if err != nil {
 			return err
 		}

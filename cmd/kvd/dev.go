@@ -14,10 +14,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/capkv/capkv/api"
+	"github.com/capkv/capkv/internal/dial"
 	"github.com/capkv/capkv/internal/kverrors"
 	"github.com/capkv/capkv/internal/node"
 	"github.com/capkv/capkv/internal/wire"
@@ -150,7 +149,7 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 // createKeyspaces creates the dev keyspaces through the Admin API, retrying
 // while the metadata group elects its first leader.
 func createKeyspaces(addr string, keyspaces []ring.KeyspaceConfig) error {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := dial.Conn(addr)
 	if err != nil {
 		return err
 	}

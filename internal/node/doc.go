@@ -7,10 +7,18 @@
 // receives a forwarded request it does not own answers ErrStaleEpoch instead of
 // forwarding again, so disagreeing maps can never make a request loop.
 //
-// Until replication lands, a partition lives on the first node of its
-// preference list (its owner); the other replicas named in the ring hold
-// nothing yet. Writes are acknowledged only after the owner's Badger commit
-// (fsynced when SyncWrites is on).
+// cp keyspaces: every partition is a Raft group over its replicas (package
+// replication/cp); writes and linearizable reads run on the leader, to which
+// any node forwards (at most two hops: node -> replica -> leader); stale
+// reads run on any replica. A replica that knows no leader waits for one
+// until shortly before the request deadline and then answers Unavailable.
+// ap keyspaces (until leaderless replication lands): a partition lives on the
+// first node of its preference list, and writes are acknowledged after that
+// node's Badger commit.
+//
+// Cluster map: kept in the metadata Raft group (meta.go) on the first three
+// seed nodes; every node adopts newer epochs and starts the Raft replicas the
+// map assigns to it.
 //
 // Shutdown: Close stops accepting requests, lets in-flight ones finish (up to
 // a grace period), closes peer connections and then the store. Every goroutine

@@ -156,7 +156,7 @@ func (n *Node) serve(ctx context.Context, rt route, h *api.RequestHeader, leader
 	ictx, cancel := innerDeadline(ctx)
 	defer cancel()
 	pid := rt.p.Partition.String()
-	for {
+	for attempt := 0; ; attempt++ {
 		var to string
 		if g, ok := n.host.Group(pid); ok {
 			if !leader {
@@ -169,17 +169,17 @@ func (n *Node) serve(ctx context.Context, rt route, h *api.RequestHeader, leader
 			}
 			to = nl.Leader
 		} else {
-			to = rt.p.Replicas[0] // a replica knows its leader
+			// Not a replica: any replica knows its leader; rotate through
+			// them while some are unreachable.
+			to = rt.p.Replicas[attempt%len(rt.p.Replicas)]
 		}
 		if to != "" && to != n.cfg.ID {
-			err := n.forwardTo(ctx, to, h, forward)
+			err := n.forwardTo(ictx, to, h, forward)
 			if !errors.Is(err, kverrors.ErrUnavailable) || errors.Is(err, kverrors.ErrStaleEpoch) {
 				return err
 			}
-			// The leader we knew is unreachable; an election may be under way.
-			if _, isReplica := n.host.Group(pid); !isReplica {
-				return err
-			}
+			// The node we forwarded to is unreachable; an election may be
+			// under way, or another replica can help.
 		}
 		select {
 		case <-ictx.Done():

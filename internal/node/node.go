@@ -14,10 +14,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/consistency"
+	"github.com/capkv/capkv/internal/dial"
 	"github.com/capkv/capkv/internal/kverrors"
 	"github.com/capkv/capkv/replication/cp"
 	"github.com/capkv/capkv/ring"
@@ -198,7 +198,7 @@ func (n *Node) dialAddr(addr string) (*grpc.ClientConn, error) {
 	if c, ok := n.mu.byAddr[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := dial.Conn(addr)
 	if err != nil {
 		return nil, fmt.Errorf("%w: dial %s: %v", kverrors.ErrInvalidArgument, addr, err)
 	}
@@ -305,7 +305,7 @@ func (n *Node) peer(id string) (*grpc.ClientConn, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: node %q is not in the cluster map", kverrors.ErrStaleEpoch, id)
 	}
-	c, err := grpc.NewClient(node.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := dial.Conn(node.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("%w: dial %s at %s: %v", kverrors.ErrUnavailable, id, node.Addr, err)
 	}
