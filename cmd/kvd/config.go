@@ -19,7 +19,9 @@ type fileConfig struct {
 	Listen         string         `json:"listen"`
 	Region         string         `json:"region"`
 	DataDir        string         `json:"data_dir"`
-	Peers          []fileNode     `json:"peers"`
+	Peers          []fileNode     `json:"peers"` // the initial cluster (seeds)
+	Join           []string       `json:"join"`
+	Advertise      string         `json:"advertise"`
 	Keyspaces      []fileKeyspace `json:"keyspaces"`
 	SyncWrites     *bool          `json:"sync_writes"`
 	VNodes         int            `json:"vnodes"`
@@ -55,6 +57,7 @@ func loadConfigFile(path string, cfg *node.Config) error {
 		return fmt.Errorf("config file %s: %w", path, err)
 	}
 	cfg.ID, cfg.Listen, cfg.Region, cfg.DataDir = fc.ID, fc.Listen, fc.Region, fc.DataDir
+	cfg.Join, cfg.Advertise = fc.Join, fc.Advertise
 	for _, p := range fc.Peers {
 		cfg.Peers = append(cfg.Peers, ring.Node{ID: p.ID, Addr: p.Addr, Region: p.Region})
 	}
