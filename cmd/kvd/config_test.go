@@ -34,7 +34,7 @@ func TestLoadConfigFile(t *testing.T) {
 		`{"id":"n1","colour":"red"}`: "unknown field",
 		`{"keyspaces":[{"name":"k","mode":"cp","template":"k/{id}/...","ranges":"9-1:0"}]}`: "keyspace \"k\"",
 		`{"request_timeout":"soon"}`: "request_timeout",
-		`{"id":`:                      "config file",
+		`{"id":`:                     "config file",
 	} {
 		cfg := node.DefaultConfig()
 		if err := loadConfigFile(write(body), &cfg); err == nil || !strings.Contains(err.Error(), want) {
