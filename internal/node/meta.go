@@ -26,7 +26,7 @@ import (
 const (
 	metaGroupID = "_meta/*/0"
 	mapKey      = "cluster/map"
-	mapPoll     = 200 * time.Millisecond
+	mapPoll     = 500 * time.Millisecond
 )
 
 // clusterMap is the stored form of the map.

@@ -401,9 +401,11 @@ type slogWriter struct{ l *slog.Logger }
 
 func (w slogWriter) Write(p []byte) (int, error) {
 	msg := strings.TrimSpace(string(p))
-	lvl := slog.LevelWarn
+	// Raft's warnings are routine (elections, unreachable peers while a node
+	// restarts): debug. Its errors are worth a warning, not an alarm.
+	lvl := slog.LevelDebug
 	if strings.Contains(msg, "[ERROR]") {
-		lvl = slog.LevelError
+		lvl = slog.LevelWarn
 	}
 	w.l.Log(context.Background(), lvl, msg)
 	return len(p), nil
