@@ -2179,6 +2179,164 @@ func (x *RingResponse) GetPartitions() []*PartitionPlacement {
 	return nil
 }
 
+// FaultRule is one directed link's fault, for the test-only fault hook.
+type FaultRule struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	From          string                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	To            string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	Action        string                 `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"` // "drop", "blackhole" or "delay"
+	DelayMs       int64                  `protobuf:"varint,4,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FaultRule) Reset() {
+	*x = FaultRule{}
+	mi := &file_capkv_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FaultRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FaultRule) ProtoMessage() {}
+
+func (x *FaultRule) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FaultRule.ProtoReflect.Descriptor instead.
+func (*FaultRule) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *FaultRule) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *FaultRule) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *FaultRule) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *FaultRule) GetDelayMs() int64 {
+	if x != nil {
+		return x.DelayMs
+	}
+	return 0
+}
+
+// SetFaultsRequest replaces every fault rule of the node (empty: heal).
+type SetFaultsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rules         []*FaultRule           `protobuf:"bytes,1,rep,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetFaultsRequest) Reset() {
+	*x = SetFaultsRequest{}
+	mi := &file_capkv_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetFaultsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetFaultsRequest) ProtoMessage() {}
+
+func (x *SetFaultsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetFaultsRequest.ProtoReflect.Descriptor instead.
+func (*SetFaultsRequest) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *SetFaultsRequest) GetRules() []*FaultRule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+type SetFaultsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rules         uint32                 `protobuf:"varint,1,opt,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetFaultsResponse) Reset() {
+	*x = SetFaultsResponse{}
+	mi := &file_capkv_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetFaultsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetFaultsResponse) ProtoMessage() {}
+
+func (x *SetFaultsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetFaultsResponse.ProtoReflect.Descriptor instead.
+func (*SetFaultsResponse) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *SetFaultsResponse) GetRules() uint32 {
+	if x != nil {
+		return x.Rules
+	}
+	return 0
+}
+
 var File_capkv_proto protoreflect.FileDescriptor
 
 const file_capkv_proto_rawDesc = "" +
@@ -2354,13 +2512,22 @@ const file_capkv_proto_rawDesc = "" +
 	"\x06vnodes\x18\x02 \x01(\rR\x06vnodes\x12<\n" +
 	"\n" +
 	"partitions\x18\x03 \x03(\v2\x1c.capkv.v1.PartitionPlacementR\n" +
-	"partitions2\x94\x02\n" +
+	"partitions\"b\n" +
+	"\tFaultRule\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x12\x16\n" +
+	"\x06action\x18\x03 \x01(\tR\x06action\x12\x19\n" +
+	"\bdelay_ms\x18\x04 \x01(\x03R\adelayMs\"=\n" +
+	"\x10SetFaultsRequest\x12)\n" +
+	"\x05rules\x18\x01 \x03(\v2\x13.capkv.v1.FaultRuleR\x05rules\")\n" +
+	"\x11SetFaultsResponse\x12\x14\n" +
+	"\x05rules\x18\x01 \x01(\rR\x05rules2\x94\x02\n" +
 	"\x02KV\x122\n" +
 	"\x03Get\x12\x14.capkv.v1.GetRequest\x1a\x15.capkv.v1.GetResponse\x122\n" +
 	"\x03Put\x12\x14.capkv.v1.PutRequest\x1a\x15.capkv.v1.PutResponse\x12;\n" +
 	"\x06Delete\x12\x17.capkv.v1.DeleteRequest\x1a\x18.capkv.v1.DeleteResponse\x122\n" +
 	"\x03CAS\x12\x14.capkv.v1.CASRequest\x1a\x15.capkv.v1.CASResponse\x125\n" +
-	"\x04Scan\x12\x15.capkv.v1.ScanRequest\x1a\x16.capkv.v1.ScanResponse2\x93\x04\n" +
+	"\x04Scan\x12\x15.capkv.v1.ScanRequest\x1a\x16.capkv.v1.ScanResponse2\xd9\x04\n" +
 	"\x05Admin\x12B\n" +
 	"\rGetClusterMap\x12\x1b.capkv.v1.ClusterMapRequest\x1a\x14.capkv.v1.ClusterMap\x12<\n" +
 	"\vGetNodeInfo\x12\x19.capkv.v1.NodeInfoRequest\x1a\x12.capkv.v1.NodeInfo\x12P\n" +
@@ -2369,7 +2536,8 @@ const file_capkv_proto_rawDesc = "" +
 	"\x06Locate\x12\x17.capkv.v1.LocateRequest\x1a\x18.capkv.v1.LocateResponse\x125\n" +
 	"\x04Ring\x12\x15.capkv.v1.RingRequest\x1a\x16.capkv.v1.RingResponse\x123\n" +
 	"\x04Join\x12\x15.capkv.v1.JoinRequest\x1a\x14.capkv.v1.ClusterMap\x12G\n" +
-	"\x0eCreateKeyspace\x12\x1f.capkv.v1.CreateKeyspaceRequest\x1a\x14.capkv.v1.ClusterMapB\x1cZ\x1agithub.com/capkv/capkv/apib\x06proto3"
+	"\x0eCreateKeyspace\x12\x1f.capkv.v1.CreateKeyspaceRequest\x1a\x14.capkv.v1.ClusterMap\x12D\n" +
+	"\tSetFaults\x12\x1a.capkv.v1.SetFaultsRequest\x1a\x1b.capkv.v1.SetFaultsResponseB\x1cZ\x1agithub.com/capkv/capkv/apib\x06proto3"
 
 var (
 	file_capkv_proto_rawDescOnce sync.Once
@@ -2383,7 +2551,7 @@ func file_capkv_proto_rawDescGZIP() []byte {
 	return file_capkv_proto_rawDescData
 }
 
-var file_capkv_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_capkv_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_capkv_proto_goTypes = []any{
 	(*RequestHeader)(nil),         // 0: capkv.v1.RequestHeader
 	(*Receipt)(nil),               // 1: capkv.v1.Receipt
@@ -2418,6 +2586,9 @@ var file_capkv_proto_goTypes = []any{
 	(*RingRequest)(nil),           // 30: capkv.v1.RingRequest
 	(*PartitionPlacement)(nil),    // 31: capkv.v1.PartitionPlacement
 	(*RingResponse)(nil),          // 32: capkv.v1.RingResponse
+	(*FaultRule)(nil),             // 33: capkv.v1.FaultRule
+	(*SetFaultsRequest)(nil),      // 34: capkv.v1.SetFaultsRequest
+	(*SetFaultsResponse)(nil),     // 35: capkv.v1.SetFaultsResponse
 }
 var file_capkv_proto_depIdxs = []int32{
 	0,  // 0: capkv.v1.GetRequest.header:type_name -> capkv.v1.RequestHeader
@@ -2444,37 +2615,40 @@ var file_capkv_proto_depIdxs = []int32{
 	15, // 21: capkv.v1.ClusterStatusResponse.keyspaces:type_name -> capkv.v1.Keyspace
 	15, // 22: capkv.v1.KeyspacesResponse.keyspaces:type_name -> capkv.v1.Keyspace
 	31, // 23: capkv.v1.RingResponse.partitions:type_name -> capkv.v1.PartitionPlacement
-	3,  // 24: capkv.v1.KV.Get:input_type -> capkv.v1.GetRequest
-	5,  // 25: capkv.v1.KV.Put:input_type -> capkv.v1.PutRequest
-	7,  // 26: capkv.v1.KV.Delete:input_type -> capkv.v1.DeleteRequest
-	9,  // 27: capkv.v1.KV.CAS:input_type -> capkv.v1.CASRequest
-	11, // 28: capkv.v1.KV.Scan:input_type -> capkv.v1.ScanRequest
-	20, // 29: capkv.v1.Admin.GetClusterMap:input_type -> capkv.v1.ClusterMapRequest
-	21, // 30: capkv.v1.Admin.GetNodeInfo:input_type -> capkv.v1.NodeInfoRequest
-	23, // 31: capkv.v1.Admin.ClusterStatus:input_type -> capkv.v1.ClusterStatusRequest
-	26, // 32: capkv.v1.Admin.Keyspaces:input_type -> capkv.v1.KeyspacesRequest
-	28, // 33: capkv.v1.Admin.Locate:input_type -> capkv.v1.LocateRequest
-	30, // 34: capkv.v1.Admin.Ring:input_type -> capkv.v1.RingRequest
-	18, // 35: capkv.v1.Admin.Join:input_type -> capkv.v1.JoinRequest
-	19, // 36: capkv.v1.Admin.CreateKeyspace:input_type -> capkv.v1.CreateKeyspaceRequest
-	4,  // 37: capkv.v1.KV.Get:output_type -> capkv.v1.GetResponse
-	6,  // 38: capkv.v1.KV.Put:output_type -> capkv.v1.PutResponse
-	8,  // 39: capkv.v1.KV.Delete:output_type -> capkv.v1.DeleteResponse
-	10, // 40: capkv.v1.KV.CAS:output_type -> capkv.v1.CASResponse
-	12, // 41: capkv.v1.KV.Scan:output_type -> capkv.v1.ScanResponse
-	16, // 42: capkv.v1.Admin.GetClusterMap:output_type -> capkv.v1.ClusterMap
-	22, // 43: capkv.v1.Admin.GetNodeInfo:output_type -> capkv.v1.NodeInfo
-	25, // 44: capkv.v1.Admin.ClusterStatus:output_type -> capkv.v1.ClusterStatusResponse
-	27, // 45: capkv.v1.Admin.Keyspaces:output_type -> capkv.v1.KeyspacesResponse
-	29, // 46: capkv.v1.Admin.Locate:output_type -> capkv.v1.LocateResponse
-	32, // 47: capkv.v1.Admin.Ring:output_type -> capkv.v1.RingResponse
-	16, // 48: capkv.v1.Admin.Join:output_type -> capkv.v1.ClusterMap
-	16, // 49: capkv.v1.Admin.CreateKeyspace:output_type -> capkv.v1.ClusterMap
-	37, // [37:50] is the sub-list for method output_type
-	24, // [24:37] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	33, // 24: capkv.v1.SetFaultsRequest.rules:type_name -> capkv.v1.FaultRule
+	3,  // 25: capkv.v1.KV.Get:input_type -> capkv.v1.GetRequest
+	5,  // 26: capkv.v1.KV.Put:input_type -> capkv.v1.PutRequest
+	7,  // 27: capkv.v1.KV.Delete:input_type -> capkv.v1.DeleteRequest
+	9,  // 28: capkv.v1.KV.CAS:input_type -> capkv.v1.CASRequest
+	11, // 29: capkv.v1.KV.Scan:input_type -> capkv.v1.ScanRequest
+	20, // 30: capkv.v1.Admin.GetClusterMap:input_type -> capkv.v1.ClusterMapRequest
+	21, // 31: capkv.v1.Admin.GetNodeInfo:input_type -> capkv.v1.NodeInfoRequest
+	23, // 32: capkv.v1.Admin.ClusterStatus:input_type -> capkv.v1.ClusterStatusRequest
+	26, // 33: capkv.v1.Admin.Keyspaces:input_type -> capkv.v1.KeyspacesRequest
+	28, // 34: capkv.v1.Admin.Locate:input_type -> capkv.v1.LocateRequest
+	30, // 35: capkv.v1.Admin.Ring:input_type -> capkv.v1.RingRequest
+	18, // 36: capkv.v1.Admin.Join:input_type -> capkv.v1.JoinRequest
+	19, // 37: capkv.v1.Admin.CreateKeyspace:input_type -> capkv.v1.CreateKeyspaceRequest
+	34, // 38: capkv.v1.Admin.SetFaults:input_type -> capkv.v1.SetFaultsRequest
+	4,  // 39: capkv.v1.KV.Get:output_type -> capkv.v1.GetResponse
+	6,  // 40: capkv.v1.KV.Put:output_type -> capkv.v1.PutResponse
+	8,  // 41: capkv.v1.KV.Delete:output_type -> capkv.v1.DeleteResponse
+	10, // 42: capkv.v1.KV.CAS:output_type -> capkv.v1.CASResponse
+	12, // 43: capkv.v1.KV.Scan:output_type -> capkv.v1.ScanResponse
+	16, // 44: capkv.v1.Admin.GetClusterMap:output_type -> capkv.v1.ClusterMap
+	22, // 45: capkv.v1.Admin.GetNodeInfo:output_type -> capkv.v1.NodeInfo
+	25, // 46: capkv.v1.Admin.ClusterStatus:output_type -> capkv.v1.ClusterStatusResponse
+	27, // 47: capkv.v1.Admin.Keyspaces:output_type -> capkv.v1.KeyspacesResponse
+	29, // 48: capkv.v1.Admin.Locate:output_type -> capkv.v1.LocateResponse
+	32, // 49: capkv.v1.Admin.Ring:output_type -> capkv.v1.RingResponse
+	16, // 50: capkv.v1.Admin.Join:output_type -> capkv.v1.ClusterMap
+	16, // 51: capkv.v1.Admin.CreateKeyspace:output_type -> capkv.v1.ClusterMap
+	35, // 52: capkv.v1.Admin.SetFaults:output_type -> capkv.v1.SetFaultsResponse
+	39, // [39:53] is the sub-list for method output_type
+	25, // [25:39] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_capkv_proto_init() }
@@ -2489,7 +2663,7 @@ func file_capkv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_capkv_proto_rawDesc), len(file_capkv_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

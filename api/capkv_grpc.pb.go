@@ -288,6 +288,7 @@ const (
 	Admin_Ring_FullMethodName           = "/capkv.v1.Admin/Ring"
 	Admin_Join_FullMethodName           = "/capkv.v1.Admin/Join"
 	Admin_CreateKeyspace_FullMethodName = "/capkv.v1.Admin/CreateKeyspace"
+	Admin_SetFaults_FullMethodName      = "/capkv.v1.Admin/SetFaults"
 )
 
 // AdminClient is the client API for Admin service.
@@ -306,6 +307,9 @@ type AdminClient interface {
 	// CreateKeyspace adds a keyspace to the cluster map. Creating an existing
 	// keyspace with the identical configuration succeeds (idempotent).
 	CreateKeyspace(ctx context.Context, in *CreateKeyspaceRequest, opts ...grpc.CallOption) (*ClusterMap, error)
+	// SetFaults installs network fault rules on this node's traffic to other
+	// nodes. TEST ONLY: refused unless kvd runs with --test-faults.
+	SetFaults(ctx context.Context, in *SetFaultsRequest, opts ...grpc.CallOption) (*SetFaultsResponse, error)
 }
 
 type adminClient struct {
@@ -396,6 +400,16 @@ func (c *adminClient) CreateKeyspace(ctx context.Context, in *CreateKeyspaceRequ
 	return out, nil
 }
 
+func (c *adminClient) SetFaults(ctx context.Context, in *SetFaultsRequest, opts ...grpc.CallOption) (*SetFaultsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetFaultsResponse)
+	err := c.cc.Invoke(ctx, Admin_SetFaults_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -412,6 +426,9 @@ type AdminServer interface {
 	// CreateKeyspace adds a keyspace to the cluster map. Creating an existing
 	// keyspace with the identical configuration succeeds (idempotent).
 	CreateKeyspace(context.Context, *CreateKeyspaceRequest) (*ClusterMap, error)
+	// SetFaults installs network fault rules on this node's traffic to other
+	// nodes. TEST ONLY: refused unless kvd runs with --test-faults.
+	SetFaults(context.Context, *SetFaultsRequest) (*SetFaultsResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -445,6 +462,9 @@ func (UnimplementedAdminServer) Join(context.Context, *JoinRequest) (*ClusterMap
 }
 func (UnimplementedAdminServer) CreateKeyspace(context.Context, *CreateKeyspaceRequest) (*ClusterMap, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method CreateKeyspace not implemented")
+}
+func (UnimplementedAdminServer) SetFaults(context.Context, *SetFaultsRequest) (*SetFaultsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SetFaults not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -611,6 +631,24 @@ func _Admin_CreateKeyspace_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_SetFaults_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetFaultsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).SetFaults(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_SetFaults_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).SetFaults(ctx, req.(*SetFaultsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -649,6 +687,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CreateKeyspace",
 			Handler:    _Admin_CreateKeyspace_Handler,
+		},
+		{
+			MethodName: "SetFaults",
+			Handler:    _Admin_SetFaults_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -39,6 +39,8 @@ type serveFlags struct {
 	peers          string
 	join           string
 	advertise      string
+	testFaults     bool
+	unsafeReads    bool
 	syncWrites     bool
 	memtableMB     int
 	cacheMB        int
@@ -84,6 +86,9 @@ address). 'kvd dev' starts a whole local cluster in one process the same way.`,
 	cmd.Flags().StringVar(&f.peers, "peers", "", "alias of --initial-cluster")
 	cmd.Flags().StringVar(&f.join, "join", "", "join an existing cluster through these node addresses: host:port,...")
 	cmd.Flags().StringVar(&f.advertise, "advertise", "", "address other nodes reach this one at (default: the listen address)")
+	cmd.Flags().BoolVar(&f.testFaults, "test-faults", false, "TEST ONLY: accept fault rules (partitions) over the admin API, for kvjepsen without root")
+	cmd.Flags().BoolVar(&f.unsafeReads, "unsafe-local-reads", false, "TEST ONLY: serve linearizable reads locally without confirming leadership (a deliberate bug the checker must catch)")
+	cmd.Flags().MarkHidden("unsafe-local-reads")
 	f.addStorage(cmd)
 	cmd.AddCommand(devCmd())
 	return cmd
@@ -167,6 +172,7 @@ func runServe(cmd *cobra.Command, f serveFlags) error {
 		cfg.Advertise = cfg.Listen
 	}
 	applyStorageFlags(cmd, f, &cfg, f.configFile == "")
+	cfg.TestFaults, cfg.UnsafeLocalReads = f.testFaults, f.unsafeReads
 	if len(cfg.Keyspaces) == 0 && len(cfg.Peers) > 0 {
 		cfg.Keyspaces = defaultKeyspaces(cfg.Peers)
 	}

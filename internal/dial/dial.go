@@ -13,8 +13,8 @@ import (
 )
 
 // Conn returns a lazily connecting client connection to addr.
-func Conn(addr string) (*grpc.ClientConn, error) {
-	return grpc.NewClient(addr,
+func Conn(addr string, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
+	return grpc.NewClient(addr, append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: backoff.Config{
@@ -24,5 +24,5 @@ func Conn(addr string) (*grpc.ClientConn, error) {
 				MaxDelay:   time.Second,
 			},
 			MinConnectTimeout: time.Second,
-		}))
+		})}, extra...)...)
 }

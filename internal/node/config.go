@@ -58,6 +58,10 @@ type Config struct {
 	// Faults, when set, decides the fate of Raft messages between nodes
 	// (tests and the partition harness; nil delivers everything).
 	Faults cp.Faults
+	// TestFaults enables the SetFaults admin RPC, which installs network
+	// fault rules on this node's traffic to other nodes. TEST ONLY: it is how
+	// the partition harness cuts links between kvd processes without root.
+	TestFaults bool
 	// UnsafeLocalReads serves linearizable reads from the local replica
 	// without confirming leadership. TEST ONLY: it exists so the
 	// linearizability checker can be shown to catch the resulting stale reads.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +43,7 @@ type Node struct {
 	mapMu   sync.Mutex
 	metaIDs atomic.Pointer[[]string]
 	stop    chan struct{} // closed by Close; ends metaLoop
+	faults  *cp.FaultTable // the test-only fault hook's rules (nil: disabled)
 
 	srv *grpc.Server
 	lis net.Listener
@@ -89,6 +91,11 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, log: log, store: st, clock: consistency.NewClock(nil, 0), stop: make(chan struct{})}
 	n.mu.peers = make(map[string]*grpc.ClientConn)
 	n.mu.byAddr = make(map[string]*grpc.ClientConn)
+	if cfg.Faults == nil && cfg.TestFaults {
+		n.faults = cp.NewFaultTable()
+		cfg.Faults = n.faults
+		n.cfg.Faults = n.faults
+	}
 	net := cp.NewNetwork(cfg.ID, n.peer, cfg.Faults)
 	n.host = cp.NewHost(cfg.ID, st.DB(), net, filepath.Join(cfg.DataDir, "raft-snapshots"), cfg.Raft, log)
 	return n, nil
@@ -305,12 +312,65 @@ func (n *Node) peer(id string) (*grpc.ClientConn, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: node %q is not in the cluster map", kverrors.ErrStaleEpoch, id)
 	}
-	c, err := dial.Conn(node.Addr)
+	var opts []grpc.DialOption
+	if n.cfg.Faults != nil {
+		opts = append(opts, grpc.WithChainUnaryInterceptor(n.faultInterceptor(id)))
+	}
+	c, err := dial.Conn(node.Addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: dial %s at %s: %v", kverrors.ErrUnavailable, id, node.Addr, err)
 	}
 	n.mu.peers[id] = c
 	return c, nil
+}
+
+// faultInterceptor applies the fault rules to forwarded KV and admin calls
+// to node `to` (Raft traffic has its own check in the Raft network): the
+// request may be lost on the way out, the answer on the way back.
+func (n *Node) faultInterceptor(to string) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if strings.HasPrefix(method, "/capkv.v1.Raft/") {
+			return invoker(ctx, method, req, reply, cc, opts...)
+		}
+		if err := n.cfg.Faults.Deliver(ctx, n.cfg.ID, to); err != nil {
+			return fmt.Errorf("%w: %v", kverrors.ErrUnavailable, err)
+		}
+		if err := invoker(ctx, method, req, reply, cc, opts...); err != nil {
+			return err
+		}
+		if err := n.cfg.Faults.Deliver(ctx, to, n.cfg.ID); err != nil {
+			return fmt.Errorf("%w: answer from %s lost: %v", kverrors.ErrIndeterminate, to, err)
+		}
+		return nil
+	}
+}
+
+// SetFaults replaces the node's fault rules (test-only hook).
+func (n *Node) SetFaults(_ context.Context, req *api.SetFaultsRequest) (*api.SetFaultsResponse, error) {
+	if n.faults == nil {
+		return nil, fmt.Errorf("%w: fault injection is disabled on %s (start kvd with --test-faults)", kverrors.ErrWrongMode, n.cfg.ID)
+	}
+	var rules []cp.Rule
+	for _, r := range req.GetRules() {
+		var rule cp.Rule
+		switch r.GetAction() {
+		case "drop":
+			rule.Drop = true
+		case "blackhole":
+			rule.Blackhole = true
+		case "delay":
+			rule.Delay = time.Duration(r.GetDelayMs()) * time.Millisecond
+		default:
+			return nil, fmt.Errorf("%w: fault action %q: want drop, blackhole or delay", kverrors.ErrInvalidArgument, r.GetAction())
+		}
+		rules = append(rules, rule)
+	}
+	n.faults.Heal()
+	for i, r := range req.GetRules() {
+		n.faults.Set(r.GetFrom(), r.GetTo(), rules[i])
+	}
+	n.log.Info("fault rules", "rules", n.faults.String())
+	return &api.SetFaultsResponse{Rules: uint32(len(rules))}, nil
 }
 
 // unaryInterceptor gives every request a deadline and maps errors to gRPC

@@ -1,0 +1,376 @@
+#!/usr/bin/env bash
+# compare.sh: capkv against etcd v3.7.3, side by side, on this machine.
+#
+# Builds etcd (cached under bench/.cache/), the etcd load generator
+# (bench/etcd/loadgen) and capkv (make build), starts a 3-member etcd cluster
+# and a 3-node `kvd dev` cluster on 127.0.0.1, and runs the same workloads
+# against both, alternating systems workload by workload. Prints a markdown
+# table and writes it to bench/results/compare-<date>.md.
+#
+# Environment:
+#   DURATION        length of each measured run (default 12s; Ns or Nm)
+#   KEYS            key space (default 100000)
+#   VALUE_SIZE      value size in bytes (default 256)
+#   ETCD_PORT       first etcd client port (default 23790; peers use ETCD_PEER_PORT, 23800)
+#   KVD_PORT        first kvd port (default 27101)
+#   SERVER_LIFETIME hard cap in seconds on every server process (default 3600)
+#
+# Every process it starts runs under `timeout`, is tracked by PID and is
+# stopped on exit, whatever the exit path. Traffic goes to 127.0.0.1 only.
+set -euo pipefail
+export LC_ALL=C
+
+DURATION=${DURATION:-12s}
+KEYS=${KEYS:-100000}
+VALUE_SIZE=${VALUE_SIZE:-256}
+ETCD_PORT=${ETCD_PORT:-23790}
+ETCD_PEER_PORT=${ETCD_PEER_PORT:-23800}
+KVD_PORT=${KVD_PORT:-27101}
+SERVER_LIFETIME=${SERVER_LIFETIME:-3600}
+ETCD_VERSION=v3.7.3
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$BENCH_DIR")
+CACHE=$BENCH_DIR/.cache
+RESULTS_DIR=$BENCH_DIR/results
+export GOWORK=off
+
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+case $DURATION in
+  *[0-9]s) DUR_S=${DURATION%s} ;;
+  *[0-9]m) DUR_S=$(( ${DURATION%m} * 60 )) ;;
+  *) die "DURATION=$DURATION: want Ns or Nm (e.g. 12s, 1m)" ;;
+esac
+[[ $DUR_S =~ ^[0-9]+$ && $DUR_S -gt 0 ]] || die "DURATION=$DURATION: want Ns or Nm"
+# Bound on one load-generator run: the run itself plus a generous preload.
+RUN_LIMIT=$(( DUR_S + 600 ))
+
+for tool in go make timeout; do
+  command -v "$tool" >/dev/null || die "$tool not found"
+done
+if command -v jq >/dev/null; then
+  jfield() { jq -r ".results[0].$2 // empty" "$1"; }
+elif command -v python3 >/dev/null; then
+  jfield() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"][0]; print(r.get(sys.argv[2], ""))' "$1" "$2"; }
+else
+  die "need jq or python3 to read the JSON results"
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/capkv-compare.XXXXXX")
+PIDS=()  # the `timeout` wrappers of every server started
+
+stop_pid() { # stop_pid PID NAME: TERM (forwarded by timeout), then KILL after 15s
+  local pid=$1 name=$2 i child
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 30); do
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    sleep 0.5
+  done
+  log "cleanup: $name (pid $pid) still running after 15s, killing"
+  for child in $(pgrep -P "$pid" 2>/dev/null || true); do kill -KILL "$child" 2>/dev/null || true; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$? i
+  trap - EXIT INT TERM
+  if ((${#PIDS[@]})); then
+    log "cleanup: stopping ${#PIDS[@]} server process(es)"
+    for i in "${!PIDS[@]}"; do stop_pid "${PIDS[$i]}" "server $i"; done
+  fi
+  if [[ $rc -ne 0 && -d $WORK ]]; then
+    for f in "$WORK"/*.log; do
+      [[ -f $f ]] || continue
+      log "--- last lines of $(basename "$f") ---"
+      tail -n 15 "$f" >&2 || true
+    done
+  fi
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+ETCD_CLIENT_PORTS=("$ETCD_PORT" $((ETCD_PORT + 1)) $((ETCD_PORT + 2)))
+ETCD_PEER_PORTS=("$ETCD_PEER_PORT" $((ETCD_PEER_PORT + 1)) $((ETCD_PEER_PORT + 2)))
+KVD_PORTS=("$KVD_PORT" $((KVD_PORT + 1)) $((KVD_PORT + 2)))
+for p in "${ETCD_CLIENT_PORTS[@]}" "${ETCD_PEER_PORTS[@]}" "${KVD_PORTS[@]}"; do
+  port_busy "$p" && die "port 127.0.0.1:$p is in use (set ETCD_PORT / ETCD_PEER_PORT / KVD_PORT)"
+done
+ETCD_EPS=$(printf '127.0.0.1:%s,' "${ETCD_CLIENT_PORTS[@]}"); ETCD_EPS=${ETCD_EPS%,}
+KVD_EPS=$(printf '127.0.0.1:%s,' "${KVD_PORTS[@]}"); KVD_EPS=${KVD_EPS%,}
+
+# ---------------------------------------------------------------- build
+mkdir -p "$CACHE" "$RESULTS_DIR"
+ETCD_BIN=$CACHE/etcd-$ETCD_VERSION
+ETCDCTL_BIN=$CACHE/etcdctl-$ETCD_VERSION
+LOADGEN_BIN=$CACHE/etcd-loadgen
+if [[ -x $ETCD_BIN && -x $ETCDCTL_BIN ]] && "$ETCD_BIN" --version 2>/dev/null | grep -q "etcd Version: ${ETCD_VERSION#v}"; then
+  log "etcd $ETCD_VERSION: cached at ${ETCD_BIN#"$REPO"/}"
+else
+  log "etcd $ETCD_VERSION: building in a throwaway module (a few minutes on a cold module cache)"
+  mkdir -p "$WORK/etcd-build"
+  (
+    cd "$WORK/etcd-build"
+    go mod init throwaway
+    go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" "go.etcd.io/etcd/etcdctl/v3@$ETCD_VERSION"
+    go build -o "$ETCD_BIN.tmp" go.etcd.io/etcd/server/v3
+    go build -o "$ETCDCTL_BIN.tmp" go.etcd.io/etcd/etcdctl/v3
+  ) >"$WORK/etcd-build.log" 2>&1 || { tail -n 30 "$WORK/etcd-build.log" >&2; die "etcd build failed"; }
+  mv "$ETCD_BIN.tmp" "$ETCD_BIN"
+  mv "$ETCDCTL_BIN.tmp" "$ETCDCTL_BIN"
+  "$ETCD_BIN" --version | grep -q "etcd Version: ${ETCD_VERSION#v}" || die "built etcd does not report $ETCD_VERSION"
+  log "etcd $ETCD_VERSION: built"
+fi
+log "building the etcd load generator (bench/etcd/loadgen)"
+(cd "$BENCH_DIR" && go build -o "$LOADGEN_BIN" ./etcd/loadgen) || die "loadgen build failed"
+log "building capkv (make build)"
+make -C "$REPO" build >"$WORK/make.log" 2>&1 || { cat "$WORK/make.log" >&2; die "make build failed"; }
+KVD=$REPO/bin/kvd
+KVCTL=$REPO/bin/kvctl
+
+# ---------------------------------------------------------------- start the clusters
+alive_or_die() {
+  local i
+  for i in "${!PIDS[@]}"; do
+    kill -0 "${PIDS[$i]}" 2>/dev/null || die "server process ${PIDS[$i]} ($1) exited; see the logs below"
+  done
+}
+
+log "starting etcd: 3 members, clients on $ETCD_EPS, peers on 127.0.0.1:${ETCD_PEER_PORTS[0]}-${ETCD_PEER_PORTS[2]}"
+initial_cluster=""
+for i in 0 1 2; do initial_cluster+="e$((i + 1))=http://127.0.0.1:${ETCD_PEER_PORTS[$i]},"; done
+initial_cluster=${initial_cluster%,}
+ETCD_CMDS=()
+for i in 0 1 2; do
+  cmd=("$ETCD_BIN" --name "e$((i + 1))" --data-dir "$WORK/etcd/e$((i + 1))"
+    --listen-client-urls "http://127.0.0.1:${ETCD_CLIENT_PORTS[$i]}"
+    --advertise-client-urls "http://127.0.0.1:${ETCD_CLIENT_PORTS[$i]}"
+    --listen-peer-urls "http://127.0.0.1:${ETCD_PEER_PORTS[$i]}"
+    --initial-advertise-peer-urls "http://127.0.0.1:${ETCD_PEER_PORTS[$i]}"
+    --initial-cluster "$initial_cluster" --initial-cluster-token capkv-compare
+    --initial-cluster-state new --log-level warn)
+  ETCD_CMDS+=("$(printf '%q ' "${cmd[@]}")")
+  timeout -k 10 --signal=TERM "$SERVER_LIFETIME" "${cmd[@]}" >"$WORK/etcd-e$((i + 1)).log" 2>&1 &
+  PIDS+=($!)
+done
+
+log "starting capkv: kvd dev, 3 nodes on $KVD_EPS"
+KVD_CMD=("$KVD" dev --nodes 3 --base-port "$KVD_PORT" --data-dir "$WORK/kvd" --log-level warn --sync=true)
+timeout -k 10 --signal=TERM "$SERVER_LIFETIME" "${KVD_CMD[@]}" >"$WORK/kvd.log" 2>&1 &
+PIDS+=($!)
+
+log "waiting for etcd to be healthy"
+ok=""
+for _ in $(seq 1 120); do
+  alive_or_die "while waiting for etcd"
+  if timeout 5 "$ETCDCTL_BIN" --endpoints "$ETCD_EPS" --command-timeout 2s endpoint health >/dev/null 2>&1; then ok=1; break; fi
+  sleep 0.5
+done
+[[ -n $ok ]] || die "etcd not healthy after 60s"
+log "etcd ready"
+ETCD_STATUS=$(timeout 10 "$ETCDCTL_BIN" --endpoints "$ETCD_EPS" endpoint status -w table 2>&1 || true)
+echo "$ETCD_STATUS" >&2
+
+log "waiting for capkv (the 'Ctrl-C stops the cluster' banner line)"
+ok=""
+for _ in $(seq 1 180); do
+  alive_or_die "while waiting for kvd"
+  if grep -q "Ctrl-C stops the cluster" "$WORK/kvd.log"; then ok=1; break; fi
+  sleep 0.5
+done
+[[ -n $ok ]] || die "kvd dev not ready after 90s"
+log "capkv ready"
+
+# ---------------------------------------------------------------- runs
+CAPKV_KEYFMT='accounts/eu/%d/bench'
+ETCD_KEYFMT='%08d'
+COMMANDS=()    # every command, for the results file
+declare -A R   # R[name,system,field]
+FAILED=0
+
+show() { local s; s=$(printf '%q ' "$@"); s=${s//"$REPO/"/}; printf '%s' "${s% }"; }
+
+# run NAME SYSTEM CMD...: runs a load generator printing JSON, records the figures.
+run() {
+  local name=$1 sys=$2; shift 2
+  local out="$WORK/$name-$sys.json" err="$WORK/$name-$sys.stderr" rc=0 f
+  COMMANDS+=("$(show "$@")")
+  log "run $name on $sys: $(show "$@")"
+  timeout --foreground -k 10 "$RUN_LIMIT" "$@" >"$out" 2>"$err" || rc=$?
+  if [[ $rc -ne 0 ]] || ! jfield "$out" ops_per_sec >/dev/null 2>&1 || [[ -z $(jfield "$out" ops_per_sec 2>/dev/null) ]]; then
+    FAILED=1
+    R[$name,$sys,failed]="exit $rc"
+    log "run $name on $sys FAILED (exit $rc); stderr tail:"
+    tail -n 15 "$err" >&2 || true
+    R[$name,$sys,stderr]=$(tail -n 5 "$err" | tr '\n' ' ' | cut -c1-400)
+    return 0
+  fi
+  for f in ops errors ops_per_sec p50_ms p99_ms p999_ms max_ms example_error; do
+    R[$name,$sys,$f]=$(jfield "$out" "$f")
+  done
+  log "  $sys: $(printf '%.0f' "${R[$name,$sys,ops_per_sec]}") ops/s, p50 ${R[$name,$sys,p50_ms]} ms, p99 ${R[$name,$sys,p99_ms]} ms, errors ${R[$name,$sys,errors]}"
+  if [[ ${R[$name,$sys,errors]} != 0 ]]; then
+    log "  $sys: ${R[$name,$sys,errors]} errors, e.g. ${R[$name,$sys,example_error]}"
+  fi
+  alive_or_die "after $name on $sys"
+}
+
+
+# Workloads, in order. Get runs use keys written once by the preload step, so
+# every get hits a key and no run pays for a preload.
+NAMES=(put-1 put-128 get-1 get-128 sget-128)
+declare -A LABEL=(
+  [put-1]="put, 1 client"
+  [put-128]="put, 128 clients / 8 conns"
+  [get-1]="linearizable get, 1 client"
+  [get-128]="linearizable get, 128 clients / 8 conns"
+  [sget-128]="serializable get (etcd) / stale get (capkv), 128 / 8"
+)
+run_etcd() {
+  local d=$DURATION
+  [[ $1 == preload ]] && d=1s
+  local ETCD_COMMON=(--endpoints "$ETCD_EPS" --duration "$d" --keys "$KEYS" --value-size "$VALUE_SIZE" --key-format "$ETCD_KEYFMT" --json)
+  case $1 in
+    put-1)    run "$1" etcd "$LOADGEN_BIN" "${ETCD_COMMON[@]}" --workload put --clients 1 --conns 1 ;;
+    put-128)  run "$1" etcd "$LOADGEN_BIN" "${ETCD_COMMON[@]}" --workload put --clients 128 --conns 8 ;;
+    get-1)    run "$1" etcd "$LOADGEN_BIN" "${ETCD_COMMON[@]}" --workload get --clients 1 --conns 1 --preload=false ;;
+    get-128)  run "$1" etcd "$LOADGEN_BIN" "${ETCD_COMMON[@]}" --workload get --clients 128 --conns 8 --preload=false ;;
+    sget-128) run "$1" etcd "$LOADGEN_BIN" "${ETCD_COMMON[@]}" --workload get-serializable --clients 128 --conns 8 --preload=false ;;
+    preload)  run "$1" etcd "$LOADGEN_BIN" "${ETCD_COMMON[@]}" --workload get --clients 128 --conns 8 ;;
+  esac
+}
+run_capkv() {
+  local d=$DURATION
+  [[ $1 == preload ]] && d=1s
+  local CAPKV_GLOBAL=(--endpoints "$KVD_EPS" --json)
+  local CAPKV_COMMON=(--duration "$d" --keys "$KEYS" --value-size "$VALUE_SIZE" --key-format "$CAPKV_KEYFMT")
+  case $1 in
+    put-1)    run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" bench "${CAPKV_COMMON[@]}" --workload write --clients 1 --conns 1 ;;
+    put-128)  run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" bench "${CAPKV_COMMON[@]}" --workload write --clients 128 --conns 8 ;;
+    get-1)    run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency linearizable bench "${CAPKV_COMMON[@]}" --workload read --clients 1 --conns 1 --preload=false ;;
+    get-128)  run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency linearizable bench "${CAPKV_COMMON[@]}" --workload read --clients 128 --conns 8 --preload=false ;;
+    sget-128) run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency stale bench "${CAPKV_COMMON[@]}" --workload read --clients 128 --conns 8 --preload=false ;;
+    preload)  run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" bench "${CAPKV_COMMON[@]}" --workload read --clients 128 --conns 8 ;;
+  esac
+}
+
+# Alternate which system goes first, workload by workload, so that slow drift
+# of the shared machine does not always favour the same side.
+step=0
+for name in "${NAMES[@]}"; do
+  if [[ $name == get-1 ]]; then
+    log "preload: writing all $KEYS keys into both systems (128 clients; followed by a 1s get run, not reported)"
+    run_etcd preload
+    run_capkv preload
+  fi
+  log "== ${LABEL[$name]}"
+  if (( step % 2 == 0 )); then run_etcd "$name"; sleep 2; run_capkv "$name"
+  else run_capkv "$name"; sleep 2; run_etcd "$name"; fi
+  sleep 2
+  step=$((step + 1))
+done
+
+# ---------------------------------------------------------------- report
+fmt_ops() { [[ -n ${1:-} ]] && printf '%.0f' "$1" || printf 'FAILED'; }
+cell() { # cell NAME SYS: "ops/s | p50 | p99"
+  local n=$1 s=$2
+  if [[ -n ${R[$n,$s,failed]:-} ]]; then printf 'FAILED (%s) | – | –' "${R[$n,$s,failed]}"; return; fi
+  printf '%s | %s | %s' "$(fmt_ops "${R[$n,$s,ops_per_sec]}")" "${R[$n,$s,p50_ms]}" "${R[$n,$s,p99_ms]}"
+}
+ratio() {
+  local n=$1
+  if [[ -n ${R[$n,etcd,failed]:-} || -n ${R[$n,capkv,failed]:-} ]]; then printf '–'; return; fi
+  awk -v a="${R[$n,capkv,ops_per_sec]}" -v b="${R[$n,etcd,ops_per_sec]}" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else printf "–" }'
+}
+
+TABLE=$(
+  echo "| workload | etcd ops/s | etcd p50 ms | etcd p99 ms | capkv ops/s | capkv p50 ms | capkv p99 ms | capkv/etcd ops/s |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+  for n in "${NAMES[@]}"; do
+    echo "| ${LABEL[$n]} | $(cell "$n" etcd) | $(cell "$n" capkv) | $(ratio "$n") |"
+  done
+)
+DETAILS=$(
+  echo "| workload | system | ops | errors | ops/s | p50 ms | p99 ms | p99.9 ms | max ms | example error |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
+  for n in "${NAMES[@]}"; do
+    for s in etcd capkv; do
+      if [[ -n ${R[$n,$s,failed]:-} ]]; then
+        echo "| ${LABEL[$n]} | $s | FAILED (${R[$n,$s,failed]}) | | | | | | | ${R[$n,$s,stderr]//|/\\|} |"
+      else
+        echo "| ${LABEL[$n]} | $s | ${R[$n,$s,ops]} | ${R[$n,$s,errors]} | $(fmt_ops "${R[$n,$s,ops_per_sec]}") | ${R[$n,$s,p50_ms]} | ${R[$n,$s,p99_ms]} | ${R[$n,$s,p999_ms]} | ${R[$n,$s,max_ms]} | ${R[$n,$s,example_error]//|/\\|} |"
+      fi
+    done
+  done
+)
+
+STAMP=$(date +%Y-%m-%d-%H%M%S)
+OUT=$RESULTS_DIR/compare-$STAMP.md
+COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+DIRTY=$(git -C "$REPO" status --porcelain 2>/dev/null | grep -qv '^?? bench/' && echo " (working tree has uncommitted changes)" || true)
+CPU=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)
+{
+  echo "# capkv vs etcd $ETCD_VERSION, $(date '+%Y-%m-%d %H:%M:%S %Z')"
+  echo
+  echo "Produced by \`bench/compare.sh\` (DURATION=$DURATION, KEYS=$KEYS, VALUE_SIZE=$VALUE_SIZE)."
+  echo "Both clusters: 3 members on 127.0.0.1, fsync on, running side by side; the load"
+  echo "generator on the same machine. Shared, noisy machine: compare the ratios of this run,"
+  echo "not absolute numbers across runs."
+  echo
+  echo "$TABLE"
+  echo
+  echo "## Details"
+  echo
+  echo "$DETAILS"
+  echo
+  echo "## Machine"
+  echo
+  echo "- nproc: $(nproc)"
+  echo "- uname -r: $(uname -r)"
+  [[ -n $CPU ]] && echo "- cpu: $CPU"
+  echo "- $(go version)"
+  echo "- etcd: $("$ETCD_BIN" --version | head -1) (built from go.etcd.io/etcd/server/v3@$ETCD_VERSION)"
+  echo "- capkv: commit $COMMIT$DIRTY"
+  echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo
+  echo "## etcd members at the start"
+  echo
+  echo "Each etcd connection is pinned to one endpoint (connection i to endpoint i mod 3, as"
+  echo "in etcd's tools/benchmark), so the 1-client runs talk to the first member listed."
+  echo
+  echo '```'
+  echo "$ETCD_STATUS"
+  echo '```'
+  echo
+  echo "## Commands"
+  echo
+  echo "Servers (\$WORK is a temporary directory, removed afterwards):"
+  echo
+  echo '```'
+  for c in "${ETCD_CMDS[@]}"; do echo "${c//"$WORK"/\$WORK}"; done
+  echo "$(show "${KVD_CMD[@]}" | sed "s|$WORK|\$WORK|g")"
+  echo '```'
+  echo
+  echo "Load, in the order run (bench/.cache/etcd-loadgen is bench/etcd/loadgen):"
+  echo
+  echo '```'
+  for c in "${COMMANDS[@]}"; do echo "$c"; done
+  echo '```'
+} >"$OUT"
+
+echo
+echo "$TABLE"
+echo
+log "results written to ${OUT#"$REPO"/}"
+if (( FAILED )); then
+  log "some runs FAILED; see the table"
+  exit 1
+fi
