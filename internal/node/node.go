@@ -42,7 +42,7 @@ type Node struct {
 	ringp   atomic.Pointer[ring.Ring]
 	mapMu   sync.Mutex
 	metaIDs atomic.Pointer[[]string]
-	stop    chan struct{} // closed by Close; ends metaLoop
+	stop    chan struct{}  // closed by Close; ends metaLoop
 	faults  *cp.FaultTable // the test-only fault hook's rules (nil: disabled)
 
 	srv *grpc.Server
