@@ -11,7 +11,7 @@ GOBIN_DIR := $(CURDIR)/.tools/bin
 # Packages with goroutines and shared state: tested with the race detector.
 RACE_PKGS := ./consistency/... ./shard/... ./client/... ./internal/... ./replication/...
 
-.PHONY: all build run test test-short lint vet fmt-check bench fuzz proto clean
+.PHONY: all build run test test-short lint vet fmt-check bench fuzz proto clean jepsen jepsen-quick
 
 all: build
 
@@ -22,10 +22,28 @@ build:
 run: build
 	$(BIN)/kvd dev --nodes $(NODES)
 
-## test: formatting, vet, and every test (race detector on concurrent packages)
+## test: formatting, vet, every test (race detector on concurrent packages), and the quick partition tests
 test: fmt-check vet
 	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
 	$(GO) test -count=1 -timeout 15m ./...
+	$(MAKE) jepsen-quick
+
+## jepsen-quick: short partition tests on 3 kvd processes (register, set) and the proof that the checker catches a bug
+JEPSEN_OUT ?= out/jepsen
+jepsen-quick: build
+	$(BIN)/kvjepsen run --nodes 3 --clients 6 --time 15s --workload register --nemesis partition-halves,isolate-leader,kill,pause --out $(JEPSEN_OUT)/quick-register
+	$(BIN)/kvjepsen run --nodes 3 --clients 6 --time 15s --workload set --nemesis partition-halves,kill,pause --out $(JEPSEN_OUT)/quick-set
+	@echo "== proof: with the test-only unsafe read path the checker must report a violation (exit 1)"
+	@$(BIN)/kvjepsen run --nodes 3 --clients 6 --time 12s --workload register --nemesis partition-halves \
+	  --unsafe-local-reads --out $(JEPSEN_OUT)/quick-unsafe > $(JEPSEN_OUT)/quick-unsafe.log 2>&1; code=$$?; \
+	  tail -4 $(JEPSEN_OUT)/quick-unsafe.log; \
+	  if [ $$code -ne 1 ]; then echo "FAIL: unsafe reads were not caught (exit $$code)"; exit 1; fi; \
+	  echo "ok: the checker caught the unsafe read path"
+
+## jepsen: the long profile: 5 nodes, every nemesis, both workloads, 60s each
+jepsen: build
+	$(BIN)/kvjepsen run --nodes 5 --clients 10 --time 60s --workload register --nemesis all --out $(JEPSEN_OUT)/register
+	$(BIN)/kvjepsen run --nodes 5 --clients 10 --time 60s --workload set --nemesis all --out $(JEPSEN_OUT)/set
 
 test-short:
 	$(GO) test -short -count=1 ./...

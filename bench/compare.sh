@@ -14,6 +14,7 @@
 #   ETCD_PORT       first etcd client port (default 23790; peers use ETCD_PEER_PORT, 23800)
 #   KVD_PORT        first kvd port (default 27101)
 #   SERVER_LIFETIME hard cap in seconds on every server process (default 3600)
+#   KEEP_WORK=1     keep the temporary directory (server logs, raw JSON) for a post-mortem
 #
 # Every process it starts runs under `timeout`, is tracked by PID and is
 # stopped on exit, whatever the exit path. Traffic goes to 127.0.0.1 only.
@@ -36,7 +37,16 @@ RESULTS_DIR=$BENCH_DIR/results
 export GOWORK=off
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+DUMP_LOGS=""
+show() { # a command line as one could paste it, paths relative to the repo
+  local a out=""
+  for a in "$@"; do
+    a=${a#"$REPO/"}
+    if [[ $a =~ ^[A-Za-z0-9_./:,=@%+-]+$ ]]; then out+="$a "; else out+="'${a//\'/\'\\\'\'}' "; fi
+  done
+  printf '%s' "${out% }"
+}
+die() { log "ERROR: $*"; DUMP_LOGS=1; exit 1; }
 
 case $DURATION in
   *[0-9]s) DUR_S=${DURATION%s} ;;
@@ -82,18 +92,18 @@ cleanup() {
     log "cleanup: stopping ${#PIDS[@]} server process(es)"
     for i in "${!PIDS[@]}"; do stop_pid "${PIDS[$i]}" "server $i"; done
   fi
-  if [[ $rc -ne 0 && -d $WORK ]]; then
+  if [[ -n $DUMP_LOGS && -d $WORK ]]; then
     for f in "$WORK"/*.log; do
       [[ -f $f ]] || continue
       log "--- last lines of $(basename "$f") ---"
       tail -n 15 "$f" >&2 || true
     done
   fi
-  rm -rf "$WORK"
+  if [[ -n ${KEEP_WORK:-} ]]; then log "kept $WORK (KEEP_WORK set)"; else rm -rf "$WORK"; fi
   exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
+trap 'DUMP_LOGS=1; exit 130' INT
 trap 'exit 143' TERM
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -157,7 +167,7 @@ for i in 0 1 2; do
     --initial-advertise-peer-urls "http://127.0.0.1:${ETCD_PEER_PORTS[$i]}"
     --initial-cluster "$initial_cluster" --initial-cluster-token capkv-compare
     --initial-cluster-state new --log-level warn)
-  ETCD_CMDS+=("$(printf '%q ' "${cmd[@]}")")
+  ETCD_CMDS+=("$(show "${cmd[@]}")")
   timeout -k 10 --signal=TERM "$SERVER_LIFETIME" "${cmd[@]}" >"$WORK/etcd-e$((i + 1)).log" 2>&1 &
   PIDS+=($!)
 done
@@ -189,6 +199,34 @@ done
 [[ -n $ok ]] || die "kvd dev not ready after 90s"
 log "capkv ready"
 
+# The server processes themselves (children of the timeout wrappers), for CPU accounting.
+ETCD_SRV=(); KVD_SRV=()
+for i in 0 1 2; do ETCD_SRV+=($(pgrep -P "${PIDS[$i]}")); done
+KVD_SRV+=($(pgrep -P "${PIDS[3]}"))
+((${#ETCD_SRV[@]} == 3 && ${#KVD_SRV[@]} == 1)) || die "cannot find the server processes (etcd: ${ETCD_SRV[*]:-none}, kvd: ${KVD_SRV[*]:-none})"
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { # cpu_ticks PID...: user+system clock ticks, summed
+  local p t=0 v
+  for p in "$@"; do
+    v=$(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)
+    t=$((t + v))
+  done
+  echo "$t"
+}
+# Busy ticks of the whole machine (user nice system irq softirq steal), and the
+# CPU of this script's waited-for children (the load generators).
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+children_ticks() { awk '{ sub(/.*\) /, ""); print $14 + $15 }' "/proc/$$/stat"; }
+pct_core() { awk -v t="$1" -v hz="$CLK_TCK" -v a="$2" -v b="$3" 'BEGIN { v = 100 * t / hz / (b - a); if (v < 0) v = 0; printf "%.0f", v }'; }
+log "background CPU before the runs (3s sample, outside both clusters): $(
+  m0=$(machine_ticks); s0=$(( $(cpu_ticks "${ETCD_SRV[@]}") + $(cpu_ticks "${KVD_SRV[@]}") )); w0=$(date +%s.%N)
+  sleep 3
+  m1=$(machine_ticks); s1=$(( $(cpu_ticks "${ETCD_SRV[@]}") + $(cpu_ticks "${KVD_SRV[@]}") )); w1=$(date +%s.%N)
+  pct_core $(( (m1 - m0) - (s1 - s0) )) "$w0" "$w1")% of a core; idle clusters: etcd + capkv together $(
+  a=$(( $(cpu_ticks "${ETCD_SRV[@]}") + $(cpu_ticks "${KVD_SRV[@]}") )); w0=$(date +%s.%N); sleep 2
+  b=$(( $(cpu_ticks "${ETCD_SRV[@]}") + $(cpu_ticks "${KVD_SRV[@]}") )); w1=$(date +%s.%N)
+  pct_core $((b - a)) "$w0" "$w1")%"
+
 # ---------------------------------------------------------------- runs
 CAPKV_KEYFMT='accounts/eu/%d/bench'
 ETCD_KEYFMT='%08d'
@@ -196,7 +234,6 @@ COMMANDS=()    # every command, for the results file
 declare -A R   # R[name,system,field]
 FAILED=0
 
-show() { local s; s=$(printf '%q ' "$@"); s=${s//"$REPO/"/}; printf '%s' "${s% }"; }
 
 # run NAME SYSTEM CMD...: runs a load generator printing JSON, records the figures.
 run() {
@@ -204,7 +241,17 @@ run() {
   local out="$WORK/$name-$sys.json" err="$WORK/$name-$sys.stderr" rc=0 f
   COMMANDS+=("$(show "$@")")
   log "run $name on $sys: $(show "$@")"
+  local e0 k0 w0 m0 c0 e1 k1 w1 m1 c1
+  e0=$(cpu_ticks "${ETCD_SRV[@]}"); k0=$(cpu_ticks "${KVD_SRV[@]}"); m0=$(machine_ticks); c0=$(children_ticks); w0=$(date +%s.%N)
   timeout --foreground -k 10 "$RUN_LIMIT" "$@" >"$out" 2>"$err" || rc=$?
+  e1=$(cpu_ticks "${ETCD_SRV[@]}"); k1=$(cpu_ticks "${KVD_SRV[@]}"); m1=$(machine_ticks); c1=$(children_ticks); w1=$(date +%s.%N)
+  R[$name,$sys,loadgen_pct]=$(pct_core $((c1 - c0)) "$w0" "$w1")
+  R[$name,$sys,rest_pct]=$(pct_core $(( (m1 - m0) - (e1 - e0) - (k1 - k0) - (c1 - c0) )) "$w0" "$w1")
+  # CPU of the system under load per op, and of the idle one (in % of one core).
+  local mine=$((e1 - e0)) other=$((k1 - k0))
+  [[ $sys == capkv ]] && { mine=$((k1 - k0)); other=$((e1 - e0)); }
+  R[$name,$sys,cpu_s]=$(awk -v t="$mine" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", t / hz }')
+  R[$name,$sys,other_pct]=$(pct_core "$other" "$w0" "$w1")
   if [[ $rc -ne 0 ]] || ! jfield "$out" ops_per_sec >/dev/null 2>&1 || [[ -z $(jfield "$out" ops_per_sec 2>/dev/null) ]]; then
     FAILED=1
     R[$name,$sys,failed]="exit $rc"
@@ -216,6 +263,7 @@ run() {
   for f in ops errors ops_per_sec p50_ms p99_ms p999_ms max_ms example_error; do
     R[$name,$sys,$f]=$(jfield "$out" "$f")
   done
+  R[$name,$sys,cpu_us_op]=$(awk -v t="$mine" -v hz="$CLK_TCK" -v n="${R[$name,$sys,ops]}" 'BEGIN { if (n > 0) printf "%.0f", 1e6 * t / hz / n; else printf "–" }')
   log "  $sys: $(printf '%.0f' "${R[$name,$sys,ops_per_sec]}") ops/s, p50 ${R[$name,$sys,p50_ms]} ms, p99 ${R[$name,$sys,p99_ms]} ms, errors ${R[$name,$sys,errors]}"
   if [[ ${R[$name,$sys,errors]} != 0 ]]; then
     log "  $sys: ${R[$name,$sys,errors]} errors, e.g. ${R[$name,$sys,example_error]}"
@@ -268,8 +316,22 @@ step=0
 for name in "${NAMES[@]}"; do
   if [[ $name == get-1 ]]; then
     log "preload: writing all $KEYS keys into both systems (128 clients; followed by a 1s get run, not reported)"
-    run_etcd preload
-    run_capkv preload
+    for sys in etcd capkv; do
+      for attempt in 1 2; do
+        before=$FAILED
+        FAILED=0
+        "run_$sys" preload
+        if ((FAILED == 0)); then FAILED=$before; R[preload,$sys,note]="ok"; break; fi
+        FAILED=$before
+        R[preload,$sys,note]+="attempt $attempt failed: ${R[preload,$sys,stderr]}. "
+        unset "R[preload,$sys,failed]"
+        log "preload on $sys failed (attempt $attempt)"
+      done
+      if [[ ${R[preload,$sys,note]} != ok ]]; then
+        FAILED=1
+        log "preload on $sys failed twice: its get runs below include misses (a miss counts as an answer)"
+      fi
+    done
   fi
   log "== ${LABEL[$name]}"
   if (( step % 2 == 0 )); then run_etcd "$name"; sleep 2; run_capkv "$name"
@@ -299,14 +361,14 @@ TABLE=$(
   done
 )
 DETAILS=$(
-  echo "| workload | system | ops | errors | ops/s | p50 ms | p99 ms | p99.9 ms | max ms | example error |"
-  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
+  echo "| workload | system | ops | errors | ops/s | p50 ms | p99 ms | p99.9 ms | max ms | server CPU µs/op | load generator CPU % | idle system CPU % | rest of machine CPU % | example error |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
   for n in "${NAMES[@]}"; do
     for s in etcd capkv; do
       if [[ -n ${R[$n,$s,failed]:-} ]]; then
-        echo "| ${LABEL[$n]} | $s | FAILED (${R[$n,$s,failed]}) | | | | | | | ${R[$n,$s,stderr]//|/\\|} |"
+        echo "| ${LABEL[$n]} | $s | FAILED (${R[$n,$s,failed]}) | | | | | | | | | | | ${R[$n,$s,stderr]//|/\\|} |"
       else
-        echo "| ${LABEL[$n]} | $s | ${R[$n,$s,ops]} | ${R[$n,$s,errors]} | $(fmt_ops "${R[$n,$s,ops_per_sec]}") | ${R[$n,$s,p50_ms]} | ${R[$n,$s,p99_ms]} | ${R[$n,$s,p999_ms]} | ${R[$n,$s,max_ms]} | ${R[$n,$s,example_error]//|/\\|} |"
+        echo "| ${LABEL[$n]} | $s | ${R[$n,$s,ops]} | ${R[$n,$s,errors]} | $(fmt_ops "${R[$n,$s,ops_per_sec]}") | ${R[$n,$s,p50_ms]} | ${R[$n,$s,p99_ms]} | ${R[$n,$s,p999_ms]} | ${R[$n,$s,max_ms]} | ${R[$n,$s,cpu_us_op]} | ${R[$n,$s,loadgen_pct]} | ${R[$n,$s,other_pct]} | ${R[$n,$s,rest_pct]} | ${R[$n,$s,example_error]//|/\\|} |"
       fi
     done
   done
@@ -330,6 +392,15 @@ CPU=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
   echo "## Details"
   echo
   echo "$DETAILS"
+  echo
+  echo "Server CPU µs/op: user+system CPU of the loaded system's server processes (all three"
+  echo "members) during the run, divided by the ops completed. CPU percentages are of one core"
+  echo "($(nproc) cores in all) over the run: the load generator, the other (idle) cluster, and"
+  echo "everything else on the machine (other tenants, kernel, steal); a high last column means"
+  echo "the run was disturbed."
+  echo
+  echo "Preload (all $KEYS keys written once with 128 clients before the get runs):"
+  echo "etcd: ${R[preload,etcd,note]:-not run}; capkv: ${R[preload,capkv,note]:-not run}."
   echo
   echo "## Machine"
   echo
@@ -355,7 +426,7 @@ CPU=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
   echo "Servers (\$WORK is a temporary directory, removed afterwards):"
   echo
   echo '```'
-  for c in "${ETCD_CMDS[@]}"; do echo "${c//"$WORK"/\$WORK}"; done
+  for c in "${ETCD_CMDS[@]}"; do echo "$c" | sed "s|$WORK|\$WORK|g"; done
   echo "$(show "${KVD_CMD[@]}" | sed "s|$WORK|\$WORK|g")"
   echo '```'
   echo
@@ -364,6 +435,16 @@ CPU=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
   echo '```'
   for c in "${COMMANDS[@]}"; do echo "$c"; done
   echo '```'
+  if (( FAILED )); then
+    echo
+    echo "## Server log tails (some runs failed)"
+    echo
+    echo "kvd.log (\`--log-level warn\`), last 40 lines:"
+    echo
+    echo '```'
+    tail -n 40 "$WORK/kvd.log" | sed "s|$WORK|\$WORK|g"
+    echo '```'
+  fi
 } >"$OUT"
 
 echo

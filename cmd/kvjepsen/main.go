@@ -1,0 +1,310 @@
+// Command kvjepsen is capkv's partition-test runner: it starts a real
+// cluster, runs a workload while a nemesis injects partitions, kills and
+// pauses, records the history, and checks the guarantees capkv promises.
+//
+//	kvjepsen run --mode cp --workload register --nemesis partition-halves,kill,pause --nodes 5 --time 30s --out out/run1
+//
+// It exits 0 only when every promised guarantee held, 1 when one was
+// violated, and 2 when the run itself could not be set up.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/capkv/capkv/client"
+	"github.com/capkv/capkv/jepsen"
+)
+
+func main() {
+	code := 0
+	root := &cobra.Command{Use: "kvjepsen", Short: "partition tests for capkv", SilenceUsage: true, SilenceErrors: true}
+	root.AddCommand(runCmd(&code))
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "kvjepsen:", err)
+		if code == 0 {
+			code = 2
+		}
+	}
+	os.Exit(code)
+}
+
+type runFlags struct {
+	mode, workload, nemesis, backend, out, kvd string
+	nodes, clients                             int
+	duration, faultFor, healFor, recovery      time.Duration
+	opTimeout                                  time.Duration
+	seed                                       uint64
+	unsafeReads                                bool
+}
+
+func runCmd(code *int) *cobra.Command {
+	var f runFlags
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "run one partition test and check its history",
+		Long: `run starts --nodes kvd processes, drives the --workload with --clients
+concurrent clients for --time while the nemeses inject faults (--fault-for on,
+--heal-for off, always ending healed), waits --recovery, reads back, and checks:
+
+  register  read/write/CAS on a few keys; linearizability checked by porcupine
+  set       unique adds; every acknowledged element must survive
+
+It prints a summary and writes results.json, history.jsonl, timeline.html and
+(register) linearizability.html into --out. Exit 0: every guarantee held;
+1: a guarantee was violated; 2: the run could not be set up.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			valid, err := run(cmd.Context(), f)
+			if err != nil {
+				*code = 2
+				return err
+			}
+			if !valid {
+				*code = 1
+			}
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.mode, "mode", "cp", "keyspace mode under test: cp (ap: not replicated yet)")
+	fl.StringVar(&f.workload, "workload", "register", "register or set")
+	fl.StringVar(&f.nemesis, "nemesis", "partition-halves,isolate-leader,kill,pause", "comma-separated: partition-halves, isolate-leader, majorities-ring, bridge, kill, pause, or all")
+	fl.StringVar(&f.backend, "backend", "process", "process (kvd processes on loopback, faults via kvd's test-only hook)")
+	fl.IntVar(&f.nodes, "nodes", 5, "cluster size")
+	fl.IntVar(&f.clients, "clients", 10, "concurrent clients")
+	fl.DurationVar(&f.duration, "time", 30*time.Second, "how long to run the workload")
+	fl.DurationVar(&f.faultFor, "fault-for", 4*time.Second, "how long each fault lasts")
+	fl.DurationVar(&f.healFor, "heal-for", 3*time.Second, "healthy time between faults")
+	fl.DurationVar(&f.recovery, "recovery", 4*time.Second, "healed time before the final reads")
+	fl.DurationVar(&f.opTimeout, "op-timeout", time.Second, "deadline of one client operation")
+	fl.StringVar(&f.out, "out", "", "output directory (default out/jepsen-<time>)")
+	fl.StringVar(&f.kvd, "kvd", "", "kvd binary (default: next to kvjepsen, then PATH)")
+	fl.Uint64Var(&f.seed, "seed", 0, "random seed (0: time-based; always printed)")
+	fl.BoolVar(&f.unsafeReads, "unsafe-local-reads", false, "TEST ONLY: run kvd with a deliberately unsafe read path; the checker must fail")
+	fl.MarkHidden("unsafe-local-reads")
+	return cmd
+}
+
+func findKVD(flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), "kvd")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath("kvd"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("kvd not found next to kvjepsen nor on PATH; build it (make build) or pass --kvd")
+}
+
+func run(ctx context.Context, f runFlags) (bool, error) {
+	switch {
+	case f.mode == "ap":
+		return false, errors.New("--mode ap: ap keyspaces are not replicated yet, so there is nothing to check; use --mode cp")
+	case f.mode != "cp":
+		return false, fmt.Errorf("--mode %q: want cp", f.mode)
+	case f.workload != "register" && f.workload != "set":
+		return false, fmt.Errorf("--workload %q: want register or set", f.workload)
+	case f.backend != "process":
+		return false, fmt.Errorf("--backend %q: only the process backend exists so far", f.backend)
+	case f.nodes < 3 || f.nodes > 9:
+		return false, fmt.Errorf("--nodes %d: want 3..9", f.nodes)
+	case f.clients < 1 || f.duration <= 0 || f.faultFor <= 0 || f.healFor <= 0:
+		return false, errors.New("--clients, --time, --fault-for and --heal-for must be positive")
+	}
+	nemeses, err := jepsen.ParseNemeses(f.nemesis)
+	if err != nil {
+		return false, err
+	}
+	kvd, err := findKVD(f.kvd)
+	if err != nil {
+		return false, err
+	}
+	if f.seed == 0 {
+		f.seed = uint64(time.Now().UnixNano())
+	}
+	if f.out == "" {
+		f.out = filepath.Join("out", "jepsen-"+time.Now().Format("20060102-150405"))
+	}
+	if err := os.MkdirAll(f.out, 0o755); err != nil {
+		return false, err
+	}
+	logf := func(s string) { fmt.Println("kvjepsen:", s) }
+	logf(fmt.Sprintf("mode=%s workload=%s nemesis=%s nodes=%d clients=%d time=%s seed=%d out=%s",
+		f.mode, f.workload, f.nemesis, f.nodes, f.clients, f.duration, f.seed, f.out))
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	clusterDir := filepath.Join(f.out, "cluster")
+	os.RemoveAll(clusterDir)
+	cl, err := jepsen.StartProcessCluster(ctx, jepsen.ProcessConfig{KVD: kvd, Nodes: f.nodes, Dir: clusterDir, UnsafeReads: f.unsafeReads})
+	if err != nil {
+		return false, fmt.Errorf("start cluster: %w", err)
+	}
+	defer cl.Close() // every process, by PID, also on error or Ctrl-C
+	var eps []string
+	for _, n := range cl.Nodes() {
+		eps = append(eps, n.Addr)
+	}
+	logf(fmt.Sprintf("cluster up: %s (logs in %s)", strings.Join(eps, ","), clusterDir))
+	if err := warmUp(ctx, eps); err != nil {
+		return false, err
+	}
+
+	h := jepsen.NewHistory()
+	rng := rand.New(rand.NewPCG(f.seed, 7))
+	var windows []jepsen.Window
+	var wg sync.WaitGroup
+	nctx, ncancel := context.WithTimeout(ctx, f.duration)
+	defer ncancel()
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		windows = jepsen.Schedule(nctx, cl, nemeses, f.faultFor, f.healFor, rng, h, logf)
+	}()
+	go func() { // progress
+		defer wg.Done()
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-nctx.Done():
+				return
+			case <-t.C:
+				ops := h.Ops()
+				okN := 0
+				for _, o := range ops {
+					if o.Outcome == jepsen.OK {
+						okN++
+					}
+				}
+				logf(fmt.Sprintf("%6.1fs %d ops, %d ok", float64(h.Now())/1e9, len(ops), okN))
+			}
+		}
+	}()
+	var werr error
+	keys := []string{"accounts/eu/1/r", "accounts/eu/2/r", "accounts/eu/3/r", "accounts/eu/4/r"}
+	switch f.workload {
+	case "register":
+		werr = jepsen.RegisterWorkload{Endpoints: eps, Keys: keys, Clients: f.clients, Duration: f.duration,
+			OpTimeout: f.opTimeout, Seed: f.seed}.Run(ctx, h)
+	case "set":
+		werr = jepsen.SetWorkload{Endpoints: eps, Prefix: "accounts/eu/", Accounts: 8, Clients: f.clients,
+			Duration: f.duration, OpTimeout: f.opTimeout, Seed: f.seed}.Run(ctx, h)
+	}
+	ncancel()
+	wg.Wait()
+	if werr != nil {
+		return false, werr
+	}
+	if ctx.Err() != nil {
+		return false, errors.New("interrupted; cluster stopped")
+	}
+	cl.Cut(context.Background(), nil) // the schedule ends healed; make sure
+	logf(fmt.Sprintf("healed; recovering for %s", f.recovery))
+	jepsenSleep(ctx, f.recovery)
+
+	res := &jepsen.Results{Mode: f.mode, Workload: f.workload, Backend: f.backend, Nodes: f.nodes, Clients: f.clients,
+		Seconds: f.duration.Seconds(), Seed: f.seed, UnsafeReads: f.unsafeReads, Windows: windows}
+	for _, n := range nemeses {
+		res.Nemeses = append(res.Nemeses, n.Name())
+	}
+	var info = (*porcupineInfo)(nil)
+	switch f.workload {
+	case "register":
+		logf("checking linearizability with porcupine ...")
+		rr := jepsen.CheckRegister(h.Ops(), 2*time.Minute)
+		res.Register = &jepsen.RegisterReport{Result: string(rr.Result), Linearizable: rr.Linearizable(), Checked: rr.Checked, Unknown: rr.Unknown}
+		if !rr.Linearizable() {
+			res.Problems = append(res.Problems, fmt.Sprintf("history is not linearizable (porcupine: %s)", rr.Result))
+		}
+		info = &porcupineInfo{rr.Info}
+	case "set":
+		final, err := jepsen.ReadSet(ctx, eps, "accounts/eu/", 30*time.Second)
+		if err != nil {
+			res.Problems = append(res.Problems, "final read failed after heal: "+err.Error())
+		} else {
+			sr := jepsen.CheckSet(h.Ops(), final)
+			res.Set = &sr
+			if len(sr.Lost) > 0 {
+				res.Problems = append(res.Problems, fmt.Sprintf("%d acknowledged elements lost (e.g. %s)", len(sr.Lost), sr.Lost[0]))
+			}
+			if len(sr.Unexpected) > 0 {
+				res.Problems = append(res.Problems, fmt.Sprintf("%d elements present that were never added", len(sr.Unexpected)))
+			}
+			if len(sr.FailedButPresent) > 0 {
+				res.Problems = append(res.Problems, fmt.Sprintf("%d adds reported as failed took effect (e.g. %s)", len(sr.FailedButPresent), sr.FailedButPresent[0]))
+			}
+		}
+	}
+	ops := h.Ops()
+	res.Count(ops)
+	res.Availability = jepsen.Availability(ops)
+	res.Latency = jepsen.Latencies(ops)
+	if res.OK == 0 {
+		res.Problems = append(res.Problems, "no operation succeeded")
+	}
+	res.Valid = len(res.Problems) == 0
+	var werr2 error
+	if info != nil {
+		werr2 = res.Write(f.out, h, &info.LinearizationInfo)
+	} else {
+		werr2 = res.Write(f.out, h, nil)
+	}
+	fmt.Println()
+	res.Summary(os.Stdout)
+	fmt.Printf("\nresults: %s\n", filepath.Join(f.out, "results.json"))
+	if werr2 != nil {
+		return res.Valid, fmt.Errorf("writing results: %w", werr2)
+	}
+	return res.Valid, nil
+}
+
+func jepsenSleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// warmUp waits until the register keys' partitions accept writes.
+func warmUp(ctx context.Context, eps []string) error {
+	c, err := client.New(ctx, client.Config{Endpoints: eps})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	var last error
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		ok := true
+		for i := range 5 {
+			wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, last = c.Put(wctx, fmt.Sprintf("accounts/eu/%d/warmup", i), []byte("init")) // same partitions as the register keys, not the same keys
+			cancel()
+			ok = ok && last == nil
+		}
+		if ok {
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("the cluster did not accept writes within 30s of starting: %v", last)
+}

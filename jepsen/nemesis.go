@@ -1,0 +1,269 @@
+package jepsen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/capkv/capkv/api"
+	"github.com/capkv/capkv/internal/dial"
+)
+
+// Fault is an injected fault; Heal undoes it. Faults print themselves.
+type Fault interface {
+	String() string
+	Heal(ctx context.Context) error
+}
+
+// Nemesis injects one kind of fault.
+type Nemesis interface {
+	Name() string
+	Inject(ctx context.Context, c Cluster, rng *rand.Rand) (Fault, error)
+}
+
+// Nemeses by name, as --nemesis takes them.
+var Nemeses = map[string]func() Nemesis{
+	"partition-halves": func() Nemesis { return halves{} },
+	"isolate-leader":   func() Nemesis { return isolateLeader{} },
+	"majorities-ring":  func() Nemesis { return majoritiesRing{} },
+	"bridge":           func() Nemesis { return bridge{} },
+	"kill":             func() Nemesis { return kill{} },
+	"pause":            func() Nemesis { return pause{} },
+}
+
+// ParseNemeses parses a comma-separated list ("all" for every one).
+func ParseNemeses(s string) ([]Nemesis, error) {
+	var names []string
+	if s == "all" {
+		for n := range Nemeses {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+	} else {
+		for _, n := range strings.Split(s, ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				names = append(names, n)
+			}
+		}
+	}
+	var out []Nemesis
+	for _, n := range names {
+		mk, ok := Nemeses[n]
+		if !ok {
+			var known []string
+			for k := range Nemeses {
+				known = append(known, k)
+			}
+			sort.Strings(known)
+			return nil, fmt.Errorf("unknown nemesis %q (known: %s, or all)", n, strings.Join(known, ", "))
+		}
+		out = append(out, mk())
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no nemesis given")
+	}
+	return out, nil
+}
+
+func ids(c Cluster) []string {
+	var out []string
+	for _, n := range c.Nodes() {
+		out = append(out, n.ID)
+	}
+	return out
+}
+
+// cutBetween cuts every link between groups a and b, both ways.
+func cutBetween(a, b []string) []Link {
+	var out []Link
+	for _, x := range a {
+		for _, y := range b {
+			out = append(out, Link{x, y}, Link{y, x})
+		}
+	}
+	return out
+}
+
+type netFault struct {
+	c    Cluster
+	desc string
+}
+
+func (f netFault) String() string                 { return f.desc }
+func (f netFault) Heal(ctx context.Context) error { return f.c.Cut(ctx, nil) }
+
+func partition(ctx context.Context, c Cluster, desc string, links []Link) (Fault, error) {
+	if err := c.Cut(ctx, links); err != nil {
+		return nil, err
+	}
+	return netFault{c, desc}, nil
+}
+
+// halves splits the nodes into a random minority and majority.
+type halves struct{}
+
+func (halves) Name() string { return "partition-halves" }
+func (halves) Inject(ctx context.Context, c Cluster, rng *rand.Rand) (Fault, error) {
+	all := ids(c)
+	rng.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
+	a, b := all[:len(all)/2], all[len(all)/2:]
+	sort.Strings(a)
+	sort.Strings(b)
+	return partition(ctx, c, fmt.Sprintf("partition %v | %v", a, b), cutBetween(a, b))
+}
+
+// isolateLeader cuts the leader of the register keys' partition off.
+type isolateLeader struct{}
+
+func (isolateLeader) Name() string { return "isolate-leader" }
+func (isolateLeader) Inject(ctx context.Context, c Cluster, rng *rand.Rand) (Fault, error) {
+	leader := findLeader(ctx, c, "accounts/eu/1/r")
+	if leader == "" {
+		all := ids(c)
+		leader = all[rng.IntN(len(all))]
+	}
+	var rest []string
+	for _, id := range ids(c) {
+		if id != leader {
+			rest = append(rest, id)
+		}
+	}
+	return partition(ctx, c, fmt.Sprintf("isolate leader %s", leader), cutBetween([]string{leader}, rest))
+}
+
+// findLeader asks the nodes who leads key's partition; "" if none knows.
+func findLeader(ctx context.Context, c Cluster, key string) string {
+	for _, n := range c.Nodes() {
+		cc, err := dial.Conn(n.Addr)
+		if err != nil {
+			continue
+		}
+		lctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		resp, err := api.NewAdminClient(cc).Locate(lctx, &api.LocateRequest{Key: key})
+		cancel()
+		cc.Close()
+		if err == nil && resp.GetLeader() != "" {
+			return resp.GetLeader()
+		}
+	}
+	return ""
+}
+
+// majoritiesRing: every node sees a majority (its ring neighbours), but no
+// two nodes see the same majority.
+type majoritiesRing struct{}
+
+func (majoritiesRing) Name() string { return "majorities-ring" }
+func (majoritiesRing) Inject(ctx context.Context, c Cluster, rng *rand.Rand) (Fault, error) {
+	all := ids(c)
+	rng.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
+	n := len(all)
+	keep := (n / 2) / 2 // ring distance kept: with itself, a node sees a bare majority
+	if keep < 1 {
+		keep = 1
+	}
+	var links []Link
+	for i := range all {
+		for j := range all {
+			d := (j - i + n) % n
+			if d != 0 && min(d, n-d) > keep {
+				links = append(links, Link{all[i], all[j]})
+			}
+		}
+	}
+	return partition(ctx, c, fmt.Sprintf("majorities ring %v", all), links)
+}
+
+// bridge: two halves that only one node connects.
+type bridge struct{}
+
+func (bridge) Name() string { return "bridge" }
+func (bridge) Inject(ctx context.Context, c Cluster, rng *rand.Rand) (Fault, error) {
+	all := ids(c)
+	rng.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
+	mid := len(all) / 2
+	a, b, via := all[:mid], all[mid+1:], all[mid]
+	return partition(ctx, c, fmt.Sprintf("bridge %v -%s- %v", a, via, b), cutBetween(a, b))
+}
+
+type procFault struct {
+	desc string
+	heal func(ctx context.Context) error
+}
+
+func (f procFault) String() string                 { return f.desc }
+func (f procFault) Heal(ctx context.Context) error { return f.heal(ctx) }
+
+// kill sends SIGKILL to a random node; healing restarts it.
+type kill struct{}
+
+func (kill) Name() string { return "kill" }
+func (kill) Inject(ctx context.Context, c Cluster, rng *rand.Rand) (Fault, error) {
+	all := ids(c)
+	id := all[rng.IntN(len(all))]
+	if err := c.Kill(id); err != nil {
+		return nil, err
+	}
+	return procFault{"kill -9 " + id, func(ctx context.Context) error { return c.Restart(ctx, id) }}, nil
+}
+
+// pause freezes a random node with SIGSTOP; healing sends SIGCONT.
+type pause struct{}
+
+func (pause) Name() string { return "pause" }
+func (pause) Inject(ctx context.Context, c Cluster, rng *rand.Rand) (Fault, error) {
+	all := ids(c)
+	id := all[rng.IntN(len(all))]
+	if err := c.Pause(id); err != nil {
+		return nil, err
+	}
+	return procFault{"pause " + id, func(context.Context) error { return c.Resume(id) }}, nil
+}
+
+// Window is one fault's time span, in history time (ns since start).
+type Window struct {
+	Fault string `json:"fault"`
+	Start int64  `json:"start_ns"`
+	End   int64  `json:"end_ns"`
+}
+
+// Schedule alternates faults and healthy periods until ctx ends, and always
+// ends healed. It returns the fault windows.
+func Schedule(ctx context.Context, c Cluster, nemeses []Nemesis, faultFor, healFor time.Duration, rng *rand.Rand, h *History, log func(string)) []Window {
+	var windows []Window
+	for ctx.Err() == nil {
+		sleepCtx(ctx, healFor)
+		if ctx.Err() != nil {
+			break
+		}
+		nm := nemeses[rng.IntN(len(nemeses))]
+		f, err := nm.Inject(context.Background(), c, rng)
+		if err != nil {
+			log(fmt.Sprintf("nemesis %s failed to inject: %v", nm.Name(), err))
+			continue
+		}
+		w := Window{Fault: f.String(), Start: h.Now()}
+		log(fmt.Sprintf("%6.1fs fault: %s", float64(w.Start)/1e9, f))
+		sleepCtx(ctx, faultFor)
+		if err := f.Heal(context.Background()); err != nil {
+			log(fmt.Sprintf("heal %s: %v", f, err))
+		}
+		w.End = h.Now()
+		log(fmt.Sprintf("%6.1fs healed: %s", float64(w.End)/1e9, f))
+		windows = append(windows, w)
+	}
+	return windows
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -1,0 +1,311 @@
+package jepsen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/capkv/capkv/api"
+	"github.com/capkv/capkv/internal/dial"
+	"github.com/capkv/capkv/internal/kverrors"
+)
+
+// Link is a directed network link between two nodes.
+type Link struct{ From, To string }
+
+// Cluster is a capkv cluster under test. Backends: ProcessCluster (kvd
+// processes on loopback, partitions through kvd's test-only fault hook).
+type Cluster interface {
+	// Nodes lists node IDs and client addresses.
+	Nodes() []NodeInfo
+	// Cut replaces the set of cut links (empty: heal the network).
+	Cut(ctx context.Context, links []Link) error
+	// Kill sends SIGKILL; Restart starts the node again on its data.
+	Kill(id string) error
+	Restart(ctx context.Context, id string) error
+	// Pause and Resume send SIGSTOP and SIGCONT.
+	Pause(id string) error
+	Resume(id string) error
+	// Close stops every process it started.
+	Close() error
+}
+
+// NodeInfo names one node of a cluster under test.
+type NodeInfo struct{ ID, Addr string }
+
+// ProcessConfig configures a process-backend cluster.
+type ProcessConfig struct {
+	KVD         string // kvd binary
+	Nodes       int
+	Dir         string // data and logs of every node
+	UnsafeReads bool   // start kvd with the test-only unsafe read path
+}
+
+// ProcessCluster runs kvd processes on loopback ports. Partitions are fault
+// rules installed in every node through the test-only SetFaults admin RPC
+// (kvd --test-faults): Raft and forwarded traffic across a cut link is
+// dropped, while clients still reach every node, as in Jepsen.
+type ProcessCluster struct {
+	cfg   ProcessConfig
+	peers string
+	procs []*process
+
+	mu    sync.Mutex
+	links []Link // current cuts, re-applied to restarted nodes
+}
+
+type process struct {
+	id, addr, dataDir, logPath string
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	done   chan struct{}
+	paused bool
+	conn   *grpc.ClientConn
+}
+
+// StartProcessCluster starts the nodes and waits until each has a cluster map.
+func StartProcessCluster(ctx context.Context, cfg ProcessConfig) (*ProcessCluster, error) {
+	if cfg.Nodes < 1 {
+		return nil, errors.New("a cluster needs at least one node")
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	addrs, err := freeLoopbackPorts(cfg.Nodes)
+	if err != nil {
+		return nil, err
+	}
+	c := &ProcessCluster{cfg: cfg}
+	var peers []string
+	for i := range cfg.Nodes {
+		p := &process{id: fmt.Sprintf("n%d", i+1), addr: addrs[i]}
+		p.dataDir = filepath.Join(cfg.Dir, p.id)
+		p.logPath = filepath.Join(cfg.Dir, p.id+".log")
+		if p.conn, err = dial.Conn(p.addr); err != nil {
+			return nil, err
+		}
+		c.procs = append(c.procs, p)
+		peers = append(peers, fmt.Sprintf("%s=%s@eu", p.id, p.addr))
+	}
+	c.peers = strings.Join(peers, ",")
+	for _, p := range c.procs {
+		if err := c.start(p); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	for _, p := range c.procs {
+		if err := c.waitReady(ctx, p); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func freeLoopbackPorts(n int) ([]string, error) {
+	var out []string
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().String())
+	}
+	return out, nil
+}
+
+func (c *ProcessCluster) start(p *process) error {
+	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	args := []string{"--id", p.id, "--listen", p.addr, "--region", "eu", "--data-dir", p.dataDir,
+		"--initial-cluster", c.peers, "--test-faults", "--log-level", "info", "--request-timeout", "2s"}
+	if c.cfg.UnsafeReads {
+		args = append(args, "--unsafe-local-reads")
+	}
+	cmd := exec.Command(c.cfg.KVD, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start %s: %w", p.id, err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); logf.Close(); close(done) }()
+	p.mu.Lock()
+	p.cmd, p.done, p.paused = cmd, done, false
+	p.mu.Unlock()
+	return nil
+}
+
+func (c *ProcessCluster) waitReady(ctx context.Context, p *process) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	admin := api.NewAdminClient(p.conn)
+	for {
+		rctx, rcancel := context.WithTimeout(ctx, time.Second)
+		_, err := admin.GetNodeInfo(rctx, &api.NodeInfoRequest{})
+		rcancel()
+		if err == nil {
+			return nil
+		}
+		p.mu.Lock()
+		done := p.done
+		p.mu.Unlock()
+		select {
+		case <-done:
+			return fmt.Errorf("%s exited during start-up; see %s", p.id, p.logPath)
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready after 30s: %v; see %s", p.id, kverrors.FromStatus(err), p.logPath)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (c *ProcessCluster) proc(id string) (*process, error) {
+	for _, p := range c.procs {
+		if p.id == id {
+			return p, nil
+		}
+	}
+	return nil, fmt.Errorf("no node %q", id)
+}
+
+// Nodes lists the nodes.
+func (c *ProcessCluster) Nodes() []NodeInfo {
+	out := make([]NodeInfo, 0, len(c.procs))
+	for _, p := range c.procs {
+		out = append(out, NodeInfo{ID: p.id, Addr: p.addr})
+	}
+	return out
+}
+
+// Cut installs the link cuts on every running node.
+func (c *ProcessCluster) Cut(ctx context.Context, links []Link) error {
+	c.mu.Lock()
+	c.links = append([]Link(nil), links...)
+	c.mu.Unlock()
+	var errs []error
+	for _, p := range c.procs {
+		if err := c.applyCuts(ctx, p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *ProcessCluster) applyCuts(ctx context.Context, p *process) error {
+	p.mu.Lock()
+	skip := p.paused || p.cmd == nil || p.cmd.ProcessState != nil
+	p.mu.Unlock()
+	if skip {
+		return nil // applied again when it resumes or restarts
+	}
+	c.mu.Lock()
+	req := &api.SetFaultsRequest{}
+	for _, l := range c.links {
+		req.Rules = append(req.Rules, &api.FaultRule{From: l.From, To: l.To, Action: "drop"})
+	}
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := api.NewAdminClient(p.conn).SetFaults(ctx, req); err != nil {
+		return fmt.Errorf("set faults on %s: %w", p.id, kverrors.FromStatus(err))
+	}
+	return nil
+}
+
+// Kill sends SIGKILL and reaps the process.
+func (c *ProcessCluster) Kill(id string) error {
+	p, err := c.proc(id)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	cmd.Process.Kill()
+	<-done
+	return nil
+}
+
+// Restart starts a killed node again and re-applies the current cuts.
+func (c *ProcessCluster) Restart(ctx context.Context, id string) error {
+	p, err := c.proc(id)
+	if err != nil {
+		return err
+	}
+	if err := c.start(p); err != nil {
+		return err
+	}
+	if err := c.waitReady(ctx, p); err != nil {
+		return err
+	}
+	return c.applyCuts(ctx, p)
+}
+
+// Pause stops the process with SIGSTOP.
+func (c *ProcessCluster) Pause(id string) error { return c.signal(id, syscall.SIGSTOP, true) }
+
+// Resume continues it with SIGCONT.
+func (c *ProcessCluster) Resume(id string) error {
+	if err := c.signal(id, syscall.SIGCONT, false); err != nil {
+		return err
+	}
+	p, _ := c.proc(id)
+	return c.applyCuts(context.Background(), p)
+}
+
+func (c *ProcessCluster) signal(id string, sig syscall.Signal, paused bool) error {
+	p, err := c.proc(id)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return fmt.Errorf("%s is not running", id)
+	}
+	p.paused = paused
+	return p.cmd.Process.Signal(sig)
+}
+
+// Close kills every process (resuming paused ones first) and closes connections.
+func (c *ProcessCluster) Close() error {
+	for _, p := range c.procs {
+		p.mu.Lock()
+		cmd, done := p.cmd, p.done
+		p.mu.Unlock()
+		if cmd != nil && cmd.Process != nil {
+			cmd.Process.Signal(syscall.SIGCONT)
+			cmd.Process.Kill()
+			<-done
+		}
+		if p.conn != nil {
+			p.conn.Close()
+		}
+	}
+	return nil
+}

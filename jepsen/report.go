@@ -1,0 +1,236 @@
+package jepsen
+
+import (
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// Second is the availability of one second of a run.
+type Second struct {
+	Second  int `json:"second"`
+	OK      int `json:"ok"`
+	Fail    int `json:"fail"`
+	Unknown int `json:"unknown"`
+}
+
+// Availability buckets completed operations by the second they completed in.
+func Availability(ops []Op) []Second {
+	var out []Second
+	for _, o := range ops {
+		s := int(o.Return / int64(time.Second))
+		for len(out) <= s {
+			out = append(out, Second{Second: len(out)})
+		}
+		switch o.Outcome {
+		case OK:
+			out[s].OK++
+		case Fail:
+			if o.Conflict {
+				out[s].OK++ // a refused CAS is an answer
+			} else {
+				out[s].Fail++
+			}
+		default:
+			out[s].Unknown++
+		}
+	}
+	return out
+}
+
+// Latency is the latency summary of one operation type.
+type Latency struct {
+	Kind  Kind    `json:"kind"`
+	Count int     `json:"count"`
+	P50Ms float64 `json:"p50_ms"`
+	P99Ms float64 `json:"p99_ms"`
+	MaxMs float64 `json:"max_ms"`
+}
+
+// Latencies summarises successful operations by type.
+func Latencies(ops []Op) []Latency {
+	by := map[Kind][]int64{}
+	for _, o := range ops {
+		if o.Outcome == OK {
+			by[o.Kind] = append(by[o.Kind], o.Return-o.Call)
+		}
+	}
+	var out []Latency
+	for k, ds := range by {
+		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+		ms := func(ns int64) float64 { return float64(ns) / 1e6 }
+		out = append(out, Latency{Kind: k, Count: len(ds), P50Ms: ms(ds[len(ds)/2]), P99Ms: ms(ds[len(ds)*99/100]), MaxMs: ms(ds[len(ds)-1])})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Kind < out[j].Kind })
+	return out
+}
+
+// Results is what a run writes to results.json.
+type Results struct {
+	Mode         string          `json:"mode"`
+	Workload     string          `json:"workload"`
+	Nemeses      []string        `json:"nemeses"`
+	Backend      string          `json:"backend"`
+	Nodes        int             `json:"nodes"`
+	Clients      int             `json:"clients"`
+	Seconds      float64         `json:"seconds"`
+	Seed         uint64          `json:"seed"`
+	UnsafeReads  bool            `json:"unsafe_reads,omitempty"`
+	Ops          int             `json:"ops"`
+	OK           int             `json:"ok"`
+	Fail         int             `json:"fail"`
+	Unknown      int             `json:"unknown"`
+	Windows      []Window        `json:"fault_windows"`
+	Availability []Second        `json:"availability"`
+	Latency      []Latency       `json:"latency"`
+	Register     *RegisterReport `json:"register,omitempty"`
+	Set          *SetResult      `json:"set,omitempty"`
+	Valid        bool            `json:"valid"`
+	Problems     []string        `json:"problems,omitempty"`
+}
+
+// RegisterReport is the register checker's part of the results.
+type RegisterReport struct {
+	Result       string `json:"result"` // Ok, Illegal or Unknown
+	Linearizable bool   `json:"linearizable"`
+	Checked      int    `json:"checked"`
+	Unknown      int    `json:"unknown_outcomes"`
+}
+
+// Count fills the outcome totals.
+func (r *Results) Count(ops []Op) {
+	r.Ops = len(ops)
+	for _, o := range ops {
+		switch o.Outcome {
+		case OK:
+			r.OK++
+		case Fail:
+			r.Fail++
+		default:
+			r.Unknown++
+		}
+	}
+}
+
+// Summary prints the table a person reads first.
+func (r *Results) Summary(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "mode\t%s\n", r.Mode)
+	fmt.Fprintf(tw, "workload\t%s\n", r.Workload)
+	fmt.Fprintf(tw, "nemesis\t%s (%d fault windows)\n", strings.Join(r.Nemeses, ","), len(r.Windows))
+	fmt.Fprintf(tw, "cluster\t%d nodes, %s backend, %d clients, %.0fs, seed %d\n", r.Nodes, r.Backend, r.Clients, r.Seconds, r.Seed)
+	avail := 0.0
+	if r.Ops > 0 {
+		avail = 100 * float64(r.OK) / float64(r.Ops)
+	}
+	fmt.Fprintf(tw, "operations\t%d: %d ok, %d failed, %d unknown (%.1f%% ok)\n", r.Ops, r.OK, r.Fail, r.Unknown, avail)
+	for _, l := range r.Latency {
+		fmt.Fprintf(tw, "latency %s\tp50 %.1fms  p99 %.1fms  max %.1fms (%d ok)\n", l.Kind, l.P50Ms, l.P99Ms, l.MaxMs, l.Count)
+	}
+	if r.Register != nil {
+		verdict := "LINEARIZABLE"
+		if !r.Register.Linearizable {
+			verdict = "NOT LINEARIZABLE (porcupine: " + r.Register.Result + ")"
+		}
+		fmt.Fprintf(tw, "linearizability\t%s, %d ops checked, %d of unknown outcome\n", verdict, r.Register.Checked, r.Register.Unknown)
+	}
+	if s := r.Set; s != nil {
+		fmt.Fprintf(tw, "set\t%d attempted, %d acknowledged, %d lost, %d unexpected, %d failed-but-present, %d recovered\n",
+			s.Attempted, s.Acknowledged, len(s.Lost), len(s.Unexpected), len(s.FailedButPresent), s.Recovered)
+	}
+	v := "VALID: every promised guarantee held"
+	if !r.Valid {
+		v = "INVALID: " + strings.Join(r.Problems, "; ")
+	}
+	fmt.Fprintf(tw, "verdict\t%s\n", v)
+	tw.Flush()
+}
+
+// Write saves results.json, history.jsonl and timeline.html into dir.
+func (r *Results) Write(dir string, h *History, regInfo *porcupine.LinearizationInfo) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), b, 0o644); err != nil {
+		return err
+	}
+	f, err := os.Create(filepath.Join(dir, "history.jsonl"))
+	if err != nil {
+		return err
+	}
+	if err := h.WriteJSONL(f); err != nil {
+		f.Close()
+		return err
+	}
+	f.Close()
+	if regInfo != nil {
+		// porcupine's own visualisation: every key's history and the longest
+		// linearizable prefix found, with the failure point when there is one.
+		if err := porcupine.VisualizePath(RegisterModel(), *regInfo, filepath.Join(dir, "linearizability.html")); err != nil {
+			return err
+		}
+	}
+	tf, err := os.Create(filepath.Join(dir, "timeline.html"))
+	if err != nil {
+		return err
+	}
+	defer tf.Close()
+	return timelineTmpl.Execute(tf, timelineData(r))
+}
+
+type tlRow struct {
+	Second            int
+	OK, Fail, Unknown int
+	OKW, FailW, UnknW int
+	Fault             string
+}
+
+func timelineData(r *Results) map[string]any {
+	maxOps := 1
+	for _, s := range r.Availability {
+		maxOps = max(maxOps, s.OK+s.Fail+s.Unknown)
+	}
+	var rows []tlRow
+	for _, s := range r.Availability {
+		row := tlRow{Second: s.Second, OK: s.OK, Fail: s.Fail, Unknown: s.Unknown,
+			OKW: 600 * s.OK / maxOps, FailW: 600 * s.Fail / maxOps, UnknW: 600 * s.Unknown / maxOps}
+		for _, w := range r.Windows {
+			if int64(s.Second)*1e9 < w.End && int64(s.Second+1)*1e9 > w.Start {
+				row.Fault = w.Fault
+			}
+		}
+		rows = append(rows, row)
+	}
+	return map[string]any{"R": r, "Rows": rows}
+}
+
+var timelineTmpl = template.Must(template.New("t").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>capkv partition test: {{.R.Workload}} / {{.R.Mode}}</title>
+<style>body{font-family:sans-serif;margin:2em}td{padding:1px 6px;font-size:13px}.f{background:#fde2e2}
+.bar{display:inline-block;height:12px}.ok{background:#3a3}.fail{background:#c33}.unk{background:#e90}</style></head><body>
+<h1>{{.R.Mode}} / {{.R.Workload}}: {{if .R.Valid}}valid{{else}}INVALID{{end}}</h1>
+<p>{{.R.Nodes}} nodes, {{.R.Clients}} clients, nemeses {{.R.Nemeses}}, seed {{.R.Seed}}.
+{{.R.Ops}} operations: {{.R.OK}} ok, {{.R.Fail}} failed, {{.R.Unknown}} unknown.
+{{range .R.Problems}}<br><b>{{.}}</b>{{end}}</p>
+<p>Per second: <span class="bar ok" style="width:12px"></span> ok
+<span class="bar fail" style="width:12px"></span> failed <span class="bar unk" style="width:12px"></span> unknown;
+shaded rows are fault windows. See linearizability.html for the register history.</p>
+<table><tr><th>s</th><th>ok</th><th>fail</th><th>unknown</th><th></th><th>fault</th></tr>
+{{range .Rows}}<tr{{if .Fault}} class="f"{{end}}><td>{{.Second}}</td><td>{{.OK}}</td><td>{{.Fail}}</td><td>{{.Unknown}}</td>
+<td><span class="bar ok" style="width:{{.OKW}}px"></span><span class="bar fail" style="width:{{.FailW}}px"></span><span class="bar unk" style="width:{{.UnknW}}px"></span></td>
+<td>{{.Fault}}</td></tr>
+{{end}}</table></body></html>
+`))
