@@ -31,6 +31,7 @@ test: fmt-check vet
 ## jepsen-quick: short partition tests on 3 kvd processes (register, set) and the proof that the checker catches a bug
 JEPSEN_OUT ?= out/jepsen
 jepsen-quick: build
+	@mkdir -p $(JEPSEN_OUT)
 	$(BIN)/kvjepsen run --nodes 3 --clients 6 --time 15s --workload register --nemesis partition-halves,isolate-leader,kill,pause --out $(JEPSEN_OUT)/quick-register
 	$(BIN)/kvjepsen run --nodes 3 --clients 6 --time 15s --workload set --nemesis partition-halves,kill,pause --out $(JEPSEN_OUT)/quick-set
 	@echo "== proof: with the test-only unsafe read path the checker must report a violation (exit 1)"
