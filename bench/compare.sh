@@ -218,7 +218,8 @@ cpu_ticks() { # cpu_ticks PID...: user+system clock ticks, summed
 machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 children_ticks() { awk '{ sub(/.*\) /, ""); print $14 + $15 }' "/proc/$$/stat"; }
 pct_core() { awk -v t="$1" -v hz="$CLK_TCK" -v a="$2" -v b="$3" 'BEGIN { v = 100 * t / hz / (b - a); if (v < 0) v = 0; printf "%.0f", v }'; }
-log "background CPU before the runs (3s sample, outside both clusters): $(
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+BG_LINE="background CPU before the runs (3s sample, outside both clusters): $(
   m0=$(machine_ticks); s0=$(( $(cpu_ticks "${ETCD_SRV[@]}") + $(cpu_ticks "${KVD_SRV[@]}") )); w0=$(date +%s.%N)
   sleep 3
   m1=$(machine_ticks); s1=$(( $(cpu_ticks "${ETCD_SRV[@]}") + $(cpu_ticks "${KVD_SRV[@]}") )); w1=$(date +%s.%N)
@@ -226,6 +227,7 @@ log "background CPU before the runs (3s sample, outside both clusters): $(
   a=$(( $(cpu_ticks "${ETCD_SRV[@]}") + $(cpu_ticks "${KVD_SRV[@]}") )); w0=$(date +%s.%N); sleep 2
   b=$(( $(cpu_ticks "${ETCD_SRV[@]}") + $(cpu_ticks "${KVD_SRV[@]}") )); w1=$(date +%s.%N)
   pct_core $((b - a)) "$w0" "$w1")%"
+log "$BG_LINE"
 
 # ---------------------------------------------------------------- runs
 CAPKV_KEYFMT='accounts/eu/%d/bench'
@@ -410,7 +412,8 @@ CPU=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
   echo "- $(go version)"
   echo "- etcd: $("$ETCD_BIN" --version | head -1) (built from go.etcd.io/etcd/server/v3@$ETCD_VERSION)"
   echo "- capkv: commit $COMMIT$DIRTY"
-  echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- load average at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- $BG_LINE"
   echo
   echo "## etcd members at the start"
   echo
