@@ -43,6 +43,8 @@ type Config struct {
 	RequestTimeout time.Duration
 	// MaxAttempts bounds tries of a call that failed definitely (default 3).
 	MaxAttempts int
+	// DialOptions are added to every connection (custom dialers, tests).
+	DialOptions []grpc.DialOption
 	// Logger receives debug logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -122,7 +124,7 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	if cc, ok := c.mu.conns[addr]; ok {
 		return cc, nil
 	}
-	cc, err := dial.Conn(addr)
+	cc, err := dial.Conn(addr, c.cfg.DialOptions...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrInvalidArgument, addr, err)
 	}

@@ -33,6 +33,7 @@ var Nemeses = map[string]func() Nemesis{
 	"bridge":           func() Nemesis { return bridge{} },
 	"kill":             func() Nemesis { return kill{} },
 	"pause":            func() Nemesis { return pause{} },
+	"loss":             func() Nemesis { return loss{} },
 }
 
 // ParseNemeses parses a comma-separated list ("all" for every one).
@@ -138,7 +139,7 @@ func (isolateLeader) Inject(ctx context.Context, c Cluster, rng *rand.Rand) (Fau
 // findLeader asks the nodes who leads key's partition; "" if none knows.
 func findLeader(ctx context.Context, c Cluster, key string) string {
 	for _, n := range c.Nodes() {
-		cc, err := dial.Conn(n.Addr)
+		cc, err := dial.Conn(n.Addr, c.DialOptions()...)
 		if err != nil {
 			continue
 		}
@@ -222,6 +223,17 @@ func (pause) Inject(ctx context.Context, c Cluster, rng *rand.Rand) (Fault, erro
 		return nil, err
 	}
 	return procFault{"pause " + id, func(context.Context) error { return c.Resume(id) }}, nil
+}
+
+// loss drops 20% of node-to-node packets (netns backend).
+type loss struct{}
+
+func (loss) Name() string { return "loss" }
+func (loss) Inject(ctx context.Context, c Cluster, rng *rand.Rand) (Fault, error) {
+	if err := c.Loss(ctx, 20); err != nil {
+		return nil, err
+	}
+	return procFault{"drop 20% of packets between nodes", func(ctx context.Context) error { return c.Loss(ctx, 0) }}, nil
 }
 
 // Window is one fault's time span, in history time (ns since start).

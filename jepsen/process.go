@@ -36,6 +36,10 @@ type Cluster interface {
 	// Pause and Resume send SIGSTOP and SIGCONT.
 	Pause(id string) error
 	Resume(id string) error
+	// Loss drops this percentage of node-to-node packets (0: none).
+	Loss(ctx context.Context, percent int) error
+	// DialOptions are what a client needs to reach the nodes.
+	DialOptions() []grpc.DialOption
 	// Close stops every process it started.
 	Close() error
 }
@@ -49,6 +53,10 @@ type ProcessConfig struct {
 	Nodes       int
 	Dir         string // data and logs of every node
 	UnsafeReads bool   // start kvd with the test-only unsafe read path
+	// Backend: "process" (loopback; partitions through kvd's test-only fault
+	// hook) or "netns" (each node in its own network namespace; partitions
+	// are nftables rules; needs root).
+	Backend string
 }
 
 // ProcessCluster runs kvd processes on loopback ports. Partitions are fault
@@ -59,9 +67,11 @@ type ProcessCluster struct {
 	cfg   ProcessConfig
 	peers string
 	procs []*process
+	env   *netnsEnv // netns backend only
 
 	mu    sync.Mutex
 	links []Link // current cuts, re-applied to restarted nodes
+	loss  int
 }
 
 type process struct {
@@ -82,17 +92,31 @@ func StartProcessCluster(ctx context.Context, cfg ProcessConfig) (*ProcessCluste
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	addrs, err := freeLoopbackPorts(cfg.Nodes)
+	c := &ProcessCluster{cfg: cfg}
+	var addrs []string
+	var err error
+	switch cfg.Backend {
+	case "", "process":
+		addrs, err = freeLoopbackPorts(cfg.Nodes)
+	case "netns":
+		if c.env, err = setupNetns(cfg.Nodes); err == nil {
+			for i := range cfg.Nodes {
+				addrs = append(addrs, c.env.addr(fmt.Sprintf("n%d", i+1), 7001))
+			}
+		}
+	default:
+		err = fmt.Errorf("unknown backend %q: want process or netns", cfg.Backend)
+	}
 	if err != nil {
 		return nil, err
 	}
-	c := &ProcessCluster{cfg: cfg}
 	var peers []string
 	for i := range cfg.Nodes {
 		p := &process{id: fmt.Sprintf("n%d", i+1), addr: addrs[i]}
 		p.dataDir = filepath.Join(cfg.Dir, p.id)
 		p.logPath = filepath.Join(cfg.Dir, p.id+".log")
-		if p.conn, err = dial.Conn(p.addr); err != nil {
+		if p.conn, err = dial.Conn(p.addr, c.DialOptions()...); err != nil {
+			c.Close()
 			return nil, err
 		}
 		c.procs = append(c.procs, p)
@@ -144,6 +168,10 @@ func (c *ProcessCluster) start(p *process) error {
 		args = append(args, "--unsafe-local-reads")
 	}
 	cmd := exec.Command(c.cfg.KVD, args...)
+	if c.env != nil {
+		// ip netns exec execs kvd in place: the PID we hold is kvd's.
+		cmd = exec.Command("ip", append([]string{"netns", "exec", c.env.ns(p.id), c.cfg.KVD}, args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -203,7 +231,11 @@ func (c *ProcessCluster) Nodes() []NodeInfo {
 func (c *ProcessCluster) Cut(ctx context.Context, links []Link) error {
 	c.mu.Lock()
 	c.links = append([]Link(nil), links...)
+	loss := c.loss
 	c.mu.Unlock()
+	if c.env != nil {
+		return c.env.cut(links, loss)
+	}
 	var errs []error
 	for _, p := range c.procs {
 		if err := c.applyCuts(ctx, p); err != nil {
@@ -213,7 +245,31 @@ func (c *ProcessCluster) Cut(ctx context.Context, links []Link) error {
 	return errors.Join(errs...)
 }
 
+// Loss drops a percentage of node-to-node packets (netns backend only).
+func (c *ProcessCluster) Loss(ctx context.Context, percent int) error {
+	if c.env == nil {
+		return errors.New("packet loss needs the netns backend")
+	}
+	c.mu.Lock()
+	c.loss = percent
+	links := append([]Link(nil), c.links...)
+	c.mu.Unlock()
+	return c.env.cut(links, percent)
+}
+
+// DialOptions reach the nodes from the harness (through the client
+// namespace on the netns backend).
+func (c *ProcessCluster) DialOptions() []grpc.DialOption {
+	if c.env != nil {
+		return []grpc.DialOption{c.env.dialOption()}
+	}
+	return nil
+}
+
 func (c *ProcessCluster) applyCuts(ctx context.Context, p *process) error {
+	if c.env != nil {
+		return nil // nftables rules live in the namespaces and survive restarts
+	}
 	p.mu.Lock()
 	skip := p.paused || p.cmd == nil || p.cmd.ProcessState != nil
 	p.mu.Unlock()
@@ -306,6 +362,9 @@ func (c *ProcessCluster) Close() error {
 		if p.conn != nil {
 			p.conn.Close()
 		}
+	}
+	if c.env != nil {
+		return c.env.teardown()
 	}
 	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/internal/dial"
 	"github.com/capkv/capkv/internal/kverrors"
@@ -23,7 +25,9 @@ type RegisterWorkload struct {
 	Clients   int           // concurrent client streams
 	Duration  time.Duration // how long to generate load
 	OpTimeout time.Duration // deadline of one operation
-	Seed      uint64        // log it: the run is replayable in its choices
+	Seed      uint64
+	// DialOptions reach the nodes (the cluster's DialOptions).
+	DialOptions []grpc.DialOption // log it: the run is replayable in its choices
 	// Ops bounds the total number of operations (0: no bound besides Duration).
 	Ops int
 }
@@ -39,7 +43,7 @@ func (w RegisterWorkload) Run(ctx context.Context, h *History) error {
 	}
 	conns := make([]api.KVClient, len(w.Endpoints))
 	for i, e := range w.Endpoints {
-		cc, err := dial.Conn(e)
+		cc, err := dial.Conn(e, w.DialOptions...)
 		if err != nil {
 			return err
 		}

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/client"
 	"github.com/capkv/capkv/internal/dial"
@@ -28,6 +30,8 @@ type SetWorkload struct {
 	Duration  time.Duration
 	OpTimeout time.Duration
 	Seed      uint64
+	// DialOptions reach the nodes (the cluster's DialOptions).
+	DialOptions []grpc.DialOption
 }
 
 // Run adds elements until the duration ends, recording each attempt.
@@ -40,7 +44,7 @@ func (w SetWorkload) Run(ctx context.Context, h *History) error {
 	}
 	conns := make([]api.KVClient, len(w.Endpoints))
 	for i, e := range w.Endpoints {
-		cc, err := dial.Conn(e)
+		cc, err := dial.Conn(e, w.DialOptions...)
 		if err != nil {
 			return err
 		}
@@ -75,12 +79,12 @@ func (w SetWorkload) Run(ctx context.Context, h *History) error {
 
 // ReadSet reads every element under prefix with linearizable scans,
 // retrying until deadline (the cluster may still be recovering).
-func ReadSet(ctx context.Context, endpoints []string, prefix string, deadline time.Duration) (map[string]bool, error) {
+func ReadSet(ctx context.Context, endpoints []string, prefix string, deadline time.Duration, opts ...grpc.DialOption) (map[string]bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, deadline)
 	defer cancel()
 	var last error
 	for ctx.Err() == nil {
-		c, err := client.New(ctx, client.Config{Endpoints: endpoints})
+		c, err := client.New(ctx, client.Config{Endpoints: endpoints, DialOptions: opts})
 		if err == nil {
 			items, serr := c.Scan(ctx, prefix)
 			c.Close()

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
 	"github.com/capkv/capkv/client"
 	"github.com/capkv/capkv/jepsen"
@@ -82,7 +83,7 @@ It prints a summary and writes results.json, history.jsonl, timeline.html and
 	fl.StringVar(&f.mode, "mode", "cp", "keyspace mode under test: cp (ap: not replicated yet)")
 	fl.StringVar(&f.workload, "workload", "register", "register or set")
 	fl.StringVar(&f.nemesis, "nemesis", "partition-halves,isolate-leader,kill,pause", "comma-separated: partition-halves, isolate-leader, majorities-ring, bridge, kill, pause, or all")
-	fl.StringVar(&f.backend, "backend", "process", "process (kvd processes on loopback, faults via kvd's test-only hook)")
+	fl.StringVar(&f.backend, "backend", defaultBackend(), "netns (each kvd in its own network namespace, nftables partitions; root) or process (loopback, faults via kvd's test-only hook)")
 	fl.IntVar(&f.nodes, "nodes", 5, "cluster size")
 	fl.IntVar(&f.clients, "clients", 10, "concurrent clients")
 	fl.DurationVar(&f.duration, "time", 30*time.Second, "how long to run the workload")
@@ -96,6 +97,18 @@ It prints a summary and writes results.json, history.jsonl, timeline.html and
 	fl.BoolVar(&f.unsafeReads, "unsafe-local-reads", false, "TEST ONLY: run kvd with a deliberately unsafe read path; the checker must fail")
 	fl.MarkHidden("unsafe-local-reads")
 	return cmd
+}
+
+// defaultBackend is netns where it can work (root, iproute2, nftables).
+func defaultBackend() string {
+	if os.Geteuid() == 0 {
+		_, ip := exec.LookPath("ip")
+		_, nft := exec.LookPath("nft")
+		if ip == nil && nft == nil {
+			return "netns"
+		}
+	}
+	return "process"
 }
 
 func findKVD(flag string) (string, error) {
@@ -122,8 +135,8 @@ func run(ctx context.Context, f runFlags) (bool, error) {
 		return false, fmt.Errorf("--mode %q: want cp", f.mode)
 	case f.workload != "register" && f.workload != "set":
 		return false, fmt.Errorf("--workload %q: want register or set", f.workload)
-	case f.backend != "process":
-		return false, fmt.Errorf("--backend %q: only the process backend exists so far", f.backend)
+	case f.backend != "process" && f.backend != "netns":
+		return false, fmt.Errorf("--backend %q: want netns or process", f.backend)
 	case f.nodes < 3 || f.nodes > 9:
 		return false, fmt.Errorf("--nodes %d: want 3..9", f.nodes)
 	case f.clients < 1 || f.duration <= 0 || f.faultFor <= 0 || f.healFor <= 0:
@@ -132,6 +145,18 @@ func run(ctx context.Context, f runFlags) (bool, error) {
 	nemeses, err := jepsen.ParseNemeses(f.nemesis)
 	if err != nil {
 		return false, err
+	}
+	if f.backend == "process" {
+		// Packet loss needs real packets: only the netns backend has them.
+		kept := nemeses[:0]
+		for _, n := range nemeses {
+			if n.Name() != "loss" {
+				kept = append(kept, n)
+			} else if f.nemesis != "all" {
+				return false, errors.New("--nemesis loss needs --backend netns")
+			}
+		}
+		nemeses = kept
 	}
 	kvd, err := findKVD(f.kvd)
 	if err != nil {
@@ -154,7 +179,7 @@ func run(ctx context.Context, f runFlags) (bool, error) {
 	defer stop()
 	clusterDir := filepath.Join(f.out, "cluster")
 	os.RemoveAll(clusterDir)
-	cl, err := jepsen.StartProcessCluster(ctx, jepsen.ProcessConfig{KVD: kvd, Nodes: f.nodes, Dir: clusterDir, UnsafeReads: f.unsafeReads})
+	cl, err := jepsen.StartProcessCluster(ctx, jepsen.ProcessConfig{KVD: kvd, Nodes: f.nodes, Dir: clusterDir, UnsafeReads: f.unsafeReads, Backend: f.backend})
 	if err != nil {
 		return false, fmt.Errorf("start cluster: %w", err)
 	}
@@ -164,7 +189,8 @@ func run(ctx context.Context, f runFlags) (bool, error) {
 		eps = append(eps, n.Addr)
 	}
 	logf(fmt.Sprintf("cluster up: %s (logs in %s)", strings.Join(eps, ","), clusterDir))
-	if err := warmUp(ctx, eps); err != nil {
+	opts := cl.DialOptions()
+	if err := warmUp(ctx, eps, opts); err != nil {
 		return false, err
 	}
 
@@ -204,10 +230,10 @@ func run(ctx context.Context, f runFlags) (bool, error) {
 	switch f.workload {
 	case "register":
 		werr = jepsen.RegisterWorkload{Endpoints: eps, Keys: keys, Clients: f.clients, Duration: f.duration,
-			OpTimeout: f.opTimeout, Seed: f.seed}.Run(ctx, h)
+			OpTimeout: f.opTimeout, Seed: f.seed, DialOptions: opts}.Run(ctx, h)
 	case "set":
 		werr = jepsen.SetWorkload{Endpoints: eps, Prefix: "accounts/eu/", Accounts: 8, Clients: f.clients,
-			Duration: f.duration, OpTimeout: f.opTimeout, Seed: f.seed}.Run(ctx, h)
+			Duration: f.duration, OpTimeout: f.opTimeout, Seed: f.seed, DialOptions: opts}.Run(ctx, h)
 	}
 	ncancel()
 	wg.Wait()
@@ -237,7 +263,7 @@ func run(ctx context.Context, f runFlags) (bool, error) {
 		}
 		info = &porcupineInfo{rr.Info}
 	case "set":
-		final, err := jepsen.ReadSet(ctx, eps, "accounts/eu/", 30*time.Second)
+		final, err := jepsen.ReadSet(ctx, eps, "accounts/eu/", 30*time.Second, opts...)
 		if err != nil {
 			res.Problems = append(res.Problems, "final read failed after heal: "+err.Error())
 		} else {
@@ -285,8 +311,8 @@ func jepsenSleep(ctx context.Context, d time.Duration) {
 }
 
 // warmUp waits until the register keys' partitions accept writes.
-func warmUp(ctx context.Context, eps []string) error {
-	c, err := client.New(ctx, client.Config{Endpoints: eps})
+func warmUp(ctx context.Context, eps []string, opts []grpc.DialOption) error {
+	c, err := client.New(ctx, client.Config{Endpoints: eps, DialOptions: opts})
 	if err != nil {
 		return err
 	}
