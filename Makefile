@@ -34,6 +34,7 @@ jepsen-quick: build
 	@mkdir -p $(JEPSEN_OUT)
 	$(BIN)/kvjepsen run --nodes 3 --clients 6 --time 15s --workload register --nemesis partition-halves,isolate-leader,kill,pause --out $(JEPSEN_OUT)/quick-register
 	$(BIN)/kvjepsen run --nodes 3 --clients 6 --time 15s --workload set --nemesis partition-halves,kill,pause --out $(JEPSEN_OUT)/quick-set
+	$(BIN)/kvjepsen run --backend process --nodes 3 --clients 6 --time 10s --workload register --nemesis partition-halves,pause --out $(JEPSEN_OUT)/quick-process
 	@echo "== proof: with the test-only unsafe read path the checker must report a violation (exit 1)"
 	@$(BIN)/kvjepsen run --nodes 3 --clients 6 --time 12s --workload register --nemesis partition-halves \
 	  --unsafe-local-reads --out $(JEPSEN_OUT)/quick-unsafe > $(JEPSEN_OUT)/quick-unsafe.log 2>&1; code=$$?; \

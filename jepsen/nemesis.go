@@ -90,19 +90,42 @@ func cutBetween(a, b []string) []Link {
 }
 
 type netFault struct {
-	c    Cluster
-	desc string
+	c     Cluster
+	desc  string
+	sides map[string]string
 }
 
 func (f netFault) String() string                 { return f.desc }
 func (f netFault) Heal(ctx context.Context) error { return f.c.Cut(ctx, nil) }
 
+// Sides labels each node "minority" or "majority" when the fault splits the
+// cluster into a cut-off minority and a majority.
+func (f netFault) Sides() map[string]string { return f.sides }
+
 func partition(ctx context.Context, c Cluster, desc string, links []Link) (Fault, error) {
 	if err := c.Cut(ctx, links); err != nil {
 		return nil, err
 	}
-	return netFault{c, desc}, nil
+	return netFault{c: c, desc: desc}, nil
 }
+
+// split partitions a (the minority) from b (the majority).
+func split(ctx context.Context, c Cluster, desc string, a, b []string) (Fault, error) {
+	if err := c.Cut(ctx, cutBetween(a, b)); err != nil {
+		return nil, err
+	}
+	sides := map[string]string{}
+	for _, x := range a {
+		sides[x] = "minority"
+	}
+	for _, x := range b {
+		sides[x] = "majority"
+	}
+	return netFault{c: c, desc: desc, sides: sides}, nil
+}
+
+// Sided is a fault that splits the cluster into labelled sides.
+type Sided interface{ Sides() map[string]string }
 
 // halves splits the nodes into a random minority and majority.
 type halves struct{}
@@ -114,7 +137,7 @@ func (halves) Inject(ctx context.Context, c Cluster, rng *rand.Rand) (Fault, err
 	a, b := all[:len(all)/2], all[len(all)/2:]
 	sort.Strings(a)
 	sort.Strings(b)
-	return partition(ctx, c, fmt.Sprintf("partition %v | %v", a, b), cutBetween(a, b))
+	return split(ctx, c, fmt.Sprintf("partition %v | %v", a, b), a, b)
 }
 
 // isolateLeader cuts the leader of the register keys' partition off.
@@ -133,7 +156,7 @@ func (isolateLeader) Inject(ctx context.Context, c Cluster, rng *rand.Rand) (Fau
 			rest = append(rest, id)
 		}
 	}
-	return partition(ctx, c, fmt.Sprintf("isolate leader %s", leader), cutBetween([]string{leader}, rest))
+	return split(ctx, c, fmt.Sprintf("isolate leader %s", leader), []string{leader}, rest)
 }
 
 // findLeader asks the nodes who leads key's partition; "" if none knows.
@@ -238,9 +261,10 @@ func (loss) Inject(ctx context.Context, c Cluster, rng *rand.Rand) (Fault, error
 
 // Window is one fault's time span, in history time (ns since start).
 type Window struct {
-	Fault string `json:"fault"`
-	Start int64  `json:"start_ns"`
-	End   int64  `json:"end_ns"`
+	Fault string            `json:"fault"`
+	Start int64             `json:"start_ns"`
+	End   int64             `json:"end_ns"`
+	Sides map[string]string `json:"sides,omitempty"` // node id -> minority/majority
 }
 
 // Schedule alternates faults and healthy periods until ctx ends, and always
@@ -259,6 +283,9 @@ func Schedule(ctx context.Context, c Cluster, nemeses []Nemesis, faultFor, healF
 			continue
 		}
 		w := Window{Fault: f.String(), Start: h.Now()}
+		if sd, ok := f.(Sided); ok {
+			w.Sides = sd.Sides()
+		}
 		log(fmt.Sprintf("%6.1fs fault: %s", float64(w.Start)/1e9, f))
 		sleepCtx(ctx, faultFor)
 		if err := f.Heal(context.Background()); err != nil {

@@ -47,6 +47,62 @@ func Availability(ops []Op) []Second {
 	return out
 }
 
+// SideStat is the availability of one side of one fault window.
+type SideStat struct {
+	Window  int    `json:"window"`
+	Fault   string `json:"fault"`
+	Side    string `json:"side"`
+	OK      int    `json:"ok"`
+	Fail    int    `json:"fail"`
+	Unknown int    `json:"unknown"`
+}
+
+// sideGrace skips operations invoked right after a fault began: they may
+// have been on their way before the cut.
+const sideGrace = int64(time.Second)
+
+// SideAvailability counts, per fault window that has sides, the outcomes of
+// operations sent to nodes of each side, invoked after the window's first
+// second and completed before it ended. addrToID maps client addresses to
+// node IDs.
+func SideAvailability(ops []Op, windows []Window, addrToID map[string]string) []SideStat {
+	var out []SideStat
+	for wi, w := range windows {
+		if len(w.Sides) == 0 {
+			continue
+		}
+		by := map[string]*SideStat{}
+		for _, o := range ops {
+			if o.Call < w.Start+sideGrace || o.Return > w.End {
+				continue
+			}
+			side := w.Sides[addrToID[o.Node]]
+			if side == "" {
+				continue
+			}
+			st := by[side]
+			if st == nil {
+				st = &SideStat{Window: wi, Fault: w.Fault, Side: side}
+				by[side] = st
+			}
+			switch {
+			case o.Outcome == OK || o.Conflict:
+				st.OK++
+			case o.Outcome == Fail:
+				st.Fail++
+			default:
+				st.Unknown++
+			}
+		}
+		for _, side := range []string{"minority", "majority"} {
+			if st := by[side]; st != nil {
+				out = append(out, *st)
+			}
+		}
+	}
+	return out
+}
+
 // Latency is the latency summary of one operation type.
 type Latency struct {
 	Kind  Kind    `json:"kind"`
@@ -91,6 +147,7 @@ type Results struct {
 	Unknown      int             `json:"unknown"`
 	Windows      []Window        `json:"fault_windows"`
 	Availability []Second        `json:"availability"`
+	Sides        []SideStat      `json:"availability_by_side"`
 	Latency      []Latency       `json:"latency"`
 	Register     *RegisterReport `json:"register,omitempty"`
 	Set          *SetResult      `json:"set,omitempty"`
@@ -135,6 +192,10 @@ func (r *Results) Summary(w io.Writer) {
 	fmt.Fprintf(tw, "operations\t%d: %d ok, %d failed, %d unknown (%.1f%% ok)\n", r.Ops, r.OK, r.Fail, r.Unknown, avail)
 	for _, l := range r.Latency {
 		fmt.Fprintf(tw, "latency %s\tp50 %.1fms  p99 %.1fms  max %.1fms (%d ok)\n", l.Kind, l.P50Ms, l.P99Ms, l.MaxMs, l.Count)
+	}
+	for _, s := range r.Sides {
+		n := s.OK + s.Fail + s.Unknown
+		fmt.Fprintf(tw, "window %d %s\t%s side: %d of %d ok (%.0f%%)\n", s.Window, s.Fault, s.Side, s.OK, n, 100*float64(s.OK)/float64(max(n, 1)))
 	}
 	if r.Register != nil {
 		verdict := "LINEARIZABLE"

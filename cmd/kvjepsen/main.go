@@ -283,6 +283,19 @@ func run(ctx context.Context, f runFlags) (bool, error) {
 	ops := h.Ops()
 	res.Count(ops)
 	res.Availability = jepsen.Availability(ops)
+	addrToID := map[string]string{}
+	for _, n := range cl.Nodes() {
+		addrToID[n.Addr] = n.ID
+	}
+	res.Sides = jepsen.SideAvailability(ops, windows, addrToID)
+	if f.mode == "cp" {
+		// The cp promise: a side cut off from the majority serves nothing.
+		for _, s := range res.Sides {
+			if s.Side == "minority" && s.OK > 0 {
+				res.Problems = append(res.Problems, fmt.Sprintf("cp minority side served %d requests during %q", s.OK, s.Fault))
+			}
+		}
+	}
 	res.Latency = jepsen.Latencies(ops)
 	if res.OK == 0 {
 		res.Problems = append(res.Problems, "no operation succeeded")
