@@ -101,21 +101,20 @@ func (n *Network) remove(t *Transport) {
 
 // --- encoding ---
 
-func newHandle() *codec.MsgpackHandle {
-	h := &codec.MsgpackHandle{}
-	return h
-}
+// msgpack is shared: a handle caches per-type encoding plans, and building
+// them again for every message cost more than the message itself.
+var msgpack = &codec.MsgpackHandle{}
 
 func encode(v any) ([]byte, error) {
 	var b []byte
-	if err := codec.NewEncoderBytes(&b, newHandle()).Encode(v); err != nil {
+	if err := codec.NewEncoderBytes(&b, msgpack).Encode(v); err != nil {
 		return nil, err
 	}
 	return b, nil
 }
 
 func decode(b []byte, v any) error {
-	return codec.NewDecoderBytes(b, newHandle()).Decode(v)
+	return codec.NewDecoderBytes(b, msgpack).Decode(v)
 }
 
 func newCommand(kind uint32) (any, error) {
