@@ -11,7 +11,7 @@ GOBIN_DIR := $(CURDIR)/.tools/bin
 # Packages with goroutines and shared state: tested with the race detector.
 RACE_PKGS := ./consistency/... ./shard/... ./client/... ./internal/... ./replication/...
 
-.PHONY: all build run test test-short lint vet fmt-check bench fuzz proto clean jepsen jepsen-quick
+.PHONY: docker-image docker-up docker-down all build run test test-short lint vet fmt-check bench fuzz proto clean jepsen jepsen-quick
 
 all: build
 
@@ -79,3 +79,20 @@ proto:
 
 clean:
 	rm -rf $(BIN) .tools
+
+## docker-image: a FROM-scratch image around static kvd and kvctl (nothing is pulled)
+DOCKER_CTX := $(BIN)/docker
+docker-image:
+	@mkdir -p $(DOCKER_CTX)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(DOCKER_CTX)/ ./cmd/kvd ./cmd/kvctl
+	cp deploy/docker/Dockerfile $(DOCKER_CTX)/Dockerfile
+	docker build -q -t capkv:dev $(DOCKER_CTX)
+
+## docker-up / docker-down: the 5-node, two-region cluster of deploy/docker/compose.yaml
+COMPOSE := docker-compose -f deploy/docker/compose.yaml
+docker-up: docker-image
+	$(COMPOSE) up -d
+	@echo "try: $(COMPOSE) exec n1 /kvctl --endpoints n1:7001 cluster status"
+
+docker-down:
+	$(COMPOSE) down -v

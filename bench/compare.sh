@@ -144,6 +144,16 @@ log "building the etcd load generator (bench/etcd/loadgen)"
 log "building capkv (make build)"
 make -C "$REPO" build >"$WORK/make.log" 2>&1 || { cat "$WORK/make.log" >&2; die "make build failed"; }
 KVD=$REPO/bin/kvd
+# What was built: the commit, and a fingerprint of uncommitted changes outside bench/.
+COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+DIRTY_FILES=$(git -C "$REPO" status --porcelain -- . ':(exclude)bench' 2>/dev/null | awk '{ print $2 }' | tr '\n' ' ' || true)
+if [[ -n $DIRTY_FILES ]]; then
+  DIFF_SHA=$( (git -C "$REPO" diff HEAD -- . ':(exclude)bench'; git -C "$REPO" ls-files --others --exclude-standard -- . ':(exclude)bench' | while read -r f; do cat "$REPO/$f"; done) 2>/dev/null | sha256sum | cut -c1-12)
+  BUILT="commit $COMMIT plus uncommitted changes (diff sha256 $DIFF_SHA) in: ${DIRTY_FILES% }"
+else
+  BUILT="commit $COMMIT, clean working tree"
+fi
+log "capkv built from $BUILT"
 KVCTL=$REPO/bin/kvctl
 
 # ---------------------------------------------------------------- start the clusters
@@ -378,8 +388,6 @@ DETAILS=$(
 
 STAMP=$(date +%Y-%m-%d-%H%M%S)
 OUT=$RESULTS_DIR/compare-$STAMP.md
-COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
-DIRTY=$(git -C "$REPO" status --porcelain 2>/dev/null | grep -qv '^?? bench/' && echo " (working tree has uncommitted changes)" || true)
 CPU=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)
 {
   echo "# capkv vs etcd $ETCD_VERSION, $(date '+%Y-%m-%d %H:%M:%S %Z')"
@@ -398,8 +406,10 @@ CPU=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
   echo "Server CPU µs/op: user+system CPU of the loaded system's server processes (all three"
   echo "members) during the run, divided by the ops completed. CPU percentages are of one core"
   echo "($(nproc) cores in all) over the run: the load generator, the other (idle) cluster, and"
-  echo "everything else on the machine (other tenants, kernel, steal); a high last column means"
-  echo "the run was disturbed."
+  echo "everything else on the machine: other tenants, steal, and kernel work not charged to"
+  echo "any process (softirq for loopback networking, kworker/jbd2 threads flushing the"
+  echo "fsyncs of the loaded system). A high last column can thus mean a disturbed run or an"
+  echo "I/O-heavy workload; compare it with the same workload's other row."
   echo
   echo "Preload (all $KEYS keys written once with 128 clients before the get runs):"
   echo "etcd: ${R[preload,etcd,note]:-not run}; capkv: ${R[preload,capkv,note]:-not run}."
@@ -411,7 +421,7 @@ CPU=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
   [[ -n $CPU ]] && echo "- cpu: $CPU"
   echo "- $(go version)"
   echo "- etcd: $("$ETCD_BIN" --version | head -1) (built from go.etcd.io/etcd/server/v3@$ETCD_VERSION)"
-  echo "- capkv: commit $COMMIT$DIRTY"
+  echo "- capkv (bin/kvd, bin/kvctl from make build at the start): $BUILT"
   echo "- load average at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- $BG_LINE"
   echo

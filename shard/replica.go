@@ -164,12 +164,7 @@ func (r *Replica) Put(key string, rec Record) error {
 		return err
 	}
 	defer done()
-	txn := r.s.db.NewTransaction(true)
-	defer txn.Discard()
-	if err := txn.SetEntry(r.entry(key, rec)); err != nil {
-		return txnErr(err, 1)
-	}
-	return commit(txn)
+	return r.s.gc.write([]*badger.Entry{r.entry(key, rec)})
 }
 
 // Update atomically reads, modifies and writes one key in one Badger
@@ -252,14 +247,11 @@ func (r *Replica) Apply(batch []Mutation) error {
 		return err
 	}
 	defer done()
-	txn := r.s.db.NewTransaction(true)
-	defer txn.Discard()
-	for _, m := range batch {
-		if err := txn.SetEntry(r.entry(m.Key, m.Record)); err != nil {
-			return txnErr(err, len(batch))
-		}
+	entries := make([]*badger.Entry, len(batch))
+	for i, m := range batch {
+		entries[i] = r.entry(m.Key, m.Record)
 	}
-	return commit(txn)
+	return r.s.gc.write(entries)
 }
 
 func txnErr(err error, n int) error {

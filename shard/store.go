@@ -49,6 +49,8 @@ type Store struct {
 
 	gcStop chan struct{}
 	gcDone chan struct{}
+
+	gc *groupCommit // every Put/Apply/WriteEntries goes through it
 }
 
 var errClosed = fmt.Errorf("%w: shard store is closed", kverrors.ErrUnavailable)
@@ -75,6 +77,7 @@ func Open(o Options) (*Store, error) {
 		_ = db.Close()
 		return nil, err
 	}
+	s.gc = newGroupCommit(db)
 	if o.ValueLogGCInterval > 0 {
 		s.gcStop, s.gcDone = make(chan struct{}), make(chan struct{})
 		go s.gcLoop(o.ValueLogGCInterval)
@@ -100,10 +103,23 @@ func (s *Store) Close() error {
 		close(s.gcStop)
 		<-s.gcDone
 	}
+	s.gc.close()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("%w: close badger: %w", kverrors.ErrInternal, err)
 	}
 	return nil
+}
+
+// WriteEntries commits raw entries atomically through the store's group
+// commit, sharing one transaction and one WAL sync with concurrent writers.
+// It is for other namespaces of the same Badger (the Raft log, see
+// PartitionPrefix); partition data goes through Replica.
+func (s *Store) WriteEntries(entries []*badger.Entry) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.leave()
+	return s.gc.write(entries)
 }
 
 // DB exposes the Badger instance for the Raft log and stable store, which

@@ -97,7 +97,7 @@ func New(cfg Config) (*Node, error) {
 		n.cfg.Faults = n.faults
 	}
 	net := cp.NewNetwork(cfg.ID, n.peer, cfg.Faults)
-	n.host = cp.NewHost(cfg.ID, st.DB(), net, filepath.Join(cfg.DataDir, "raft-snapshots"), cfg.Raft, log)
+	n.host = cp.NewHost(cfg.ID, st.DB(), st.WriteEntries, net, filepath.Join(cfg.DataDir, "raft-snapshots"), cfg.Raft, log)
 	return n, nil
 }
 

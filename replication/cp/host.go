@@ -15,6 +15,7 @@ import (
 type Host struct {
 	self        string
 	db          *badger.DB
+	write       func([]*badger.Entry) error
 	net         *Network
 	snapshotDir string
 	tuning      Tuning
@@ -27,9 +28,10 @@ type Host struct {
 	}
 }
 
-// NewHost creates the host of node self.
-func NewHost(self string, db *badger.DB, net *Network, snapshotDir string, tuning Tuning, log *slog.Logger) *Host {
-	h := &Host{self: self, db: db, net: net, snapshotDir: snapshotDir, tuning: tuning, log: log}
+// NewHost creates the host of node self. write is the store's group commit
+// for raft log entries (nil: a transaction per write).
+func NewHost(self string, db *badger.DB, write func([]*badger.Entry) error, net *Network, snapshotDir string, tuning Tuning, log *slog.Logger) *Host {
+	h := &Host{self: self, db: db, write: write, net: net, snapshotDir: snapshotDir, tuning: tuning, log: log}
 	h.mu.groups = make(map[string]*Group)
 	return h
 }
@@ -58,7 +60,7 @@ func (h *Host) Ensure(id string, peers []string, storage Storage) (*Group, error
 	if g, ok := h.mu.groups[id]; ok {
 		return g, nil
 	}
-	ls, err := NewLogStore(h.db, id)
+	ls, err := NewLogStore(h.db, id, h.write)
 	if err != nil {
 		return nil, err
 	}

@@ -39,6 +39,7 @@ func groupPrefix(group string, kind byte) []byte {
 // after it is fsynced.
 type LogStore struct {
 	db        *badger.DB
+	write     func([]*badger.Entry) error // the store's group commit
 	logPrefix []byte
 	stPrefix  []byte
 
@@ -51,9 +52,23 @@ type LogStore struct {
 var _ raft.LogStore = (*LogStore)(nil)
 var _ raft.StableStore = (*LogStore)(nil)
 
-// NewLogStore opens the log store of group in db.
-func NewLogStore(db *badger.DB, group string) (*LogStore, error) {
-	s := &LogStore{db: db, logPrefix: groupPrefix(group, kindLog), stPrefix: groupPrefix(group, kindStore)}
+// NewLogStore opens the log store of group in db. write commits a batch of
+// entries atomically (shard.Store.WriteEntries shares commits and syncs with
+// every other group); nil writes with a transaction of its own.
+func NewLogStore(db *badger.DB, group string, write func([]*badger.Entry) error) (*LogStore, error) {
+	if write == nil {
+		write = func(es []*badger.Entry) error {
+			return db.Update(func(txn *badger.Txn) error {
+				for _, e := range es {
+					if err := txn.SetEntry(e); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		}
+	}
+	s := &LogStore{db: db, write: write, logPrefix: groupPrefix(group, kindLog), stPrefix: groupPrefix(group, kindStore)}
 	err := db.View(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
 		opts.PrefetchValues = false
@@ -128,14 +143,11 @@ func (s *LogStore) StoreLogs(logs []*raft.Log) error {
 	if len(logs) == 0 {
 		return nil
 	}
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
-	for _, l := range logs {
-		if err := wb.Set(s.logKey(l.Index), encodeLog(nil, l)); err != nil {
-			return fmt.Errorf("store raft log %d: %w", l.Index, err)
-		}
+	entries := make([]*badger.Entry, len(logs))
+	for i, l := range logs {
+		entries[i] = badger.NewEntry(s.logKey(l.Index), encodeLog(nil, l))
 	}
-	if err := wb.Flush(); err != nil {
+	if err := s.write(entries); err != nil {
 		return fmt.Errorf("store raft logs %d-%d: %w", logs[0].Index, logs[len(logs)-1].Index, err)
 	}
 	s.mu.Lock()
@@ -185,7 +197,7 @@ func (s *LogStore) stableKey(key []byte) []byte {
 
 // Set stores a stable-store value durably.
 func (s *LogStore) Set(key, val []byte) error {
-	return s.db.Update(func(txn *badger.Txn) error { return txn.Set(s.stableKey(key), append([]byte{}, val...)) })
+	return s.write([]*badger.Entry{badger.NewEntry(s.stableKey(key), append([]byte{}, val...))})
 }
 
 // Get returns a stable-store value, or an empty slice when absent.

@@ -24,12 +24,12 @@ func openBadger(t *testing.T, dir string) *badger.DB {
 func TestLogStoreContract(t *testing.T) {
 	dir := t.TempDir()
 	db := openBadger(t, dir)
-	s, err := NewLogStore(db, "accounts/eu/1")
+	s, err := NewLogStore(db, "accounts/eu/1", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A group whose id is a prefix of another must not see its entries.
-	other, err := NewLogStore(db, "accounts/eu/10")
+	other, err := NewLogStore(db, "accounts/eu/10", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestLogStoreContract(t *testing.T) {
 	db.Close()
 	db = openBadger(t, dir)
 	defer db.Close()
-	s, err = NewLogStore(db, "accounts/eu/1")
+	s, err = NewLogStore(db, "accounts/eu/1", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestLogStoreContract(t *testing.T) {
 	if v, _ := s.Get([]byte("LastVoteCand")); string(v) != "n2" {
 		t.Fatalf("vote after reopen = %q", v)
 	}
-	other, _ = NewLogStore(db, "accounts/eu/10")
+	other, _ = NewLogStore(db, "accounts/eu/10", nil)
 	if f, _ := other.FirstIndex(); f != 500 {
 		t.Fatalf("other group first = %d", f)
 	}
