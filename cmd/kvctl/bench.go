@@ -42,7 +42,8 @@ p50/p99/p99.9 latency per operation type.
 
 Workloads: write (puts only), read (gets only, keys preloaded), mixed (50/50).
 Key choice: uniform, or zipfian (a few hot keys). Use --consistency to compare
-levels, and --key-format 'sessions/%d' to load the ap keyspace.`,
+levels, and --key-format 'sessions/%d' to load the ap keyspace. --timeout is the
+deadline of each request here, not of the whole run.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error { return runBench(g, f) },
 	}
@@ -121,9 +122,18 @@ func runBench(g *globals, f benchFlags) error {
 				defer wg.Done()
 				cl := clients[c%len(clients)]
 				for i := next.Add(1) - 1; i < int64(f.keys); i = next.Add(1) - 1 {
-					ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
-					_, err := cl.Put(ctx, key(uint64(i)), val)
-					cancel()
+					// A leader change under load can fail a write; retry it a
+					// few times (a preload write is idempotent) before giving up.
+					var err error
+					for attempt := 0; attempt < 5; attempt++ {
+						ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
+						_, err = cl.Put(ctx, key(uint64(i)), val)
+						cancel()
+						if err == nil {
+							break
+						}
+						time.Sleep(100 * time.Millisecond)
+					}
 					if err != nil {
 						firstErr.CompareAndSwap(nil, err)
 						return
