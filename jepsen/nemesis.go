@@ -34,6 +34,7 @@ var Nemeses = map[string]func() Nemesis{
 	"kill":             func() Nemesis { return kill{} },
 	"pause":            func() Nemesis { return pause{} },
 	"loss":             func() Nemesis { return loss{} },
+	"delay":            func() Nemesis { return delay{} },
 }
 
 // ParseNemeses parses a comma-separated list ("all" for every one).
@@ -83,7 +84,7 @@ func cutBetween(a, b []string) []Link {
 	var out []Link
 	for _, x := range a {
 		for _, y := range b {
-			out = append(out, Link{x, y}, Link{y, x})
+			out = append(out, Link{From: x, To: y}, Link{From: y, To: x})
 		}
 	}
 	return out
@@ -195,7 +196,7 @@ func (majoritiesRing) Inject(ctx context.Context, c Cluster, rng *rand.Rand) (Fa
 		for j := range all {
 			d := (j - i + n) % n
 			if d != 0 && min(d, n-d) > keep {
-				links = append(links, Link{all[i], all[j]})
+				links = append(links, Link{From: all[i], To: all[j]})
 			}
 		}
 	}
@@ -257,6 +258,23 @@ func (loss) Inject(ctx context.Context, c Cluster, rng *rand.Rand) (Fault, error
 		return nil, err
 	}
 	return procFault{"drop 20% of packets between nodes", func(ctx context.Context) error { return c.Loss(ctx, 0) }}, nil
+}
+
+// delay slows every message to and from a random node by 150ms (process
+// backend: kvd's fault hook holds each message; there is no netem here).
+type delay struct{}
+
+func (delay) Name() string { return "delay" }
+func (delay) Inject(ctx context.Context, c Cluster, rng *rand.Rand) (Fault, error) {
+	all := ids(c)
+	slow := all[rng.IntN(len(all))]
+	var links []Link
+	for _, id := range all {
+		if id != slow {
+			links = append(links, Link{From: slow, To: id, Delay: 150 * time.Millisecond}, Link{From: id, To: slow, Delay: 150 * time.Millisecond})
+		}
+	}
+	return partition(ctx, c, "delay 150ms to and from "+slow, links)
 }
 
 // Window is one fault's time span, in history time (ns since start).

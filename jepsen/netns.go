@@ -113,6 +113,11 @@ func (e *netnsEnv) addr(id string, port int) string {
 // cut rewrites each node's drop rules: a link from A to B drops A's
 // packets on B's input (one way; both directions are two links).
 func (e *netnsEnv) cut(links []Link, lossPercent int) error {
+	for _, l := range links {
+		if l.Delay > 0 {
+			return errors.New("latency faults need the process backend: this kernel has no netem qdisc")
+		}
+	}
 	var errs []error
 	for _, id := range e.nodes {
 		var b strings.Builder

@@ -20,8 +20,12 @@ import (
 	"github.com/capkv/capkv/internal/kverrors"
 )
 
-// Link is a directed network link between two nodes.
-type Link struct{ From, To string }
+// Link is a directed network link between two nodes that a fault cuts or,
+// with Delay set, slows down.
+type Link struct {
+	From, To string
+	Delay    time.Duration
+}
 
 // Cluster is a capkv cluster under test. Backends: ProcessCluster (kvd
 // processes on loopback, partitions through kvd's test-only fault hook).
@@ -279,7 +283,11 @@ func (c *ProcessCluster) applyCuts(ctx context.Context, p *process) error {
 	c.mu.Lock()
 	req := &api.SetFaultsRequest{}
 	for _, l := range c.links {
-		req.Rules = append(req.Rules, &api.FaultRule{From: l.From, To: l.To, Action: "drop"})
+		r := &api.FaultRule{From: l.From, To: l.To, Action: "drop"}
+		if l.Delay > 0 {
+			r.Action, r.DelayMs = "delay", l.Delay.Milliseconds()
+		}
+		req.Rules = append(req.Rules, r)
 	}
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)

@@ -82,7 +82,7 @@ It prints a summary and writes results.json, history.jsonl, timeline.html and
 	fl := cmd.Flags()
 	fl.StringVar(&f.mode, "mode", "cp", "keyspace mode under test: cp (ap: not replicated yet)")
 	fl.StringVar(&f.workload, "workload", "register", "register or set")
-	fl.StringVar(&f.nemesis, "nemesis", "partition-halves,isolate-leader,kill,pause", "comma-separated: partition-halves, isolate-leader, majorities-ring, bridge, kill, pause, or all")
+	fl.StringVar(&f.nemesis, "nemesis", "partition-halves,isolate-leader,kill,pause", "comma-separated: partition-halves, isolate-leader, majorities-ring, bridge, kill, pause, loss (netns), delay (process), or all")
 	fl.StringVar(&f.backend, "backend", defaultBackend(), "netns (each kvd in its own network namespace, nftables partitions; root) or process (loopback, faults via kvd's test-only hook)")
 	fl.IntVar(&f.nodes, "nodes", 5, "cluster size")
 	fl.IntVar(&f.clients, "clients", 10, "concurrent clients")
@@ -146,18 +146,18 @@ func run(ctx context.Context, f runFlags) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if f.backend == "process" {
-		// Packet loss needs real packets: only the netns backend has them.
-		kept := nemeses[:0]
-		for _, n := range nemeses {
-			if n.Name() != "loss" {
-				kept = append(kept, n)
-			} else if f.nemesis != "all" {
-				return false, errors.New("--nemesis loss needs --backend netns")
-			}
+	// Packet loss needs real packets (netns); delays need kvd's fault hook
+	// (process), since this kernel has no netem.
+	unsupported := map[string]string{"process": "loss", "netns": "delay"}[f.backend]
+	kept := nemeses[:0]
+	for _, n := range nemeses {
+		if n.Name() != unsupported {
+			kept = append(kept, n)
+		} else if f.nemesis != "all" {
+			return false, fmt.Errorf("--nemesis %s is not available on the %s backend", n.Name(), f.backend)
 		}
-		nemeses = kept
 	}
+	nemeses = kept
 	kvd, err := findKVD(f.kvd)
 	if err != nil {
 		return false, err

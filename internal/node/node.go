@@ -248,6 +248,22 @@ func (n *Node) Leader(id string) string {
 	return ""
 }
 
+// RaftSnapshot makes this node's replica of cp partition id take a Raft
+// snapshot now (operators and tests; raft also snapshots on its own).
+func (n *Node) RaftSnapshot(id string) error {
+	g, ok := n.host.Group(id)
+	if !ok {
+		return fmt.Errorf("%w: node %s holds no replica of %s", kverrors.ErrInvalidArgument, n.cfg.ID, id)
+	}
+	return g.Snapshot()
+}
+
+// RaftLeader reports whether this node leads cp partition id.
+func (n *Node) RaftLeader(id string) bool {
+	g, ok := n.host.Group(id)
+	return ok && g.IsLeader()
+}
+
 // Close stops serving, waits for in-flight requests up to the shutdown grace,
 // closes peer connections and the store. It is safe to call more than once.
 func (n *Node) Close() error {
