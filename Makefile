@@ -11,7 +11,7 @@ GOBIN_DIR := $(CURDIR)/.tools/bin
 # Packages with goroutines and shared state: tested with the race detector.
 RACE_PKGS := ./consistency/... ./shard/... ./client/... ./internal/... ./replication/...
 
-.PHONY: docker-image docker-up docker-down all build run test test-short lint vet fmt-check bench fuzz proto clean jepsen jepsen-quick
+.PHONY: docker-image docker-up docker-down docker-smoke all build run test test-short lint vet fmt-check bench fuzz proto clean jepsen jepsen-quick
 
 all: build
 
@@ -96,3 +96,7 @@ docker-up: docker-image
 
 docker-down:
 	$(COMPOSE) down -v
+
+## docker-smoke: build the image, start the compose cluster, write and read through it, tear it down
+docker-smoke: docker-image
+	deploy/docker/smoke.sh
