@@ -80,6 +80,9 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 	if err != nil {
 		return err
 	}
+	if err := startDebug(f.debugAddr, log); err != nil {
+		return err
+	}
 	dataDir, err := filepath.Abs(f.dataDir)
 	if err != nil {
 		return err

@@ -10,6 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -41,6 +44,7 @@ type serveFlags struct {
 	advertise      string
 	testFaults     bool
 	unsafeReads    bool
+	debugAddr      string
 	syncWrites     bool
 	memtableMB     int
 	cacheMB        int
@@ -56,6 +60,21 @@ func (f *serveFlags) addStorage(cmd *cobra.Command) {
 	cmd.Flags().IntVar(&f.vnodes, "vnodes", 64, "ring tokens (virtual nodes) per node")
 	cmd.Flags().DurationVar(&f.requestTimeout, "request-timeout", 2*time.Second, "deadline of requests that arrive without one")
 	cmd.Flags().StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	cmd.Flags().StringVar(&f.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off by default")
+}
+
+// startDebug serves net/http/pprof on addr until the process exits.
+func startDebug(addr string, log *slog.Logger) error {
+	if addr == "" {
+		return nil
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--debug-addr %s: %w", addr, err)
+	}
+	go http.Serve(lis, nil) // the default mux carries net/http/pprof's handlers
+	log.Info("debug endpoint", "addr", lis.Addr().String(), "pprof", "/debug/pprof/")
+	return nil
 }
 
 func rootCmd() *cobra.Command {
@@ -181,6 +200,9 @@ func runServe(cmd *cobra.Command, f serveFlags) error {
 		return err
 	}
 	cfg.Logger = log
+	if err := startDebug(f.debugAddr, log); err != nil {
+		return err
+	}
 	n, err := node.New(cfg)
 	if err != nil {
 		return err
