@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -237,6 +239,16 @@ func WithStartAfter(key string) Option { return func(o *callOptions) { o.startAf
 
 // WithRequestID tags a write so that servers can recognise a retry.
 func WithRequestID(id string) Option { return func(o *callOptions) { o.requestID = id } }
+
+// ensureRequestID gives a write one ID for all its attempts, so that a retry
+// after an ambiguous failure is applied at most once by the servers.
+func (o *callOptions) ensureRequestID() {
+	if o.requestID == "" {
+		var b [12]byte
+		rand.Read(b[:])
+		o.requestID = hex.EncodeToString(b[:])
+	}
+}
 
 func collect(opts []Option) callOptions {
 	var o callOptions

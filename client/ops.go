@@ -111,6 +111,7 @@ func (c *Client) Get(ctx context.Context, key string, opts ...Option) (*Item, er
 // Put writes a key.
 func (c *Client) Put(ctx context.Context, key string, value []byte, opts ...Option) (*WriteResult, error) {
 	o := collect(opts)
+	o.ensureRequestID()
 	var out *WriteResult
 	err := c.call(ctx, key, func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
 		resp, err := kv.Put(ctx, &api.PutRequest{Header: c.header(o), Key: key, Value: value})
@@ -126,6 +127,7 @@ func (c *Client) Put(ctx context.Context, key string, value []byte, opts ...Opti
 // Delete removes a key. Deleting a missing key succeeds with Existed false.
 func (c *Client) Delete(ctx context.Context, key string, opts ...Option) (*WriteResult, error) {
 	o := collect(opts)
+	o.ensureRequestID()
 	var out *WriteResult
 	err := c.call(ctx, key, func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
 		resp, err := kv.Delete(ctx, &api.DeleteRequest{Header: c.header(o), Key: key})
@@ -161,6 +163,7 @@ func (c *Client) CAS(ctx context.Context, key string, cond Condition, value []by
 		return nil, fmt.Errorf("%w: CAS needs a condition (IfValue, IfVersion or IfAbsent)", ErrInvalidArgument)
 	}
 	o := collect(opts)
+	o.ensureRequestID()
 	var out *WriteResult
 	err := c.call(ctx, key, func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
 		resp, err := kv.CAS(ctx, &api.CASRequest{Header: c.header(o), Key: key, ExpectedValue: cond.value,
