@@ -388,11 +388,16 @@ func (x *GetRequest) GetKey() string {
 }
 
 type GetResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Kv            *KeyValue              `protobuf:"bytes,1,opt,name=kv,proto3" json:"kv,omitempty"`
-	Receipt       *Receipt               `protobuf:"bytes,2,opt,name=receipt,proto3" json:"receipt,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Kv      *KeyValue              `protobuf:"bytes,1,opt,name=kv,proto3" json:"kv,omitempty"` // cp: the value; ap: the last writer's sibling (what lww returns)
+	Receipt *Receipt               `protobuf:"bytes,2,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	// ap: every live sibling (concurrent writes) and the causal context to pass
+	// with the next put or delete so that it supersedes them.
+	Siblings            []*Sibling `protobuf:"bytes,3,rep,name=siblings,proto3" json:"siblings,omitempty"`
+	Context             []byte     `protobuf:"bytes,4,opt,name=context,proto3" json:"context,omitempty"`
+	DeletedConcurrently bool       `protobuf:"varint,5,opt,name=deleted_concurrently,json=deletedConcurrently,proto3" json:"deleted_concurrently,omitempty"` // ap: a delete is among the concurrent writes
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *GetResponse) Reset() {
@@ -439,18 +444,100 @@ func (x *GetResponse) GetReceipt() *Receipt {
 	return nil
 }
 
+func (x *GetResponse) GetSiblings() []*Sibling {
+	if x != nil {
+		return x.Siblings
+	}
+	return nil
+}
+
+func (x *GetResponse) GetContext() []byte {
+	if x != nil {
+		return x.Context
+	}
+	return nil
+}
+
+func (x *GetResponse) GetDeletedConcurrently() bool {
+	if x != nil {
+		return x.DeletedConcurrently
+	}
+	return false
+}
+
+type Sibling struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Value         []byte                 `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`
+	Timestamp     uint64                 `protobuf:"varint,2,opt,name=timestamp,proto3" json:"timestamp,omitempty"` // HLC of the write
+	Dot           string                 `protobuf:"bytes,3,opt,name=dot,proto3" json:"dot,omitempty"`              // node:counter that wrote it
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Sibling) Reset() {
+	*x = Sibling{}
+	mi := &file_capkv_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Sibling) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Sibling) ProtoMessage() {}
+
+func (x *Sibling) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Sibling.ProtoReflect.Descriptor instead.
+func (*Sibling) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Sibling) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *Sibling) GetTimestamp() uint64 {
+	if x != nil {
+		return x.Timestamp
+	}
+	return 0
+}
+
+func (x *Sibling) GetDot() string {
+	if x != nil {
+		return x.Dot
+	}
+	return ""
+}
+
 type PutRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Header        *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
 	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
 	Value         []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	Context       []byte                 `protobuf:"bytes,4,opt,name=context,proto3" json:"context,omitempty"` // ap: the context of the get this write follows (empty: blind write)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PutRequest) Reset() {
 	*x = PutRequest{}
-	mi := &file_capkv_proto_msgTypes[5]
+	mi := &file_capkv_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -462,7 +549,7 @@ func (x *PutRequest) String() string {
 func (*PutRequest) ProtoMessage() {}
 
 func (x *PutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[5]
+	mi := &file_capkv_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -475,7 +562,7 @@ func (x *PutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRequest.ProtoReflect.Descriptor instead.
 func (*PutRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{5}
+	return file_capkv_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PutRequest) GetHeader() *RequestHeader {
@@ -499,6 +586,13 @@ func (x *PutRequest) GetValue() []byte {
 	return nil
 }
 
+func (x *PutRequest) GetContext() []byte {
+	if x != nil {
+		return x.Context
+	}
+	return nil
+}
+
 type PutResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Version       uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
@@ -510,7 +604,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_capkv_proto_msgTypes[6]
+	mi := &file_capkv_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -522,7 +616,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[6]
+	mi := &file_capkv_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -535,7 +629,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{6}
+	return file_capkv_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PutResponse) GetVersion() uint64 {
@@ -563,13 +657,14 @@ type DeleteRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Header        *RequestHeader         `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
 	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Context       []byte                 `protobuf:"bytes,3,opt,name=context,proto3" json:"context,omitempty"` // ap: as for put
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_capkv_proto_msgTypes[7]
+	mi := &file_capkv_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +676,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[7]
+	mi := &file_capkv_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +689,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{7}
+	return file_capkv_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeleteRequest) GetHeader() *RequestHeader {
@@ -611,6 +706,13 @@ func (x *DeleteRequest) GetKey() string {
 	return ""
 }
 
+func (x *DeleteRequest) GetContext() []byte {
+	if x != nil {
+		return x.Context
+	}
+	return nil
+}
+
 type DeleteResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Existed       bool                   `protobuf:"varint,1,opt,name=existed,proto3" json:"existed,omitempty"`
@@ -622,7 +724,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_capkv_proto_msgTypes[8]
+	mi := &file_capkv_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -634,7 +736,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[8]
+	mi := &file_capkv_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -647,7 +749,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{8}
+	return file_capkv_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeleteResponse) GetExisted() bool {
@@ -687,7 +789,7 @@ type CASRequest struct {
 
 func (x *CASRequest) Reset() {
 	*x = CASRequest{}
-	mi := &file_capkv_proto_msgTypes[9]
+	mi := &file_capkv_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +801,7 @@ func (x *CASRequest) String() string {
 func (*CASRequest) ProtoMessage() {}
 
 func (x *CASRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[9]
+	mi := &file_capkv_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +814,7 @@ func (x *CASRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CASRequest.ProtoReflect.Descriptor instead.
 func (*CASRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{9}
+	return file_capkv_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CASRequest) GetHeader() *RequestHeader {
@@ -761,7 +863,7 @@ type CASResponse struct {
 
 func (x *CASResponse) Reset() {
 	*x = CASResponse{}
-	mi := &file_capkv_proto_msgTypes[10]
+	mi := &file_capkv_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -773,7 +875,7 @@ func (x *CASResponse) String() string {
 func (*CASResponse) ProtoMessage() {}
 
 func (x *CASResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[10]
+	mi := &file_capkv_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -786,7 +888,7 @@ func (x *CASResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CASResponse.ProtoReflect.Descriptor instead.
 func (*CASResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{10}
+	return file_capkv_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CASResponse) GetVersion() uint64 {
@@ -827,7 +929,7 @@ type ScanRequest struct {
 
 func (x *ScanRequest) Reset() {
 	*x = ScanRequest{}
-	mi := &file_capkv_proto_msgTypes[11]
+	mi := &file_capkv_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -839,7 +941,7 @@ func (x *ScanRequest) String() string {
 func (*ScanRequest) ProtoMessage() {}
 
 func (x *ScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[11]
+	mi := &file_capkv_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -852,7 +954,7 @@ func (x *ScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanRequest.ProtoReflect.Descriptor instead.
 func (*ScanRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{11}
+	return file_capkv_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ScanRequest) GetHeader() *RequestHeader {
@@ -901,7 +1003,7 @@ type ScanResponse struct {
 
 func (x *ScanResponse) Reset() {
 	*x = ScanResponse{}
-	mi := &file_capkv_proto_msgTypes[12]
+	mi := &file_capkv_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -913,7 +1015,7 @@ func (x *ScanResponse) String() string {
 func (*ScanResponse) ProtoMessage() {}
 
 func (x *ScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[12]
+	mi := &file_capkv_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -926,7 +1028,7 @@ func (x *ScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanResponse.ProtoReflect.Descriptor instead.
 func (*ScanResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{12}
+	return file_capkv_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ScanResponse) GetKvs() []*KeyValue {
@@ -961,7 +1063,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_capkv_proto_msgTypes[13]
+	mi := &file_capkv_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -973,7 +1075,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[13]
+	mi := &file_capkv_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -986,7 +1088,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{13}
+	return file_capkv_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Node) GetId() string {
@@ -1021,7 +1123,7 @@ type Range struct {
 
 func (x *Range) Reset() {
 	*x = Range{}
-	mi := &file_capkv_proto_msgTypes[14]
+	mi := &file_capkv_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1135,7 @@ func (x *Range) String() string {
 func (*Range) ProtoMessage() {}
 
 func (x *Range) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[14]
+	mi := &file_capkv_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1148,7 @@ func (x *Range) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Range.ProtoReflect.Descriptor instead.
 func (*Range) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{14}
+	return file_capkv_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Range) GetLo() uint64 {
@@ -1086,7 +1188,7 @@ type Keyspace struct {
 
 func (x *Keyspace) Reset() {
 	*x = Keyspace{}
-	mi := &file_capkv_proto_msgTypes[15]
+	mi := &file_capkv_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1098,7 +1200,7 @@ func (x *Keyspace) String() string {
 func (*Keyspace) ProtoMessage() {}
 
 func (x *Keyspace) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[15]
+	mi := &file_capkv_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1111,7 +1213,7 @@ func (x *Keyspace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Keyspace.ProtoReflect.Descriptor instead.
 func (*Keyspace) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{15}
+	return file_capkv_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Keyspace) GetName() string {
@@ -1188,7 +1290,7 @@ type ClusterMap struct {
 
 func (x *ClusterMap) Reset() {
 	*x = ClusterMap{}
-	mi := &file_capkv_proto_msgTypes[16]
+	mi := &file_capkv_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1302,7 @@ func (x *ClusterMap) String() string {
 func (*ClusterMap) ProtoMessage() {}
 
 func (x *ClusterMap) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[16]
+	mi := &file_capkv_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1315,7 @@ func (x *ClusterMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterMap.ProtoReflect.Descriptor instead.
 func (*ClusterMap) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{16}
+	return file_capkv_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ClusterMap) GetEpoch() uint64 {
@@ -1268,7 +1370,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_capkv_proto_msgTypes[17]
+	mi := &file_capkv_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1280,7 +1382,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[17]
+	mi := &file_capkv_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1293,7 +1395,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{17}
+	return file_capkv_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Assignment) GetPartition() string {
@@ -1321,7 +1423,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_capkv_proto_msgTypes[18]
+	mi := &file_capkv_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1333,7 +1435,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[18]
+	mi := &file_capkv_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1346,7 +1448,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{18}
+	return file_capkv_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *JoinRequest) GetNode() *Node {
@@ -1373,7 +1475,7 @@ type CreateKeyspaceRequest struct {
 
 func (x *CreateKeyspaceRequest) Reset() {
 	*x = CreateKeyspaceRequest{}
-	mi := &file_capkv_proto_msgTypes[19]
+	mi := &file_capkv_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1385,7 +1487,7 @@ func (x *CreateKeyspaceRequest) String() string {
 func (*CreateKeyspaceRequest) ProtoMessage() {}
 
 func (x *CreateKeyspaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[19]
+	mi := &file_capkv_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1398,7 +1500,7 @@ func (x *CreateKeyspaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyspaceRequest.ProtoReflect.Descriptor instead.
 func (*CreateKeyspaceRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{19}
+	return file_capkv_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateKeyspaceRequest) GetKeyspace() *Keyspace {
@@ -1423,7 +1525,7 @@ type ClusterMapRequest struct {
 
 func (x *ClusterMapRequest) Reset() {
 	*x = ClusterMapRequest{}
-	mi := &file_capkv_proto_msgTypes[20]
+	mi := &file_capkv_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1435,7 +1537,7 @@ func (x *ClusterMapRequest) String() string {
 func (*ClusterMapRequest) ProtoMessage() {}
 
 func (x *ClusterMapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[20]
+	mi := &file_capkv_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1448,7 +1550,7 @@ func (x *ClusterMapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterMapRequest.ProtoReflect.Descriptor instead.
 func (*ClusterMapRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{20}
+	return file_capkv_proto_rawDescGZIP(), []int{21}
 }
 
 type NodeInfoRequest struct {
@@ -1459,7 +1561,7 @@ type NodeInfoRequest struct {
 
 func (x *NodeInfoRequest) Reset() {
 	*x = NodeInfoRequest{}
-	mi := &file_capkv_proto_msgTypes[21]
+	mi := &file_capkv_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1471,7 +1573,7 @@ func (x *NodeInfoRequest) String() string {
 func (*NodeInfoRequest) ProtoMessage() {}
 
 func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[21]
+	mi := &file_capkv_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1484,7 +1586,7 @@ func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoRequest.ProtoReflect.Descriptor instead.
 func (*NodeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{21}
+	return file_capkv_proto_rawDescGZIP(), []int{22}
 }
 
 type NodeInfo struct {
@@ -1504,7 +1606,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_capkv_proto_msgTypes[22]
+	mi := &file_capkv_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1516,7 +1618,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[22]
+	mi := &file_capkv_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1529,7 +1631,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{22}
+	return file_capkv_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NodeInfo) GetId() string {
@@ -1603,7 +1705,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_capkv_proto_msgTypes[23]
+	mi := &file_capkv_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +1717,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[23]
+	mi := &file_capkv_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +1730,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{23}
+	return file_capkv_proto_rawDescGZIP(), []int{24}
 }
 
 type NodeStatus struct {
@@ -1645,7 +1747,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_capkv_proto_msgTypes[24]
+	mi := &file_capkv_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1657,7 +1759,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[24]
+	mi := &file_capkv_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1670,7 +1772,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{24}
+	return file_capkv_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *NodeStatus) GetNode() *Node {
@@ -1727,7 +1829,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_capkv_proto_msgTypes[25]
+	mi := &file_capkv_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1739,7 +1841,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[25]
+	mi := &file_capkv_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1752,7 +1854,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{25}
+	return file_capkv_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ClusterStatusResponse) GetEpoch() uint64 {
@@ -1791,7 +1893,7 @@ type KeyspacesRequest struct {
 
 func (x *KeyspacesRequest) Reset() {
 	*x = KeyspacesRequest{}
-	mi := &file_capkv_proto_msgTypes[26]
+	mi := &file_capkv_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1803,7 +1905,7 @@ func (x *KeyspacesRequest) String() string {
 func (*KeyspacesRequest) ProtoMessage() {}
 
 func (x *KeyspacesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[26]
+	mi := &file_capkv_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1816,7 +1918,7 @@ func (x *KeyspacesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyspacesRequest.ProtoReflect.Descriptor instead.
 func (*KeyspacesRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{26}
+	return file_capkv_proto_rawDescGZIP(), []int{27}
 }
 
 type KeyspacesResponse struct {
@@ -1828,7 +1930,7 @@ type KeyspacesResponse struct {
 
 func (x *KeyspacesResponse) Reset() {
 	*x = KeyspacesResponse{}
-	mi := &file_capkv_proto_msgTypes[27]
+	mi := &file_capkv_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1840,7 +1942,7 @@ func (x *KeyspacesResponse) String() string {
 func (*KeyspacesResponse) ProtoMessage() {}
 
 func (x *KeyspacesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[27]
+	mi := &file_capkv_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1853,7 +1955,7 @@ func (x *KeyspacesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyspacesResponse.ProtoReflect.Descriptor instead.
 func (*KeyspacesResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{27}
+	return file_capkv_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *KeyspacesResponse) GetKeyspaces() []*Keyspace {
@@ -1872,7 +1974,7 @@ type LocateRequest struct {
 
 func (x *LocateRequest) Reset() {
 	*x = LocateRequest{}
-	mi := &file_capkv_proto_msgTypes[28]
+	mi := &file_capkv_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1884,7 +1986,7 @@ func (x *LocateRequest) String() string {
 func (*LocateRequest) ProtoMessage() {}
 
 func (x *LocateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[28]
+	mi := &file_capkv_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1897,7 +1999,7 @@ func (x *LocateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateRequest.ProtoReflect.Descriptor instead.
 func (*LocateRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{28}
+	return file_capkv_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *LocateRequest) GetKey() string {
@@ -1924,7 +2026,7 @@ type LocateResponse struct {
 
 func (x *LocateResponse) Reset() {
 	*x = LocateResponse{}
-	mi := &file_capkv_proto_msgTypes[29]
+	mi := &file_capkv_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1936,7 +2038,7 @@ func (x *LocateResponse) String() string {
 func (*LocateResponse) ProtoMessage() {}
 
 func (x *LocateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[29]
+	mi := &file_capkv_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1949,7 +2051,7 @@ func (x *LocateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateResponse.ProtoReflect.Descriptor instead.
 func (*LocateResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{29}
+	return file_capkv_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *LocateResponse) GetKeyspace() string {
@@ -2024,7 +2126,7 @@ type RingRequest struct {
 
 func (x *RingRequest) Reset() {
 	*x = RingRequest{}
-	mi := &file_capkv_proto_msgTypes[30]
+	mi := &file_capkv_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2036,7 +2138,7 @@ func (x *RingRequest) String() string {
 func (*RingRequest) ProtoMessage() {}
 
 func (x *RingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[30]
+	mi := &file_capkv_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2049,7 +2151,7 @@ func (x *RingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingRequest.ProtoReflect.Descriptor instead.
 func (*RingRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{30}
+	return file_capkv_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RingRequest) GetKeyspace() string {
@@ -2070,7 +2172,7 @@ type PartitionPlacement struct {
 
 func (x *PartitionPlacement) Reset() {
 	*x = PartitionPlacement{}
-	mi := &file_capkv_proto_msgTypes[31]
+	mi := &file_capkv_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2082,7 +2184,7 @@ func (x *PartitionPlacement) String() string {
 func (*PartitionPlacement) ProtoMessage() {}
 
 func (x *PartitionPlacement) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[31]
+	mi := &file_capkv_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2095,7 +2197,7 @@ func (x *PartitionPlacement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionPlacement.ProtoReflect.Descriptor instead.
 func (*PartitionPlacement) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{31}
+	return file_capkv_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PartitionPlacement) GetId() string {
@@ -2130,7 +2232,7 @@ type RingResponse struct {
 
 func (x *RingResponse) Reset() {
 	*x = RingResponse{}
-	mi := &file_capkv_proto_msgTypes[32]
+	mi := &file_capkv_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2142,7 +2244,7 @@ func (x *RingResponse) String() string {
 func (*RingResponse) ProtoMessage() {}
 
 func (x *RingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[32]
+	mi := &file_capkv_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2155,7 +2257,7 @@ func (x *RingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingResponse.ProtoReflect.Descriptor instead.
 func (*RingResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{32}
+	return file_capkv_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RingResponse) GetEpoch() uint64 {
@@ -2192,7 +2294,7 @@ type FaultRule struct {
 
 func (x *FaultRule) Reset() {
 	*x = FaultRule{}
-	mi := &file_capkv_proto_msgTypes[33]
+	mi := &file_capkv_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2204,7 +2306,7 @@ func (x *FaultRule) String() string {
 func (*FaultRule) ProtoMessage() {}
 
 func (x *FaultRule) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[33]
+	mi := &file_capkv_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2217,7 +2319,7 @@ func (x *FaultRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FaultRule.ProtoReflect.Descriptor instead.
 func (*FaultRule) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{33}
+	return file_capkv_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *FaultRule) GetFrom() string {
@@ -2258,7 +2360,7 @@ type SetFaultsRequest struct {
 
 func (x *SetFaultsRequest) Reset() {
 	*x = SetFaultsRequest{}
-	mi := &file_capkv_proto_msgTypes[34]
+	mi := &file_capkv_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2270,7 +2372,7 @@ func (x *SetFaultsRequest) String() string {
 func (*SetFaultsRequest) ProtoMessage() {}
 
 func (x *SetFaultsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[34]
+	mi := &file_capkv_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2283,7 +2385,7 @@ func (x *SetFaultsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFaultsRequest.ProtoReflect.Descriptor instead.
 func (*SetFaultsRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{34}
+	return file_capkv_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SetFaultsRequest) GetRules() []*FaultRule {
@@ -2302,7 +2404,7 @@ type SetFaultsResponse struct {
 
 func (x *SetFaultsResponse) Reset() {
 	*x = SetFaultsResponse{}
-	mi := &file_capkv_proto_msgTypes[35]
+	mi := &file_capkv_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2314,7 +2416,7 @@ func (x *SetFaultsResponse) String() string {
 func (*SetFaultsResponse) ProtoMessage() {}
 
 func (x *SetFaultsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[35]
+	mi := &file_capkv_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2327,7 +2429,7 @@ func (x *SetFaultsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFaultsResponse.ProtoReflect.Descriptor instead.
 func (*SetFaultsResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{35}
+	return file_capkv_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SetFaultsResponse) GetRules() uint32 {
@@ -2335,6 +2437,230 @@ func (x *SetFaultsResponse) GetRules() uint32 {
 		return x.Rules
 	}
 	return 0
+}
+
+type ReplicaStoreRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     string                 `protobuf:"bytes,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Clock         []byte                 `protobuf:"bytes,3,opt,name=clock,proto3" json:"clock,omitempty"`                    // encoded consistency.DVV, merged into the replica's
+	HintFor       string                 `protobuf:"bytes,4,opt,name=hint_for,json=hintFor,proto3" json:"hint_for,omitempty"` // set: keep it as a hint for this node, not as a replica
+	Lww           bool                   `protobuf:"varint,5,opt,name=lww,proto3" json:"lww,omitempty"`                       // the keyspace resolves by last writer wins
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaStoreRequest) Reset() {
+	*x = ReplicaStoreRequest{}
+	mi := &file_capkv_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaStoreRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaStoreRequest) ProtoMessage() {}
+
+func (x *ReplicaStoreRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaStoreRequest.ProtoReflect.Descriptor instead.
+func (*ReplicaStoreRequest) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ReplicaStoreRequest) GetPartition() string {
+	if x != nil {
+		return x.Partition
+	}
+	return ""
+}
+
+func (x *ReplicaStoreRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *ReplicaStoreRequest) GetClock() []byte {
+	if x != nil {
+		return x.Clock
+	}
+	return nil
+}
+
+func (x *ReplicaStoreRequest) GetHintFor() string {
+	if x != nil {
+		return x.HintFor
+	}
+	return ""
+}
+
+func (x *ReplicaStoreRequest) GetLww() bool {
+	if x != nil {
+		return x.Lww
+	}
+	return false
+}
+
+type ReplicaStoreResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Clock         []byte                 `protobuf:"bytes,1,opt,name=clock,proto3" json:"clock,omitempty"` // the replica's clock after the merge
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaStoreResponse) Reset() {
+	*x = ReplicaStoreResponse{}
+	mi := &file_capkv_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaStoreResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaStoreResponse) ProtoMessage() {}
+
+func (x *ReplicaStoreResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaStoreResponse.ProtoReflect.Descriptor instead.
+func (*ReplicaStoreResponse) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ReplicaStoreResponse) GetClock() []byte {
+	if x != nil {
+		return x.Clock
+	}
+	return nil
+}
+
+type ReplicaFetchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     string                 `protobuf:"bytes,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaFetchRequest) Reset() {
+	*x = ReplicaFetchRequest{}
+	mi := &file_capkv_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaFetchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaFetchRequest) ProtoMessage() {}
+
+func (x *ReplicaFetchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaFetchRequest.ProtoReflect.Descriptor instead.
+func (*ReplicaFetchRequest) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ReplicaFetchRequest) GetPartition() string {
+	if x != nil {
+		return x.Partition
+	}
+	return ""
+}
+
+func (x *ReplicaFetchRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+type ReplicaFetchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Clock         []byte                 `protobuf:"bytes,1,opt,name=clock,proto3" json:"clock,omitempty"`
+	Found         bool                   `protobuf:"varint,2,opt,name=found,proto3" json:"found,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaFetchResponse) Reset() {
+	*x = ReplicaFetchResponse{}
+	mi := &file_capkv_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaFetchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaFetchResponse) ProtoMessage() {}
+
+func (x *ReplicaFetchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaFetchResponse.ProtoReflect.Descriptor instead.
+func (*ReplicaFetchResponse) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ReplicaFetchResponse) GetClock() []byte {
+	if x != nil {
+		return x.Clock
+	}
+	return nil
+}
+
+func (x *ReplicaFetchResponse) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
 }
 
 var File_capkv_proto protoreflect.FileDescriptor
@@ -2374,22 +2700,31 @@ const file_capkv_proto_rawDesc = "" +
 	"\n" +
 	"GetRequest\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.capkv.v1.RequestHeaderR\x06header\x12\x10\n" +
-	"\x03key\x18\x02 \x01(\tR\x03key\"^\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\"\xda\x01\n" +
 	"\vGetResponse\x12\"\n" +
 	"\x02kv\x18\x01 \x01(\v2\x12.capkv.v1.KeyValueR\x02kv\x12+\n" +
-	"\areceipt\x18\x02 \x01(\v2\x11.capkv.v1.ReceiptR\areceipt\"e\n" +
+	"\areceipt\x18\x02 \x01(\v2\x11.capkv.v1.ReceiptR\areceipt\x12-\n" +
+	"\bsiblings\x18\x03 \x03(\v2\x11.capkv.v1.SiblingR\bsiblings\x12\x18\n" +
+	"\acontext\x18\x04 \x01(\fR\acontext\x121\n" +
+	"\x14deleted_concurrently\x18\x05 \x01(\bR\x13deletedConcurrently\"O\n" +
+	"\aSibling\x12\x14\n" +
+	"\x05value\x18\x01 \x01(\fR\x05value\x12\x1c\n" +
+	"\ttimestamp\x18\x02 \x01(\x04R\ttimestamp\x12\x10\n" +
+	"\x03dot\x18\x03 \x01(\tR\x03dot\"\x7f\n" +
 	"\n" +
 	"PutRequest\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.capkv.v1.RequestHeaderR\x06header\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x03 \x01(\fR\x05value\"r\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\x12\x18\n" +
+	"\acontext\x18\x04 \x01(\fR\acontext\"r\n" +
 	"\vPutResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x1c\n" +
 	"\ttimestamp\x18\x02 \x01(\x04R\ttimestamp\x12+\n" +
-	"\areceipt\x18\x03 \x01(\v2\x11.capkv.v1.ReceiptR\areceipt\"R\n" +
+	"\areceipt\x18\x03 \x01(\v2\x11.capkv.v1.ReceiptR\areceipt\"l\n" +
 	"\rDeleteRequest\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.capkv.v1.RequestHeaderR\x06header\x12\x10\n" +
-	"\x03key\x18\x02 \x01(\tR\x03key\"q\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x18\n" +
+	"\acontext\x18\x03 \x01(\fR\acontext\"q\n" +
 	"\x0eDeleteResponse\x12\x18\n" +
 	"\aexisted\x18\x01 \x01(\bR\aexisted\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12+\n" +
@@ -2521,7 +2856,21 @@ const file_capkv_proto_rawDesc = "" +
 	"\x10SetFaultsRequest\x12)\n" +
 	"\x05rules\x18\x01 \x03(\v2\x13.capkv.v1.FaultRuleR\x05rules\")\n" +
 	"\x11SetFaultsResponse\x12\x14\n" +
-	"\x05rules\x18\x01 \x01(\rR\x05rules2\x94\x02\n" +
+	"\x05rules\x18\x01 \x01(\rR\x05rules\"\x88\x01\n" +
+	"\x13ReplicaStoreRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\tR\tpartition\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
+	"\x05clock\x18\x03 \x01(\fR\x05clock\x12\x19\n" +
+	"\bhint_for\x18\x04 \x01(\tR\ahintFor\x12\x10\n" +
+	"\x03lww\x18\x05 \x01(\bR\x03lww\",\n" +
+	"\x14ReplicaStoreResponse\x12\x14\n" +
+	"\x05clock\x18\x01 \x01(\fR\x05clock\"E\n" +
+	"\x13ReplicaFetchRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\tR\tpartition\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\"B\n" +
+	"\x14ReplicaFetchResponse\x12\x14\n" +
+	"\x05clock\x18\x01 \x01(\fR\x05clock\x12\x14\n" +
+	"\x05found\x18\x02 \x01(\bR\x05found2\x94\x02\n" +
 	"\x02KV\x122\n" +
 	"\x03Get\x12\x14.capkv.v1.GetRequest\x1a\x15.capkv.v1.GetResponse\x122\n" +
 	"\x03Put\x12\x14.capkv.v1.PutRequest\x1a\x15.capkv.v1.PutResponse\x12;\n" +
@@ -2537,7 +2886,10 @@ const file_capkv_proto_rawDesc = "" +
 	"\x04Ring\x12\x15.capkv.v1.RingRequest\x1a\x16.capkv.v1.RingResponse\x123\n" +
 	"\x04Join\x12\x15.capkv.v1.JoinRequest\x1a\x14.capkv.v1.ClusterMap\x12G\n" +
 	"\x0eCreateKeyspace\x12\x1f.capkv.v1.CreateKeyspaceRequest\x1a\x14.capkv.v1.ClusterMap\x12D\n" +
-	"\tSetFaults\x12\x1a.capkv.v1.SetFaultsRequest\x1a\x1b.capkv.v1.SetFaultsResponseB\x1cZ\x1agithub.com/capkv/capkv/apib\x06proto3"
+	"\tSetFaults\x12\x1a.capkv.v1.SetFaultsRequest\x1a\x1b.capkv.v1.SetFaultsResponse2\x99\x01\n" +
+	"\aReplica\x12F\n" +
+	"\x05Store\x12\x1d.capkv.v1.ReplicaStoreRequest\x1a\x1e.capkv.v1.ReplicaStoreResponse\x12F\n" +
+	"\x05Fetch\x12\x1d.capkv.v1.ReplicaFetchRequest\x1a\x1e.capkv.v1.ReplicaFetchResponseB\x1cZ\x1agithub.com/capkv/capkv/apib\x06proto3"
 
 var (
 	file_capkv_proto_rawDescOnce sync.Once
@@ -2551,104 +2903,114 @@ func file_capkv_proto_rawDescGZIP() []byte {
 	return file_capkv_proto_rawDescData
 }
 
-var file_capkv_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_capkv_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_capkv_proto_goTypes = []any{
 	(*RequestHeader)(nil),         // 0: capkv.v1.RequestHeader
 	(*Receipt)(nil),               // 1: capkv.v1.Receipt
 	(*KeyValue)(nil),              // 2: capkv.v1.KeyValue
 	(*GetRequest)(nil),            // 3: capkv.v1.GetRequest
 	(*GetResponse)(nil),           // 4: capkv.v1.GetResponse
-	(*PutRequest)(nil),            // 5: capkv.v1.PutRequest
-	(*PutResponse)(nil),           // 6: capkv.v1.PutResponse
-	(*DeleteRequest)(nil),         // 7: capkv.v1.DeleteRequest
-	(*DeleteResponse)(nil),        // 8: capkv.v1.DeleteResponse
-	(*CASRequest)(nil),            // 9: capkv.v1.CASRequest
-	(*CASResponse)(nil),           // 10: capkv.v1.CASResponse
-	(*ScanRequest)(nil),           // 11: capkv.v1.ScanRequest
-	(*ScanResponse)(nil),          // 12: capkv.v1.ScanResponse
-	(*Node)(nil),                  // 13: capkv.v1.Node
-	(*Range)(nil),                 // 14: capkv.v1.Range
-	(*Keyspace)(nil),              // 15: capkv.v1.Keyspace
-	(*ClusterMap)(nil),            // 16: capkv.v1.ClusterMap
-	(*Assignment)(nil),            // 17: capkv.v1.Assignment
-	(*JoinRequest)(nil),           // 18: capkv.v1.JoinRequest
-	(*CreateKeyspaceRequest)(nil), // 19: capkv.v1.CreateKeyspaceRequest
-	(*ClusterMapRequest)(nil),     // 20: capkv.v1.ClusterMapRequest
-	(*NodeInfoRequest)(nil),       // 21: capkv.v1.NodeInfoRequest
-	(*NodeInfo)(nil),              // 22: capkv.v1.NodeInfo
-	(*ClusterStatusRequest)(nil),  // 23: capkv.v1.ClusterStatusRequest
-	(*NodeStatus)(nil),            // 24: capkv.v1.NodeStatus
-	(*ClusterStatusResponse)(nil), // 25: capkv.v1.ClusterStatusResponse
-	(*KeyspacesRequest)(nil),      // 26: capkv.v1.KeyspacesRequest
-	(*KeyspacesResponse)(nil),     // 27: capkv.v1.KeyspacesResponse
-	(*LocateRequest)(nil),         // 28: capkv.v1.LocateRequest
-	(*LocateResponse)(nil),        // 29: capkv.v1.LocateResponse
-	(*RingRequest)(nil),           // 30: capkv.v1.RingRequest
-	(*PartitionPlacement)(nil),    // 31: capkv.v1.PartitionPlacement
-	(*RingResponse)(nil),          // 32: capkv.v1.RingResponse
-	(*FaultRule)(nil),             // 33: capkv.v1.FaultRule
-	(*SetFaultsRequest)(nil),      // 34: capkv.v1.SetFaultsRequest
-	(*SetFaultsResponse)(nil),     // 35: capkv.v1.SetFaultsResponse
+	(*Sibling)(nil),               // 5: capkv.v1.Sibling
+	(*PutRequest)(nil),            // 6: capkv.v1.PutRequest
+	(*PutResponse)(nil),           // 7: capkv.v1.PutResponse
+	(*DeleteRequest)(nil),         // 8: capkv.v1.DeleteRequest
+	(*DeleteResponse)(nil),        // 9: capkv.v1.DeleteResponse
+	(*CASRequest)(nil),            // 10: capkv.v1.CASRequest
+	(*CASResponse)(nil),           // 11: capkv.v1.CASResponse
+	(*ScanRequest)(nil),           // 12: capkv.v1.ScanRequest
+	(*ScanResponse)(nil),          // 13: capkv.v1.ScanResponse
+	(*Node)(nil),                  // 14: capkv.v1.Node
+	(*Range)(nil),                 // 15: capkv.v1.Range
+	(*Keyspace)(nil),              // 16: capkv.v1.Keyspace
+	(*ClusterMap)(nil),            // 17: capkv.v1.ClusterMap
+	(*Assignment)(nil),            // 18: capkv.v1.Assignment
+	(*JoinRequest)(nil),           // 19: capkv.v1.JoinRequest
+	(*CreateKeyspaceRequest)(nil), // 20: capkv.v1.CreateKeyspaceRequest
+	(*ClusterMapRequest)(nil),     // 21: capkv.v1.ClusterMapRequest
+	(*NodeInfoRequest)(nil),       // 22: capkv.v1.NodeInfoRequest
+	(*NodeInfo)(nil),              // 23: capkv.v1.NodeInfo
+	(*ClusterStatusRequest)(nil),  // 24: capkv.v1.ClusterStatusRequest
+	(*NodeStatus)(nil),            // 25: capkv.v1.NodeStatus
+	(*ClusterStatusResponse)(nil), // 26: capkv.v1.ClusterStatusResponse
+	(*KeyspacesRequest)(nil),      // 27: capkv.v1.KeyspacesRequest
+	(*KeyspacesResponse)(nil),     // 28: capkv.v1.KeyspacesResponse
+	(*LocateRequest)(nil),         // 29: capkv.v1.LocateRequest
+	(*LocateResponse)(nil),        // 30: capkv.v1.LocateResponse
+	(*RingRequest)(nil),           // 31: capkv.v1.RingRequest
+	(*PartitionPlacement)(nil),    // 32: capkv.v1.PartitionPlacement
+	(*RingResponse)(nil),          // 33: capkv.v1.RingResponse
+	(*FaultRule)(nil),             // 34: capkv.v1.FaultRule
+	(*SetFaultsRequest)(nil),      // 35: capkv.v1.SetFaultsRequest
+	(*SetFaultsResponse)(nil),     // 36: capkv.v1.SetFaultsResponse
+	(*ReplicaStoreRequest)(nil),   // 37: capkv.v1.ReplicaStoreRequest
+	(*ReplicaStoreResponse)(nil),  // 38: capkv.v1.ReplicaStoreResponse
+	(*ReplicaFetchRequest)(nil),   // 39: capkv.v1.ReplicaFetchRequest
+	(*ReplicaFetchResponse)(nil),  // 40: capkv.v1.ReplicaFetchResponse
 }
 var file_capkv_proto_depIdxs = []int32{
 	0,  // 0: capkv.v1.GetRequest.header:type_name -> capkv.v1.RequestHeader
 	2,  // 1: capkv.v1.GetResponse.kv:type_name -> capkv.v1.KeyValue
 	1,  // 2: capkv.v1.GetResponse.receipt:type_name -> capkv.v1.Receipt
-	0,  // 3: capkv.v1.PutRequest.header:type_name -> capkv.v1.RequestHeader
-	1,  // 4: capkv.v1.PutResponse.receipt:type_name -> capkv.v1.Receipt
-	0,  // 5: capkv.v1.DeleteRequest.header:type_name -> capkv.v1.RequestHeader
-	1,  // 6: capkv.v1.DeleteResponse.receipt:type_name -> capkv.v1.Receipt
-	0,  // 7: capkv.v1.CASRequest.header:type_name -> capkv.v1.RequestHeader
-	1,  // 8: capkv.v1.CASResponse.receipt:type_name -> capkv.v1.Receipt
-	0,  // 9: capkv.v1.ScanRequest.header:type_name -> capkv.v1.RequestHeader
-	2,  // 10: capkv.v1.ScanResponse.kvs:type_name -> capkv.v1.KeyValue
-	1,  // 11: capkv.v1.ScanResponse.receipt:type_name -> capkv.v1.Receipt
-	14, // 12: capkv.v1.Keyspace.ranges:type_name -> capkv.v1.Range
-	13, // 13: capkv.v1.ClusterMap.nodes:type_name -> capkv.v1.Node
-	15, // 14: capkv.v1.ClusterMap.keyspaces:type_name -> capkv.v1.Keyspace
-	17, // 15: capkv.v1.ClusterMap.assignments:type_name -> capkv.v1.Assignment
-	13, // 16: capkv.v1.JoinRequest.node:type_name -> capkv.v1.Node
-	15, // 17: capkv.v1.CreateKeyspaceRequest.keyspace:type_name -> capkv.v1.Keyspace
-	13, // 18: capkv.v1.NodeStatus.node:type_name -> capkv.v1.Node
-	22, // 19: capkv.v1.NodeStatus.info:type_name -> capkv.v1.NodeInfo
-	24, // 20: capkv.v1.ClusterStatusResponse.nodes:type_name -> capkv.v1.NodeStatus
-	15, // 21: capkv.v1.ClusterStatusResponse.keyspaces:type_name -> capkv.v1.Keyspace
-	15, // 22: capkv.v1.KeyspacesResponse.keyspaces:type_name -> capkv.v1.Keyspace
-	31, // 23: capkv.v1.RingResponse.partitions:type_name -> capkv.v1.PartitionPlacement
-	33, // 24: capkv.v1.SetFaultsRequest.rules:type_name -> capkv.v1.FaultRule
-	3,  // 25: capkv.v1.KV.Get:input_type -> capkv.v1.GetRequest
-	5,  // 26: capkv.v1.KV.Put:input_type -> capkv.v1.PutRequest
-	7,  // 27: capkv.v1.KV.Delete:input_type -> capkv.v1.DeleteRequest
-	9,  // 28: capkv.v1.KV.CAS:input_type -> capkv.v1.CASRequest
-	11, // 29: capkv.v1.KV.Scan:input_type -> capkv.v1.ScanRequest
-	20, // 30: capkv.v1.Admin.GetClusterMap:input_type -> capkv.v1.ClusterMapRequest
-	21, // 31: capkv.v1.Admin.GetNodeInfo:input_type -> capkv.v1.NodeInfoRequest
-	23, // 32: capkv.v1.Admin.ClusterStatus:input_type -> capkv.v1.ClusterStatusRequest
-	26, // 33: capkv.v1.Admin.Keyspaces:input_type -> capkv.v1.KeyspacesRequest
-	28, // 34: capkv.v1.Admin.Locate:input_type -> capkv.v1.LocateRequest
-	30, // 35: capkv.v1.Admin.Ring:input_type -> capkv.v1.RingRequest
-	18, // 36: capkv.v1.Admin.Join:input_type -> capkv.v1.JoinRequest
-	19, // 37: capkv.v1.Admin.CreateKeyspace:input_type -> capkv.v1.CreateKeyspaceRequest
-	34, // 38: capkv.v1.Admin.SetFaults:input_type -> capkv.v1.SetFaultsRequest
-	4,  // 39: capkv.v1.KV.Get:output_type -> capkv.v1.GetResponse
-	6,  // 40: capkv.v1.KV.Put:output_type -> capkv.v1.PutResponse
-	8,  // 41: capkv.v1.KV.Delete:output_type -> capkv.v1.DeleteResponse
-	10, // 42: capkv.v1.KV.CAS:output_type -> capkv.v1.CASResponse
-	12, // 43: capkv.v1.KV.Scan:output_type -> capkv.v1.ScanResponse
-	16, // 44: capkv.v1.Admin.GetClusterMap:output_type -> capkv.v1.ClusterMap
-	22, // 45: capkv.v1.Admin.GetNodeInfo:output_type -> capkv.v1.NodeInfo
-	25, // 46: capkv.v1.Admin.ClusterStatus:output_type -> capkv.v1.ClusterStatusResponse
-	27, // 47: capkv.v1.Admin.Keyspaces:output_type -> capkv.v1.KeyspacesResponse
-	29, // 48: capkv.v1.Admin.Locate:output_type -> capkv.v1.LocateResponse
-	32, // 49: capkv.v1.Admin.Ring:output_type -> capkv.v1.RingResponse
-	16, // 50: capkv.v1.Admin.Join:output_type -> capkv.v1.ClusterMap
-	16, // 51: capkv.v1.Admin.CreateKeyspace:output_type -> capkv.v1.ClusterMap
-	35, // 52: capkv.v1.Admin.SetFaults:output_type -> capkv.v1.SetFaultsResponse
-	39, // [39:53] is the sub-list for method output_type
-	25, // [25:39] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	5,  // 3: capkv.v1.GetResponse.siblings:type_name -> capkv.v1.Sibling
+	0,  // 4: capkv.v1.PutRequest.header:type_name -> capkv.v1.RequestHeader
+	1,  // 5: capkv.v1.PutResponse.receipt:type_name -> capkv.v1.Receipt
+	0,  // 6: capkv.v1.DeleteRequest.header:type_name -> capkv.v1.RequestHeader
+	1,  // 7: capkv.v1.DeleteResponse.receipt:type_name -> capkv.v1.Receipt
+	0,  // 8: capkv.v1.CASRequest.header:type_name -> capkv.v1.RequestHeader
+	1,  // 9: capkv.v1.CASResponse.receipt:type_name -> capkv.v1.Receipt
+	0,  // 10: capkv.v1.ScanRequest.header:type_name -> capkv.v1.RequestHeader
+	2,  // 11: capkv.v1.ScanResponse.kvs:type_name -> capkv.v1.KeyValue
+	1,  // 12: capkv.v1.ScanResponse.receipt:type_name -> capkv.v1.Receipt
+	15, // 13: capkv.v1.Keyspace.ranges:type_name -> capkv.v1.Range
+	14, // 14: capkv.v1.ClusterMap.nodes:type_name -> capkv.v1.Node
+	16, // 15: capkv.v1.ClusterMap.keyspaces:type_name -> capkv.v1.Keyspace
+	18, // 16: capkv.v1.ClusterMap.assignments:type_name -> capkv.v1.Assignment
+	14, // 17: capkv.v1.JoinRequest.node:type_name -> capkv.v1.Node
+	16, // 18: capkv.v1.CreateKeyspaceRequest.keyspace:type_name -> capkv.v1.Keyspace
+	14, // 19: capkv.v1.NodeStatus.node:type_name -> capkv.v1.Node
+	23, // 20: capkv.v1.NodeStatus.info:type_name -> capkv.v1.NodeInfo
+	25, // 21: capkv.v1.ClusterStatusResponse.nodes:type_name -> capkv.v1.NodeStatus
+	16, // 22: capkv.v1.ClusterStatusResponse.keyspaces:type_name -> capkv.v1.Keyspace
+	16, // 23: capkv.v1.KeyspacesResponse.keyspaces:type_name -> capkv.v1.Keyspace
+	32, // 24: capkv.v1.RingResponse.partitions:type_name -> capkv.v1.PartitionPlacement
+	34, // 25: capkv.v1.SetFaultsRequest.rules:type_name -> capkv.v1.FaultRule
+	3,  // 26: capkv.v1.KV.Get:input_type -> capkv.v1.GetRequest
+	6,  // 27: capkv.v1.KV.Put:input_type -> capkv.v1.PutRequest
+	8,  // 28: capkv.v1.KV.Delete:input_type -> capkv.v1.DeleteRequest
+	10, // 29: capkv.v1.KV.CAS:input_type -> capkv.v1.CASRequest
+	12, // 30: capkv.v1.KV.Scan:input_type -> capkv.v1.ScanRequest
+	21, // 31: capkv.v1.Admin.GetClusterMap:input_type -> capkv.v1.ClusterMapRequest
+	22, // 32: capkv.v1.Admin.GetNodeInfo:input_type -> capkv.v1.NodeInfoRequest
+	24, // 33: capkv.v1.Admin.ClusterStatus:input_type -> capkv.v1.ClusterStatusRequest
+	27, // 34: capkv.v1.Admin.Keyspaces:input_type -> capkv.v1.KeyspacesRequest
+	29, // 35: capkv.v1.Admin.Locate:input_type -> capkv.v1.LocateRequest
+	31, // 36: capkv.v1.Admin.Ring:input_type -> capkv.v1.RingRequest
+	19, // 37: capkv.v1.Admin.Join:input_type -> capkv.v1.JoinRequest
+	20, // 38: capkv.v1.Admin.CreateKeyspace:input_type -> capkv.v1.CreateKeyspaceRequest
+	35, // 39: capkv.v1.Admin.SetFaults:input_type -> capkv.v1.SetFaultsRequest
+	37, // 40: capkv.v1.Replica.Store:input_type -> capkv.v1.ReplicaStoreRequest
+	39, // 41: capkv.v1.Replica.Fetch:input_type -> capkv.v1.ReplicaFetchRequest
+	4,  // 42: capkv.v1.KV.Get:output_type -> capkv.v1.GetResponse
+	7,  // 43: capkv.v1.KV.Put:output_type -> capkv.v1.PutResponse
+	9,  // 44: capkv.v1.KV.Delete:output_type -> capkv.v1.DeleteResponse
+	11, // 45: capkv.v1.KV.CAS:output_type -> capkv.v1.CASResponse
+	13, // 46: capkv.v1.KV.Scan:output_type -> capkv.v1.ScanResponse
+	17, // 47: capkv.v1.Admin.GetClusterMap:output_type -> capkv.v1.ClusterMap
+	23, // 48: capkv.v1.Admin.GetNodeInfo:output_type -> capkv.v1.NodeInfo
+	26, // 49: capkv.v1.Admin.ClusterStatus:output_type -> capkv.v1.ClusterStatusResponse
+	28, // 50: capkv.v1.Admin.Keyspaces:output_type -> capkv.v1.KeyspacesResponse
+	30, // 51: capkv.v1.Admin.Locate:output_type -> capkv.v1.LocateResponse
+	33, // 52: capkv.v1.Admin.Ring:output_type -> capkv.v1.RingResponse
+	17, // 53: capkv.v1.Admin.Join:output_type -> capkv.v1.ClusterMap
+	17, // 54: capkv.v1.Admin.CreateKeyspace:output_type -> capkv.v1.ClusterMap
+	36, // 55: capkv.v1.Admin.SetFaults:output_type -> capkv.v1.SetFaultsResponse
+	38, // 56: capkv.v1.Replica.Store:output_type -> capkv.v1.ReplicaStoreResponse
+	40, // 57: capkv.v1.Replica.Fetch:output_type -> capkv.v1.ReplicaFetchResponse
+	42, // [42:58] is the sub-list for method output_type
+	26, // [26:42] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_capkv_proto_init() }
@@ -2656,16 +3018,16 @@ func file_capkv_proto_init() {
 	if File_capkv_proto != nil {
 		return
 	}
-	file_capkv_proto_msgTypes[9].OneofWrappers = []any{}
+	file_capkv_proto_msgTypes[10].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_capkv_proto_rawDesc), len(file_capkv_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   41,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_capkv_proto_goTypes,
 		DependencyIndexes: file_capkv_proto_depIdxs,

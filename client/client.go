@@ -226,7 +226,13 @@ type callOptions struct {
 	limit      int
 	startAfter string
 	requestID  string
+	causal     []byte
 }
+
+// WithContext passes the causal context of a previous Get (Item.Context) with
+// a Put or Delete of an ap key: the write then supersedes the siblings that
+// Get returned instead of becoming one more.
+func WithContext(causal []byte) Option { return func(o *callOptions) { o.causal = causal } }
 
 // WithConsistency sets the call's consistency level (default: the keyspace's).
 func WithConsistency(l consistency.Level) Option { return func(o *callOptions) { o.level = l } }

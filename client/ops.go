@@ -78,10 +78,25 @@ func (r Receipt) Summary() string {
 // Item is a key with its value and version.
 type Item struct {
 	Key       string
-	Value     []byte
+	Value     []byte // ap with siblings: the last writer's value
 	Version   uint64
 	Timestamp consistency.Timestamp
 	Receipt   Receipt
+	// Siblings (ap): every concurrent value, when there is more than one
+	// writer's value the next write should reconcile.
+	Siblings []Sibling
+	// Context (ap): pass it to the next Put or Delete of the key
+	// (WithContext) so that it supersedes the siblings read here.
+	Context []byte
+	// DeletedConcurrently (ap): a delete is among the concurrent writes.
+	DeletedConcurrently bool
+}
+
+// Sibling is one of several concurrent values of an ap key.
+type Sibling struct {
+	Value     []byte
+	Timestamp consistency.Timestamp
+	Dot       string // node:counter that wrote it
 }
 
 // WriteResult is the outcome of a write.
@@ -102,7 +117,11 @@ func (c *Client) Get(ctx context.Context, key string, opts ...Option) (*Item, er
 			return nil, err
 		}
 		out = &Item{Key: key, Value: resp.GetKv().GetValue(), Version: resp.GetKv().GetVersion(),
-			Timestamp: consistency.Timestamp(resp.GetKv().GetTimestamp()), Receipt: receiptFrom(resp.GetReceipt())}
+			Timestamp: consistency.Timestamp(resp.GetKv().GetTimestamp()), Receipt: receiptFrom(resp.GetReceipt()),
+			Context: resp.GetContext(), DeletedConcurrently: resp.GetDeletedConcurrently()}
+		for _, s := range resp.GetSiblings() {
+			out.Siblings = append(out.Siblings, Sibling{Value: s.GetValue(), Timestamp: consistency.Timestamp(s.GetTimestamp()), Dot: s.GetDot()})
+		}
 		return resp.GetReceipt(), nil
 	})
 	return out, err
@@ -114,7 +133,7 @@ func (c *Client) Put(ctx context.Context, key string, value []byte, opts ...Opti
 	o.ensureRequestID()
 	var out *WriteResult
 	err := c.call(ctx, key, func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
-		resp, err := kv.Put(ctx, &api.PutRequest{Header: c.header(o), Key: key, Value: value})
+		resp, err := kv.Put(ctx, &api.PutRequest{Header: c.header(o), Key: key, Value: value, Context: o.causal})
 		if err != nil {
 			return nil, err
 		}
@@ -130,7 +149,7 @@ func (c *Client) Delete(ctx context.Context, key string, opts ...Option) (*Write
 	o.ensureRequestID()
 	var out *WriteResult
 	err := c.call(ctx, key, func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
-		resp, err := kv.Delete(ctx, &api.DeleteRequest{Header: c.header(o), Key: key})
+		resp, err := kv.Delete(ctx, &api.DeleteRequest{Header: c.header(o), Key: key, Context: o.causal})
 		if err != nil {
 			return nil, err
 		}

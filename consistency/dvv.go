@@ -673,3 +673,18 @@ func (r *reader) end() error {
 	}
 	return nil
 }
+
+// Keep returns the clock with only the sibling whose dot is dot, and the same
+// context: how a `resolve: lww` keyspace drops the losers of concurrent writes
+// for good (a replica that still has them drops them on Sync, because the
+// context shows they were seen). Without such a sibling it returns the clock
+// with no siblings.
+func (d DVV) Keep(dot Dot) DVV {
+	out := DVV{ctx: d.ctx}
+	for _, s := range d.sibs {
+		if s.Dot == dot {
+			out.sibs = []Sibling{s}
+		}
+	}
+	return out
+}

@@ -787,3 +787,18 @@ func BenchmarkDVVEncodeDecode(b *testing.B) {
 		}
 	}
 }
+
+func TestKeepDropsLosersForGood(t *testing.T) {
+	a, _ := DVV{}.Update(VV{}, "n1", Value{Data: []byte("x"), Timestamp: 1})
+	b, _ := DVV{}.Update(VV{}, "n2", Value{Data: []byte("y"), Timestamp: 2})
+	both := a.Sync(b)
+	w, _ := both.LWW()
+	kept := both.Keep(w.Dot)
+	if kept.Len() != 1 || string(kept.Values()[0].Data) != "y" || !kept.Context().Equal(both.Context()) {
+		t.Fatalf("Keep = %s", kept)
+	}
+	// A replica that still has the loser drops it when it syncs.
+	if got := a.Sync(kept); got.Len() != 1 || string(got.Values()[0].Data) != "y" {
+		t.Fatalf("loser came back: %s", got)
+	}
+}

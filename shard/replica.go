@@ -356,3 +356,25 @@ func (r *Replica) Drop() error {
 	}
 	return r.s.finishPending(r.id, opDrop, 0)
 }
+
+// Remove deletes keys for good, leaving no tombstone. It is for bookkeeping
+// records (delivered hints), never for replicated data, whose deletes must
+// stay visible to replication.
+func (r *Replica) Remove(keys ...string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	done, err := r.beginWrite()
+	if err != nil {
+		return err
+	}
+	defer done()
+	txn := r.s.db.NewTransaction(true)
+	defer txn.Discard()
+	for _, k := range keys {
+		if err := txn.Delete(r.key(k)); err != nil {
+			return txnErr(err, len(keys))
+		}
+	}
+	return commit(txn)
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/base64"
 	"fmt"
 	"io"
 
@@ -28,7 +29,8 @@ func (g *globals) readValue(arg string, maxBytes int64) ([]byte, error) {
 const stdinLimit = 64 << 20
 
 func putCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var causal string
+	cmd := &cobra.Command{
 		Use:   "put KEY VALUE",
 		Short: "write a key (VALUE '-' reads it from stdin)",
 		Args:  exactArgs(2),
@@ -43,7 +45,11 @@ func putCmd(g *globals) *cobra.Command {
 			}
 			defer cancel()
 			defer c.Close()
-			res, err := c.Put(ctx, args[0], v, opts...)
+			cx, err := decodeContext(causal)
+			if err != nil {
+				return err
+			}
+			res, err := c.Put(ctx, args[0], v, append(opts, client.WithContext(cx))...)
 			if err != nil {
 				return err
 			}
@@ -55,6 +61,19 @@ func putCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&causal, "context", "", "ap: the context from 'get --json', so this write replaces the siblings that get saw")
+	return cmd
+}
+
+func decodeContext(s string) ([]byte, error) {
+	if s == "" {
+		return nil, nil
+	}
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--context: not base64 as 'get --json' prints it: %v", err)}
+	}
+	return b, nil
 }
 
 func getCmd(g *globals) *cobra.Command {

@@ -156,6 +156,15 @@ type jsonItem struct {
 	Version     uint64       `json:"version"`
 	Timestamp   string       `json:"timestamp"`
 	Receipt     *jsonReceipt `json:"receipt,omitempty"`
+	Siblings    []jsonSib    `json:"siblings,omitempty"`
+	Context     string       `json:"context,omitempty"` // ap: pass to put/del --context
+	Deleted     bool         `json:"deleted_concurrently,omitempty"`
+}
+
+type jsonSib struct {
+	Value     string `json:"value"`
+	Timestamp string `json:"timestamp"`
+	Dot       string `json:"dot"`
 }
 
 func toJSONItem(it client.Item, withReceipt bool) jsonItem {
@@ -171,6 +180,15 @@ func toJSONItem(it client.Item, withReceipt bool) jsonItem {
 		r := toJSONReceipt(it.Receipt)
 		j.Receipt = &r
 	}
+	if len(it.Siblings) > 1 {
+		for _, s := range it.Siblings {
+			j.Siblings = append(j.Siblings, jsonSib{Value: printable(s.Value), Timestamp: s.Timestamp.String(), Dot: s.Dot})
+		}
+	}
+	if len(it.Context) > 0 {
+		j.Context = base64.StdEncoding.EncodeToString(it.Context)
+	}
+	j.Deleted = it.DeletedConcurrently
 	return j
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/consistency"
 	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/replication/ap"
 	"github.com/capkv/capkv/replication/cp"
 	"github.com/capkv/capkv/ring"
 	"github.com/capkv/capkv/shard"
@@ -147,11 +148,7 @@ func (n *Node) serve(ctx context.Context, rt route, h *api.RequestHeader, leader
 	forward func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error) error {
 
 	if rt.p.Keyspace.Mode != consistency.CP {
-		owner := rt.p.Replicas[0]
-		if owner == n.cfg.ID {
-			return local(ctx, nil)
-		}
-		return n.forwardTo(ctx, owner, h, forward)
+		return n.apServe(ctx, rt, h, func() error { return local(ctx, nil) }, forward)
 	}
 	ictx, cancel := innerDeadline(ctx)
 	defer cancel()
@@ -211,6 +208,9 @@ func (n *Node) Get(ctx context.Context, req *api.GetRequest) (*api.GetResponse, 
 	rt, err := n.route(req.GetKey(), req.GetHeader())
 	if err != nil {
 		return nil, err
+	}
+	if rt.p.Keyspace.Mode == consistency.AP {
+		return n.apGet(ctx, rt, req)
 	}
 	var resp *api.GetResponse
 	err = n.serve(ctx, rt, req.GetHeader(), rt.level == consistency.Linearizable,
@@ -344,6 +344,23 @@ func (n *Node) Put(ctx context.Context, req *api.PutRequest) (*api.PutResponse, 
 		return nil, err
 	}
 	var fwd *api.PutResponse
+	if rt.p.Keyspace.Mode == consistency.AP {
+		res, rc, _, err := n.apWrite(ctx, rt, withRequestID(req.GetHeader()), req.GetKey(), req.GetContext(), consistency.Value{Data: req.GetValue()},
+			func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error {
+				var err error
+				fwd, err = c.Put(ctx, &api.PutRequest{Header: h, Key: req.GetKey(), Value: req.GetValue(), Context: req.GetContext()})
+				return err
+			})
+		if err != nil {
+			return nil, err
+		}
+		if fwd != nil {
+			n.forwarded(fwd.GetReceipt())
+			return fwd, nil
+		}
+		w, _ := res.Clock.LWW()
+		return &api.PutResponse{Version: w.Dot.Counter, Timestamp: uint64(w.Timestamp), Receipt: rc}, nil
+	}
 	res, rc, err := n.write(ctx, rt, req.GetHeader(), cp.Command{Op: cp.OpPut, Key: req.GetKey(), Value: req.GetValue()},
 		func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error {
 			var err error
@@ -367,6 +384,22 @@ func (n *Node) Delete(ctx context.Context, req *api.DeleteRequest) (*api.DeleteR
 		return nil, err
 	}
 	var fwd *api.DeleteResponse
+	if rt.p.Keyspace.Mode == consistency.AP {
+		res, rc, _, err := n.apWrite(ctx, rt, withRequestID(req.GetHeader()), req.GetKey(), req.GetContext(), consistency.Value{Tombstone: true},
+			func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error {
+				var err error
+				fwd, err = c.Delete(ctx, &api.DeleteRequest{Header: h, Key: req.GetKey(), Context: req.GetContext()})
+				return err
+			})
+		if err != nil {
+			return nil, err
+		}
+		if fwd != nil {
+			n.forwarded(fwd.GetReceipt())
+			return fwd, nil
+		}
+		return &api.DeleteResponse{Existed: res.HadLive, Receipt: rc}, nil
+	}
 	res, rc, err := n.write(ctx, rt, req.GetHeader(), cp.Command{Op: cp.OpDelete, Key: req.GetKey()},
 		func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error {
 			var err error
@@ -486,10 +519,30 @@ func (n *Node) Scan(ctx context.Context, req *api.ScanRequest) (*api.ScanRespons
 						}
 					}
 					res.by = n.cfg.ID
-					return n.store.Replica(p.ID.String()).Scan(prefix, req.GetStartAfter(), limit+1, false, func(key string, rec shard.Record) bool {
+					var derr error
+					err := n.store.Replica(p.ID.String()).Scan(prefix, req.GetStartAfter(), limit+1, false, func(key string, rec shard.Record) bool {
+						if ks.Mode == consistency.AP {
+							// ap scans read one replica (level one) and show the
+							// last writer's value of each key.
+							d, err := consistency.DecodeDVV(rec.Value)
+							if err != nil {
+								derr = fmt.Errorf("%w: key %q: %v", kverrors.ErrInternal, key, err)
+								return false
+							}
+							v := ap.Resolve(d, ks.Resolve == ring.ResolveLWW)
+							if !v.Found {
+								return true
+							}
+							res.kvs = append(res.kvs, &api.KeyValue{Key: key, Value: v.Newest.Data, Version: v.Newest.Dot.Counter, Timestamp: uint64(v.Newest.Timestamp)})
+							return true
+						}
 						res.kvs = append(res.kvs, &api.KeyValue{Key: key, Value: rec.Value, Version: rec.Version, Timestamp: uint64(rec.Timestamp)})
 						return true
 					})
+					if err == nil {
+						err = derr
+					}
+					return err
 				},
 				func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error {
 					resp, err := c.Scan(ctx, &api.ScanRequest{Header: h, Prefix: prefix, StartAfter: req.GetStartAfter(),

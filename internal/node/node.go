@@ -20,6 +20,7 @@ import (
 	"github.com/capkv/capkv/consistency"
 	"github.com/capkv/capkv/internal/dial"
 	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/replication/ap"
 	"github.com/capkv/capkv/replication/cp"
 	"github.com/capkv/capkv/ring"
 	"github.com/capkv/capkv/shard"
@@ -34,6 +35,9 @@ type Node struct {
 	log     *slog.Logger
 	store   *shard.Store
 	host    *cp.Host
+	clocks  *ap.ClockStore
+	hints   *ap.HintStore
+	apc     *ap.Coordinator
 	clock   *consistency.Clock
 	started time.Time
 
@@ -97,6 +101,8 @@ func New(cfg Config) (*Node, error) {
 		n.cfg.Faults = n.faults
 	}
 	net := cp.NewNetwork(cfg.ID, n.peer, cfg.Faults)
+	n.clocks, n.hints = ap.NewClockStore(st), ap.NewHintStore(st)
+	n.apc = ap.NewCoordinator(cfg.ID, n.clocks, n.hints, apPeers{n}, log)
 	n.host = cp.NewHost(cfg.ID, st.DB(), st.WriteEntries, net, filepath.Join(cfg.DataDir, "raft-snapshots"), cfg.Raft, log)
 	return n, nil
 }
@@ -128,6 +134,7 @@ func (n *Node) Start(lis net.Listener) error {
 	api.RegisterKVServer(n.srv, n)
 	api.RegisterAdminServer(n.srv, n)
 	api.RegisterRaftServer(n.srv, n.host.Network())
+	api.RegisterReplicaServer(n.srv, replicaServer{n: n})
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -141,8 +148,9 @@ func (n *Node) Start(lis net.Listener) error {
 			return err
 		}
 	}
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.metaLoop()
+	go n.handoffLoop()
 	if len(n.cfg.Join) > 0 {
 		if err := n.joinCluster(); err != nil {
 			n.Close()
@@ -295,6 +303,7 @@ func (n *Node) Close() error {
 		}
 		n.wg.Wait()
 	}
+	n.apc.Close() // background replica stores and repairs
 	n.mu.Lock()
 	peers := n.mu.peers
 	for a, c := range n.mu.byAddr {

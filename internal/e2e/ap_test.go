@@ -1,0 +1,232 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/capkv/capkv/api"
+	"github.com/capkv/capkv/client"
+	"github.com/capkv/capkv/consistency"
+	"github.com/capkv/capkv/internal/dial"
+)
+
+// rawGet sends a Get straight to one node (no client routing).
+func rawGet(t *testing.T, addr, key, level string) (*api.GetResponse, error) {
+	t.Helper()
+	cc, err := dial.Conn(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	return api.NewKVClient(cc).Get(ctx, &api.GetRequest{Key: key, Header: &api.RequestHeader{Consistency: level}})
+}
+
+// localValues reads one node's own copy of a key (the internal Replica
+// service), without any coordination: what that replica really stores.
+func localValues(t *testing.T, addr, partition, key string) []string {
+	t.Helper()
+	cc, err := dial.Conn(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	resp, err := api.NewReplicaClient(cc).Fetch(ctx, &api.ReplicaFetchRequest{Partition: partition, Key: key})
+	if err != nil || !resp.GetFound() {
+		return nil
+	}
+	d, err := consistency.DecodeDVV(resp.GetClock())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, s := range d.Live() {
+		out = append(out, string(s.Data))
+	}
+	sort.Strings(out)
+	return out
+}
+
+func rawPut(t *testing.T, addr, key, value, level string, causal []byte) (*api.PutResponse, error) {
+	t.Helper()
+	cc, err := dial.Conn(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	return api.NewKVClient(cc).Put(ctx, &api.PutRequest{Key: key, Value: []byte(value), Context: causal, Header: &api.RequestHeader{Consistency: level}})
+}
+
+// Concurrent writes to an ap key become siblings; a write that carries the
+// context of a read that saw them replaces them.
+func TestAPSiblingsAndContext(t *testing.T) {
+	cl := startCluster(t, 3)
+	c := newClient(t, cl.endpoints()...)
+	ctx := ctxT(t)
+	key := "sessions/alice"
+	p, _ := c.Locate(key)
+	// Two blind writes coordinated by two different replicas: concurrent.
+	a, b := cl.proc(p.Replicas[0]), cl.proc(p.Replicas[1])
+	if _, err := rawPut(t, a.addr, key, "from-a", "all", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rawPut(t, b.addr, key, "from-b", "one", nil); err != nil {
+		t.Fatal(err)
+	}
+	it, err := c.Get(ctx, key, client.WithConsistency("all"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vals []string
+	for _, s := range it.Siblings {
+		vals = append(vals, string(s.Value))
+	}
+	sort.Strings(vals)
+	if strings.Join(vals, ",") != "from-a,from-b" || it.Receipt.Siblings != 2 || len(it.Context) == 0 {
+		t.Fatalf("siblings %v, receipt %+v", vals, it.Receipt)
+	}
+	// Resolve them: a write with the context of that read.
+	if _, err := c.Put(ctx, key, []byte("merged"), client.WithContext(it.Context), client.WithConsistency("all")); err != nil {
+		t.Fatal(err)
+	}
+	it, err = c.Get(ctx, key, client.WithConsistency("all"))
+	if err != nil || string(it.Value) != "merged" || len(it.Siblings) != 1 {
+		t.Fatalf("after a write with the context: %+v %v", it, err)
+	}
+	// A blind write (stale, no context) does not erase: it becomes a sibling.
+	if _, err := c.Put(ctx, key, []byte("blind")); err != nil {
+		t.Fatal(err)
+	}
+	it, _ = c.Get(ctx, key, client.WithConsistency("all"))
+	if len(it.Siblings) != 2 {
+		t.Fatalf("blind write after merge: %d siblings, want 2", len(it.Siblings))
+	}
+	// Delete with the context: gone.
+	if _, err := c.Delete(ctx, key, client.WithContext(it.Context), client.WithConsistency("all")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(ctx, key, client.WithConsistency("all")); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("after delete with context: %v", err)
+	}
+
+	// A keyspace that resolves by last writer wins keeps one value.
+	if _, errOut, code := kvctl(t, cl.endpoints(), "", "keyspace", "create", "prefs", "--mode", "ap", "--resolve", "lww", "--template", "prefs/{user}/..."); code != 0 {
+		t.Fatal(errOut)
+	}
+	waitFor(t, 10*time.Second, "keyspace prefs", func() bool {
+		_, err := c.Put(ctx, "prefs/bob/theme", []byte("dark"))
+		return err == nil
+	})
+	pp, _ := c.Locate("prefs/bob/theme")
+	rawPut(t, cl.proc(pp.Replicas[0]).addr, "prefs/bob/theme", "light", "all", nil)
+	rawPut(t, cl.proc(pp.Replicas[1]).addr, "prefs/bob/theme", "blue", "all", nil)
+	it, err = c.Get(ctx, "prefs/bob/theme", client.WithConsistency("all"))
+	if err != nil || string(it.Value) != "blue" || len(it.Siblings) != 1 {
+		t.Fatalf("lww keyspace: %+v %v", it, err)
+	}
+}
+
+// With replicas down, a quorum write goes to a fallback node as a hint
+// (sloppy quorum) and is handed to the replicas when they come back.
+func TestAPSloppyQuorumAndHintedHandoff(t *testing.T) {
+	cl := startCluster(t, 4)
+	c := newClient(t, cl.endpoints()...)
+	ctx := ctxT(t)
+	key := "sessions/carol"
+	p, _ := c.Locate(key)
+	if _, err := c.Put(ctx, key, []byte("v1"), client.WithConsistency("all")); err != nil {
+		t.Fatal(err)
+	}
+	// Kill two of the three replicas: a quorum of the preference list is gone.
+	down := p.Replicas[1:]
+	for _, id := range down {
+		cl.kill(cl.proc(id))
+	}
+	coord := cl.proc(p.Replicas[0])
+	resp, err := rawPut(t, coord.addr, key, "v2", "quorum", nil)
+	if err != nil {
+		t.Fatalf("quorum write with 2 of 3 replicas down and a fallback alive: %v", err)
+	}
+	rc := resp.GetReceipt()
+	if !rc.GetSloppyQuorum() || !rc.GetHinted() || rc.GetMajorityReachable() {
+		t.Fatalf("receipt %+v: want sloppy quorum with a hint, majority not reachable", rc)
+	}
+	// Level all cannot be met by hints.
+	if _, err := rawPut(t, coord.addr, key, "v3", "all", nil); err == nil {
+		t.Fatal("level all succeeded with two replicas down")
+	}
+	// Level one on the surviving replica is always available.
+	if _, err := rawPut(t, coord.addr, "sessions/dave", "x", "one", nil); err != nil {
+		t.Fatalf("level one with the coordinator alive: %v", err)
+	}
+	for _, id := range down {
+		cl.start(cl.proc(id))
+		cl.waitReady(cl.proc(id))
+	}
+	// Handoff (hints) and the write the replicas missed reach them without any read.
+	// The fallback held a hint for one of them: handoff delivers it without
+	// any read. (The other missed it entirely; a read repairs it.)
+	pid := p.Partition.String()
+	handed := ""
+	waitFor(t, 20*time.Second, "hinted handoff to one of "+strings.Join(down, ","), func() bool {
+		for _, id := range down {
+			if slices.Contains(localValues(t, cl.proc(id).addr, pid, key), "v2") {
+				handed = id
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("hint handed off to %s", handed)
+	if _, err := c.Get(ctx, key, client.WithConsistency("all")); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range down {
+		waitFor(t, 10*time.Second, "read repair of "+id, func() bool {
+			return slices.Contains(localValues(t, cl.proc(id).addr, pid, key), "v2")
+		})
+	}
+}
+
+// The replicas of an ap partition converge after concurrent writes through
+// different coordinators, read at level all.
+func TestAPConvergesAcrossCoordinators(t *testing.T) {
+	cl := startCluster(t, 3)
+	c := newClient(t, cl.endpoints()...)
+	for i := range 30 {
+		key := fmt.Sprintf("sessions/u%d", i)
+		node := cl.procs[i%3]
+		if _, err := rawPut(t, node.addr, key, node.id, "quorum", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 30 {
+		key := fmt.Sprintf("sessions/u%d", i)
+		p, _ := c.Locate(key)
+		var seen []string
+		for _, id := range p.Replicas {
+			waitFor(t, 10*time.Second, "replica "+id+" has "+key, func() bool {
+				v := localValues(t, cl.proc(id).addr, p.Partition.String(), key)
+				if len(v) != 1 {
+					return false
+				}
+				seen = append(seen, v[0])
+				return true
+			})
+		}
+		if len(slices.Compact(seen)) != 1 {
+			t.Fatalf("%s: replicas disagree: %v", key, seen)
+		}
+	}
+}

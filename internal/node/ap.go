@@ -1,0 +1,231 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/capkv/capkv/api"
+	"github.com/capkv/capkv/consistency"
+	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/replication/ap"
+	"github.com/capkv/capkv/ring"
+)
+
+// apPeers reaches other nodes' Replica service through the peer pool.
+type apPeers struct{ n *Node }
+
+func (p apPeers) client(id string) (api.ReplicaClient, error) {
+	c, err := p.n.peer(id)
+	if err != nil {
+		return nil, err
+	}
+	return api.NewReplicaClient(c), nil
+}
+
+func (p apPeers) Store(ctx context.Context, node string, req *api.ReplicaStoreRequest) (*api.ReplicaStoreResponse, error) {
+	c, err := p.client(node)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Store(ctx, req)
+	return resp, kverrors.FromStatus(err)
+}
+
+func (p apPeers) Fetch(ctx context.Context, node string, req *api.ReplicaFetchRequest) (*api.ReplicaFetchResponse, error) {
+	c, err := p.client(node)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Fetch(ctx, req)
+	return resp, kverrors.FromStatus(err)
+}
+
+// replicaServer is the Replica gRPC service: what coordinators call.
+type replicaServer struct {
+	n *Node
+	api.UnimplementedReplicaServer
+}
+
+func (s replicaServer) Store(_ context.Context, req *api.ReplicaStoreRequest) (*api.ReplicaStoreResponse, error) {
+	d, err := consistency.DecodeDVV(req.GetClock())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", kverrors.ErrInvalidArgument, err)
+	}
+	if req.GetHintFor() != "" {
+		if err := s.n.hints.Add(req.GetHintFor(), req.GetPartition(), req.GetKey(), d, req.GetLww()); err != nil {
+			return nil, err
+		}
+		return &api.ReplicaStoreResponse{}, nil
+	}
+	merged, err := s.n.clocks.Merge(req.GetPartition(), req.GetKey(), d, req.GetLww())
+	if err != nil {
+		return nil, err
+	}
+	return &api.ReplicaStoreResponse{Clock: merged.Encode(nil)}, nil
+}
+
+func (s replicaServer) Fetch(_ context.Context, req *api.ReplicaFetchRequest) (*api.ReplicaFetchResponse, error) {
+	d, found, err := s.n.clocks.Read(req.GetPartition(), req.GetKey())
+	if err != nil {
+		return nil, err
+	}
+	return &api.ReplicaFetchResponse{Clock: d.Encode(nil), Found: found}, nil
+}
+
+// handoffLoop hands hints to their targets once a second until Close.
+func (n *Node) handoffLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	peers := apPeers{n}
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		k, err := n.hints.Handoff(ctx, func(ctx context.Context, h ap.Hint) error {
+			_, err := peers.Store(ctx, h.Target, &api.ReplicaStoreRequest{Partition: h.Partition, Key: h.Key, Clock: h.Clock.Encode(nil),
+				Lww: n.isLWW(h.Partition)})
+			return err
+		})
+		cancel()
+		if err != nil {
+			n.log.Warn("hinted handoff", "err", err)
+		} else if k > 0 {
+			n.log.Info("hinted handoff", "delivered", k)
+		}
+	}
+}
+
+func (n *Node) isLWW(partition string) bool {
+	pid, err := ring.ParsePartitionID(partition)
+	if err != nil {
+		return false
+	}
+	ks, ok := n.r().Keyspace(pid.Keyspace)
+	return ok && ks.Resolve == ring.ResolveLWW
+}
+
+// fallbacks lists the eligible nodes outside the preference list, in an
+// order spread by partition, for sloppy-quorum hints.
+func (n *Node) fallbacks(p ring.Placement) []string {
+	var out []string
+	for _, nd := range n.r().Topology().Nodes {
+		if slices.Contains(p.Replicas, nd.ID) {
+			continue
+		}
+		if p.Partition.Region != "" && nd.Region != p.Partition.Region {
+			continue
+		}
+		out = append(out, nd.ID)
+	}
+	pid := p.Partition.String()
+	slices.SortFunc(out, func(a, b string) int {
+		ha, hb := xxhash.Sum64String(pid+a), xxhash.Sum64String(pid+b)
+		switch {
+		case ha < hb:
+			return -1
+		case ha > hb:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// apServe runs local on this node if it is a replica of the key's partition,
+// else forwards to the first replica that answers.
+func (n *Node) apServe(ctx context.Context, rt route, h *api.RequestHeader, local func() error,
+	forward func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error) error {
+	if slices.Contains(rt.p.Replicas, n.cfg.ID) {
+		return local()
+	}
+	var errs []error
+	for _, r := range rt.p.Replicas {
+		err := n.forwardTo(ctx, r, h, forward)
+		if err == nil || !errors.Is(err, kverrors.ErrUnavailable) {
+			return err
+		}
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("%w: no replica of %s is reachable from %s: %w", kverrors.ErrUnavailable, rt.p.Partition, n.cfg.ID, errors.Join(errs...))
+}
+
+func (n *Node) apReceipt(rt route, acked, hinted []string, sloppy bool, siblings int) *api.Receipt {
+	r := n.receipt(rt)
+	r.AckedBy = append(append([]string(nil), acked...), hinted...)
+	r.Hinted = len(hinted) > 0
+	r.SloppyQuorum = sloppy
+	r.Siblings = uint32(siblings)
+	r.MajorityReachable = len(acked) > len(rt.p.Replicas)/2
+	return r
+}
+
+func (n *Node) apGet(ctx context.Context, rt route, req *api.GetRequest) (*api.GetResponse, error) {
+	var resp *api.GetResponse
+	err := n.apServe(ctx, rt, req.GetHeader(), func() error {
+		lww := rt.p.Keyspace.Resolve == ring.ResolveLWW
+		res, err := n.apc.Read(ctx, ap.ReadRequest{Partition: rt.p.Partition.String(), Key: req.GetKey(), Replicas: rt.p.Replicas, Level: rt.level, LWW: lww})
+		if err != nil {
+			return err
+		}
+		v := ap.Resolve(res.Clock, lww)
+		if !v.Found {
+			return fmt.Errorf("%w: key %q", kverrors.ErrNotFound, req.GetKey())
+		}
+		resp = &api.GetResponse{
+			Kv:                  &api.KeyValue{Key: req.GetKey(), Value: v.Newest.Data, Timestamp: uint64(v.Newest.Timestamp), Version: v.Newest.Dot.Counter},
+			Context:             v.Context.Encode(nil),
+			DeletedConcurrently: v.Deleted,
+			Receipt:             n.apReceipt(rt, res.Acked, nil, false, len(v.Live)),
+		}
+		for _, s := range v.Live {
+			resp.Siblings = append(resp.Siblings, &api.Sibling{Value: s.Data, Timestamp: uint64(s.Timestamp), Dot: s.Dot.String()})
+		}
+		return nil
+	}, func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error {
+		r, err := c.Get(ctx, &api.GetRequest{Header: h, Key: req.GetKey()})
+		resp = r
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.forwarded(resp.GetReceipt())
+	return resp, nil
+}
+
+// apWrite coordinates a put or delete of an ap key.
+func (n *Node) apWrite(ctx context.Context, rt route, h *api.RequestHeader, key string, rawCtx []byte, v consistency.Value,
+	forward func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error) (ap.WriteResult, *api.Receipt, bool, error) {
+	var causal consistency.VV
+	if len(rawCtx) > 0 {
+		var err error
+		if causal, err = consistency.DecodeVV(rawCtx); err != nil {
+			return ap.WriteResult{}, nil, false, fmt.Errorf("%w: causal context: %v", kverrors.ErrInvalidArgument, err)
+		}
+	}
+	var res ap.WriteResult
+	var rc *api.Receipt
+	local := false
+	err := n.apServe(ctx, rt, h, func() error {
+		local = true
+		v.Timestamp = n.clock.Now()
+		var err error
+		res, err = n.apc.Write(ctx, ap.WriteRequest{Partition: rt.p.Partition.String(), Key: key, Replicas: rt.p.Replicas,
+			Fallbacks: n.fallbacks(rt.p), Level: rt.level, LWW: rt.p.Keyspace.Resolve == ring.ResolveLWW, Context: causal, Value: v})
+		if err != nil {
+			return err
+		}
+		rc = n.apReceipt(rt, res.Acked, res.Hinted, res.Sloppy, len(res.Clock.Live()))
+		return nil
+	}, forward)
+	return res, rc, local, err
+}

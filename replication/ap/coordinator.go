@@ -1,0 +1,271 @@
+package ap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/capkv/capkv/api"
+	"github.com/capkv/capkv/consistency"
+	"github.com/capkv/capkv/internal/kverrors"
+)
+
+// Peers reaches the Replica service of other nodes.
+type Peers interface {
+	Store(ctx context.Context, node string, req *api.ReplicaStoreRequest) (*api.ReplicaStoreResponse, error)
+	Fetch(ctx context.Context, node string, req *api.ReplicaFetchRequest) (*api.ReplicaFetchResponse, error)
+}
+
+// replicaTimeout bounds one replica's store or fetch; stores the coordinator
+// no longer waits for still complete within it.
+const replicaTimeout = 2 * time.Second
+
+// Coordinator runs ap reads and writes on one node.
+type Coordinator struct {
+	Self   string
+	Clocks *ClockStore
+	Hints  *HintStore
+	Peers  Peers
+	Log    *slog.Logger
+
+	seed    maphash.Seed
+	stripes [256]sync.Mutex // one Update at a time per key on this node
+	bg      sync.WaitGroup  // stores and repairs that outlive their request
+}
+
+// NewCoordinator returns a coordinator for node self.
+func NewCoordinator(self string, clocks *ClockStore, hints *HintStore, peers Peers, log *slog.Logger) *Coordinator {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Coordinator{Self: self, Clocks: clocks, Hints: hints, Peers: peers, Log: log, seed: maphash.MakeSeed()}
+}
+
+// Close waits for background stores and repairs.
+func (c *Coordinator) Close() { c.bg.Wait() }
+
+// Need is the number of acknowledgements a level asks of n replicas.
+func Need(level consistency.Level, n int) int {
+	switch level {
+	case consistency.One:
+		return 1
+	case consistency.All:
+		return n
+	}
+	return n/2 + 1
+}
+
+// WriteRequest is one coordinated write.
+type WriteRequest struct {
+	Partition, Key string
+	Replicas       []string // the preference list; Self must be in it
+	Fallbacks      []string // other eligible nodes, in the order to try for hints
+	Level          consistency.Level
+	LWW            bool
+	Context        consistency.VV
+	Value          consistency.Value
+}
+
+// WriteResult says who stored the write.
+type WriteResult struct {
+	Clock  consistency.DVV
+	Acked  []string // replicas of the preference list that stored it
+	Hinted []string // fallback nodes that stored it as a hint
+	Sloppy bool     // hinted acknowledgements were counted
+	Need   int
+	// HadLive: the coordinator's copy had a live value before this write
+	// (for a delete: whether something was deleted, as far as it knew).
+	HadLive bool
+}
+
+// Write mints the write's dot here, stores it locally, and replicates it.
+func (c *Coordinator) Write(ctx context.Context, w WriteRequest) (WriteResult, error) {
+	if !slices.Contains(w.Replicas, c.Self) {
+		return WriteResult{}, fmt.Errorf("%w: %s is not a replica of %s", kverrors.ErrInternal, c.Self, w.Partition)
+	}
+	res := WriteResult{Need: Need(w.Level, len(w.Replicas))}
+	mu := &c.stripes[maphash.String(c.seed, w.Partition+"\x00"+w.Key)%uint64(len(c.stripes))]
+	mu.Lock()
+	cur, _, err := c.Clocks.Read(w.Partition, w.Key)
+	res.HadLive = len(cur.Live()) > 0
+	if err == nil {
+		var next consistency.DVV
+		if next, err = cur.Update(w.Context, c.Self, w.Value); err == nil {
+			res.Clock, err = c.Clocks.Merge(w.Partition, w.Key, next, w.LWW)
+		}
+	}
+	mu.Unlock()
+	if err != nil {
+		return res, err
+	}
+	res.Acked = []string{c.Self}
+	clock := res.Clock.Encode(nil)
+
+	type ack struct {
+		node, hintFor string
+		err           error
+	}
+	acks := make(chan ack, len(w.Replicas)+len(w.Fallbacks))
+	store := func(node, hintFor string) {
+		c.bg.Add(1)
+		go func() {
+			defer c.bg.Done()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), replicaTimeout)
+			defer cancel()
+			_, err := c.Peers.Store(sctx, node, &api.ReplicaStoreRequest{Partition: w.Partition, Key: w.Key, Clock: clock, HintFor: hintFor, Lww: w.LWW})
+			acks <- ack{node, hintFor, err}
+		}()
+	}
+	pending := 0
+	for _, r := range w.Replicas {
+		if r != c.Self {
+			store(r, "")
+			pending++
+		}
+	}
+	fallbacks := slices.Clone(w.Fallbacks)
+	counted := func() int {
+		n := len(res.Acked)
+		if w.Level != consistency.All {
+			n += len(res.Hinted)
+		}
+		return n
+	}
+	for counted() < res.Need && pending > 0 {
+		select {
+		case a := <-acks:
+			pending--
+			switch {
+			case a.err == nil && a.hintFor == "":
+				res.Acked = append(res.Acked, a.node)
+			case a.err == nil:
+				res.Hinted = append(res.Hinted, a.node)
+			case len(fallbacks) > 0:
+				// Sloppy quorum: the next healthy node keeps it for the replica.
+				target := a.hintFor
+				if target == "" {
+					target = a.node
+				}
+				next := fallbacks[0]
+				fallbacks = fallbacks[1:]
+				store(next, target)
+				pending++
+			}
+		case <-ctx.Done():
+			pending = 0
+		}
+	}
+	res.Sloppy = len(res.Hinted) > 0 && w.Level != consistency.All && len(res.Acked) < res.Need
+	if counted() < res.Need {
+		// It is stored here (and maybe elsewhere): it will spread, so it is
+		// not a definite failure.
+		return res, fmt.Errorf("%w: partition %s: %d of %d replicas acknowledged (level %s needs %d); the write is stored on %v and may spread",
+			kverrors.ErrIndeterminate, w.Partition, counted(), len(w.Replicas), w.Level, res.Need, append(res.Acked, res.Hinted...))
+	}
+	return res, nil
+}
+
+// ReadRequest is one coordinated read.
+type ReadRequest struct {
+	Partition, Key string
+	Replicas       []string
+	Level          consistency.Level
+	LWW            bool
+}
+
+// ReadResult is the merged answer and who gave it.
+type ReadResult struct {
+	Clock    consistency.DVV
+	Acked    []string
+	Repaired []string // replicas sent the merged clock because they were behind
+	Need     int
+}
+
+// Read fetches the key from the replicas, merges the first Need answers and
+// repairs the replicas that answered with less.
+func (c *Coordinator) Read(ctx context.Context, r ReadRequest) (ReadResult, error) {
+	res := ReadResult{Need: Need(r.Level, len(r.Replicas))}
+	type answer struct {
+		node  string
+		clock consistency.DVV
+		err   error
+	}
+	answers := make(chan answer, len(r.Replicas))
+	for _, node := range r.Replicas {
+		if node == c.Self {
+			d, _, err := c.Clocks.Read(r.Partition, r.Key)
+			answers <- answer{node, d, err}
+			continue
+		}
+		go func() {
+			fctx, cancel := context.WithTimeout(ctx, replicaTimeout)
+			defer cancel()
+			resp, err := c.Peers.Fetch(fctx, node, &api.ReplicaFetchRequest{Partition: r.Partition, Key: r.Key})
+			var d consistency.DVV
+			if err == nil && resp.GetFound() {
+				d, err = consistency.DecodeDVV(resp.GetClock())
+			}
+			answers <- answer{node, d, err}
+		}()
+	}
+	got := map[string]consistency.DVV{}
+	var errs []error
+	for i := 0; i < len(r.Replicas) && len(got) < res.Need; i++ {
+		a := <-answers
+		if a.err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", a.node, a.err))
+			continue
+		}
+		got[a.node] = a.clock
+		res.Clock = res.Clock.Sync(a.clock)
+	}
+	if len(got) < res.Need {
+		return res, fmt.Errorf("%w: partition %s: %d of %d replicas answered (level %s needs %d): %v",
+			kverrors.ErrUnavailable, r.Partition, len(got), len(r.Replicas), r.Level, res.Need, errors.Join(errs...))
+	}
+	if r.LWW {
+		res.Clock = keepLast(res.Clock)
+	}
+	for node, d := range got {
+		res.Acked = append(res.Acked, node)
+		if !d.Equal(res.Clock) {
+			res.Repaired = append(res.Repaired, node)
+		}
+	}
+	slices.Sort(res.Acked)
+	slices.Sort(res.Repaired)
+	c.repair(ctx, r, res.Clock, res.Repaired)
+	return res, nil
+}
+
+// repair sends the merged clock to replicas that were behind, in the
+// background: the read does not wait for it.
+func (c *Coordinator) repair(ctx context.Context, r ReadRequest, clock consistency.DVV, nodes []string) {
+	if len(nodes) == 0 {
+		return
+	}
+	enc := clock.Encode(nil)
+	for _, node := range nodes {
+		c.bg.Add(1)
+		go func() {
+			defer c.bg.Done()
+			if node == c.Self {
+				if _, err := c.Clocks.Merge(r.Partition, r.Key, clock, r.LWW); err != nil {
+					c.Log.Warn("read repair", "node", node, "key", r.Key, "err", err)
+				}
+				return
+			}
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), replicaTimeout)
+			defer cancel()
+			if _, err := c.Peers.Store(sctx, node, &api.ReplicaStoreRequest{Partition: r.Partition, Key: r.Key, Clock: enc, Lww: r.LWW}); err != nil {
+				c.Log.Debug("read repair", "node", node, "key", r.Key, "err", err)
+			}
+		}()
+	}
+}

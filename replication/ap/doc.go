@@ -1,0 +1,27 @@
+// Package ap replicates the partitions of ap keyspaces leaderlessly, as
+// Dynamo does: a write is coordinated by a replica of the key's partition,
+// which stamps it with a dotted version vector (consistency.DVV) and sends it
+// to every replica of the preference list, succeeding once the request's level
+// (one, quorum, all) has acknowledged. Replicas merge what they receive
+// (DVV.Sync), so concurrent writes become siblings instead of overwriting each
+// other, or, in a `resolve: lww` keyspace, the last writer by HLC wins.
+//
+// Contracts:
+//
+//   - Coordinator: only a replica coordinates, so a write's dot is minted by
+//     the node that holds the key's clock (a fallback node never mints dots for
+//     keys it forgot: Riak's kv679). A node that is not a replica forwards to
+//     the first reachable one; if none is reachable the request is refused
+//     (ErrUnavailable): ap promises service while some replica is reachable.
+//   - Sloppy quorum: a preferred replica that does not answer is replaced by a
+//     fallback node, which keeps the write as a durable hint for it and hands
+//     it over when it is reachable again (HintStore). A hinted acknowledgement
+//     counts for one and quorum, never for all.
+//   - Acknowledgement: success once the level's count of replicas has stored
+//     and (with SyncWrites) fsynced the merged clock. If some but not enough
+//     acknowledged, the write is ErrIndeterminate: it exists on some replicas
+//     and will spread; with none it is ErrUnavailable.
+//   - Reads ask every replica, answer once the level's count replied with the
+//     merge of their clocks, and repair the replicas that were behind.
+//   - Anti-entropy (Merkle trees between replicas) is not here yet.
+package ap

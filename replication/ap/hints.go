@@ -1,0 +1,110 @@
+package ap
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/capkv/capkv/consistency"
+	"github.com/capkv/capkv/shard"
+)
+
+// hintPartition holds this node's hints: writes it accepted for another
+// replica that was unreachable (sloppy quorum), kept durably until handed over.
+const hintPartition = "_hints/*/0"
+
+// HintStore keeps hints in the node's store under hintPartition, keyed
+// target NUL partition NUL key, merged like replica clocks.
+type HintStore struct {
+	st     *shard.Store
+	clocks *ClockStore
+}
+
+// NewHintStore wraps a node's store.
+func NewHintStore(st *shard.Store) *HintStore { return &HintStore{st: st, clocks: NewClockStore(st)} }
+
+func hintKey(target, partition, key string) string { return target + "\x00" + partition + "\x00" + key }
+
+// Add merges clock into the hint for target.
+func (h *HintStore) Add(target, partition, key string, clock consistency.DVV, lww bool) error {
+	_, err := h.clocks.Merge(hintPartition, hintKey(target, partition, key), clock, lww)
+	return err
+}
+
+// Hint is one pending handoff.
+type Hint struct {
+	Target, Partition, Key string
+	Clock                  consistency.DVV
+	stored                 string
+}
+
+// Pending lists up to limit hints.
+func (h *HintStore) Pending(limit int) ([]Hint, error) {
+	var out []Hint
+	var derr error
+	err := h.st.Replica(hintPartition).Scan("", "", limit, false, func(k string, rec shard.Record) bool {
+		parts := strings.SplitN(k, "\x00", 3)
+		if len(parts) != 3 {
+			return true
+		}
+		d, _, err := decodeRecord(rec)
+		if err != nil {
+			derr = err
+			return false
+		}
+		out = append(out, Hint{Target: parts[0], Partition: parts[1], Key: parts[2], Clock: d, stored: k})
+		return true
+	})
+	if err == nil {
+		err = derr
+	}
+	return out, err
+}
+
+// Count is the number of pending hints (for status and tests).
+func (h *HintStore) Count() (int, error) {
+	hs, err := h.Pending(0)
+	return len(hs), err
+}
+
+// Delivered removes a hint once its target has it. A hint that changed since
+// it was listed (a newer write arrived) is kept for the next round.
+func (h *HintStore) Delivered(hint Hint) error {
+	cur, found, err := h.clocks.Read(hintPartition, hint.stored)
+	if err != nil || !found {
+		return err
+	}
+	if !cur.Equal(hint.Clock) {
+		return nil
+	}
+	return h.st.Replica(hintPartition).Remove(hint.stored)
+}
+
+// Handoff delivers pending hints with store (a Store RPC to the target) until
+// ctx ends; it returns how many were handed over.
+func (h *HintStore) Handoff(ctx context.Context, store func(ctx context.Context, hint Hint) error) (int, error) {
+	hints, err := h.Pending(1000)
+	if err != nil {
+		return 0, err
+	}
+	done := 0
+	down := map[string]bool{} // targets that failed this round
+	for _, hint := range hints {
+		if ctx.Err() != nil || down[hint.Target] {
+			continue
+		}
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := store(sctx, hint)
+		cancel()
+		if err != nil {
+			down[hint.Target] = true
+			continue
+		}
+		if err := h.Delivered(hint); err != nil {
+			return done, fmt.Errorf("forget delivered hint: %w", err)
+		}
+		done++
+	}
+	return done, nil
+}

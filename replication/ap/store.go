@@ -1,0 +1,110 @@
+package ap
+
+import (
+	"fmt"
+
+	"github.com/capkv/capkv/consistency"
+	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/shard"
+)
+
+// ClockStore keeps the clocks of one node's ap partition replicas in its
+// shard.Store: one record per key, the encoded DVV in the record's value.
+type ClockStore struct {
+	st *shard.Store
+}
+
+// NewClockStore wraps a node's store.
+func NewClockStore(st *shard.Store) *ClockStore { return &ClockStore{st: st} }
+
+// Read returns a key's clock (the zero clock when absent).
+func (s *ClockStore) Read(partition, key string) (consistency.DVV, bool, error) {
+	rec, found, err := s.st.Replica(partition).Get(key)
+	if err != nil || !found {
+		return consistency.DVV{}, false, err
+	}
+	return decodeRecord(rec)
+}
+
+func decodeRecord(rec shard.Record) (consistency.DVV, bool, error) {
+	d, err := consistency.DecodeDVV(rec.Value)
+	if err != nil {
+		return consistency.DVV{}, false, fmt.Errorf("%w: stored clock: %v", kverrors.ErrInternal, err)
+	}
+	return d, true, nil
+}
+
+// Merge folds clock into the stored one atomically and returns the result.
+// With lww only the last writer's sibling is kept.
+func (s *ClockStore) Merge(partition, key string, clock consistency.DVV, lww bool) (consistency.DVV, error) {
+	var out consistency.DVV
+	_, err := s.st.Replica(partition).Update(key, func(cur shard.Record, found bool) (shard.Record, error) {
+		merged := clock
+		if found {
+			have, _, err := decodeRecord(cur)
+			if err != nil {
+				return cur, err
+			}
+			merged = have.Sync(clock)
+		}
+		if lww {
+			merged = keepLast(merged)
+		}
+		out = merged
+		return toRecord(merged), nil
+	})
+	return out, err
+}
+
+// toRecord stores a clock: its newest timestamp and whether every sibling is
+// a tombstone are copied into the record so scans need not decode.
+func toRecord(d consistency.DVV) shard.Record {
+	rec := shard.Record{Value: d.Encode(nil)}
+	if w, ok := d.LWW(); ok {
+		rec.Timestamp = w.Timestamp
+	}
+	return rec
+}
+
+// keepLast reduces a clock to its last writer's sibling, keeping the context.
+func keepLast(d consistency.DVV) consistency.DVV {
+	w, ok := d.LWW()
+	if !ok || d.Len() <= 1 {
+		return d
+	}
+	return d.Keep(w.Dot)
+}
+
+// Resolve is what a read returns from a clock.
+type Resolved struct {
+	Live     []consistency.Sibling // siblings that are not deletes (lww: at most one)
+	Deleted  bool                  // a delete is among the concurrent writes (or won, under lww)
+	Found    bool
+	Context  consistency.VV
+	Newest   consistency.Sibling
+	HasValue bool
+}
+
+// Resolve turns a clock into a read's answer.
+func Resolve(d consistency.DVV, lww bool) Resolved {
+	r := Resolved{Context: d.Context()}
+	if lww {
+		w, ok := d.LWW()
+		if !ok || w.Tombstone {
+			r.Deleted = ok
+			return r
+		}
+		r.Live, r.Found, r.Newest, r.HasValue = []consistency.Sibling{w}, true, w, true
+		return r
+	}
+	r.Live = d.Live()
+	r.Deleted = len(r.Live) < d.Len()
+	r.Found = len(r.Live) > 0
+	for i, s := range r.Live {
+		if i == 0 || s.Timestamp > r.Newest.Timestamp || (s.Timestamp == r.Newest.Timestamp && s.Dot.Compare(r.Newest.Dot) > 0) {
+			r.Newest = s
+		}
+	}
+	r.HasValue = r.Found
+	return r
+}
