@@ -96,6 +96,10 @@ func getCmd(g *globals) *cobra.Command {
 			if g.json {
 				return g.printJSON(toJSONItem(*it, true))
 			}
+			if len(it.Siblings) > 1 {
+				fmt.Fprintf(g.errOut, "kvctl: %s has %d concurrent values (siblings); this is the last writer's. 'get --json' shows all and the context to resolve them with 'put --context'\n",
+					it.Key, len(it.Siblings))
+			}
 			_, err = g.out.Write(it.Value)
 			if err == nil && isTerminalish(g.out) {
 				fmt.Fprintln(g.out)
@@ -106,7 +110,8 @@ func getCmd(g *globals) *cobra.Command {
 }
 
 func delCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var causal string
+	cmd := &cobra.Command{
 		Use:     "del KEY",
 		Aliases: []string{"delete", "rm"},
 		Short:   "delete a key",
@@ -118,7 +123,11 @@ func delCmd(g *globals) *cobra.Command {
 			}
 			defer cancel()
 			defer c.Close()
-			res, err := c.Delete(ctx, args[0], opts...)
+			cx, err := decodeContext(causal)
+			if err != nil {
+				return err
+			}
+			res, err := c.Delete(ctx, args[0], append(opts, client.WithContext(cx))...)
 			if err != nil {
 				return err
 			}
@@ -134,6 +143,8 @@ func delCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&causal, "context", "", "ap: the context from 'get --json', so the delete covers the siblings that get saw")
+	return cmd
 }
 
 func casCmd(g *globals) *cobra.Command {

@@ -12,9 +12,9 @@
 // any node forwards (at most two hops: node -> replica -> leader); stale
 // reads run on any replica. A replica that knows no leader waits for one
 // until shortly before the request deadline and then answers Unavailable.
-// ap keyspaces (until leaderless replication lands): a partition lives on the
-// first node of its preference list, and writes are acknowledged after that
-// node's Badger commit.
+// ap keyspaces: leaderless (package replication/ap); a replica of the key's
+// partition coordinates, any other node forwards to the first replica that
+// answers.
 //
 // Cluster map: kept in the metadata Raft group (meta.go) on the first three
 // seed nodes; every node adopts newer epochs and starts the Raft replicas the
