@@ -2439,6 +2439,378 @@ func (x *SetFaultsResponse) GetRules() uint32 {
 	return 0
 }
 
+type RepairRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keyspace      string                 `protobuf:"bytes,1,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
+	Partition     string                 `protobuf:"bytes,2,opt,name=partition,proto3" json:"partition,omitempty"` // set by a forwarding node: only this partition
+	Hops          uint32                 `protobuf:"varint,3,opt,name=hops,proto3" json:"hops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RepairRequest) Reset() {
+	*x = RepairRequest{}
+	mi := &file_capkv_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RepairRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RepairRequest) ProtoMessage() {}
+
+func (x *RepairRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RepairRequest.ProtoReflect.Descriptor instead.
+func (*RepairRequest) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RepairRequest) GetKeyspace() string {
+	if x != nil {
+		return x.Keyspace
+	}
+	return ""
+}
+
+func (x *RepairRequest) GetPartition() string {
+	if x != nil {
+		return x.Partition
+	}
+	return ""
+}
+
+func (x *RepairRequest) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
+type RepairResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Partitions      uint32                 `protobuf:"varint,1,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	LeavesDiffering uint32                 `protobuf:"varint,2,opt,name=leaves_differing,json=leavesDiffering,proto3" json:"leaves_differing,omitempty"`
+	KeysPulled      uint32                 `protobuf:"varint,3,opt,name=keys_pulled,json=keysPulled,proto3" json:"keys_pulled,omitempty"`
+	KeysPushed      uint32                 `protobuf:"varint,4,opt,name=keys_pushed,json=keysPushed,proto3" json:"keys_pushed,omitempty"`
+	Millis          int64                  `protobuf:"varint,5,opt,name=millis,proto3" json:"millis,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RepairResponse) Reset() {
+	*x = RepairResponse{}
+	mi := &file_capkv_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RepairResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RepairResponse) ProtoMessage() {}
+
+func (x *RepairResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RepairResponse.ProtoReflect.Descriptor instead.
+func (*RepairResponse) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *RepairResponse) GetPartitions() uint32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return 0
+}
+
+func (x *RepairResponse) GetLeavesDiffering() uint32 {
+	if x != nil {
+		return x.LeavesDiffering
+	}
+	return 0
+}
+
+func (x *RepairResponse) GetKeysPulled() uint32 {
+	if x != nil {
+		return x.KeysPulled
+	}
+	return 0
+}
+
+func (x *RepairResponse) GetKeysPushed() uint32 {
+	if x != nil {
+		return x.KeysPushed
+	}
+	return 0
+}
+
+func (x *RepairResponse) GetMillis() int64 {
+	if x != nil {
+		return x.Millis
+	}
+	return 0
+}
+
+type DigestRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     string                 `protobuf:"bytes,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DigestRequest) Reset() {
+	*x = DigestRequest{}
+	mi := &file_capkv_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DigestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DigestRequest) ProtoMessage() {}
+
+func (x *DigestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
+func (*DigestRequest) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *DigestRequest) GetPartition() string {
+	if x != nil {
+		return x.Partition
+	}
+	return ""
+}
+
+type DigestResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Leaves        []uint64               `protobuf:"fixed64,1,rep,packed,name=leaves,proto3" json:"leaves,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DigestResponse) Reset() {
+	*x = DigestResponse{}
+	mi := &file_capkv_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DigestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DigestResponse) ProtoMessage() {}
+
+func (x *DigestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DigestResponse.ProtoReflect.Descriptor instead.
+func (*DigestResponse) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *DigestResponse) GetLeaves() []uint64 {
+	if x != nil {
+		return x.Leaves
+	}
+	return nil
+}
+
+type LeafRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     string                 `protobuf:"bytes,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Leaf          uint32                 `protobuf:"varint,2,opt,name=leaf,proto3" json:"leaf,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeafRequest) Reset() {
+	*x = LeafRequest{}
+	mi := &file_capkv_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeafRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeafRequest) ProtoMessage() {}
+
+func (x *LeafRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeafRequest.ProtoReflect.Descriptor instead.
+func (*LeafRequest) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *LeafRequest) GetPartition() string {
+	if x != nil {
+		return x.Partition
+	}
+	return ""
+}
+
+func (x *LeafRequest) GetLeaf() uint32 {
+	if x != nil {
+		return x.Leaf
+	}
+	return 0
+}
+
+type KeyClock struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Clock         []byte                 `protobuf:"bytes,2,opt,name=clock,proto3" json:"clock,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyClock) Reset() {
+	*x = KeyClock{}
+	mi := &file_capkv_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyClock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyClock) ProtoMessage() {}
+
+func (x *KeyClock) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyClock.ProtoReflect.Descriptor instead.
+func (*KeyClock) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *KeyClock) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *KeyClock) GetClock() []byte {
+	if x != nil {
+		return x.Clock
+	}
+	return nil
+}
+
+type LeafResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*KeyClock            `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeafResponse) Reset() {
+	*x = LeafResponse{}
+	mi := &file_capkv_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeafResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeafResponse) ProtoMessage() {}
+
+func (x *LeafResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeafResponse.ProtoReflect.Descriptor instead.
+func (*LeafResponse) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *LeafResponse) GetEntries() []*KeyClock {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
 type ReplicaStoreRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Partition     string                 `protobuf:"bytes,1,opt,name=partition,proto3" json:"partition,omitempty"`
@@ -2452,7 +2824,7 @@ type ReplicaStoreRequest struct {
 
 func (x *ReplicaStoreRequest) Reset() {
 	*x = ReplicaStoreRequest{}
-	mi := &file_capkv_proto_msgTypes[37]
+	mi := &file_capkv_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2464,7 +2836,7 @@ func (x *ReplicaStoreRequest) String() string {
 func (*ReplicaStoreRequest) ProtoMessage() {}
 
 func (x *ReplicaStoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[37]
+	mi := &file_capkv_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2477,7 +2849,7 @@ func (x *ReplicaStoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStoreRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaStoreRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{37}
+	return file_capkv_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ReplicaStoreRequest) GetPartition() string {
@@ -2524,7 +2896,7 @@ type ReplicaStoreResponse struct {
 
 func (x *ReplicaStoreResponse) Reset() {
 	*x = ReplicaStoreResponse{}
-	mi := &file_capkv_proto_msgTypes[38]
+	mi := &file_capkv_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2536,7 +2908,7 @@ func (x *ReplicaStoreResponse) String() string {
 func (*ReplicaStoreResponse) ProtoMessage() {}
 
 func (x *ReplicaStoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[38]
+	mi := &file_capkv_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2549,7 +2921,7 @@ func (x *ReplicaStoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStoreResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaStoreResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{38}
+	return file_capkv_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReplicaStoreResponse) GetClock() []byte {
@@ -2569,7 +2941,7 @@ type ReplicaFetchRequest struct {
 
 func (x *ReplicaFetchRequest) Reset() {
 	*x = ReplicaFetchRequest{}
-	mi := &file_capkv_proto_msgTypes[39]
+	mi := &file_capkv_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2581,7 +2953,7 @@ func (x *ReplicaFetchRequest) String() string {
 func (*ReplicaFetchRequest) ProtoMessage() {}
 
 func (x *ReplicaFetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[39]
+	mi := &file_capkv_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2594,7 +2966,7 @@ func (x *ReplicaFetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaFetchRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaFetchRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{39}
+	return file_capkv_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReplicaFetchRequest) GetPartition() string {
@@ -2621,7 +2993,7 @@ type ReplicaFetchResponse struct {
 
 func (x *ReplicaFetchResponse) Reset() {
 	*x = ReplicaFetchResponse{}
-	mi := &file_capkv_proto_msgTypes[40]
+	mi := &file_capkv_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2633,7 +3005,7 @@ func (x *ReplicaFetchResponse) String() string {
 func (*ReplicaFetchResponse) ProtoMessage() {}
 
 func (x *ReplicaFetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[40]
+	mi := &file_capkv_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2646,7 +3018,7 @@ func (x *ReplicaFetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaFetchResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaFetchResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{40}
+	return file_capkv_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReplicaFetchResponse) GetClock() []byte {
@@ -2856,7 +3228,33 @@ const file_capkv_proto_rawDesc = "" +
 	"\x10SetFaultsRequest\x12)\n" +
 	"\x05rules\x18\x01 \x03(\v2\x13.capkv.v1.FaultRuleR\x05rules\")\n" +
 	"\x11SetFaultsResponse\x12\x14\n" +
-	"\x05rules\x18\x01 \x01(\rR\x05rules\"\x88\x01\n" +
+	"\x05rules\x18\x01 \x01(\rR\x05rules\"]\n" +
+	"\rRepairRequest\x12\x1a\n" +
+	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\tR\tpartition\x12\x12\n" +
+	"\x04hops\x18\x03 \x01(\rR\x04hops\"\xb5\x01\n" +
+	"\x0eRepairResponse\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x01 \x01(\rR\n" +
+	"partitions\x12)\n" +
+	"\x10leaves_differing\x18\x02 \x01(\rR\x0fleavesDiffering\x12\x1f\n" +
+	"\vkeys_pulled\x18\x03 \x01(\rR\n" +
+	"keysPulled\x12\x1f\n" +
+	"\vkeys_pushed\x18\x04 \x01(\rR\n" +
+	"keysPushed\x12\x16\n" +
+	"\x06millis\x18\x05 \x01(\x03R\x06millis\"-\n" +
+	"\rDigestRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\tR\tpartition\"(\n" +
+	"\x0eDigestResponse\x12\x16\n" +
+	"\x06leaves\x18\x01 \x03(\x06R\x06leaves\"?\n" +
+	"\vLeafRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\tR\tpartition\x12\x12\n" +
+	"\x04leaf\x18\x02 \x01(\rR\x04leaf\"2\n" +
+	"\bKeyClock\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05clock\x18\x02 \x01(\fR\x05clock\"<\n" +
+	"\fLeafResponse\x12,\n" +
+	"\aentries\x18\x01 \x03(\v2\x12.capkv.v1.KeyClockR\aentries\"\x88\x01\n" +
 	"\x13ReplicaStoreRequest\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\tR\tpartition\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
@@ -2876,7 +3274,7 @@ const file_capkv_proto_rawDesc = "" +
 	"\x03Put\x12\x14.capkv.v1.PutRequest\x1a\x15.capkv.v1.PutResponse\x12;\n" +
 	"\x06Delete\x12\x17.capkv.v1.DeleteRequest\x1a\x18.capkv.v1.DeleteResponse\x122\n" +
 	"\x03CAS\x12\x14.capkv.v1.CASRequest\x1a\x15.capkv.v1.CASResponse\x125\n" +
-	"\x04Scan\x12\x15.capkv.v1.ScanRequest\x1a\x16.capkv.v1.ScanResponse2\xd9\x04\n" +
+	"\x04Scan\x12\x15.capkv.v1.ScanRequest\x1a\x16.capkv.v1.ScanResponse2\x96\x05\n" +
 	"\x05Admin\x12B\n" +
 	"\rGetClusterMap\x12\x1b.capkv.v1.ClusterMapRequest\x1a\x14.capkv.v1.ClusterMap\x12<\n" +
 	"\vGetNodeInfo\x12\x19.capkv.v1.NodeInfoRequest\x1a\x12.capkv.v1.NodeInfo\x12P\n" +
@@ -2886,10 +3284,13 @@ const file_capkv_proto_rawDesc = "" +
 	"\x04Ring\x12\x15.capkv.v1.RingRequest\x1a\x16.capkv.v1.RingResponse\x123\n" +
 	"\x04Join\x12\x15.capkv.v1.JoinRequest\x1a\x14.capkv.v1.ClusterMap\x12G\n" +
 	"\x0eCreateKeyspace\x12\x1f.capkv.v1.CreateKeyspaceRequest\x1a\x14.capkv.v1.ClusterMap\x12D\n" +
-	"\tSetFaults\x12\x1a.capkv.v1.SetFaultsRequest\x1a\x1b.capkv.v1.SetFaultsResponse2\x99\x01\n" +
+	"\tSetFaults\x12\x1a.capkv.v1.SetFaultsRequest\x1a\x1b.capkv.v1.SetFaultsResponse\x12;\n" +
+	"\x06Repair\x12\x17.capkv.v1.RepairRequest\x1a\x18.capkv.v1.RepairResponse2\x8d\x02\n" +
 	"\aReplica\x12F\n" +
 	"\x05Store\x12\x1d.capkv.v1.ReplicaStoreRequest\x1a\x1e.capkv.v1.ReplicaStoreResponse\x12F\n" +
-	"\x05Fetch\x12\x1d.capkv.v1.ReplicaFetchRequest\x1a\x1e.capkv.v1.ReplicaFetchResponseB\x1cZ\x1agithub.com/capkv/capkv/apib\x06proto3"
+	"\x05Fetch\x12\x1d.capkv.v1.ReplicaFetchRequest\x1a\x1e.capkv.v1.ReplicaFetchResponse\x12;\n" +
+	"\x06Digest\x12\x17.capkv.v1.DigestRequest\x1a\x18.capkv.v1.DigestResponse\x125\n" +
+	"\x04Leaf\x12\x15.capkv.v1.LeafRequest\x1a\x16.capkv.v1.LeafResponseB\x1cZ\x1agithub.com/capkv/capkv/apib\x06proto3"
 
 var (
 	file_capkv_proto_rawDescOnce sync.Once
@@ -2903,7 +3304,7 @@ func file_capkv_proto_rawDescGZIP() []byte {
 	return file_capkv_proto_rawDescData
 }
 
-var file_capkv_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_capkv_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_capkv_proto_goTypes = []any{
 	(*RequestHeader)(nil),         // 0: capkv.v1.RequestHeader
 	(*Receipt)(nil),               // 1: capkv.v1.Receipt
@@ -2942,10 +3343,17 @@ var file_capkv_proto_goTypes = []any{
 	(*FaultRule)(nil),             // 34: capkv.v1.FaultRule
 	(*SetFaultsRequest)(nil),      // 35: capkv.v1.SetFaultsRequest
 	(*SetFaultsResponse)(nil),     // 36: capkv.v1.SetFaultsResponse
-	(*ReplicaStoreRequest)(nil),   // 37: capkv.v1.ReplicaStoreRequest
-	(*ReplicaStoreResponse)(nil),  // 38: capkv.v1.ReplicaStoreResponse
-	(*ReplicaFetchRequest)(nil),   // 39: capkv.v1.ReplicaFetchRequest
-	(*ReplicaFetchResponse)(nil),  // 40: capkv.v1.ReplicaFetchResponse
+	(*RepairRequest)(nil),         // 37: capkv.v1.RepairRequest
+	(*RepairResponse)(nil),        // 38: capkv.v1.RepairResponse
+	(*DigestRequest)(nil),         // 39: capkv.v1.DigestRequest
+	(*DigestResponse)(nil),        // 40: capkv.v1.DigestResponse
+	(*LeafRequest)(nil),           // 41: capkv.v1.LeafRequest
+	(*KeyClock)(nil),              // 42: capkv.v1.KeyClock
+	(*LeafResponse)(nil),          // 43: capkv.v1.LeafResponse
+	(*ReplicaStoreRequest)(nil),   // 44: capkv.v1.ReplicaStoreRequest
+	(*ReplicaStoreResponse)(nil),  // 45: capkv.v1.ReplicaStoreResponse
+	(*ReplicaFetchRequest)(nil),   // 46: capkv.v1.ReplicaFetchRequest
+	(*ReplicaFetchResponse)(nil),  // 47: capkv.v1.ReplicaFetchResponse
 }
 var file_capkv_proto_depIdxs = []int32{
 	0,  // 0: capkv.v1.GetRequest.header:type_name -> capkv.v1.RequestHeader
@@ -2974,43 +3382,50 @@ var file_capkv_proto_depIdxs = []int32{
 	16, // 23: capkv.v1.KeyspacesResponse.keyspaces:type_name -> capkv.v1.Keyspace
 	32, // 24: capkv.v1.RingResponse.partitions:type_name -> capkv.v1.PartitionPlacement
 	34, // 25: capkv.v1.SetFaultsRequest.rules:type_name -> capkv.v1.FaultRule
-	3,  // 26: capkv.v1.KV.Get:input_type -> capkv.v1.GetRequest
-	6,  // 27: capkv.v1.KV.Put:input_type -> capkv.v1.PutRequest
-	8,  // 28: capkv.v1.KV.Delete:input_type -> capkv.v1.DeleteRequest
-	10, // 29: capkv.v1.KV.CAS:input_type -> capkv.v1.CASRequest
-	12, // 30: capkv.v1.KV.Scan:input_type -> capkv.v1.ScanRequest
-	21, // 31: capkv.v1.Admin.GetClusterMap:input_type -> capkv.v1.ClusterMapRequest
-	22, // 32: capkv.v1.Admin.GetNodeInfo:input_type -> capkv.v1.NodeInfoRequest
-	24, // 33: capkv.v1.Admin.ClusterStatus:input_type -> capkv.v1.ClusterStatusRequest
-	27, // 34: capkv.v1.Admin.Keyspaces:input_type -> capkv.v1.KeyspacesRequest
-	29, // 35: capkv.v1.Admin.Locate:input_type -> capkv.v1.LocateRequest
-	31, // 36: capkv.v1.Admin.Ring:input_type -> capkv.v1.RingRequest
-	19, // 37: capkv.v1.Admin.Join:input_type -> capkv.v1.JoinRequest
-	20, // 38: capkv.v1.Admin.CreateKeyspace:input_type -> capkv.v1.CreateKeyspaceRequest
-	35, // 39: capkv.v1.Admin.SetFaults:input_type -> capkv.v1.SetFaultsRequest
-	37, // 40: capkv.v1.Replica.Store:input_type -> capkv.v1.ReplicaStoreRequest
-	39, // 41: capkv.v1.Replica.Fetch:input_type -> capkv.v1.ReplicaFetchRequest
-	4,  // 42: capkv.v1.KV.Get:output_type -> capkv.v1.GetResponse
-	7,  // 43: capkv.v1.KV.Put:output_type -> capkv.v1.PutResponse
-	9,  // 44: capkv.v1.KV.Delete:output_type -> capkv.v1.DeleteResponse
-	11, // 45: capkv.v1.KV.CAS:output_type -> capkv.v1.CASResponse
-	13, // 46: capkv.v1.KV.Scan:output_type -> capkv.v1.ScanResponse
-	17, // 47: capkv.v1.Admin.GetClusterMap:output_type -> capkv.v1.ClusterMap
-	23, // 48: capkv.v1.Admin.GetNodeInfo:output_type -> capkv.v1.NodeInfo
-	26, // 49: capkv.v1.Admin.ClusterStatus:output_type -> capkv.v1.ClusterStatusResponse
-	28, // 50: capkv.v1.Admin.Keyspaces:output_type -> capkv.v1.KeyspacesResponse
-	30, // 51: capkv.v1.Admin.Locate:output_type -> capkv.v1.LocateResponse
-	33, // 52: capkv.v1.Admin.Ring:output_type -> capkv.v1.RingResponse
-	17, // 53: capkv.v1.Admin.Join:output_type -> capkv.v1.ClusterMap
-	17, // 54: capkv.v1.Admin.CreateKeyspace:output_type -> capkv.v1.ClusterMap
-	36, // 55: capkv.v1.Admin.SetFaults:output_type -> capkv.v1.SetFaultsResponse
-	38, // 56: capkv.v1.Replica.Store:output_type -> capkv.v1.ReplicaStoreResponse
-	40, // 57: capkv.v1.Replica.Fetch:output_type -> capkv.v1.ReplicaFetchResponse
-	42, // [42:58] is the sub-list for method output_type
-	26, // [26:42] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	42, // 26: capkv.v1.LeafResponse.entries:type_name -> capkv.v1.KeyClock
+	3,  // 27: capkv.v1.KV.Get:input_type -> capkv.v1.GetRequest
+	6,  // 28: capkv.v1.KV.Put:input_type -> capkv.v1.PutRequest
+	8,  // 29: capkv.v1.KV.Delete:input_type -> capkv.v1.DeleteRequest
+	10, // 30: capkv.v1.KV.CAS:input_type -> capkv.v1.CASRequest
+	12, // 31: capkv.v1.KV.Scan:input_type -> capkv.v1.ScanRequest
+	21, // 32: capkv.v1.Admin.GetClusterMap:input_type -> capkv.v1.ClusterMapRequest
+	22, // 33: capkv.v1.Admin.GetNodeInfo:input_type -> capkv.v1.NodeInfoRequest
+	24, // 34: capkv.v1.Admin.ClusterStatus:input_type -> capkv.v1.ClusterStatusRequest
+	27, // 35: capkv.v1.Admin.Keyspaces:input_type -> capkv.v1.KeyspacesRequest
+	29, // 36: capkv.v1.Admin.Locate:input_type -> capkv.v1.LocateRequest
+	31, // 37: capkv.v1.Admin.Ring:input_type -> capkv.v1.RingRequest
+	19, // 38: capkv.v1.Admin.Join:input_type -> capkv.v1.JoinRequest
+	20, // 39: capkv.v1.Admin.CreateKeyspace:input_type -> capkv.v1.CreateKeyspaceRequest
+	35, // 40: capkv.v1.Admin.SetFaults:input_type -> capkv.v1.SetFaultsRequest
+	37, // 41: capkv.v1.Admin.Repair:input_type -> capkv.v1.RepairRequest
+	44, // 42: capkv.v1.Replica.Store:input_type -> capkv.v1.ReplicaStoreRequest
+	46, // 43: capkv.v1.Replica.Fetch:input_type -> capkv.v1.ReplicaFetchRequest
+	39, // 44: capkv.v1.Replica.Digest:input_type -> capkv.v1.DigestRequest
+	41, // 45: capkv.v1.Replica.Leaf:input_type -> capkv.v1.LeafRequest
+	4,  // 46: capkv.v1.KV.Get:output_type -> capkv.v1.GetResponse
+	7,  // 47: capkv.v1.KV.Put:output_type -> capkv.v1.PutResponse
+	9,  // 48: capkv.v1.KV.Delete:output_type -> capkv.v1.DeleteResponse
+	11, // 49: capkv.v1.KV.CAS:output_type -> capkv.v1.CASResponse
+	13, // 50: capkv.v1.KV.Scan:output_type -> capkv.v1.ScanResponse
+	17, // 51: capkv.v1.Admin.GetClusterMap:output_type -> capkv.v1.ClusterMap
+	23, // 52: capkv.v1.Admin.GetNodeInfo:output_type -> capkv.v1.NodeInfo
+	26, // 53: capkv.v1.Admin.ClusterStatus:output_type -> capkv.v1.ClusterStatusResponse
+	28, // 54: capkv.v1.Admin.Keyspaces:output_type -> capkv.v1.KeyspacesResponse
+	30, // 55: capkv.v1.Admin.Locate:output_type -> capkv.v1.LocateResponse
+	33, // 56: capkv.v1.Admin.Ring:output_type -> capkv.v1.RingResponse
+	17, // 57: capkv.v1.Admin.Join:output_type -> capkv.v1.ClusterMap
+	17, // 58: capkv.v1.Admin.CreateKeyspace:output_type -> capkv.v1.ClusterMap
+	36, // 59: capkv.v1.Admin.SetFaults:output_type -> capkv.v1.SetFaultsResponse
+	38, // 60: capkv.v1.Admin.Repair:output_type -> capkv.v1.RepairResponse
+	45, // 61: capkv.v1.Replica.Store:output_type -> capkv.v1.ReplicaStoreResponse
+	47, // 62: capkv.v1.Replica.Fetch:output_type -> capkv.v1.ReplicaFetchResponse
+	40, // 63: capkv.v1.Replica.Digest:output_type -> capkv.v1.DigestResponse
+	43, // 64: capkv.v1.Replica.Leaf:output_type -> capkv.v1.LeafResponse
+	46, // [46:65] is the sub-list for method output_type
+	27, // [27:46] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_capkv_proto_init() }
@@ -3025,7 +3440,7 @@ func file_capkv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_capkv_proto_rawDesc), len(file_capkv_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   41,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

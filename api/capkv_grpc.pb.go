@@ -289,6 +289,7 @@ const (
 	Admin_Join_FullMethodName           = "/capkv.v1.Admin/Join"
 	Admin_CreateKeyspace_FullMethodName = "/capkv.v1.Admin/CreateKeyspace"
 	Admin_SetFaults_FullMethodName      = "/capkv.v1.Admin/SetFaults"
+	Admin_Repair_FullMethodName         = "/capkv.v1.Admin/Repair"
 )
 
 // AdminClient is the client API for Admin service.
@@ -310,6 +311,9 @@ type AdminClient interface {
 	// SetFaults installs network fault rules on this node's traffic to other
 	// nodes. TEST ONLY: refused unless kvd runs with --test-faults.
 	SetFaults(ctx context.Context, in *SetFaultsRequest, opts ...grpc.CallOption) (*SetFaultsResponse, error)
+	// Repair runs Merkle anti-entropy now for every partition of an ap
+	// keyspace (or one partition), between its replicas.
+	Repair(ctx context.Context, in *RepairRequest, opts ...grpc.CallOption) (*RepairResponse, error)
 }
 
 type adminClient struct {
@@ -410,6 +414,16 @@ func (c *adminClient) SetFaults(ctx context.Context, in *SetFaultsRequest, opts 
 	return out, nil
 }
 
+func (c *adminClient) Repair(ctx context.Context, in *RepairRequest, opts ...grpc.CallOption) (*RepairResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RepairResponse)
+	err := c.cc.Invoke(ctx, Admin_Repair_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -429,6 +443,9 @@ type AdminServer interface {
 	// SetFaults installs network fault rules on this node's traffic to other
 	// nodes. TEST ONLY: refused unless kvd runs with --test-faults.
 	SetFaults(context.Context, *SetFaultsRequest) (*SetFaultsResponse, error)
+	// Repair runs Merkle anti-entropy now for every partition of an ap
+	// keyspace (or one partition), between its replicas.
+	Repair(context.Context, *RepairRequest) (*RepairResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -465,6 +482,9 @@ func (UnimplementedAdminServer) CreateKeyspace(context.Context, *CreateKeyspaceR
 }
 func (UnimplementedAdminServer) SetFaults(context.Context, *SetFaultsRequest) (*SetFaultsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method SetFaults not implemented")
+}
+func (UnimplementedAdminServer) Repair(context.Context, *RepairRequest) (*RepairResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Repair not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -649,6 +669,24 @@ func _Admin_SetFaults_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_Repair_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RepairRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Repair(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Repair_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Repair(ctx, req.(*RepairRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -692,14 +730,20 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "SetFaults",
 			Handler:    _Admin_SetFaults_Handler,
 		},
+		{
+			MethodName: "Repair",
+			Handler:    _Admin_Repair_Handler,
+		},
 	},
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "capkv.proto",
 }
 
 const (
-	Replica_Store_FullMethodName = "/capkv.v1.Replica/Store"
-	Replica_Fetch_FullMethodName = "/capkv.v1.Replica/Fetch"
+	Replica_Store_FullMethodName  = "/capkv.v1.Replica/Store"
+	Replica_Fetch_FullMethodName  = "/capkv.v1.Replica/Fetch"
+	Replica_Digest_FullMethodName = "/capkv.v1.Replica/Digest"
+	Replica_Leaf_FullMethodName   = "/capkv.v1.Replica/Leaf"
 )
 
 // ReplicaClient is the client API for Replica service.
@@ -712,6 +756,11 @@ const (
 type ReplicaClient interface {
 	Store(ctx context.Context, in *ReplicaStoreRequest, opts ...grpc.CallOption) (*ReplicaStoreResponse, error)
 	Fetch(ctx context.Context, in *ReplicaFetchRequest, opts ...grpc.CallOption) (*ReplicaFetchResponse, error)
+	// Digest returns the leaf hashes of the partition's Merkle tree
+	// (anti-entropy compares them and exchanges only the differing leaves).
+	Digest(ctx context.Context, in *DigestRequest, opts ...grpc.CallOption) (*DigestResponse, error)
+	// Leaf returns every key and clock of one leaf.
+	Leaf(ctx context.Context, in *LeafRequest, opts ...grpc.CallOption) (*LeafResponse, error)
 }
 
 type replicaClient struct {
@@ -742,6 +791,26 @@ func (c *replicaClient) Fetch(ctx context.Context, in *ReplicaFetchRequest, opts
 	return out, nil
 }
 
+func (c *replicaClient) Digest(ctx context.Context, in *DigestRequest, opts ...grpc.CallOption) (*DigestResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DigestResponse)
+	err := c.cc.Invoke(ctx, Replica_Digest_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *replicaClient) Leaf(ctx context.Context, in *LeafRequest, opts ...grpc.CallOption) (*LeafResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeafResponse)
+	err := c.cc.Invoke(ctx, Replica_Leaf_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ReplicaServer is the server API for Replica service.
 // All implementations must embed UnimplementedReplicaServer
 // for forward compatibility.
@@ -752,6 +821,11 @@ func (c *replicaClient) Fetch(ctx context.Context, in *ReplicaFetchRequest, opts
 type ReplicaServer interface {
 	Store(context.Context, *ReplicaStoreRequest) (*ReplicaStoreResponse, error)
 	Fetch(context.Context, *ReplicaFetchRequest) (*ReplicaFetchResponse, error)
+	// Digest returns the leaf hashes of the partition's Merkle tree
+	// (anti-entropy compares them and exchanges only the differing leaves).
+	Digest(context.Context, *DigestRequest) (*DigestResponse, error)
+	// Leaf returns every key and clock of one leaf.
+	Leaf(context.Context, *LeafRequest) (*LeafResponse, error)
 	mustEmbedUnimplementedReplicaServer()
 }
 
@@ -767,6 +841,12 @@ func (UnimplementedReplicaServer) Store(context.Context, *ReplicaStoreRequest) (
 }
 func (UnimplementedReplicaServer) Fetch(context.Context, *ReplicaFetchRequest) (*ReplicaFetchResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Fetch not implemented")
+}
+func (UnimplementedReplicaServer) Digest(context.Context, *DigestRequest) (*DigestResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Digest not implemented")
+}
+func (UnimplementedReplicaServer) Leaf(context.Context, *LeafRequest) (*LeafResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Leaf not implemented")
 }
 func (UnimplementedReplicaServer) mustEmbedUnimplementedReplicaServer() {}
 func (UnimplementedReplicaServer) testEmbeddedByValue()                 {}
@@ -825,6 +905,42 @@ func _Replica_Fetch_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Replica_Digest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DigestRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReplicaServer).Digest(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Replica_Digest_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReplicaServer).Digest(ctx, req.(*DigestRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Replica_Leaf_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeafRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReplicaServer).Leaf(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Replica_Leaf_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReplicaServer).Leaf(ctx, req.(*LeafRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Replica_ServiceDesc is the grpc.ServiceDesc for Replica service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -839,6 +955,14 @@ var Replica_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Fetch",
 			Handler:    _Replica_Fetch_Handler,
+		},
+		{
+			MethodName: "Digest",
+			Handler:    _Replica_Digest_Handler,
+		},
+		{
+			MethodName: "Leaf",
+			Handler:    _Replica_Leaf_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -376,3 +376,31 @@ Creating a keyspace that exists with the same configuration succeeds.`,
 	cmd.Flags().StringVar(&resolve, "resolve", "", "ap conflict resolution: siblings (default) or lww")
 	return cmd
 }
+
+func repairCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "repair KEYSPACE",
+		Short: "run Merkle anti-entropy now between the replicas of every partition of an ap keyspace",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			done, a, err := g.admin()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ctx, cancel := g.ctx()
+			defer cancel()
+			r, err := a.Repair(ctx, &api.RepairRequest{Keyspace: args[0]})
+			if err != nil {
+				return kverrors.FromStatus(err)
+			}
+			if g.json {
+				return g.printJSON(map[string]any{"keyspace": args[0], "partitions": r.Partitions, "leaves_differing": r.LeavesDiffering,
+					"keys_pulled": r.KeysPulled, "keys_pushed": r.KeysPushed, "millis": r.Millis})
+			}
+			fmt.Fprintf(g.out, "repaired %d partitions of %s in %dms: %d differing leaves, %d keys pulled, %d pushed\n",
+				r.Partitions, args[0], r.Millis, r.LeavesDiffering, r.KeysPulled, r.KeysPushed)
+			return nil
+		},
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/capkv/capkv/client"
 	"github.com/capkv/capkv/consistency"
 	"github.com/capkv/capkv/internal/dial"
+	"github.com/capkv/capkv/replication/ap"
 )
 
 // rawGet sends a Get straight to one node (no client routing).
@@ -228,5 +229,75 @@ func TestAPConvergesAcrossCoordinators(t *testing.T) {
 		if len(slices.Compact(seen)) != 1 {
 			t.Fatalf("%s: replicas disagree: %v", key, seen)
 		}
+	}
+}
+
+// Replicas that missed writes (down, no hints possible) converge through
+// Merkle anti-entropy on demand (kvctl repair), with no read involved.
+func TestAPAntiEntropyRepair(t *testing.T) {
+	cl := startCluster(t, 3) // every node is a replica: no fallback can hold hints
+	c := newClient(t, cl.endpoints()...)
+	key := "sessions/erin"
+	p, _ := c.Locate(key)
+	coord := cl.proc(p.Replicas[0])
+	down := p.Replicas[1:]
+	for _, id := range down {
+		cl.kill(cl.proc(id))
+	}
+	var keys []string
+	for i := range 20 {
+		k := fmt.Sprintf("sessions/erin%d", i)
+		pk, _ := c.Locate(k)
+		if pk.Partition != p.Partition {
+			continue
+		}
+		if _, err := rawPut(t, coord.addr, k, "x", "one", nil); err != nil {
+			t.Fatalf("level one with one replica up: %v", err)
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		t.Fatal("no key in the partition")
+	}
+	for _, id := range down {
+		cl.start(cl.proc(id))
+		cl.waitReady(cl.proc(id))
+	}
+	pid := p.Partition.String()
+	for _, id := range down {
+		if v := localValues(t, cl.proc(id).addr, pid, keys[0]); len(v) != 0 {
+			t.Fatalf("%s already has %s before the repair: %v", id, keys[0], v)
+		}
+	}
+	out, errOut, code := kvctl(t, []string{coord.addr}, "", "repair", "sessions", "--json", "--timeout", "20s")
+	if code != 0 {
+		t.Fatalf("repair: %s", errOut)
+	}
+	t.Logf("repair: %s", strings.TrimSpace(out))
+	for _, id := range down {
+		for _, k := range keys {
+			if v := localValues(t, cl.proc(id).addr, pid, k); len(v) != 1 || v[0] != "x" {
+				t.Fatalf("after repair %s has %s = %v", id, k, v)
+			}
+		}
+	}
+	// The replicas' Merkle digests are now identical.
+	var roots []uint64
+	for _, id := range p.Replicas {
+		cc, _ := dial.Conn(cl.proc(id).addr)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		d, err := api.NewReplicaClient(cc).Digest(ctx, &api.DigestRequest{Partition: pid})
+		cancel()
+		cc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots = append(roots, ap.Root(d.GetLeaves()))
+	}
+	if roots[0] != roots[1] || roots[1] != roots[2] {
+		t.Fatalf("Merkle roots differ after repair: %x", roots)
+	}
+	if _, errOut, code := kvctl(t, cl.endpoints(), "", "repair", "accounts"); code == 0 || !strings.Contains(errOut, "cp keyspace") {
+		t.Errorf("repair of a cp keyspace: exit %d %s", code, errOut)
 	}
 }

@@ -229,3 +229,156 @@ func (n *Node) apWrite(ctx context.Context, rt route, h *api.RequestHeader, key 
 	}, forward)
 	return res, rc, local, err
 }
+
+func (p apPeers) Digest(ctx context.Context, node, partition string) ([]uint64, error) {
+	c, err := p.client(node)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Digest(ctx, &api.DigestRequest{Partition: partition})
+	if err != nil {
+		return nil, kverrors.FromStatus(err)
+	}
+	if len(resp.GetLeaves()) != ap.Leaves {
+		return nil, fmt.Errorf("%w: %s sent %d leaves, want %d", kverrors.ErrInternal, node, len(resp.GetLeaves()), ap.Leaves)
+	}
+	return resp.GetLeaves(), nil
+}
+
+func (p apPeers) Leaf(ctx context.Context, node, partition string, leaf uint32) (map[string][]byte, error) {
+	c, err := p.client(node)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Leaf(ctx, &api.LeafRequest{Partition: partition, Leaf: leaf})
+	if err != nil {
+		return nil, kverrors.FromStatus(err)
+	}
+	out := make(map[string][]byte, len(resp.GetEntries()))
+	for _, e := range resp.GetEntries() {
+		out[e.GetKey()] = e.GetClock()
+	}
+	return out, nil
+}
+
+func (s replicaServer) Digest(_ context.Context, req *api.DigestRequest) (*api.DigestResponse, error) {
+	leaves, err := s.n.clocks.Digest(req.GetPartition())
+	if err != nil {
+		return nil, err
+	}
+	return &api.DigestResponse{Leaves: leaves}, nil
+}
+
+func (s replicaServer) Leaf(_ context.Context, req *api.LeafRequest) (*api.LeafResponse, error) {
+	if req.GetLeaf() >= ap.Leaves {
+		return nil, fmt.Errorf("%w: leaf %d of %d", kverrors.ErrInvalidArgument, req.GetLeaf(), ap.Leaves)
+	}
+	m, err := s.n.clocks.LeafEntries(req.GetPartition(), req.GetLeaf())
+	if err != nil {
+		return nil, err
+	}
+	resp := &api.LeafResponse{}
+	for k, v := range m {
+		resp.Entries = append(resp.Entries, &api.KeyClock{Key: k, Clock: v})
+	}
+	return resp, nil
+}
+
+// antiEntropyLoop repairs, every AntiEntropyInterval, the ap partitions whose
+// preference list starts with this node (one repairer per partition).
+func (n *Node) antiEntropyLoop() {
+	defer n.wg.Done()
+	if n.cfg.AntiEntropyInterval <= 0 {
+		return
+	}
+	t := time.NewTicker(n.cfg.AntiEntropyInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		if n.ready() != nil {
+			continue
+		}
+		for _, ks := range n.r().Keyspaces() {
+			if ks.Mode != consistency.AP {
+				continue
+			}
+			for _, p := range n.r().Partitions(ks.Name) {
+				if p.Err != "" || p.Replicas[0] != n.cfg.ID {
+					continue
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				st, err := n.apc.Repair(ctx, apPeers{n}, p.ID.String(), p.Replicas, ks.Resolve == ring.ResolveLWW)
+				cancel()
+				if err != nil {
+					n.log.Debug("anti-entropy", "partition", p.ID.String(), "err", err)
+				} else if st.Pulled+st.Pushed > 0 {
+					n.log.Info("anti-entropy", "partition", p.ID.String(), "leaves", st.LeavesDiffering, "pulled", st.Pulled, "pushed", st.Pushed)
+				}
+			}
+		}
+	}
+}
+
+// Repair runs anti-entropy now for the partitions of an ap keyspace: here for
+// those this node replicates, through a replica for the others.
+func (n *Node) Repair(ctx context.Context, req *api.RepairRequest) (*api.RepairResponse, error) {
+	if err := n.ready(); err != nil {
+		return nil, err
+	}
+	ks, ok := n.r().Keyspace(req.GetKeyspace())
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", kverrors.ErrUnknownKeyspace, req.GetKeyspace())
+	}
+	if ks.Mode != consistency.AP {
+		return nil, fmt.Errorf("%w: %q is a cp keyspace: Raft keeps its replicas identical, there is nothing to repair", kverrors.ErrWrongMode, ks.Name)
+	}
+	start := time.Now()
+	out := &api.RepairResponse{}
+	for _, p := range n.r().Partitions(ks.Name) {
+		if p.Err != "" || (req.GetPartition() != "" && p.ID.String() != req.GetPartition()) {
+			continue
+		}
+		if slices.Contains(p.Replicas, n.cfg.ID) {
+			st, err := n.apc.Repair(ctx, apPeers{n}, p.ID.String(), p.Replicas, ks.Resolve == ring.ResolveLWW)
+			if err != nil {
+				return nil, fmt.Errorf("repair %s: %w", p.ID, err)
+			}
+			out.Partitions++
+			out.LeavesDiffering += uint32(st.LeavesDiffering)
+			out.KeysPulled += uint32(st.Pulled)
+			out.KeysPushed += uint32(st.Pushed)
+			continue
+		}
+		if req.GetHops() > 0 {
+			return nil, fmt.Errorf("%w: %s holds no replica of %s", kverrors.ErrStaleEpoch, n.cfg.ID, p.ID)
+		}
+		var last error
+		for _, r := range p.Replicas {
+			c, err := n.peer(r)
+			if err != nil {
+				last = err
+				continue
+			}
+			resp, err := api.NewAdminClient(c).Repair(ctx, &api.RepairRequest{Keyspace: ks.Name, Partition: p.ID.String(), Hops: 1})
+			if err != nil {
+				last = kverrors.FromStatus(err)
+				continue
+			}
+			out.Partitions += resp.GetPartitions()
+			out.LeavesDiffering += resp.GetLeavesDiffering()
+			out.KeysPulled += resp.GetKeysPulled()
+			out.KeysPushed += resp.GetKeysPushed()
+			last = nil
+			break
+		}
+		if last != nil {
+			return nil, fmt.Errorf("repair %s: no replica reachable: %w", p.ID, last)
+		}
+	}
+	out.Millis = time.Since(start).Milliseconds()
+	return out, nil
+}

@@ -55,6 +55,9 @@ type Config struct {
 	ScanLimit int
 	// Raft is the timing of every cp partition group.
 	Raft cp.Tuning
+	// AntiEntropyInterval is how often a node repairs the ap partitions it
+	// leads the preference list of (0: only on demand).
+	AntiEntropyInterval time.Duration
 	// Faults, when set, decides the fate of Raft messages between nodes
 	// (tests and the partition harness; nil delivers everything).
 	Faults cp.Faults
@@ -86,6 +89,8 @@ func DefaultConfig() Config {
 		ShutdownGrace:  5 * time.Second,
 		ScanLimit:      1000,
 		Raft:           cp.DefaultTuning(),
+
+		AntiEntropyInterval: 30 * time.Second,
 	}
 }
 

@@ -148,9 +148,10 @@ func (n *Node) Start(lis net.Listener) error {
 			return err
 		}
 	}
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.metaLoop()
 	go n.handoffLoop()
+	go n.antiEntropyLoop()
 	if len(n.cfg.Join) > 0 {
 		if err := n.joinCluster(); err != nil {
 			n.Close()

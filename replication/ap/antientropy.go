@@ -1,0 +1,101 @@
+package ap
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+
+	"github.com/capkv/capkv/api"
+	"github.com/capkv/capkv/consistency"
+)
+
+// AntiEntropyPeers is what a repair needs from other replicas.
+type AntiEntropyPeers interface {
+	Peers
+	Digest(ctx context.Context, node string, partition string) ([]uint64, error)
+	Leaf(ctx context.Context, node string, partition string, leaf uint32) (map[string][]byte, error)
+}
+
+// RepairStats counts what one repair exchanged.
+type RepairStats struct {
+	LeavesDiffering, Pulled, Pushed int
+}
+
+// Repair makes this replica and the others of a partition identical: it
+// pulls the differing leaves of every other replica and merges them here,
+// then pushes what the others lack. With every replica reachable, one call
+// leaves all of them equal (the merge of all their clocks).
+func (c *Coordinator) Repair(ctx context.Context, peers AntiEntropyPeers, partition string, replicas []string, lww bool) (RepairStats, error) {
+	var st RepairStats
+	var others []string
+	for _, r := range replicas {
+		if r != c.Self {
+			others = append(others, r)
+		}
+	}
+	// Pull: merge every differing leaf of every other replica into ours.
+	for _, node := range others {
+		mine, err := c.Clocks.Digest(partition)
+		if err != nil {
+			return st, err
+		}
+		theirs, err := peers.Digest(ctx, node, partition)
+		if err != nil {
+			return st, fmt.Errorf("digest of %s from %s: %w", partition, node, err)
+		}
+		for leaf := range mine {
+			if mine[leaf] == theirs[leaf] {
+				continue
+			}
+			st.LeavesDiffering++
+			remote, err := peers.Leaf(ctx, node, partition, uint32(leaf))
+			if err != nil {
+				return st, err
+			}
+			for key, enc := range remote {
+				d, err := consistency.DecodeDVV(enc)
+				if err != nil {
+					return st, fmt.Errorf("clock of %q from %s: %w", key, node, err)
+				}
+				if _, err := c.Clocks.Merge(partition, key, d, lww); err != nil {
+					return st, err
+				}
+				st.Pulled++
+			}
+		}
+	}
+	// Push: every other replica gets what it lacks of our (now merged) state.
+	for _, node := range others {
+		mine, err := c.Clocks.Digest(partition)
+		if err != nil {
+			return st, err
+		}
+		theirs, err := peers.Digest(ctx, node, partition)
+		if err != nil {
+			return st, fmt.Errorf("digest of %s from %s: %w", partition, node, err)
+		}
+		for leaf := range mine {
+			if mine[leaf] == theirs[leaf] {
+				continue
+			}
+			local, err := c.Clocks.LeafEntries(partition, uint32(leaf))
+			if err != nil {
+				return st, err
+			}
+			remote, err := peers.Leaf(ctx, node, partition, uint32(leaf))
+			if err != nil {
+				return st, err
+			}
+			for key, enc := range local {
+				if bytes.Equal(remote[key], enc) {
+					continue
+				}
+				if _, err := peers.Store(ctx, node, &api.ReplicaStoreRequest{Partition: partition, Key: key, Clock: enc, Lww: lww}); err != nil {
+					return st, err
+				}
+				st.Pushed++
+			}
+		}
+	}
+	return st, nil
+}
