@@ -35,6 +35,7 @@ jepsen-quick: build
 	$(BIN)/kvjepsen run --nodes 3 --clients 6 --time 15s --workload register --nemesis partition-halves,isolate-leader,kill,pause --out $(JEPSEN_OUT)/quick-register
 	$(BIN)/kvjepsen run --nodes 3 --clients 6 --time 15s --workload set --nemesis partition-halves,kill,pause --out $(JEPSEN_OUT)/quick-set
 	$(BIN)/kvjepsen run --backend process --nodes 3 --clients 6 --time 10s --workload register --nemesis partition-halves,pause --out $(JEPSEN_OUT)/quick-process
+	$(BIN)/kvjepsen run --mode ap --level one --nodes 5 --clients 8 --time 15s --workload set --nemesis partition-halves,kill --out $(JEPSEN_OUT)/quick-ap-set
 	@echo "== proof: with the test-only unsafe read path the checker must report a violation (exit 1)"
 	@$(BIN)/kvjepsen run --nodes 3 --clients 6 --time 12s --workload register --nemesis partition-halves \
 	  --unsafe-local-reads --out $(JEPSEN_OUT)/quick-unsafe > $(JEPSEN_OUT)/quick-unsafe.log 2>&1; code=$$?; \
@@ -42,10 +43,12 @@ jepsen-quick: build
 	  if [ $$code -ne 1 ]; then echo "FAIL: unsafe reads were not caught (exit $$code)"; exit 1; fi; \
 	  echo "ok: the checker caught the unsafe read path"
 
-## jepsen: the long profile: 5 nodes, every nemesis, both workloads, 60s each
+## jepsen: the long profile: 5 nodes, every nemesis, both workloads and both modes, 60s each
 jepsen: build
 	$(BIN)/kvjepsen run --nodes 5 --clients 10 --time 60s --workload register --nemesis all --out $(JEPSEN_OUT)/register
 	$(BIN)/kvjepsen run --nodes 5 --clients 10 --time 60s --workload set --nemesis all --out $(JEPSEN_OUT)/set
+	$(BIN)/kvjepsen run --mode ap --level one --nodes 5 --clients 10 --time 60s --workload register --nemesis all --out $(JEPSEN_OUT)/ap-register
+	$(BIN)/kvjepsen run --mode ap --level one --nodes 5 --clients 10 --time 60s --workload set --nemesis all --out $(JEPSEN_OUT)/ap-set
 
 test-short:
 	$(GO) test -short -count=1 ./...

@@ -151,6 +151,10 @@ type Results struct {
 	Latency      []Latency       `json:"latency"`
 	Register     *RegisterReport `json:"register,omitempty"`
 	Set          *SetResult      `json:"set,omitempty"`
+	Level        string          `json:"level,omitempty"`
+	Stale        *StaleReport    `json:"stale_reads,omitempty"`
+	APAvail      *APAvailability `json:"ap_availability,omitempty"`
+	Convergence  *Convergence    `json:"convergence,omitempty"`
 	Valid        bool            `json:"valid"`
 	Problems     []string        `json:"problems,omitempty"`
 }
@@ -203,6 +207,24 @@ func (r *Results) Summary(w io.Writer) {
 			verdict = "NOT LINEARIZABLE (porcupine: " + r.Register.Result + ")"
 		}
 		fmt.Fprintf(tw, "linearizability\t%s, %d ops checked, %d of unknown outcome\n", verdict, r.Register.Checked, r.Register.Unknown)
+	}
+	if a := r.APAvail; a != nil {
+		fmt.Fprintf(tw, "ap availability\t%d requests had a replica on their side, %d refused\n", a.Checked, a.Refused)
+	}
+	if st := r.Stale; st != nil {
+		fmt.Fprintf(tw, "stale reads\t%d of %d reads missed a completed write (%.1f%%)\n", st.Stale, st.Reads, 100*float64(st.Stale)/float64(max(st.Reads, 1)))
+		for _, b := range st.Buckets {
+			if b.Reads > 0 {
+				fmt.Fprintf(tw, "  %s after a write\t%d of %d stale (%.1f%%)\n", b.SinceWrite, b.Stale, b.Reads, 100*b.Rate)
+			}
+		}
+	}
+	if cv := r.Convergence; cv != nil {
+		if cv.Converged {
+			fmt.Fprintf(tw, "convergence\tall replicas of %d partitions identical (Merkle roots) %.1fs after heal, %d repair rounds\n", cv.Partitions, cv.Seconds, cv.Repairs)
+		} else {
+			fmt.Fprintf(tw, "convergence\tNOT converged after %.1fs: %v\n", cv.Seconds, cv.Differing)
+		}
 	}
 	if s := r.Set; s != nil {
 		fmt.Fprintf(tw, "set\t%d attempted, %d acknowledged, %d lost, %d unexpected, %d failed-but-present, %d recovered\n",

@@ -30,6 +30,10 @@ type RegisterWorkload struct {
 	DialOptions []grpc.DialOption // log it: the run is replayable in its choices
 	// Ops bounds the total number of operations (0: no bound besides Duration).
 	Ops int
+	// Level is the consistency level of every operation ("" = keyspace default).
+	Level string
+	// NoCAS leaves compare-and-set out (ap keyspaces do not offer it).
+	NoCAS bool
 }
 
 // Run generates load until the duration, the op bound or ctx ends, and
@@ -71,7 +75,11 @@ func (w RegisterWorkload) Run(ctx context.Context, h *History) error {
 				node := rng.IntN(len(conns))
 				key := w.Keys[rng.IntN(len(w.Keys))]
 				op := Op{Process: process, Key: key, Node: w.Endpoints[node]}
-				switch x := rng.IntN(10); {
+				x := rng.IntN(10)
+				if w.NoCAS && x >= 8 {
+					x = 5 // a write instead
+				}
+				switch {
 				case x < 5:
 					op.Kind = Read
 				case x < 8:
@@ -104,14 +112,14 @@ func (w RegisterWorkload) do(ctx context.Context, c api.KVClient, h *History, op
 	switch op.Kind {
 	case Read:
 		var resp *api.GetResponse
-		resp, err = c.Get(octx, &api.GetRequest{Key: op.Key})
+		resp, err = c.Get(octx, &api.GetRequest{Key: op.Key, Header: w.header()})
 		if err == nil {
 			op.Read, op.Found = string(resp.GetKv().GetValue()), true
 		}
 	case Write:
-		_, err = c.Put(octx, &api.PutRequest{Key: op.Key, Value: []byte(op.Value)})
+		_, err = c.Put(octx, &api.PutRequest{Key: op.Key, Value: []byte(op.Value), Header: w.header()})
 	case CAS:
-		req := &api.CASRequest{Key: op.Key, Value: []byte(op.Value)}
+		req := &api.CASRequest{Key: op.Key, Value: []byte(op.Value), Header: w.header()}
 		if op.Expected == "" {
 			zero := uint64(0)
 			req.ExpectedVersion = &zero
@@ -122,6 +130,13 @@ func (w RegisterWorkload) do(ctx context.Context, c api.KVClient, h *History, op
 	}
 	op.Return = h.Now()
 	op.Outcome = classify(op, kverrors.FromStatus(err))
+}
+
+func (w RegisterWorkload) header() *api.RequestHeader {
+	if w.Level == "" {
+		return nil
+	}
+	return &api.RequestHeader{Consistency: w.Level}
 }
 
 // classify turns an error into an outcome: only errors that prove the

@@ -30,6 +30,7 @@ type SetWorkload struct {
 	Duration  time.Duration
 	OpTimeout time.Duration
 	Seed      uint64
+	Level     string // consistency level of the adds ("" = keyspace default)
 	// DialOptions reach the nodes (the cluster's DialOptions).
 	DialOptions []grpc.DialOption
 }
@@ -65,7 +66,11 @@ func (w SetWorkload) Run(ctx context.Context, h *History) error {
 				op := Op{Process: c, Kind: Add, Key: key, Node: w.Endpoints[node]}
 				octx, ocancel := context.WithTimeout(context.WithoutCancel(ctx), w.OpTimeout)
 				op.Call = h.Now()
-				_, err := conns[node].Put(octx, &api.PutRequest{Key: key, Value: []byte("1")})
+				var hdr *api.RequestHeader
+				if w.Level != "" {
+					hdr = &api.RequestHeader{Consistency: w.Level}
+				}
+				_, err := conns[node].Put(octx, &api.PutRequest{Key: key, Value: []byte("1"), Header: hdr})
 				op.Return = h.Now()
 				ocancel()
 				op.Outcome = classify(&op, kverrors.FromStatus(err))
