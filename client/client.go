@@ -272,7 +272,7 @@ func (c *Client) header(o callOptions) *api.RequestHeader {
 // call runs op against the owner of key, retrying definite failures a
 // bounded number of times: after a stale-epoch answer with a fresh map, after
 // an unreachable owner through another node.
-func (c *Client) call(ctx context.Context, key string, op func(ctx context.Context, kv api.KVClient) (*api.Receipt, error)) error {
+func (c *Client) call(ctx context.Context, key string, retrySafe bool, op func(ctx context.Context, kv api.KVClient) (*api.Receipt, error)) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.RequestTimeout)
@@ -313,6 +313,11 @@ func (c *Client) call(ctx context.Context, key string, op func(ctx context.Conte
 			}
 		case errors.Is(last, ErrUnavailable) && ctx.Err() == nil:
 			c.log.Debug("node unavailable, trying another", "addr", addr, "err", last)
+		case errors.Is(last, ErrIndeterminate) && ctx.Err() == nil && retrySafe:
+			// The outcome is unknown (a connection broke, say), but this call
+			// may be repeated: a read, or a cp write whose request ID makes
+			// the servers apply it at most once.
+			c.log.Debug("outcome unknown, retrying", "addr", addr, "err", last)
 		default:
 			return last
 		}

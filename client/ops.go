@@ -107,11 +107,18 @@ type WriteResult struct {
 	Receipt   Receipt
 }
 
+// isCP reports whether key is in a cp keyspace, whose writes the servers
+// deduplicate by request ID (so an ambiguous attempt may be repeated).
+func (c *Client) isCP(key string) bool {
+	p, err := c.Ring().Locate(key)
+	return err == nil && p.Keyspace.Mode == consistency.CP
+}
+
 // Get reads a key. A missing key is ErrNotFound.
 func (c *Client) Get(ctx context.Context, key string, opts ...Option) (*Item, error) {
 	o := collect(opts)
 	var out *Item
-	err := c.call(ctx, key, func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
+	err := c.call(ctx, key, true, func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
 		resp, err := kv.Get(ctx, &api.GetRequest{Header: c.header(o), Key: key})
 		if err != nil {
 			return nil, err
@@ -132,7 +139,7 @@ func (c *Client) Put(ctx context.Context, key string, value []byte, opts ...Opti
 	o := collect(opts)
 	o.ensureRequestID()
 	var out *WriteResult
-	err := c.call(ctx, key, func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
+	err := c.call(ctx, key, c.isCP(key), func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
 		resp, err := kv.Put(ctx, &api.PutRequest{Header: c.header(o), Key: key, Value: value, Context: o.causal})
 		if err != nil {
 			return nil, err
@@ -148,7 +155,7 @@ func (c *Client) Delete(ctx context.Context, key string, opts ...Option) (*Write
 	o := collect(opts)
 	o.ensureRequestID()
 	var out *WriteResult
-	err := c.call(ctx, key, func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
+	err := c.call(ctx, key, c.isCP(key), func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
 		resp, err := kv.Delete(ctx, &api.DeleteRequest{Header: c.header(o), Key: key, Context: o.causal})
 		if err != nil {
 			return nil, err
@@ -184,7 +191,7 @@ func (c *Client) CAS(ctx context.Context, key string, cond Condition, value []by
 	o := collect(opts)
 	o.ensureRequestID()
 	var out *WriteResult
-	err := c.call(ctx, key, func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
+	err := c.call(ctx, key, c.isCP(key), func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
 		resp, err := kv.CAS(ctx, &api.CASRequest{Header: c.header(o), Key: key, ExpectedValue: cond.value,
 			ExpectedVersion: cond.version, Value: value})
 		if err != nil {
