@@ -2352,8 +2352,10 @@ func (x *FaultRule) GetDelayMs() int64 {
 
 // SetFaultsRequest replaces every fault rule of the node (empty: heal).
 type SetFaultsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Rules         []*FaultRule           `protobuf:"bytes,1,rep,name=rules,proto3" json:"rules,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Rules []*FaultRule           `protobuf:"bytes,1,rep,name=rules,proto3" json:"rules,omitempty"`
+	// Offset added to this node's clock for HLC timestamps (clock skew).
+	ClockOffsetMs int64 `protobuf:"varint,2,opt,name=clock_offset_ms,json=clockOffsetMs,proto3" json:"clock_offset_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2393,6 +2395,13 @@ func (x *SetFaultsRequest) GetRules() []*FaultRule {
 		return x.Rules
 	}
 	return nil
+}
+
+func (x *SetFaultsRequest) GetClockOffsetMs() int64 {
+	if x != nil {
+		return x.ClockOffsetMs
+	}
+	return 0
 }
 
 type SetFaultsResponse struct {
@@ -3224,9 +3233,10 @@ const file_capkv_proto_rawDesc = "" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x12\x16\n" +
 	"\x06action\x18\x03 \x01(\tR\x06action\x12\x19\n" +
-	"\bdelay_ms\x18\x04 \x01(\x03R\adelayMs\"=\n" +
+	"\bdelay_ms\x18\x04 \x01(\x03R\adelayMs\"e\n" +
 	"\x10SetFaultsRequest\x12)\n" +
-	"\x05rules\x18\x01 \x03(\v2\x13.capkv.v1.FaultRuleR\x05rules\")\n" +
+	"\x05rules\x18\x01 \x03(\v2\x13.capkv.v1.FaultRuleR\x05rules\x12&\n" +
+	"\x0fclock_offset_ms\x18\x02 \x01(\x03R\rclockOffsetMs\")\n" +
 	"\x11SetFaultsResponse\x12\x14\n" +
 	"\x05rules\x18\x01 \x01(\rR\x05rules\"]\n" +
 	"\rRepairRequest\x12\x1a\n" +

@@ -136,15 +136,26 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 
 // Refresh fetches the cluster map again, from the known nodes first and then
 // the configured endpoints.
-func (c *Client) Refresh(ctx context.Context) error {
+func (c *Client) Refresh(ctx context.Context) error { return c.refresh(ctx, false) }
+
+// refresh fetches the map from the first candidate that answers or, with
+// newest, from every candidate, keeping the highest epoch: a node that has not
+// yet adopted a just-created keyspace must not hide it.
+func (c *Client) refresh(ctx context.Context, newest bool) error {
 	var errs []error
+	got := false
 	for _, addr := range c.candidates() {
 		cc, err := c.conn(addr)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		m, err := api.NewAdminClient(cc).GetClusterMap(ctx, &api.ClusterMapRequest{})
+		qctx, cancel := ctx, context.CancelFunc(func() {})
+		if newest {
+			qctx, cancel = context.WithTimeout(ctx, time.Second)
+		}
+		m, err := api.NewAdminClient(cc).GetClusterMap(qctx, &api.ClusterMapRequest{})
+		cancel()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", addr, kverrors.FromStatus(err)))
 			if ctx.Err() != nil {
@@ -159,10 +170,16 @@ func (c *Client) Refresh(ctx context.Context) error {
 		c.mu.Lock()
 		if c.mu.ring == nil || r.Epoch() >= c.mu.ring.Epoch() {
 			c.mu.ring = r
+			c.mu.admin = addr
 		}
-		c.mu.admin = addr
 		c.mu.Unlock()
 		c.log.Debug("cluster map", "from", addr, "epoch", r.Epoch())
+		got = true
+		if !newest {
+			return nil
+		}
+	}
+	if got {
 		return nil
 	}
 	return fmt.Errorf("%w: no endpoint returned the cluster map: %w", ErrUnavailable, errors.Join(errs...))
@@ -279,8 +296,8 @@ func (c *Client) call(ctx context.Context, key string, retrySafe bool, op func(c
 		defer cancel()
 	}
 	if _, err := c.Ring().Locate(key); errors.Is(err, ErrUnknownKeyspace) {
-		// Perhaps created after our map was fetched.
-		if rerr := c.Refresh(ctx); rerr != nil {
+		// Perhaps created after our map was fetched: ask every node.
+		if rerr := c.refresh(ctx, true); rerr != nil {
 			return errors.Join(err, rerr)
 		}
 	}

@@ -35,6 +35,7 @@ var Nemeses = map[string]func() Nemesis{
 	"pause":            func() Nemesis { return pause{} },
 	"loss":             func() Nemesis { return loss{} },
 	"delay":            func() Nemesis { return delay{} },
+	"clock-skew":       func() Nemesis { return skew{} },
 }
 
 // ParseNemeses parses a comma-separated list ("all" for every one).
@@ -275,6 +276,24 @@ func (delay) Inject(ctx context.Context, c Cluster, rng *rand.Rand) (Fault, erro
 		}
 	}
 	return partition(ctx, c, "delay 150ms to and from "+slow, links)
+}
+
+// skew moves a random node's clock 0.5-3s ahead or behind (its HLC
+// timestamps: what last-writer-wins compares).
+type skew struct{}
+
+func (skew) Name() string { return "clock-skew" }
+func (skew) Inject(ctx context.Context, c Cluster, rng *rand.Rand) (Fault, error) {
+	all := ids(c)
+	id := all[rng.IntN(len(all))]
+	off := time.Duration(500+rng.IntN(2500)) * time.Millisecond
+	if rng.IntN(2) == 0 {
+		off = -off
+	}
+	if err := c.Skew(ctx, id, off); err != nil {
+		return nil, err
+	}
+	return procFault{fmt.Sprintf("clock of %s %+dms", id, off.Milliseconds()), func(ctx context.Context) error { return c.Skew(ctx, id, 0) }}, nil
 }
 
 // Window is one fault's time span, in history time (ns since start).

@@ -42,6 +42,8 @@ type Cluster interface {
 	Resume(id string) error
 	// Loss drops this percentage of node-to-node packets (0: none).
 	Loss(ctx context.Context, percent int) error
+	// Skew offsets a node's clock (its HLC timestamps); 0 resets it.
+	Skew(ctx context.Context, id string, offset time.Duration) error
 	// DialOptions are what a client needs to reach the nodes.
 	DialOptions() []grpc.DialOption
 	// Close stops every process it started.
@@ -76,6 +78,7 @@ type ProcessCluster struct {
 	mu    sync.Mutex
 	links []Link // current cuts, re-applied to restarted nodes
 	loss  int
+	skew  map[string]time.Duration
 }
 
 type process struct {
@@ -270,10 +273,22 @@ func (c *ProcessCluster) DialOptions() []grpc.DialOption {
 	return nil
 }
 
-func (c *ProcessCluster) applyCuts(ctx context.Context, p *process) error {
-	if c.env != nil {
-		return nil // nftables rules live in the namespaces and survive restarts
+// Skew offsets one node's clock through its fault hook.
+func (c *ProcessCluster) Skew(ctx context.Context, id string, offset time.Duration) error {
+	p, err := c.proc(id)
+	if err != nil {
+		return err
 	}
+	c.mu.Lock()
+	if c.skew == nil {
+		c.skew = map[string]time.Duration{}
+	}
+	c.skew[id] = offset
+	c.mu.Unlock()
+	return c.applyCuts(ctx, p)
+}
+
+func (c *ProcessCluster) applyCuts(ctx context.Context, p *process) error {
 	p.mu.Lock()
 	skip := p.paused || p.cmd == nil || p.cmd.ProcessState != nil
 	p.mu.Unlock()
@@ -281,8 +296,12 @@ func (c *ProcessCluster) applyCuts(ctx context.Context, p *process) error {
 		return nil // applied again when it resumes or restarts
 	}
 	c.mu.Lock()
-	req := &api.SetFaultsRequest{}
-	for _, l := range c.links {
+	req := &api.SetFaultsRequest{ClockOffsetMs: c.skew[p.id].Milliseconds()}
+	links := c.links
+	if c.env != nil {
+		links = nil // nftables rules in the namespaces cut the netns backend's links
+	}
+	for _, l := range links {
 		r := &api.FaultRule{From: l.From, To: l.To, Action: "drop"}
 		if l.Delay > 0 {
 			r.Action, r.DelayMs = "delay", l.Delay.Milliseconds()

@@ -136,6 +136,16 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 	if err := createKeyspaces(peers[0].Addr, keyspaces); err != nil {
 		return errors.Join(err, closeAll())
 	}
+	// Print the banner only once every node follows the map with the keyspaces.
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		same := true
+		for _, n := range nodes {
+			same = same && n.Epoch() == nodes[0].Epoch() && n.KeyspaceCount() >= len(keyspaces)
+		}
+		if same {
+			break
+		}
+	}
 	printBanner(cmd, dataDir, peers, keyspaces)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

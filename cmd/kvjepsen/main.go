@@ -25,6 +25,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
+	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/client"
 	"github.com/capkv/capkv/jepsen"
 )
@@ -44,7 +45,7 @@ func main() {
 
 type runFlags struct {
 	mode, workload, nemesis, backend, out, kvd string
-	level                                      string
+	level, resolve                             string
 	nodes, clients                             int
 	duration, faultFor, healFor, recovery      time.Duration
 	opTimeout                                  time.Duration
@@ -83,7 +84,8 @@ It prints a summary and writes results.json, history.jsonl, timeline.html and
 	fl := cmd.Flags()
 	fl.StringVar(&f.mode, "mode", "cp", "keyspace mode under test: cp or ap")
 	fl.StringVar(&f.level, "level", "", "consistency level of every operation (default: the keyspace's; ap: one, quorum, all)")
-	fl.StringVar(&f.workload, "workload", "register", "register or set")
+	fl.StringVar(&f.workload, "workload", "register", "register, set, or list (ap: appends by read-modify-write to a few keys)")
+	fl.StringVar(&f.resolve, "resolve", "siblings", "list workload (ap): the keyspace's conflict resolution, siblings or lww")
 	fl.StringVar(&f.nemesis, "nemesis", "partition-halves,isolate-leader,kill,pause", "comma-separated: partition-halves, isolate-leader, majorities-ring, bridge, kill, pause, loss (netns), delay (process), or all")
 	fl.StringVar(&f.backend, "backend", defaultBackend(), "netns (each kvd in its own network namespace, nftables partitions; root) or process (loopback, faults via kvd's test-only hook)")
 	fl.IntVar(&f.nodes, "nodes", 5, "cluster size")
@@ -133,8 +135,12 @@ func run(ctx context.Context, f runFlags) (bool, error) {
 	switch {
 	case f.mode != "cp" && f.mode != "ap":
 		return false, fmt.Errorf("--mode %q: want cp or ap", f.mode)
-	case f.workload != "register" && f.workload != "set":
-		return false, fmt.Errorf("--workload %q: want register or set", f.workload)
+	case f.workload != "register" && f.workload != "set" && f.workload != "list":
+		return false, fmt.Errorf("--workload %q: want register, set or list", f.workload)
+	case f.workload == "list" && f.mode != "ap":
+		return false, errors.New("--workload list needs --mode ap (cp keyspaces have no siblings to lose)")
+	case f.resolve != "siblings" && f.resolve != "lww":
+		return false, fmt.Errorf("--resolve %q: want siblings or lww", f.resolve)
 	case f.backend != "process" && f.backend != "netns":
 		return false, fmt.Errorf("--backend %q: want netns or process", f.backend)
 	case f.nodes < 3 || f.nodes > 9:
@@ -194,6 +200,16 @@ func run(ctx context.Context, f runFlags) (bool, error) {
 		return false, err
 	}
 
+	var listKeys []string
+	if f.workload == "list" {
+		name := "lists_" + f.resolve
+		if err := createKeyspace(ctx, eps, opts, name, f.resolve); err != nil {
+			return false, err
+		}
+		for i := range 3 {
+			listKeys = append(listKeys, fmt.Sprintf("%s/l%d", name, i))
+		}
+	}
 	h := jepsen.NewHistory()
 	rng := rand.New(rand.NewPCG(f.seed, 7))
 	var windows []jepsen.Window
@@ -239,6 +255,9 @@ func run(ctx context.Context, f runFlags) (bool, error) {
 	case "set":
 		werr = jepsen.SetWorkload{Endpoints: eps, Prefix: setPrefix, Accounts: 8, Clients: f.clients,
 			Duration: f.duration, OpTimeout: f.opTimeout, Seed: f.seed, DialOptions: opts, Level: f.level}.Run(ctx, h)
+	case "list":
+		werr = jepsen.ListWorkload{Endpoints: eps, Keys: listKeys, Clients: f.clients, Duration: f.duration,
+			OpTimeout: f.opTimeout, Seed: f.seed, DialOptions: opts, Level: f.level}.Run(ctx, h)
 	}
 	ncancel()
 	wg.Wait()
@@ -254,6 +273,9 @@ func run(ctx context.Context, f runFlags) (bool, error) {
 
 	res := &jepsen.Results{Mode: f.mode, Workload: f.workload, Backend: f.backend, Nodes: f.nodes, Clients: f.clients,
 		Seconds: f.duration.Seconds(), Seed: f.seed, UnsafeReads: f.unsafeReads, Windows: windows, Level: f.level}
+	if f.workload == "list" {
+		keyspace = "lists_" + f.resolve
+	}
 	if f.mode == "ap" {
 		// The ap promise after a heal: anti-entropy makes every replica identical.
 		logf("waiting for ap replicas to converge (anti-entropy) ...")
@@ -301,6 +323,25 @@ func run(ctx context.Context, f runFlags) (bool, error) {
 			}
 			if len(sr.FailedButPresent) > 0 {
 				res.Problems = append(res.Problems, fmt.Sprintf("%d adds reported as failed took effect (e.g. %s)", len(sr.FailedButPresent), sr.FailedButPresent[0]))
+			}
+		}
+	}
+	if f.workload == "list" {
+		final, err := jepsen.ReadLists(ctx, eps, listKeys, opts...)
+		if err != nil {
+			res.Problems = append(res.Problems, "final read failed after heal: "+err.Error())
+		} else {
+			sr := jepsen.CheckList(h.Ops(), final)
+			res.Set = &sr
+			switch {
+			case f.resolve == "lww":
+				// The documented trade-off: counted and shown, not a failure.
+				logf(fmt.Sprintf("last-writer-wins lost %d of %d acknowledged appends", len(sr.Lost), sr.Acknowledged))
+			case len(sr.Lost) > 0:
+				res.Problems = append(res.Problems, fmt.Sprintf("%d acknowledged appends lost with siblings (e.g. %s)", len(sr.Lost), sr.Lost[0]))
+			}
+			if len(sr.FailedButPresent) > 0 {
+				res.Problems = append(res.Problems, fmt.Sprintf("%d appends reported as failed took effect", len(sr.FailedButPresent)))
 			}
 		}
 	}
@@ -356,6 +397,44 @@ func run(ctx context.Context, f runFlags) (bool, error) {
 		return res.Valid, fmt.Errorf("writing results: %w", werr2)
 	}
 	return res.Valid, nil
+}
+
+// createKeyspace creates the list workload's ap keyspace (idempotent).
+func createKeyspace(ctx context.Context, eps []string, opts []grpc.DialOption, name, resolve string) error {
+	c, err := client.New(ctx, client.Config{Endpoints: eps, DialOptions: opts})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	admin, err := c.Admin()
+	if err != nil {
+		return err
+	}
+	ks := &api.Keyspace{Name: name, Mode: "ap", Replicas: 3, Partitions: 4, Template: name + "/{list}/...", Resolve: resolve}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		_, err := admin.CreateKeyspace(cctx, &api.CreateKeyspaceRequest{Keyspace: ks})
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("create keyspace %s: %w", name, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// Every node learns the keyspace by epoch; wait until writes work.
+	for time.Now().Before(deadline) {
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := c.Put(wctx, name+"/warmup", []byte("x"))
+		cancel()
+		if err == nil {
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("keyspace %s not writable within 20s", name)
 }
 
 func jepsenSleep(ctx context.Context, d time.Duration) {

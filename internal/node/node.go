@@ -48,6 +48,8 @@ type Node struct {
 	metaIDs atomic.Pointer[[]string]
 	stop    chan struct{}  // closed by Close; ends metaLoop
 	faults  *cp.FaultTable // the test-only fault hook's rules (nil: disabled)
+	// clockSkew (ns) is added to the wall clock by the test-only fault hook.
+	clockSkew atomic.Int64
 
 	srv *grpc.Server
 	lis net.Listener
@@ -92,7 +94,9 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store in %s: %w", cfg.DataDir, err)
 	}
-	n := &Node{cfg: cfg, log: log, store: st, clock: consistency.NewClock(nil, 0), stop: make(chan struct{})}
+	n := &Node{cfg: cfg, log: log, store: st, stop: make(chan struct{})}
+	// The wall clock behind the HLC; the test-only fault hook can skew it.
+	n.clock = consistency.NewClock(func() time.Time { return time.Now().Add(time.Duration(n.clockSkew.Load())) }, 0)
 	n.mu.peers = make(map[string]*grpc.ClientConn)
 	n.mu.byAddr = make(map[string]*grpc.ClientConn)
 	if cfg.Faults == nil && cfg.TestFaults {
@@ -180,6 +184,9 @@ func (n *Node) advertise() string {
 
 // Epoch is the epoch of the cluster map this node has (0: none yet).
 func (n *Node) Epoch() uint64 { return n.r().Epoch() }
+
+// KeyspaceCount is the number of keyspaces in this node's map.
+func (n *Node) KeyspaceCount() int { return len(n.r().Keyspaces()) }
 
 // WaitReady waits until the node has a cluster map.
 func (n *Node) WaitReady(ctx context.Context) error {
@@ -395,7 +402,8 @@ func (n *Node) SetFaults(_ context.Context, req *api.SetFaultsRequest) (*api.Set
 	for i, r := range req.GetRules() {
 		n.faults.Set(r.GetFrom(), r.GetTo(), rules[i])
 	}
-	n.log.Info("fault rules", "rules", n.faults.String())
+	n.clockSkew.Store(int64(time.Duration(req.GetClockOffsetMs()) * time.Millisecond))
+	n.log.Info("fault rules", "rules", n.faults.String(), "clock_offset_ms", req.GetClockOffsetMs())
 	return &api.SetFaultsResponse{Rules: uint32(len(rules))}, nil
 }
 
