@@ -1,6 +1,7 @@
 package jepsen
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math"
@@ -14,6 +15,7 @@ import (
 	"github.com/capkv/capkv/internal/dial"
 	"github.com/capkv/capkv/internal/kverrors"
 	"github.com/capkv/capkv/replication/ap"
+	"github.com/capkv/capkv/ring"
 )
 
 // StaleBucket is the stale-read rate for reads a given time after the
@@ -172,6 +174,9 @@ type Convergence struct {
 	Partitions int      `json:"partitions"`
 	Differing  []string `json:"differing,omitempty"`
 	Repairs    int      `json:"repairs"`
+	// KeysCompared counts keys whose clocks were compared byte for byte on
+	// every replica once the Merkle roots agreed.
+	KeysCompared int `json:"keys_compared"`
 }
 
 // Converge runs anti-entropy on keyspace until the Merkle roots of every
@@ -217,7 +222,14 @@ func Converge(ctx context.Context, eps []string, opts []grpc.DialOption, keyspac
 			}
 		}
 		if len(res.Differing) == 0 {
-			res.Converged, res.Seconds = true, time.Since(start).Seconds()
+			res.Seconds = time.Since(start).Seconds()
+			// Roots agree; confirm with the full contents, key by key.
+			n, differ, err := compareContents(ctx, r.Partitions(keyspace), addr, opts)
+			if err != nil {
+				return res, err
+			}
+			res.KeysCompared, res.Differing = n, differ
+			res.Converged = len(differ) == 0
 			return res, nil
 		}
 		sleepCtx(ctx, 500*time.Millisecond)
@@ -240,4 +252,62 @@ func digestRoot(ctx context.Context, addr string, opts []grpc.DialOption, partit
 		return 0, kverrors.FromStatus(err)
 	}
 	return ap.Root(d.GetLeaves()), nil
+}
+
+// compareContents fetches every leaf of every partition from each replica
+// and reports the partitions whose replicas do not hold identical clocks.
+func compareContents(ctx context.Context, parts []ring.PartitionInfo, addr map[string]string, opts []grpc.DialOption) (int, []string, error) {
+	keys := 0
+	var differ []string
+	for _, p := range parts {
+		if p.Err != "" {
+			continue
+		}
+		var first map[string][]byte
+		same := true
+		for i, id := range p.Replicas {
+			all, err := fetchAll(ctx, addr[id], opts, p.ID.String())
+			if err != nil {
+				return keys, differ, err
+			}
+			if i == 0 {
+				first = all
+				keys += len(all)
+				continue
+			}
+			if len(all) != len(first) {
+				same = false
+			}
+			for k, v := range all {
+				if !bytes.Equal(first[k], v) {
+					same = false
+				}
+			}
+		}
+		if !same {
+			differ = append(differ, p.ID.String())
+		}
+	}
+	return keys, differ, nil
+}
+
+func fetchAll(ctx context.Context, addr string, opts []grpc.DialOption, partition string) (map[string][]byte, error) {
+	cc, err := dial.Conn(addr, opts...)
+	if err != nil {
+		return nil, err
+	}
+	defer cc.Close()
+	out := map[string][]byte{}
+	for leaf := range uint32(ap.Leaves) {
+		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		resp, err := api.NewReplicaClient(cc).Leaf(lctx, &api.LeafRequest{Partition: partition, Leaf: leaf})
+		cancel()
+		if err != nil {
+			return nil, kverrors.FromStatus(err)
+		}
+		for _, e := range resp.GetEntries() {
+			out[e.GetKey()] = e.GetClock()
+		}
+	}
+	return out, nil
 }

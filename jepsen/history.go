@@ -7,6 +7,11 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/capkv/capkv/api"
+	"github.com/capkv/capkv/internal/dial"
 )
 
 // Kind is an operation type of a workload.
@@ -105,4 +110,25 @@ func (h *History) WriteJSONL(w io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// dialKV connects a workload to every node's KV service (one connection
+// each); closeAll closes them.
+func dialKV(endpoints []string, opts []grpc.DialOption) (conns []api.KVClient, closeAll func(), err error) {
+	var ccs []*grpc.ClientConn
+	closeAll = func() {
+		for _, cc := range ccs {
+			cc.Close()
+		}
+	}
+	for _, e := range endpoints {
+		cc, err := dial.Conn(e, opts...)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		ccs = append(ccs, cc)
+		conns = append(conns, api.NewKVClient(cc))
+	}
+	return conns, closeAll, nil
 }

@@ -221,7 +221,7 @@ func (r *Results) Summary(w io.Writer) {
 	}
 	if cv := r.Convergence; cv != nil {
 		if cv.Converged {
-			fmt.Fprintf(tw, "convergence\tall replicas of %d partitions identical (Merkle roots) %.1fs after heal, %d repair rounds\n", cv.Partitions, cv.Seconds, cv.Repairs)
+			fmt.Fprintf(tw, "convergence\tall replicas of %d partitions identical %.1fs after heal (Merkle roots, then %d keys compared on every replica), %d repair rounds\n", cv.Partitions, cv.Seconds, cv.KeysCompared, cv.Repairs)
 		} else {
 			fmt.Fprintf(tw, "convergence\tNOT converged after %.1fs: %v\n", cv.Seconds, cv.Differing)
 		}

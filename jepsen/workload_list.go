@@ -65,15 +65,11 @@ func (w ListWorkload) Run(ctx context.Context, h *History) error {
 	if w.OpTimeout <= 0 {
 		w.OpTimeout = time.Second
 	}
-	conns := make([]api.KVClient, len(w.Endpoints))
-	for i, e := range w.Endpoints {
-		cc, err := dial.Conn(e, w.DialOptions...)
-		if err != nil {
-			return err
-		}
-		defer cc.Close()
-		conns[i] = api.NewKVClient(cc)
+	conns, closeAll, err := dialKV(w.Endpoints, w.DialOptions)
+	if err != nil {
+		return err
 	}
+	defer closeAll()
 	hdr := &api.RequestHeader{Consistency: w.Level}
 	ctx, cancel := context.WithTimeout(ctx, w.Duration)
 	defer cancel()

@@ -12,7 +12,6 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/capkv/capkv/api"
-	"github.com/capkv/capkv/internal/dial"
 	"github.com/capkv/capkv/internal/kverrors"
 )
 
@@ -45,15 +44,11 @@ func (w RegisterWorkload) Run(ctx context.Context, h *History) error {
 	if w.OpTimeout <= 0 {
 		w.OpTimeout = time.Second
 	}
-	conns := make([]api.KVClient, len(w.Endpoints))
-	for i, e := range w.Endpoints {
-		cc, err := dial.Conn(e, w.DialOptions...)
-		if err != nil {
-			return err
-		}
-		defer cc.Close()
-		conns[i] = api.NewKVClient(cc)
+	conns, closeAll, err := dialKV(w.Endpoints, w.DialOptions)
+	if err != nil {
+		return err
 	}
+	defer closeAll()
 	ctx, cancel := context.WithTimeout(ctx, w.Duration)
 	defer cancel()
 	var nextProcess atomic.Int64

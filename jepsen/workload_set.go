@@ -13,7 +13,6 @@ import (
 
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/client"
-	"github.com/capkv/capkv/internal/dial"
 	"github.com/capkv/capkv/internal/kverrors"
 )
 
@@ -43,15 +42,11 @@ func (w SetWorkload) Run(ctx context.Context, h *History) error {
 	if w.OpTimeout <= 0 {
 		w.OpTimeout = time.Second
 	}
-	conns := make([]api.KVClient, len(w.Endpoints))
-	for i, e := range w.Endpoints {
-		cc, err := dial.Conn(e, w.DialOptions...)
-		if err != nil {
-			return err
-		}
-		defer cc.Close()
-		conns[i] = api.NewKVClient(cc)
+	conns, closeAll, err := dialKV(w.Endpoints, w.DialOptions)
+	if err != nil {
+		return err
 	}
+	defer closeAll()
 	ctx, cancel := context.WithTimeout(ctx, w.Duration)
 	defer cancel()
 	var wg sync.WaitGroup

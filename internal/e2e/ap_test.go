@@ -130,8 +130,13 @@ func TestAPSiblingsAndContext(t *testing.T) {
 		return err == nil
 	})
 	pp, _ := c.Locate("prefs/bob/theme")
-	rawPut(t, cl.proc(pp.Replicas[0]).addr, "prefs/bob/theme", "light", "all", nil)
-	rawPut(t, cl.proc(pp.Replicas[1]).addr, "prefs/bob/theme", "blue", "all", nil)
+	for _, w := range []struct{ node, value string }{{pp.Replicas[0], "light"}, {pp.Replicas[1], "blue"}} {
+		// Each node learns the new keyspace by epoch; retry until this one has.
+		waitFor(t, 10*time.Second, "write via "+w.node, func() bool {
+			_, err := rawPut(t, cl.proc(w.node).addr, "prefs/bob/theme", w.value, "all", nil)
+			return err == nil
+		})
+	}
 	it, err = c.Get(ctx, "prefs/bob/theme", client.WithConsistency("all"))
 	if err != nil || string(it.Value) != "blue" || len(it.Siblings) != 1 {
 		t.Fatalf("lww keyspace: %+v %v", it, err)

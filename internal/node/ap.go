@@ -56,6 +56,9 @@ func (s replicaServer) Store(_ context.Context, req *api.ReplicaStoreRequest) (*
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", kverrors.ErrInvalidArgument, err)
 	}
+	for _, sib := range d.Values() {
+		s.n.clock.Update(sib.Timestamp) // later local writes order after what we received
+	}
 	if req.GetHintFor() != "" {
 		if err := s.n.hints.Add(req.GetHintFor(), req.GetPartition(), req.GetKey(), d, req.GetLww()); err != nil {
 			return nil, err

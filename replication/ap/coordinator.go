@@ -29,6 +29,7 @@ const replicaTimeout = 2 * time.Second
 // Coordinator runs ap reads and writes on one node.
 type Coordinator struct {
 	Self   string
+	Clock  *consistency.Clock // stamps writes; nil: the caller's Value.Timestamp is kept
 	Clocks *ClockStore
 	Hints  *HintStore
 	Peers  Peers
@@ -94,6 +95,15 @@ func (c *Coordinator) Write(ctx context.Context, w WriteRequest) (WriteResult, e
 	mu.Lock()
 	cur, _, err := c.Clocks.Read(w.Partition, w.Key)
 	res.HadLive = len(cur.Live()) > 0
+	if c.Clock != nil {
+		// The HLC of a write is later than every write it supersedes or sits
+		// beside, whatever the wall clocks say: last-writer-wins then never
+		// prefers a write this coordinator had already seen.
+		for _, s := range cur.Values() {
+			c.Clock.Update(s.Timestamp)
+		}
+		w.Value.Timestamp = c.Clock.Now()
+	}
 	if err == nil {
 		var next consistency.DVV
 		if next, err = cur.Update(w.Context, c.Self, w.Value); err == nil {
