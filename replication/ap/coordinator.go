@@ -206,6 +206,19 @@ func (c *Coordinator) Read(ctx context.Context, r ReadRequest) (ReadResult, erro
 		clock consistency.DVV
 		err   error
 	}
+	if res.Need == 1 && slices.Contains(r.Replicas, c.Self) {
+		// Level one on a replica: its own copy is the answer; asking the
+		// others would only cost them work (anti-entropy repairs instead).
+		d, _, err := c.Clocks.Read(r.Partition, r.Key)
+		if err != nil {
+			return res, err
+		}
+		if r.LWW {
+			d = keepLast(d)
+		}
+		res.Clock, res.Acked = d, []string{c.Self}
+		return res, nil
+	}
 	answers := make(chan answer, len(r.Replicas))
 	for _, node := range r.Replicas {
 		if node == c.Self {

@@ -2,6 +2,8 @@ package ap
 
 import (
 	"fmt"
+	"hash/maphash"
+	"sync"
 
 	"github.com/capkv/capkv/consistency"
 	"github.com/capkv/capkv/internal/kverrors"
@@ -10,12 +12,19 @@ import (
 
 // ClockStore keeps the clocks of one node's ap partition replicas in its
 // shard.Store: one record per key, the encoded DVV in the record's value.
+//
+// Every change of an ap key on this node goes through Merge, which holds the
+// key's stripe lock from read to write: merges of one key never lose each
+// other's siblings, and the write itself joins the store's group commit, so
+// concurrent merges of different keys share one fsync.
 type ClockStore struct {
-	st *shard.Store
+	st      *shard.Store
+	seed    maphash.Seed
+	stripes [512]sync.Mutex
 }
 
 // NewClockStore wraps a node's store.
-func NewClockStore(st *shard.Store) *ClockStore { return &ClockStore{st: st} }
+func NewClockStore(st *shard.Store) *ClockStore { return &ClockStore{st: st, seed: maphash.MakeSeed()} }
 
 // Read returns a key's clock (the zero clock when absent).
 func (s *ClockStore) Read(partition, key string) (consistency.DVV, bool, error) {
@@ -37,23 +46,34 @@ func decodeRecord(rec shard.Record) (consistency.DVV, bool, error) {
 // Merge folds clock into the stored one atomically and returns the result.
 // With lww only the last writer's sibling is kept.
 func (s *ClockStore) Merge(partition, key string, clock consistency.DVV, lww bool) (consistency.DVV, error) {
-	var out consistency.DVV
-	_, err := s.st.Replica(partition).Update(key, func(cur shard.Record, found bool) (shard.Record, error) {
-		merged := clock
-		if found {
-			have, _, err := decodeRecord(cur)
-			if err != nil {
-				return cur, err
-			}
-			merged = have.Sync(clock)
+	mu := &s.stripes[maphash.String(s.seed, partition+"\x00"+key)%uint64(len(s.stripes))]
+	mu.Lock()
+	defer mu.Unlock()
+	rep := s.st.Replica(partition)
+	cur, found, err := rep.Get(key)
+	if err != nil {
+		return consistency.DVV{}, err
+	}
+	merged := clock
+	if found {
+		have, _, err := decodeRecord(cur)
+		if err != nil {
+			return consistency.DVV{}, err
 		}
-		if lww {
-			merged = keepLast(merged)
-		}
-		out = merged
-		return toRecord(merged), nil
-	})
-	return out, err
+		merged = have.Sync(clock)
+	}
+	if lww {
+		merged = keepLast(merged)
+	}
+	if found && merged.Equal(mustDecode(cur)) {
+		return merged, nil // nothing new: no write, no fsync
+	}
+	return merged, rep.Put(key, toRecord(merged))
+}
+
+func mustDecode(rec shard.Record) consistency.DVV {
+	d, _, _ := decodeRecord(rec)
+	return d
 }
 
 // toRecord stores a clock: its newest timestamp and whether every sibling is
