@@ -2509,14 +2509,15 @@ func (x *RepairRequest) GetHops() uint32 {
 }
 
 type RepairResponse struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	Partitions      uint32                 `protobuf:"varint,1,opt,name=partitions,proto3" json:"partitions,omitempty"`
-	LeavesDiffering uint32                 `protobuf:"varint,2,opt,name=leaves_differing,json=leavesDiffering,proto3" json:"leaves_differing,omitempty"`
-	KeysPulled      uint32                 `protobuf:"varint,3,opt,name=keys_pulled,json=keysPulled,proto3" json:"keys_pulled,omitempty"`
-	KeysPushed      uint32                 `protobuf:"varint,4,opt,name=keys_pushed,json=keysPushed,proto3" json:"keys_pushed,omitempty"`
-	Millis          int64                  `protobuf:"varint,5,opt,name=millis,proto3" json:"millis,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Partitions       uint32                 `protobuf:"varint,1,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	LeavesDiffering  uint32                 `protobuf:"varint,2,opt,name=leaves_differing,json=leavesDiffering,proto3" json:"leaves_differing,omitempty"`
+	KeysPulled       uint32                 `protobuf:"varint,3,opt,name=keys_pulled,json=keysPulled,proto3" json:"keys_pulled,omitempty"`
+	KeysPushed       uint32                 `protobuf:"varint,4,opt,name=keys_pushed,json=keysPushed,proto3" json:"keys_pushed,omitempty"`
+	Millis           int64                  `protobuf:"varint,5,opt,name=millis,proto3" json:"millis,omitempty"`
+	TombstonesPurged uint32                 `protobuf:"varint,6,opt,name=tombstones_purged,json=tombstonesPurged,proto3" json:"tombstones_purged,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *RepairResponse) Reset() {
@@ -2584,6 +2585,117 @@ func (x *RepairResponse) GetMillis() int64 {
 	return 0
 }
 
+func (x *RepairResponse) GetTombstonesPurged() uint32 {
+	if x != nil {
+		return x.TombstonesPurged
+	}
+	return 0
+}
+
+type PurgeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     string                 `protobuf:"bytes,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Clock         []byte                 `protobuf:"bytes,3,opt,name=clock,proto3" json:"clock,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeRequest) Reset() {
+	*x = PurgeRequest{}
+	mi := &file_capkv_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeRequest) ProtoMessage() {}
+
+func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeRequest.ProtoReflect.Descriptor instead.
+func (*PurgeRequest) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *PurgeRequest) GetPartition() string {
+	if x != nil {
+		return x.Partition
+	}
+	return ""
+}
+
+func (x *PurgeRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *PurgeRequest) GetClock() []byte {
+	if x != nil {
+		return x.Clock
+	}
+	return nil
+}
+
+type PurgeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Purged        bool                   `protobuf:"varint,1,opt,name=purged,proto3" json:"purged,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeResponse) Reset() {
+	*x = PurgeResponse{}
+	mi := &file_capkv_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeResponse) ProtoMessage() {}
+
+func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeResponse.ProtoReflect.Descriptor instead.
+func (*PurgeResponse) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *PurgeResponse) GetPurged() bool {
+	if x != nil {
+		return x.Purged
+	}
+	return false
+}
+
 type DigestRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Partition     string                 `protobuf:"bytes,1,opt,name=partition,proto3" json:"partition,omitempty"`
@@ -2593,7 +2705,7 @@ type DigestRequest struct {
 
 func (x *DigestRequest) Reset() {
 	*x = DigestRequest{}
-	mi := &file_capkv_proto_msgTypes[39]
+	mi := &file_capkv_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2605,7 +2717,7 @@ func (x *DigestRequest) String() string {
 func (*DigestRequest) ProtoMessage() {}
 
 func (x *DigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[39]
+	mi := &file_capkv_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2618,7 +2730,7 @@ func (x *DigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
 func (*DigestRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{39}
+	return file_capkv_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *DigestRequest) GetPartition() string {
@@ -2637,7 +2749,7 @@ type DigestResponse struct {
 
 func (x *DigestResponse) Reset() {
 	*x = DigestResponse{}
-	mi := &file_capkv_proto_msgTypes[40]
+	mi := &file_capkv_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2649,7 +2761,7 @@ func (x *DigestResponse) String() string {
 func (*DigestResponse) ProtoMessage() {}
 
 func (x *DigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[40]
+	mi := &file_capkv_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2662,7 +2774,7 @@ func (x *DigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestResponse.ProtoReflect.Descriptor instead.
 func (*DigestResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{40}
+	return file_capkv_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *DigestResponse) GetLeaves() []uint64 {
@@ -2682,7 +2794,7 @@ type LeafRequest struct {
 
 func (x *LeafRequest) Reset() {
 	*x = LeafRequest{}
-	mi := &file_capkv_proto_msgTypes[41]
+	mi := &file_capkv_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2694,7 +2806,7 @@ func (x *LeafRequest) String() string {
 func (*LeafRequest) ProtoMessage() {}
 
 func (x *LeafRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[41]
+	mi := &file_capkv_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2707,7 +2819,7 @@ func (x *LeafRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeafRequest.ProtoReflect.Descriptor instead.
 func (*LeafRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{41}
+	return file_capkv_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *LeafRequest) GetPartition() string {
@@ -2734,7 +2846,7 @@ type KeyClock struct {
 
 func (x *KeyClock) Reset() {
 	*x = KeyClock{}
-	mi := &file_capkv_proto_msgTypes[42]
+	mi := &file_capkv_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2746,7 +2858,7 @@ func (x *KeyClock) String() string {
 func (*KeyClock) ProtoMessage() {}
 
 func (x *KeyClock) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[42]
+	mi := &file_capkv_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2759,7 +2871,7 @@ func (x *KeyClock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyClock.ProtoReflect.Descriptor instead.
 func (*KeyClock) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{42}
+	return file_capkv_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *KeyClock) GetKey() string {
@@ -2785,7 +2897,7 @@ type LeafResponse struct {
 
 func (x *LeafResponse) Reset() {
 	*x = LeafResponse{}
-	mi := &file_capkv_proto_msgTypes[43]
+	mi := &file_capkv_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2797,7 +2909,7 @@ func (x *LeafResponse) String() string {
 func (*LeafResponse) ProtoMessage() {}
 
 func (x *LeafResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[43]
+	mi := &file_capkv_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2810,7 +2922,7 @@ func (x *LeafResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeafResponse.ProtoReflect.Descriptor instead.
 func (*LeafResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{43}
+	return file_capkv_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *LeafResponse) GetEntries() []*KeyClock {
@@ -2833,7 +2945,7 @@ type ReplicaStoreRequest struct {
 
 func (x *ReplicaStoreRequest) Reset() {
 	*x = ReplicaStoreRequest{}
-	mi := &file_capkv_proto_msgTypes[44]
+	mi := &file_capkv_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2845,7 +2957,7 @@ func (x *ReplicaStoreRequest) String() string {
 func (*ReplicaStoreRequest) ProtoMessage() {}
 
 func (x *ReplicaStoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[44]
+	mi := &file_capkv_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2858,7 +2970,7 @@ func (x *ReplicaStoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStoreRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaStoreRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{44}
+	return file_capkv_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReplicaStoreRequest) GetPartition() string {
@@ -2905,7 +3017,7 @@ type ReplicaStoreResponse struct {
 
 func (x *ReplicaStoreResponse) Reset() {
 	*x = ReplicaStoreResponse{}
-	mi := &file_capkv_proto_msgTypes[45]
+	mi := &file_capkv_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2917,7 +3029,7 @@ func (x *ReplicaStoreResponse) String() string {
 func (*ReplicaStoreResponse) ProtoMessage() {}
 
 func (x *ReplicaStoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[45]
+	mi := &file_capkv_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2930,7 +3042,7 @@ func (x *ReplicaStoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStoreResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaStoreResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{45}
+	return file_capkv_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReplicaStoreResponse) GetClock() []byte {
@@ -2950,7 +3062,7 @@ type ReplicaFetchRequest struct {
 
 func (x *ReplicaFetchRequest) Reset() {
 	*x = ReplicaFetchRequest{}
-	mi := &file_capkv_proto_msgTypes[46]
+	mi := &file_capkv_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2962,7 +3074,7 @@ func (x *ReplicaFetchRequest) String() string {
 func (*ReplicaFetchRequest) ProtoMessage() {}
 
 func (x *ReplicaFetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[46]
+	mi := &file_capkv_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2975,7 +3087,7 @@ func (x *ReplicaFetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaFetchRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaFetchRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{46}
+	return file_capkv_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ReplicaFetchRequest) GetPartition() string {
@@ -3002,7 +3114,7 @@ type ReplicaFetchResponse struct {
 
 func (x *ReplicaFetchResponse) Reset() {
 	*x = ReplicaFetchResponse{}
-	mi := &file_capkv_proto_msgTypes[47]
+	mi := &file_capkv_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3014,7 +3126,7 @@ func (x *ReplicaFetchResponse) String() string {
 func (*ReplicaFetchResponse) ProtoMessage() {}
 
 func (x *ReplicaFetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[47]
+	mi := &file_capkv_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3027,7 +3139,7 @@ func (x *ReplicaFetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaFetchResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaFetchResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{47}
+	return file_capkv_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ReplicaFetchResponse) GetClock() []byte {
@@ -3242,7 +3354,7 @@ const file_capkv_proto_rawDesc = "" +
 	"\rRepairRequest\x12\x1a\n" +
 	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\tR\tpartition\x12\x12\n" +
-	"\x04hops\x18\x03 \x01(\rR\x04hops\"\xb5\x01\n" +
+	"\x04hops\x18\x03 \x01(\rR\x04hops\"\xe2\x01\n" +
 	"\x0eRepairResponse\x12\x1e\n" +
 	"\n" +
 	"partitions\x18\x01 \x01(\rR\n" +
@@ -3252,7 +3364,14 @@ const file_capkv_proto_rawDesc = "" +
 	"keysPulled\x12\x1f\n" +
 	"\vkeys_pushed\x18\x04 \x01(\rR\n" +
 	"keysPushed\x12\x16\n" +
-	"\x06millis\x18\x05 \x01(\x03R\x06millis\"-\n" +
+	"\x06millis\x18\x05 \x01(\x03R\x06millis\x12+\n" +
+	"\x11tombstones_purged\x18\x06 \x01(\rR\x10tombstonesPurged\"T\n" +
+	"\fPurgeRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\tR\tpartition\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
+	"\x05clock\x18\x03 \x01(\fR\x05clock\"'\n" +
+	"\rPurgeResponse\x12\x16\n" +
+	"\x06purged\x18\x01 \x01(\bR\x06purged\"-\n" +
 	"\rDigestRequest\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\tR\tpartition\"(\n" +
 	"\x0eDigestResponse\x12\x16\n" +
@@ -3295,12 +3414,13 @@ const file_capkv_proto_rawDesc = "" +
 	"\x04Join\x12\x15.capkv.v1.JoinRequest\x1a\x14.capkv.v1.ClusterMap\x12G\n" +
 	"\x0eCreateKeyspace\x12\x1f.capkv.v1.CreateKeyspaceRequest\x1a\x14.capkv.v1.ClusterMap\x12D\n" +
 	"\tSetFaults\x12\x1a.capkv.v1.SetFaultsRequest\x1a\x1b.capkv.v1.SetFaultsResponse\x12;\n" +
-	"\x06Repair\x12\x17.capkv.v1.RepairRequest\x1a\x18.capkv.v1.RepairResponse2\x8d\x02\n" +
+	"\x06Repair\x12\x17.capkv.v1.RepairRequest\x1a\x18.capkv.v1.RepairResponse2\xc7\x02\n" +
 	"\aReplica\x12F\n" +
 	"\x05Store\x12\x1d.capkv.v1.ReplicaStoreRequest\x1a\x1e.capkv.v1.ReplicaStoreResponse\x12F\n" +
 	"\x05Fetch\x12\x1d.capkv.v1.ReplicaFetchRequest\x1a\x1e.capkv.v1.ReplicaFetchResponse\x12;\n" +
 	"\x06Digest\x12\x17.capkv.v1.DigestRequest\x1a\x18.capkv.v1.DigestResponse\x125\n" +
-	"\x04Leaf\x12\x15.capkv.v1.LeafRequest\x1a\x16.capkv.v1.LeafResponseB\x1cZ\x1agithub.com/capkv/capkv/apib\x06proto3"
+	"\x04Leaf\x12\x15.capkv.v1.LeafRequest\x1a\x16.capkv.v1.LeafResponse\x128\n" +
+	"\x05Purge\x12\x16.capkv.v1.PurgeRequest\x1a\x17.capkv.v1.PurgeResponseB\x1cZ\x1agithub.com/capkv/capkv/apib\x06proto3"
 
 var (
 	file_capkv_proto_rawDescOnce sync.Once
@@ -3314,7 +3434,7 @@ func file_capkv_proto_rawDescGZIP() []byte {
 	return file_capkv_proto_rawDescData
 }
 
-var file_capkv_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_capkv_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_capkv_proto_goTypes = []any{
 	(*RequestHeader)(nil),         // 0: capkv.v1.RequestHeader
 	(*Receipt)(nil),               // 1: capkv.v1.Receipt
@@ -3355,15 +3475,17 @@ var file_capkv_proto_goTypes = []any{
 	(*SetFaultsResponse)(nil),     // 36: capkv.v1.SetFaultsResponse
 	(*RepairRequest)(nil),         // 37: capkv.v1.RepairRequest
 	(*RepairResponse)(nil),        // 38: capkv.v1.RepairResponse
-	(*DigestRequest)(nil),         // 39: capkv.v1.DigestRequest
-	(*DigestResponse)(nil),        // 40: capkv.v1.DigestResponse
-	(*LeafRequest)(nil),           // 41: capkv.v1.LeafRequest
-	(*KeyClock)(nil),              // 42: capkv.v1.KeyClock
-	(*LeafResponse)(nil),          // 43: capkv.v1.LeafResponse
-	(*ReplicaStoreRequest)(nil),   // 44: capkv.v1.ReplicaStoreRequest
-	(*ReplicaStoreResponse)(nil),  // 45: capkv.v1.ReplicaStoreResponse
-	(*ReplicaFetchRequest)(nil),   // 46: capkv.v1.ReplicaFetchRequest
-	(*ReplicaFetchResponse)(nil),  // 47: capkv.v1.ReplicaFetchResponse
+	(*PurgeRequest)(nil),          // 39: capkv.v1.PurgeRequest
+	(*PurgeResponse)(nil),         // 40: capkv.v1.PurgeResponse
+	(*DigestRequest)(nil),         // 41: capkv.v1.DigestRequest
+	(*DigestResponse)(nil),        // 42: capkv.v1.DigestResponse
+	(*LeafRequest)(nil),           // 43: capkv.v1.LeafRequest
+	(*KeyClock)(nil),              // 44: capkv.v1.KeyClock
+	(*LeafResponse)(nil),          // 45: capkv.v1.LeafResponse
+	(*ReplicaStoreRequest)(nil),   // 46: capkv.v1.ReplicaStoreRequest
+	(*ReplicaStoreResponse)(nil),  // 47: capkv.v1.ReplicaStoreResponse
+	(*ReplicaFetchRequest)(nil),   // 48: capkv.v1.ReplicaFetchRequest
+	(*ReplicaFetchResponse)(nil),  // 49: capkv.v1.ReplicaFetchResponse
 }
 var file_capkv_proto_depIdxs = []int32{
 	0,  // 0: capkv.v1.GetRequest.header:type_name -> capkv.v1.RequestHeader
@@ -3392,7 +3514,7 @@ var file_capkv_proto_depIdxs = []int32{
 	16, // 23: capkv.v1.KeyspacesResponse.keyspaces:type_name -> capkv.v1.Keyspace
 	32, // 24: capkv.v1.RingResponse.partitions:type_name -> capkv.v1.PartitionPlacement
 	34, // 25: capkv.v1.SetFaultsRequest.rules:type_name -> capkv.v1.FaultRule
-	42, // 26: capkv.v1.LeafResponse.entries:type_name -> capkv.v1.KeyClock
+	44, // 26: capkv.v1.LeafResponse.entries:type_name -> capkv.v1.KeyClock
 	3,  // 27: capkv.v1.KV.Get:input_type -> capkv.v1.GetRequest
 	6,  // 28: capkv.v1.KV.Put:input_type -> capkv.v1.PutRequest
 	8,  // 29: capkv.v1.KV.Delete:input_type -> capkv.v1.DeleteRequest
@@ -3408,31 +3530,33 @@ var file_capkv_proto_depIdxs = []int32{
 	20, // 39: capkv.v1.Admin.CreateKeyspace:input_type -> capkv.v1.CreateKeyspaceRequest
 	35, // 40: capkv.v1.Admin.SetFaults:input_type -> capkv.v1.SetFaultsRequest
 	37, // 41: capkv.v1.Admin.Repair:input_type -> capkv.v1.RepairRequest
-	44, // 42: capkv.v1.Replica.Store:input_type -> capkv.v1.ReplicaStoreRequest
-	46, // 43: capkv.v1.Replica.Fetch:input_type -> capkv.v1.ReplicaFetchRequest
-	39, // 44: capkv.v1.Replica.Digest:input_type -> capkv.v1.DigestRequest
-	41, // 45: capkv.v1.Replica.Leaf:input_type -> capkv.v1.LeafRequest
-	4,  // 46: capkv.v1.KV.Get:output_type -> capkv.v1.GetResponse
-	7,  // 47: capkv.v1.KV.Put:output_type -> capkv.v1.PutResponse
-	9,  // 48: capkv.v1.KV.Delete:output_type -> capkv.v1.DeleteResponse
-	11, // 49: capkv.v1.KV.CAS:output_type -> capkv.v1.CASResponse
-	13, // 50: capkv.v1.KV.Scan:output_type -> capkv.v1.ScanResponse
-	17, // 51: capkv.v1.Admin.GetClusterMap:output_type -> capkv.v1.ClusterMap
-	23, // 52: capkv.v1.Admin.GetNodeInfo:output_type -> capkv.v1.NodeInfo
-	26, // 53: capkv.v1.Admin.ClusterStatus:output_type -> capkv.v1.ClusterStatusResponse
-	28, // 54: capkv.v1.Admin.Keyspaces:output_type -> capkv.v1.KeyspacesResponse
-	30, // 55: capkv.v1.Admin.Locate:output_type -> capkv.v1.LocateResponse
-	33, // 56: capkv.v1.Admin.Ring:output_type -> capkv.v1.RingResponse
-	17, // 57: capkv.v1.Admin.Join:output_type -> capkv.v1.ClusterMap
-	17, // 58: capkv.v1.Admin.CreateKeyspace:output_type -> capkv.v1.ClusterMap
-	36, // 59: capkv.v1.Admin.SetFaults:output_type -> capkv.v1.SetFaultsResponse
-	38, // 60: capkv.v1.Admin.Repair:output_type -> capkv.v1.RepairResponse
-	45, // 61: capkv.v1.Replica.Store:output_type -> capkv.v1.ReplicaStoreResponse
-	47, // 62: capkv.v1.Replica.Fetch:output_type -> capkv.v1.ReplicaFetchResponse
-	40, // 63: capkv.v1.Replica.Digest:output_type -> capkv.v1.DigestResponse
-	43, // 64: capkv.v1.Replica.Leaf:output_type -> capkv.v1.LeafResponse
-	46, // [46:65] is the sub-list for method output_type
-	27, // [27:46] is the sub-list for method input_type
+	46, // 42: capkv.v1.Replica.Store:input_type -> capkv.v1.ReplicaStoreRequest
+	48, // 43: capkv.v1.Replica.Fetch:input_type -> capkv.v1.ReplicaFetchRequest
+	41, // 44: capkv.v1.Replica.Digest:input_type -> capkv.v1.DigestRequest
+	43, // 45: capkv.v1.Replica.Leaf:input_type -> capkv.v1.LeafRequest
+	39, // 46: capkv.v1.Replica.Purge:input_type -> capkv.v1.PurgeRequest
+	4,  // 47: capkv.v1.KV.Get:output_type -> capkv.v1.GetResponse
+	7,  // 48: capkv.v1.KV.Put:output_type -> capkv.v1.PutResponse
+	9,  // 49: capkv.v1.KV.Delete:output_type -> capkv.v1.DeleteResponse
+	11, // 50: capkv.v1.KV.CAS:output_type -> capkv.v1.CASResponse
+	13, // 51: capkv.v1.KV.Scan:output_type -> capkv.v1.ScanResponse
+	17, // 52: capkv.v1.Admin.GetClusterMap:output_type -> capkv.v1.ClusterMap
+	23, // 53: capkv.v1.Admin.GetNodeInfo:output_type -> capkv.v1.NodeInfo
+	26, // 54: capkv.v1.Admin.ClusterStatus:output_type -> capkv.v1.ClusterStatusResponse
+	28, // 55: capkv.v1.Admin.Keyspaces:output_type -> capkv.v1.KeyspacesResponse
+	30, // 56: capkv.v1.Admin.Locate:output_type -> capkv.v1.LocateResponse
+	33, // 57: capkv.v1.Admin.Ring:output_type -> capkv.v1.RingResponse
+	17, // 58: capkv.v1.Admin.Join:output_type -> capkv.v1.ClusterMap
+	17, // 59: capkv.v1.Admin.CreateKeyspace:output_type -> capkv.v1.ClusterMap
+	36, // 60: capkv.v1.Admin.SetFaults:output_type -> capkv.v1.SetFaultsResponse
+	38, // 61: capkv.v1.Admin.Repair:output_type -> capkv.v1.RepairResponse
+	47, // 62: capkv.v1.Replica.Store:output_type -> capkv.v1.ReplicaStoreResponse
+	49, // 63: capkv.v1.Replica.Fetch:output_type -> capkv.v1.ReplicaFetchResponse
+	42, // 64: capkv.v1.Replica.Digest:output_type -> capkv.v1.DigestResponse
+	45, // 65: capkv.v1.Replica.Leaf:output_type -> capkv.v1.LeafResponse
+	40, // 66: capkv.v1.Replica.Purge:output_type -> capkv.v1.PurgeResponse
+	47, // [47:67] is the sub-list for method output_type
+	27, // [27:47] is the sub-list for method input_type
 	27, // [27:27] is the sub-list for extension type_name
 	27, // [27:27] is the sub-list for extension extendee
 	0,  // [0:27] is the sub-list for field type_name
@@ -3450,7 +3574,7 @@ func file_capkv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_capkv_proto_rawDesc), len(file_capkv_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   48,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -744,6 +744,7 @@ const (
 	Replica_Fetch_FullMethodName  = "/capkv.v1.Replica/Fetch"
 	Replica_Digest_FullMethodName = "/capkv.v1.Replica/Digest"
 	Replica_Leaf_FullMethodName   = "/capkv.v1.Replica/Leaf"
+	Replica_Purge_FullMethodName  = "/capkv.v1.Replica/Purge"
 )
 
 // ReplicaClient is the client API for Replica service.
@@ -761,6 +762,9 @@ type ReplicaClient interface {
 	Digest(ctx context.Context, in *DigestRequest, opts ...grpc.CallOption) (*DigestResponse, error)
 	// Leaf returns every key and clock of one leaf.
 	Leaf(ctx context.Context, in *LeafRequest, opts ...grpc.CallOption) (*LeafResponse, error)
+	// Purge removes a key whose stored clock is exactly the given one (a
+	// tombstone every replica holds): compare-and-delete.
+	Purge(ctx context.Context, in *PurgeRequest, opts ...grpc.CallOption) (*PurgeResponse, error)
 }
 
 type replicaClient struct {
@@ -811,6 +815,16 @@ func (c *replicaClient) Leaf(ctx context.Context, in *LeafRequest, opts ...grpc.
 	return out, nil
 }
 
+func (c *replicaClient) Purge(ctx context.Context, in *PurgeRequest, opts ...grpc.CallOption) (*PurgeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PurgeResponse)
+	err := c.cc.Invoke(ctx, Replica_Purge_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ReplicaServer is the server API for Replica service.
 // All implementations must embed UnimplementedReplicaServer
 // for forward compatibility.
@@ -826,6 +840,9 @@ type ReplicaServer interface {
 	Digest(context.Context, *DigestRequest) (*DigestResponse, error)
 	// Leaf returns every key and clock of one leaf.
 	Leaf(context.Context, *LeafRequest) (*LeafResponse, error)
+	// Purge removes a key whose stored clock is exactly the given one (a
+	// tombstone every replica holds): compare-and-delete.
+	Purge(context.Context, *PurgeRequest) (*PurgeResponse, error)
 	mustEmbedUnimplementedReplicaServer()
 }
 
@@ -847,6 +864,9 @@ func (UnimplementedReplicaServer) Digest(context.Context, *DigestRequest) (*Dige
 }
 func (UnimplementedReplicaServer) Leaf(context.Context, *LeafRequest) (*LeafResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Leaf not implemented")
+}
+func (UnimplementedReplicaServer) Purge(context.Context, *PurgeRequest) (*PurgeResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Purge not implemented")
 }
 func (UnimplementedReplicaServer) mustEmbedUnimplementedReplicaServer() {}
 func (UnimplementedReplicaServer) testEmbeddedByValue()                 {}
@@ -941,6 +961,24 @@ func _Replica_Leaf_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Replica_Purge_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PurgeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReplicaServer).Purge(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Replica_Purge_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReplicaServer).Purge(ctx, req.(*PurgeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Replica_ServiceDesc is the grpc.ServiceDesc for Replica service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -963,6 +1001,10 @@ var Replica_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Leaf",
 			Handler:    _Replica_Leaf_Handler,
+		},
+		{
+			MethodName: "Purge",
+			Handler:    _Replica_Purge_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

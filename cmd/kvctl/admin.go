@@ -396,10 +396,10 @@ func repairCmd(g *globals) *cobra.Command {
 			}
 			if g.json {
 				return g.printJSON(map[string]any{"keyspace": args[0], "partitions": r.Partitions, "leaves_differing": r.LeavesDiffering,
-					"keys_pulled": r.KeysPulled, "keys_pushed": r.KeysPushed, "millis": r.Millis})
+					"keys_pulled": r.KeysPulled, "keys_pushed": r.KeysPushed, "tombstones_purged": r.TombstonesPurged, "millis": r.Millis})
 			}
-			fmt.Fprintf(g.out, "repaired %d partitions of %s in %dms: %d differing leaves, %d keys pulled, %d pushed\n",
-				r.Partitions, args[0], r.Millis, r.LeavesDiffering, r.KeysPulled, r.KeysPushed)
+			fmt.Fprintf(g.out, "repaired %d partitions of %s in %dms: %d differing leaves, %d keys pulled, %d pushed, %d tombstones purged\n",
+				r.Partitions, args[0], r.Millis, r.LeavesDiffering, r.KeysPulled, r.KeysPushed, r.TombstonesPurged)
 			return nil
 		},
 	}

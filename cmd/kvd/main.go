@@ -45,6 +45,7 @@ type serveFlags struct {
 	testFaults     bool
 	unsafeReads    bool
 	debugAddr      string
+	tombstoneGrace time.Duration
 	syncWrites     bool
 	memtableMB     int
 	cacheMB        int
@@ -61,6 +62,7 @@ func (f *serveFlags) addStorage(cmd *cobra.Command) {
 	cmd.Flags().DurationVar(&f.requestTimeout, "request-timeout", 2*time.Second, "deadline of requests that arrive without one")
 	cmd.Flags().StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	cmd.Flags().StringVar(&f.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off by default")
+	cmd.Flags().DurationVar(&f.tombstoneGrace, "tombstone-grace", 10*time.Minute, "ap: how old a delete must be before anti-entropy purges it from replicas that all hold it")
 }
 
 // startDebug serves net/http/pprof on addr until the process exits.
@@ -234,5 +236,8 @@ func applyStorageFlags(cmd *cobra.Command, f serveFlags, cfg *node.Config, all b
 	}
 	if set("request-timeout") {
 		cfg.RequestTimeout = f.requestTimeout
+	}
+	if set("tombstone-grace") {
+		cfg.TombstoneGrace = f.tombstoneGrace
 	}
 }

@@ -306,3 +306,50 @@ func TestAPAntiEntropyRepair(t *testing.T) {
 		t.Errorf("repair of a cp keyspace: exit %d %s", code, errOut)
 	}
 }
+
+// A delete's tombstone is purged by anti-entropy once every replica holds it
+// (and it is older than the grace), never while a replica is unreachable.
+func TestAPTombstonePurge(t *testing.T) {
+	cl := startClusterWith(t, 3, []string{"--tombstone-grace", "1ms"})
+	c := newClient(t, cl.endpoints()...)
+	ctx := ctxT(t)
+	key := "sessions/gone"
+	p, _ := c.Locate(key)
+	pid := p.Partition.String()
+	if _, err := c.Put(ctx, key, []byte("x"), client.WithConsistency("all")); err != nil {
+		t.Fatal(err)
+	}
+	it, _ := c.Get(ctx, key, client.WithConsistency("all"))
+	if _, err := c.Delete(ctx, key, client.WithContext(it.Context), client.WithConsistency("all")); err != nil {
+		t.Fatal(err)
+	}
+	present := func(id string) bool {
+		cc, _ := dial.Conn(cl.proc(id).addr)
+		defer cc.Close()
+		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		r, err := api.NewReplicaClient(cc).Fetch(rctx, &api.ReplicaFetchRequest{Partition: pid, Key: key})
+		return err == nil && r.GetFound()
+	}
+	// One replica down: the repair cannot run on all, nothing is purged.
+	cl.kill(cl.proc(p.Replicas[2]))
+	time.Sleep(10 * time.Millisecond)
+	kvctl(t, []string{cl.proc(p.Replicas[0]).addr}, "", "repair", "sessions", "--timeout", "10s")
+	if !present(p.Replicas[0]) || !present(p.Replicas[1]) {
+		t.Fatal("a tombstone was purged while a replica was unreachable")
+	}
+	cl.start(cl.proc(p.Replicas[2]))
+	cl.waitReady(cl.proc(p.Replicas[2]))
+	out, errOut, code := kvctl(t, []string{cl.proc(p.Replicas[0]).addr}, "", "repair", "sessions", "--timeout", "10s")
+	if code != 0 || !strings.Contains(out, "tombstones purged") {
+		t.Fatalf("repair: %s %s", out, errOut)
+	}
+	for _, id := range p.Replicas {
+		if present(id) {
+			t.Errorf("%s still holds the tombstone of %s after a full repair (%s)", id, key, strings.TrimSpace(out))
+		}
+	}
+	if _, err := c.Get(ctx, key, client.WithConsistency("all")); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("after purge: %v", err)
+	}
+}

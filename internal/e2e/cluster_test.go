@@ -55,6 +55,7 @@ type cluster struct {
 	t     testing.TB
 	peers string
 	procs []*proc
+	extra []string // more kvd flags for every node
 }
 
 // freePorts reserves n loopback ports. The tiny window between closing the
@@ -80,11 +81,17 @@ func freePorts(t testing.TB, n int) []string {
 // waits until each answers. Every process is killed when the test ends.
 func startCluster(t testing.TB, n int, regions ...string) *cluster {
 	t.Helper()
+	return startClusterWith(t, n, nil, regions...)
+}
+
+// startClusterWith starts a cluster whose nodes get extra kvd flags.
+func startClusterWith(t testing.TB, n int, extra []string, regions ...string) *cluster {
+	t.Helper()
 	if len(regions) == 0 {
 		regions = []string{"eu"}
 	}
 	addrs := freePorts(t, n)
-	c := &cluster{t: t}
+	c := &cluster{t: t, extra: extra}
 	var peers []string
 	base := t.TempDir()
 	for i := range n {
@@ -112,6 +119,7 @@ func (c *cluster) start(p *proc) {
 	c.t.Helper()
 	p.log = &bytes.Buffer{}
 	args := []string{"--id", p.id, "--listen", p.addr, "--region", p.region, "--data-dir", p.dataDir, "--log-level", "warn"}
+	args = append(args, c.extra...)
 	if p.join != "" {
 		args = append(args, "--join", p.join)
 	} else {

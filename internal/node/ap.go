@@ -264,6 +264,26 @@ func (p apPeers) Leaf(ctx context.Context, node, partition string, leaf uint32) 
 	return out, nil
 }
 
+func (p apPeers) Purge(ctx context.Context, node, partition, key string, clock []byte) (bool, error) {
+	c, err := p.client(node)
+	if err != nil {
+		return false, err
+	}
+	resp, err := c.Purge(ctx, &api.PurgeRequest{Partition: partition, Key: key, Clock: clock})
+	if err != nil {
+		return false, kverrors.FromStatus(err)
+	}
+	return resp.GetPurged(), nil
+}
+
+func (s replicaServer) Purge(_ context.Context, req *api.PurgeRequest) (*api.PurgeResponse, error) {
+	ok, err := s.n.clocks.Purge(req.GetPartition(), req.GetKey(), req.GetClock())
+	if err != nil {
+		return nil, err
+	}
+	return &api.PurgeResponse{Purged: ok}, nil
+}
+
 func (s replicaServer) Digest(_ context.Context, req *api.DigestRequest) (*api.DigestResponse, error) {
 	leaves, err := s.n.clocks.Digest(req.GetPartition())
 	if err != nil {
@@ -318,8 +338,8 @@ func (n *Node) antiEntropyLoop() {
 				cancel()
 				if err != nil {
 					n.log.Debug("anti-entropy", "partition", p.ID.String(), "err", err)
-				} else if st.Pulled+st.Pushed > 0 {
-					n.log.Info("anti-entropy", "partition", p.ID.String(), "leaves", st.LeavesDiffering, "pulled", st.Pulled, "pushed", st.Pushed)
+				} else if st.Pulled+st.Pushed+st.Purged > 0 {
+					n.log.Info("anti-entropy", "partition", p.ID.String(), "leaves", st.LeavesDiffering, "pulled", st.Pulled, "pushed", st.Pushed, "purged", st.Purged)
 				}
 			}
 		}
@@ -354,6 +374,7 @@ func (n *Node) Repair(ctx context.Context, req *api.RepairRequest) (*api.RepairR
 			out.LeavesDiffering += uint32(st.LeavesDiffering)
 			out.KeysPulled += uint32(st.Pulled)
 			out.KeysPushed += uint32(st.Pushed)
+			out.TombstonesPurged += uint32(st.Purged)
 			continue
 		}
 		if req.GetHops() > 0 {
@@ -375,6 +396,7 @@ func (n *Node) Repair(ctx context.Context, req *api.RepairRequest) (*api.RepairR
 			out.LeavesDiffering += resp.GetLeavesDiffering()
 			out.KeysPulled += resp.GetKeysPulled()
 			out.KeysPushed += resp.GetKeysPushed()
+			out.TombstonesPurged += resp.GetTombstonesPurged()
 			last = nil
 			break
 		}

@@ -58,6 +58,9 @@ type Config struct {
 	// AntiEntropyInterval is how often a node repairs the ap partitions it
 	// leads the preference list of (0: only on demand).
 	AntiEntropyInterval time.Duration
+	// TombstoneGrace is how old an ap tombstone must be before anti-entropy
+	// purges it from replicas that all hold it (0: ap.DefaultTombstoneGrace).
+	TombstoneGrace time.Duration
 	// Faults, when set, decides the fate of Raft messages between nodes
 	// (tests and the partition harness; nil delivers everything).
 	Faults cp.Faults

@@ -108,6 +108,7 @@ func New(cfg Config) (*Node, error) {
 	n.clocks, n.hints = ap.NewClockStore(st), ap.NewHintStore(st)
 	n.apc = ap.NewCoordinator(cfg.ID, n.clocks, n.hints, apPeers{n}, log)
 	n.apc.Clock = n.clock
+	n.apc.TombstoneGrace = cfg.TombstoneGrace
 	n.host = cp.NewHost(cfg.ID, st.DB(), st.WriteEntries, net, filepath.Join(cfg.DataDir, "raft-snapshots"), cfg.Raft, log)
 	return n, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/consistency"
@@ -14,12 +15,19 @@ type AntiEntropyPeers interface {
 	Peers
 	Digest(ctx context.Context, node string, partition string) ([]uint64, error)
 	Leaf(ctx context.Context, node string, partition string, leaf uint32) (map[string][]byte, error)
+	Purge(ctx context.Context, node string, partition, key string, clock []byte) (bool, error)
 }
 
 // RepairStats counts what one repair exchanged.
 type RepairStats struct {
-	LeavesDiffering, Pulled, Pushed int
+	LeavesDiffering, Pulled, Pushed, Purged int
 }
+
+// DefaultTombstoneGrace is how old (HLC time) a tombstone must be before a
+// repair that found every replica holding it purges it. The wait bounds the
+// harm of a hint for an older write still on its way: handed over after the
+// purge, it would bring the deleted value back.
+const DefaultTombstoneGrace = 10 * time.Minute
 
 // Repair makes this replica and the others of a partition identical: it
 // pulls the differing leaves of every other replica and merges them here,
@@ -94,6 +102,43 @@ func (c *Coordinator) Repair(ctx context.Context, peers AntiEntropyPeers, partit
 					return st, err
 				}
 				st.Pushed++
+			}
+		}
+	}
+	// Every replica answered and now holds what this one holds: tombstones
+	// old enough can go, from every replica, each only if unchanged since.
+	if c.Clock == nil {
+		return st, nil
+	}
+	grace := c.TombstoneGrace
+	if grace <= 0 {
+		grace = DefaultTombstoneGrace
+	}
+	cutoff := c.Clock.Now() - consistency.MakeTimestamp(grace.Milliseconds(), 0)
+	for leaf := range uint32(Leaves) {
+		local, err := c.Clocks.LeafEntries(partition, leaf)
+		if err != nil {
+			return st, err
+		}
+		for key, enc := range local {
+			d, err := consistency.DecodeDVV(enc)
+			if err != nil || !purgeable(d, cutoff) {
+				continue
+			}
+			all := true
+			for _, node := range others {
+				ok, err := peers.Purge(ctx, node, partition, key, enc)
+				if err != nil {
+					return st, err
+				}
+				all = all && ok
+			}
+			if all {
+				if ok, err := c.Clocks.Purge(partition, key, enc); err != nil {
+					return st, err
+				} else if ok {
+					st.Purged++
+				}
 			}
 		}
 	}

@@ -28,12 +28,14 @@ const replicaTimeout = 2 * time.Second
 
 // Coordinator runs ap reads and writes on one node.
 type Coordinator struct {
-	Self   string
-	Clock  *consistency.Clock // stamps writes; nil: the caller's Value.Timestamp is kept
-	Clocks *ClockStore
-	Hints  *HintStore
-	Peers  Peers
-	Log    *slog.Logger
+	Self  string
+	Clock *consistency.Clock // stamps writes; nil: the caller's Value.Timestamp is kept
+	// TombstoneGrace: see DefaultTombstoneGrace (0: the default).
+	TombstoneGrace time.Duration
+	Clocks         *ClockStore
+	Hints          *HintStore
+	Peers          Peers
+	Log            *slog.Logger
 
 	seed    maphash.Seed
 	stripes [256]sync.Mutex // one Update at a time per key on this node

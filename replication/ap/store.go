@@ -1,6 +1,7 @@
 package ap
 
 import (
+	"bytes"
 	"fmt"
 	"hash/maphash"
 	"sync"
@@ -127,4 +128,28 @@ func Resolve(d consistency.DVV, lww bool) Resolved {
 	}
 	r.HasValue = r.Found
 	return r
+}
+
+// Purge removes key if its stored clock is exactly expect (encoded): the
+// compare-and-delete that garbage-collects a tombstone every replica holds.
+func (s *ClockStore) Purge(partition, key string, expect []byte) (bool, error) {
+	mu := &s.stripes[maphash.String(s.seed, partition+"\x00"+key)%uint64(len(s.stripes))]
+	mu.Lock()
+	defer mu.Unlock()
+	rep := s.st.Replica(partition)
+	cur, found, err := rep.Get(key)
+	if err != nil || !found || !bytes.Equal(cur.Value, expect) {
+		return false, err
+	}
+	return true, rep.Remove(key)
+}
+
+// purgeable reports whether a clock holds only tombstones, the newest older
+// than cutoff.
+func purgeable(d consistency.DVV, cutoff consistency.Timestamp) bool {
+	if d.Len() == 0 || len(d.Live()) > 0 {
+		return false
+	}
+	w, _ := d.LWW()
+	return w.Timestamp < cutoff
 }
