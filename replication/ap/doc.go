@@ -23,5 +23,13 @@
 //     and will spread; with none it is ErrUnavailable.
 //   - Reads ask every replica, answer once the level's count replied with the
 //     merge of their clocks, and repair the replicas that were behind.
-//   - Anti-entropy (Merkle trees between replicas) is not here yet.
+//   - Anti-entropy (merkle.go, antientropy.go): every partition's replicas
+//     compare 64-leaf Merkle digests and exchange only differing leaves; the
+//     first replica of each preference list repairs its partitions every 30s,
+//     and `kvctl repair` runs it on demand. After a repair that reached every
+//     replica, tombstones older than a grace are purged from all of them by
+//     compare-and-delete. A hint for an older write that is handed over after
+//     such a purge would bring the value back; the grace (default 10 minutes)
+//     is what bounds that risk.
+//   - Level one on a replica reads only its own copy (no read repair then).
 package ap
