@@ -11,7 +11,7 @@ GOBIN_DIR := $(CURDIR)/.tools/bin
 # Packages with goroutines and shared state: tested with the race detector.
 RACE_PKGS := ./consistency/... ./shard/... ./client/... ./internal/... ./replication/...
 
-.PHONY: docker-image docker-up docker-down docker-smoke all build run test test-short lint vet fmt-check bench fuzz proto clean jepsen jepsen-quick
+.PHONY: demo docker-image docker-up docker-down docker-smoke all build run test test-short lint vet fmt-check bench fuzz proto clean jepsen jepsen-quick
 
 all: build
 
@@ -42,6 +42,10 @@ jepsen-quick: build
 	  tail -4 $(JEPSEN_OUT)/quick-unsafe.log; \
 	  if [ $$code -ne 1 ]; then echo "FAIL: unsafe reads were not caught (exit $$code)"; exit 1; fi; \
 	  echo "ok: the checker caught the unsafe read path"
+
+## demo: the CAP demonstration (cp and ap side by side under one partition)
+demo: build
+	$(BIN)/kvjepsen demo --out out/demo
 
 ## jepsen: the long profile: 5 nodes, every nemesis, both workloads and both modes, 60s each
 jepsen: build

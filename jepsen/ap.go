@@ -311,3 +311,51 @@ func fetchAll(ctx context.Context, addr string, opts []grpc.DialOption, partitio
 	}
 	return out, nil
 }
+
+// CPCutOff checks the cp promise per key: a request sent to a node whose
+// side of a partition holds no majority of the key's replicas must not
+// succeed (its Raft group cannot commit or confirm leadership there). Sides
+// are those of the cluster split; a partition's replicas decide.
+type CPCutOff struct {
+	Checked  int      `json:"checked"`
+	Served   int      `json:"served"`
+	Examples []string `json:"examples,omitempty"`
+}
+
+// CheckCPCutOff counts successes of requests cut off from their key's
+// replica majority. replicas returns a key's replica set.
+func CheckCPCutOff(ops []Op, windows []Window, addrToID map[string]string, replicas func(key string) []string) CPCutOff {
+	var r CPCutOff
+	for _, w := range windows {
+		if len(w.Sides) == 0 {
+			continue
+		}
+		for _, o := range ops {
+			if o.Call < w.Start+sideGrace || o.Return > w.End {
+				continue
+			}
+			side := w.Sides[addrToID[o.Node]]
+			if side == "" {
+				continue
+			}
+			reps := replicas(o.Key)
+			here := 0
+			for _, id := range reps {
+				if w.Sides[id] == side {
+					here++
+				}
+			}
+			if len(reps) == 0 || here > len(reps)/2 {
+				continue // this side may serve the key
+			}
+			r.Checked++
+			if o.Outcome == OK {
+				r.Served++
+				if len(r.Examples) < 3 {
+					r.Examples = append(r.Examples, fmt.Sprintf("%s via %s during %q (%d of %d replicas on its side)", o, addrToID[o.Node], w.Fault, here, len(reps)))
+				}
+			}
+		}
+	}
+	return r
+}

@@ -154,6 +154,7 @@ type Results struct {
 	Level        string          `json:"level,omitempty"`
 	Stale        *StaleReport    `json:"stale_reads,omitempty"`
 	APAvail      *APAvailability `json:"ap_availability,omitempty"`
+	CPCutOff     *CPCutOff       `json:"cp_cut_off,omitempty"`
 	Convergence  *Convergence    `json:"convergence,omitempty"`
 	Valid        bool            `json:"valid"`
 	Problems     []string        `json:"problems,omitempty"`
@@ -207,6 +208,9 @@ func (r *Results) Summary(w io.Writer) {
 			verdict = "NOT LINEARIZABLE (porcupine: " + r.Register.Result + ")"
 		}
 		fmt.Fprintf(tw, "linearizability\t%s, %d ops checked, %d of unknown outcome\n", verdict, r.Register.Checked, r.Register.Unknown)
+	}
+	if c := r.CPCutOff; c != nil {
+		fmt.Fprintf(tw, "cp cut-off sides\t%d requests reached a side without a majority of their key's replicas, %d served\n", c.Checked, c.Served)
 	}
 	if a := r.APAvail; a != nil {
 		fmt.Fprintf(tw, "ap availability\t%d requests had a replica on their side, %d refused\n", a.Checked, a.Refused)

@@ -33,7 +33,7 @@ import (
 func main() {
 	code := 0
 	root := &cobra.Command{Use: "kvjepsen", Short: "partition tests for capkv", SilenceUsage: true, SilenceErrors: true}
-	root.AddCommand(runCmd(&code))
+	root.AddCommand(runCmd(&code), demoCmd(&code))
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "kvjepsen:", err)
 		if code == 0 {
@@ -353,30 +353,34 @@ func run(ctx context.Context, f runFlags) (bool, error) {
 		addrToID[n.Addr] = n.ID
 	}
 	res.Sides = jepsen.SideAvailability(ops, windows, addrToID)
-	if f.mode == "cp" {
-		// The cp promise: a side cut off from the majority serves nothing.
-		for _, s := range res.Sides {
-			if s.Side == "minority" && s.OK > 0 {
-				res.Problems = append(res.Problems, fmt.Sprintf("cp minority side served %d requests during %q", s.OK, s.Fault))
+	replicasOf := func(key string) []string { return nil }
+	if c, err := client.New(ctx, client.Config{Endpoints: eps, DialOptions: opts}); err == nil {
+		defer c.Close()
+		replicasOf = func(key string) []string {
+			p, err := c.Locate(key)
+			if err != nil {
+				return nil
 			}
+			return p.Replicas
+		}
+	}
+	if f.mode == "cp" {
+		// The cp promise: a side without a majority of a key's replicas
+		// serves nothing for that key (sides of the cluster split alone do
+		// not decide: a partition's replicas may be mostly on the smaller side).
+		cc := jepsen.CheckCPCutOff(ops, windows, addrToID, replicasOf)
+		res.CPCutOff = &cc
+		if cc.Served > 0 {
+			res.Problems = append(res.Problems, fmt.Sprintf("cp served %d requests cut off from their replica majority (e.g. %s)", cc.Served, cc.Examples[0]))
 		}
 	}
 	if f.mode == "ap" {
 		// The ap promise (at level one): a request is answered while a replica
 		// of its partition is on the client's side of the partition.
-		if c, err := client.New(ctx, client.Config{Endpoints: eps, DialOptions: opts}); err == nil {
-			a := jepsen.CheckAPAvailability(ops, windows, addrToID, func(key string) []string {
-				p, err := c.Locate(key)
-				if err != nil {
-					return nil
-				}
-				return p.Replicas
-			})
-			c.Close()
-			res.APAvail = &a
-			if (f.level == "" || f.level == "one") && a.Refused > 0 {
-				res.Problems = append(res.Problems, fmt.Sprintf("ap refused %d requests that had a replica on their side (e.g. %s)", a.Refused, a.Examples[0]))
-			}
+		a := jepsen.CheckAPAvailability(ops, windows, addrToID, replicasOf)
+		res.APAvail = &a
+		if (f.level == "" || f.level == "one") && a.Refused > 0 {
+			res.Problems = append(res.Problems, fmt.Sprintf("ap refused %d requests that had a replica on their side (e.g. %s)", a.Refused, a.Examples[0]))
 		}
 	}
 	res.Latency = jepsen.Latencies(ops)

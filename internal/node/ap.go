@@ -151,9 +151,21 @@ func (n *Node) apServe(ctx context.Context, rt route, h *api.RequestHeader, loca
 		return local()
 	}
 	var errs []error
-	for _, r := range rt.p.Replicas {
-		err := n.forwardTo(ctx, r, h, forward)
-		if err == nil || !errors.Is(err, kverrors.ErrUnavailable) {
+	for i, r := range rt.p.Replicas {
+		// A replica cut off by a partition may swallow the request until the
+		// deadline: give each try a share of the time left, so the next
+		// replica is still tried (ap promises service while any answers).
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if dl, ok := ctx.Deadline(); ok && i < len(rt.p.Replicas)-1 {
+			actx, cancel = context.WithTimeout(ctx, max(time.Until(dl)/time.Duration(len(rt.p.Replicas)-i), 100*time.Millisecond))
+		}
+		err := n.forwardTo(actx, r, h, forward)
+		timedOut := actx.Err() != nil && ctx.Err() == nil
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, kverrors.ErrUnavailable) && !timedOut {
 			return err
 		}
 		errs = append(errs, err)
