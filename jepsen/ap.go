@@ -30,9 +30,10 @@ type StaleBucket struct {
 // StaleReport counts reads that missed a write that had completed before
 // they began (a newer one than the write whose value they returned).
 type StaleReport struct {
-	Reads   int           `json:"reads"`
-	Stale   int           `json:"stale"`
-	Buckets []StaleBucket `json:"by_time_since_write"`
+	Reads   int                    `json:"reads"`
+	Stale   int                    `json:"stale"`
+	Buckets []StaleBucket          `json:"by_time_since_write"`
+	ByLevel map[string]StaleReport `json:"by_level,omitempty"` // when reads used several levels
 }
 
 var staleEdges = []struct {
@@ -44,6 +45,24 @@ var staleEdges = []struct {
 // read names the write it saw; it is stale if some acknowledged write began
 // after that write had completed, and itself completed before the read began.
 func StaleReads(ops []Op) StaleReport {
+	r := staleReads(ops, "")
+	levels := map[string]bool{}
+	for _, o := range ops {
+		if o.Kind == Read {
+			levels[o.Level] = true
+		}
+	}
+	if len(levels) > 1 {
+		r.ByLevel = map[string]StaleReport{}
+		for l := range levels {
+			r.ByLevel[l] = staleReads(ops, l)
+		}
+	}
+	return r
+}
+
+// staleReads analyses the reads of one level ("" = all reads).
+func staleReads(ops []Op, level string) StaleReport {
 	type w struct{ call, ret int64 }
 	writes := map[string]map[string]w{} // key -> value -> write
 	var acked = map[string][]w{}
@@ -71,7 +90,7 @@ func StaleReads(ops []Op) StaleReport {
 		r.Buckets[i].SinceWrite = e.label
 	}
 	for _, o := range ops {
-		if o.Kind != Read || o.Outcome != OK {
+		if o.Kind != Read || o.Outcome != OK || (level != "" && o.Level != level) {
 			continue
 		}
 		// The latest acknowledged write completed before this read began.

@@ -49,7 +49,8 @@ type Op struct {
 	Conflict bool    `json:"conflict,omitempty"` // cas: failed because the expectation did not hold
 	Call     int64   `json:"call_ns"`            // since the start of the run, monotonic
 	Return   int64   `json:"return_ns"`
-	Node     string  `json:"node,omitempty"` // node the client sent it to
+	Node     string  `json:"node,omitempty"`  // node the client sent it to
+	Level    string  `json:"level,omitempty"` // consistency level it asked for
 	Error    string  `json:"error,omitempty"`
 }
 

@@ -222,6 +222,21 @@ func (r *Results) Summary(w io.Writer) {
 				fmt.Fprintf(tw, "  %s after a write\t%d of %d stale (%.1f%%)\n", b.SinceWrite, b.Stale, b.Reads, 100*b.Rate)
 			}
 		}
+		var levels []string
+		for l := range st.ByLevel {
+			levels = append(levels, l)
+		}
+		sort.Strings(levels)
+		for _, l := range levels {
+			s := st.ByLevel[l]
+			var parts []string
+			for _, b := range s.Buckets {
+				if b.Reads > 0 {
+					parts = append(parts, fmt.Sprintf("%s %.0f%%", b.SinceWrite, 100*b.Rate))
+				}
+			}
+			fmt.Fprintf(tw, "  level %s\t%d of %d stale (%.1f%%): %s\n", l, s.Stale, s.Reads, 100*float64(s.Stale)/float64(max(s.Reads, 1)), strings.Join(parts, ", "))
+		}
 	}
 	if cv := r.Convergence; cv != nil {
 		if cv.Converged {

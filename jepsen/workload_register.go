@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,7 +30,9 @@ type RegisterWorkload struct {
 	DialOptions []grpc.DialOption // log it: the run is replayable in its choices
 	// Ops bounds the total number of operations (0: no bound besides Duration).
 	Ops int
-	// Level is the consistency level of every operation ("" = keyspace default).
+	// Level is the consistency level of every operation ("" = keyspace default);
+	// with several (comma-separated) each operation picks one at random, so
+	// one run measures every level under the same load and faults.
 	Level string
 	// NoCAS leaves compare-and-set out (ap keyspaces do not offer it).
 	NoCAS bool
@@ -69,7 +72,7 @@ func (w RegisterWorkload) Run(ctx context.Context, h *History) error {
 				}
 				node := rng.IntN(len(conns))
 				key := w.Keys[rng.IntN(len(w.Keys))]
-				op := Op{Process: process, Key: key, Node: w.Endpoints[node]}
+				op := Op{Process: process, Key: key, Node: w.Endpoints[node], Level: w.pickLevel(rng)}
 				x := rng.IntN(10)
 				if w.NoCAS && x >= 8 {
 					x = 5 // a write instead
@@ -107,14 +110,14 @@ func (w RegisterWorkload) do(ctx context.Context, c api.KVClient, h *History, op
 	switch op.Kind {
 	case Read:
 		var resp *api.GetResponse
-		resp, err = c.Get(octx, &api.GetRequest{Key: op.Key, Header: w.header()})
+		resp, err = c.Get(octx, &api.GetRequest{Key: op.Key, Header: header(op.Level)})
 		if err == nil {
 			op.Read, op.Found = string(resp.GetKv().GetValue()), true
 		}
 	case Write:
-		_, err = c.Put(octx, &api.PutRequest{Key: op.Key, Value: []byte(op.Value), Header: w.header()})
+		_, err = c.Put(octx, &api.PutRequest{Key: op.Key, Value: []byte(op.Value), Header: header(op.Level)})
 	case CAS:
-		req := &api.CASRequest{Key: op.Key, Value: []byte(op.Value), Header: w.header()}
+		req := &api.CASRequest{Key: op.Key, Value: []byte(op.Value), Header: header(op.Level)}
 		if op.Expected == "" {
 			zero := uint64(0)
 			req.ExpectedVersion = &zero
@@ -127,11 +130,16 @@ func (w RegisterWorkload) do(ctx context.Context, c api.KVClient, h *History, op
 	op.Outcome = classify(op, kverrors.FromStatus(err))
 }
 
-func (w RegisterWorkload) header() *api.RequestHeader {
-	if w.Level == "" {
+func (w RegisterWorkload) pickLevel(rng *rand.Rand) string {
+	levels := strings.Split(w.Level, ",")
+	return strings.TrimSpace(levels[rng.IntN(len(levels))])
+}
+
+func header(level string) *api.RequestHeader {
+	if level == "" {
 		return nil
 	}
-	return &api.RequestHeader{Consistency: w.Level}
+	return &api.RequestHeader{Consistency: level}
 }
 
 // classify turns an error into an outcome: only errors that prove the
