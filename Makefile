@@ -11,7 +11,7 @@ GOBIN_DIR := $(CURDIR)/.tools/bin
 # Packages with goroutines and shared state: tested with the race detector.
 RACE_PKGS := ./consistency/... ./shard/... ./client/... ./internal/... ./replication/...
 
-.PHONY: demo docker-image docker-up docker-down docker-smoke all build run test test-short lint vet fmt-check bench fuzz proto clean jepsen jepsen-quick
+.PHONY: jepsen-docker demo docker-image docker-up docker-down docker-smoke all build run test test-short lint vet fmt-check bench fuzz proto clean jepsen jepsen-quick
 
 all: build
 
@@ -107,3 +107,9 @@ docker-down:
 ## docker-smoke: build the image, start the compose cluster, write and read through it, tear it down
 docker-smoke: docker-image
 	deploy/docker/smoke.sh
+
+## jepsen-docker: a short partition test on containers of the image (kvjepsen --backend docker)
+jepsen-docker: docker-image build
+	@mkdir -p $(JEPSEN_OUT)
+	$(BIN)/kvjepsen run --backend docker --image capkv:dev --nodes 3 --clients 6 --time 12s --workload register \
+	  --nemesis partition-halves,kill,pause --out $(JEPSEN_OUT)/docker-register

@@ -45,7 +45,7 @@ func main() {
 
 type runFlags struct {
 	mode, workload, nemesis, backend, out, kvd string
-	level, resolve                             string
+	level, resolve, image                      string
 	nodes, clients                             int
 	duration, faultFor, healFor, recovery      time.Duration
 	opTimeout                                  time.Duration
@@ -87,7 +87,8 @@ It prints a summary and writes results.json, history.jsonl, timeline.html and
 	fl.StringVar(&f.workload, "workload", "register", "register, set, or list (ap: appends by read-modify-write to a few keys)")
 	fl.StringVar(&f.resolve, "resolve", "siblings", "list workload (ap): the keyspace's conflict resolution, siblings or lww")
 	fl.StringVar(&f.nemesis, "nemesis", "partition-halves,isolate-leader,kill,pause", "comma-separated: partition-halves, isolate-leader, majorities-ring, bridge, kill, pause, loss (netns), delay (process), or all")
-	fl.StringVar(&f.backend, "backend", defaultBackend(), "netns (each kvd in its own network namespace, nftables partitions; root) or process (loopback, faults via kvd's test-only hook)")
+	fl.StringVar(&f.backend, "backend", defaultBackend(), "netns (each kvd in its own network namespace, nftables partitions; root), process (loopback, faults via kvd's test-only hook) or docker (containers of --image)")
+	fl.StringVar(&f.image, "image", "capkv:dev", "docker backend: the kvd image (make docker-image)")
 	fl.IntVar(&f.nodes, "nodes", 5, "cluster size")
 	fl.IntVar(&f.clients, "clients", 10, "concurrent clients")
 	fl.DurationVar(&f.duration, "time", 30*time.Second, "how long to run the workload")
@@ -141,8 +142,8 @@ func run(ctx context.Context, f runFlags) (bool, error) {
 		return false, errors.New("--workload list needs --mode ap (cp keyspaces have no siblings to lose)")
 	case f.resolve != "siblings" && f.resolve != "lww":
 		return false, fmt.Errorf("--resolve %q: want siblings or lww", f.resolve)
-	case f.backend != "process" && f.backend != "netns":
-		return false, fmt.Errorf("--backend %q: want netns or process", f.backend)
+	case f.backend != "process" && f.backend != "netns" && f.backend != "docker":
+		return false, fmt.Errorf("--backend %q: want netns, process or docker", f.backend)
 	case f.nodes < 3 || f.nodes > 9:
 		return false, fmt.Errorf("--nodes %d: want 3..9", f.nodes)
 	case f.clients < 1 || f.duration <= 0 || f.faultFor <= 0 || f.healFor <= 0:
@@ -154,7 +155,7 @@ func run(ctx context.Context, f runFlags) (bool, error) {
 	}
 	// Packet loss needs real packets (netns); delays need kvd's fault hook
 	// (process), since this kernel has no netem.
-	unsupported := map[string]string{"process": "loss", "netns": "delay"}[f.backend]
+	unsupported := map[string]string{"process": "loss", "netns": "delay", "docker": "delay"}[f.backend]
 	kept := nemeses[:0]
 	for _, n := range nemeses {
 		if n.Name() != unsupported {
@@ -185,7 +186,12 @@ func run(ctx context.Context, f runFlags) (bool, error) {
 	defer stop()
 	clusterDir := filepath.Join(f.out, "cluster")
 	os.RemoveAll(clusterDir)
-	cl, err := jepsen.StartProcessCluster(ctx, jepsen.ProcessConfig{KVD: kvd, Nodes: f.nodes, Dir: clusterDir, UnsafeReads: f.unsafeReads, Backend: f.backend})
+	var cl jepsen.Cluster
+	if f.backend == "docker" {
+		cl, err = jepsen.StartDockerCluster(ctx, jepsen.DockerConfig{Image: f.image, Nodes: f.nodes, Dir: clusterDir})
+	} else {
+		cl, err = jepsen.StartProcessCluster(ctx, jepsen.ProcessConfig{KVD: kvd, Nodes: f.nodes, Dir: clusterDir, UnsafeReads: f.unsafeReads, Backend: f.backend})
+	}
 	if err != nil {
 		return false, fmt.Errorf("start cluster: %w", err)
 	}
