@@ -59,6 +59,8 @@ type ProcessConfig struct {
 	Nodes       int
 	Dir         string // data and logs of every node
 	UnsafeReads bool   // start kvd with the test-only unsafe read path
+	// Regions labels the nodes in order (default: every node "eu").
+	Regions []string
 	// Backend: "process" (loopback; partitions through kvd's test-only fault
 	// hook) or "netns" (each node in its own network namespace; partitions
 	// are nftables rules; needs root).
@@ -82,7 +84,7 @@ type ProcessCluster struct {
 }
 
 type process struct {
-	id, addr, dataDir, logPath string
+	id, addr, dataDir, logPath, region string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -119,7 +121,10 @@ func StartProcessCluster(ctx context.Context, cfg ProcessConfig) (*ProcessCluste
 	}
 	var peers []string
 	for i := range cfg.Nodes {
-		p := &process{id: fmt.Sprintf("n%d", i+1), addr: addrs[i]}
+		p := &process{id: fmt.Sprintf("n%d", i+1), addr: addrs[i], region: "eu"}
+		if i < len(cfg.Regions) {
+			p.region = cfg.Regions[i]
+		}
 		p.dataDir = filepath.Join(cfg.Dir, p.id)
 		p.logPath = filepath.Join(cfg.Dir, p.id+".log")
 		if p.conn, err = dial.Conn(p.addr, c.DialOptions()...); err != nil {
@@ -127,7 +132,7 @@ func StartProcessCluster(ctx context.Context, cfg ProcessConfig) (*ProcessCluste
 			return nil, err
 		}
 		c.procs = append(c.procs, p)
-		peers = append(peers, fmt.Sprintf("%s=%s@eu", p.id, p.addr))
+		peers = append(peers, fmt.Sprintf("%s=%s@%s", p.id, p.addr, p.region))
 	}
 	c.peers = strings.Join(peers, ",")
 	for _, p := range c.procs {
@@ -169,7 +174,7 @@ func (c *ProcessCluster) start(p *process) error {
 	if err != nil {
 		return err
 	}
-	args := []string{"--id", p.id, "--listen", p.addr, "--region", "eu", "--data-dir", p.dataDir,
+	args := []string{"--id", p.id, "--listen", p.addr, "--region", p.region, "--data-dir", p.dataDir,
 		"--initial-cluster", c.peers, "--test-faults", "--log-level", "info", "--request-timeout", "2s"}
 	if c.cfg.UnsafeReads {
 		args = append(args, "--unsafe-local-reads")

@@ -91,18 +91,21 @@ func loadConfigFile(path string, cfg *node.Config) error {
 
 // defaultKeyspaces are the keyspaces of a cluster that defines none: the
 // `accounts` (cp, pinned to the key's region) and `sessions` (ap) pair that
-// `kvd dev` starts with. The replication factor shrinks to fit small clusters.
+// `kvd dev` starts with. The replication factor shrinks only for clusters
+// too small for 3 replicas anywhere; a region smaller than that keeps
+// refusing its accounts keys with an error naming the region and both
+// numbers, as placement promises.
 func defaultKeyspaces(peers []ring.Node) []ring.KeyspaceConfig {
 	perRegion := map[string]int{}
 	for _, p := range peers {
 		perRegion[p.Region]++
 	}
-	smallest := len(peers)
+	largest := 0
 	for _, n := range perRegion {
-		smallest = min(smallest, n)
+		largest = max(largest, n)
 	}
 	return []ring.KeyspaceConfig{
-		ring.KeyspaceConfig{Name: "accounts", Mode: consistency.CP, Replicas: min(3, smallest), Partitions: 8,
+		ring.KeyspaceConfig{Name: "accounts", Mode: consistency.CP, Replicas: min(3, largest), Partitions: 8,
 			Template: "accounts/{region}/{account}/..."}.WithDefaults(),
 		ring.KeyspaceConfig{Name: "sessions", Mode: consistency.AP, Replicas: min(3, len(peers)), Partitions: 8,
 			Template: "sessions/{session}/..."}.WithDefaults(),

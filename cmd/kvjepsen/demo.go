@@ -34,9 +34,10 @@ func demoCmd(code *int) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "the CAP demonstration: one partition, a cp and an ap keyspace side by side",
-		Long: `demo starts a 5-node cluster and runs the same client load against the cp
+		Long: `demo starts a 5-node cluster in two regions (eu: 3 nodes, us: 2) and runs the
+same client load against the cp
 keyspace (accounts) and the ap keyspace (sessions, level one). It splits the
-cluster 3|2 and prints, every second, how many requests each side served for
+cluster 3|2 along the regions and prints, every second, how many requests each side served for
 each keyspace: cp serves on the majority and refuses on the minority, ap serves
 on both. After the heal it shows the ap conflicts (siblings) the split caused,
 how long the replicas took to converge, and the verdicts. It writes an HTML
@@ -92,7 +93,17 @@ func runDemo(ctx context.Context, f demoFlags) (bool, error) {
 	defer stop()
 	fmt.Printf("capkv CAP demo: %d nodes (%s backend), output in %s\n", f.nodes, f.backend, f.out)
 	os.RemoveAll(filepath.Join(f.out, "cluster"))
-	cl, err := jepsen.StartProcessCluster(ctx, jepsen.ProcessConfig{KVD: kvd, Nodes: f.nodes, Dir: filepath.Join(f.out, "cluster"), Backend: f.backend})
+	// Two regions: the larger holds the accounts (cp, pinned to their region),
+	// the split runs along the region boundary, sessions (ap) span both.
+	regions := make([]string, f.nodes)
+	for i := range regions {
+		regions[i] = "eu"
+		if i >= f.nodes-f.nodes/2 {
+			regions[i] = "us"
+		}
+	}
+	fmt.Printf("regions: %v\n", regions)
+	cl, err := jepsen.StartProcessCluster(ctx, jepsen.ProcessConfig{KVD: kvd, Nodes: f.nodes, Dir: filepath.Join(f.out, "cluster"), Backend: f.backend, Regions: regions})
 	if err != nil {
 		return false, err
 	}

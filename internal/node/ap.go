@@ -151,6 +151,7 @@ func (n *Node) apServe(ctx context.Context, rt route, h *api.RequestHeader, loca
 		return local()
 	}
 	var errs []error
+	maybe := false // some attempt may have reached a replica and been applied
 	for i, r := range rt.p.Replicas {
 		// A replica cut off by a partition may swallow the request until the
 		// deadline: give each try a share of the time left, so the next
@@ -168,7 +169,14 @@ func (n *Node) apServe(ctx context.Context, rt route, h *api.RequestHeader, loca
 		if !errors.Is(err, kverrors.ErrUnavailable) && !timedOut {
 			return err
 		}
+		maybe = maybe || timedOut || errors.Is(err, kverrors.ErrIndeterminate)
 		errs = append(errs, err)
+	}
+	if maybe {
+		// A replica may have applied it before its answer was lost: not a
+		// definite failure (kvjepsen's set checker caught this).
+		return fmt.Errorf("%w: no replica of %s answered %s in time; one may have applied the request: %w",
+			kverrors.ErrIndeterminate, rt.p.Partition, n.cfg.ID, errors.Join(errs...))
 	}
 	return fmt.Errorf("%w: no replica of %s is reachable from %s: %w", kverrors.ErrUnavailable, rt.p.Partition, n.cfg.ID, errors.Join(errs...))
 }
