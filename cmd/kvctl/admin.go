@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"sort"
@@ -65,35 +66,30 @@ func locateCmd(g *globals) *cobra.Command {
 		Short: "show where a key lives: keyspace, partition, preference list, owner",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			done, a, err := g.admin()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := g.ctx()
-			defer cancel()
-			r, err := a.Locate(ctx, &api.LocateRequest{Key: args[0]})
-			if err != nil {
-				return kverrors.FromStatus(err)
-			}
-			if g.json {
-				return g.printJSON(map[string]any{"key": args[0], "keyspace": r.Keyspace, "mode": r.Mode, "partition": r.Partition,
-					"region": r.Region, "replicas": r.Replicas, "owner": r.Owner, "owner_addr": r.OwnerAddr, "leader": r.Leader, "epoch": r.Epoch})
-			}
-			w := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(w, "key\t%s\n", args[0])
-			fmt.Fprintf(w, "keyspace\t%s (%s)\n", r.Keyspace, r.Mode)
-			fmt.Fprintf(w, "partition\t%s\n", r.Partition)
-			if r.Region != "" {
-				fmt.Fprintf(w, "region\t%s\n", r.Region)
-			}
-			fmt.Fprintf(w, "replicas\t%s\n", strings.Join(r.Replicas, ", "))
-			fmt.Fprintf(w, "owner\t%s (%s)\n", r.Owner, r.OwnerAddr)
-			if r.Leader != "" {
-				fmt.Fprintf(w, "leader\t%s\n", r.Leader)
-			}
-			fmt.Fprintf(w, "epoch\t%d\n", r.Epoch)
-			return w.Flush()
+			return g.withAdmin(func(ctx context.Context, a api.AdminClient) error {
+				r, err := a.Locate(ctx, &api.LocateRequest{Key: args[0]})
+				if err != nil {
+					return kverrors.FromStatus(err)
+				}
+				if g.json {
+					return g.printJSON(map[string]any{"key": args[0], "keyspace": r.Keyspace, "mode": r.Mode, "partition": r.Partition,
+						"region": r.Region, "replicas": r.Replicas, "owner": r.Owner, "owner_addr": r.OwnerAddr, "leader": r.Leader, "epoch": r.Epoch})
+				}
+				w := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
+				fmt.Fprintf(w, "key\t%s\n", args[0])
+				fmt.Fprintf(w, "keyspace\t%s (%s)\n", r.Keyspace, r.Mode)
+				fmt.Fprintf(w, "partition\t%s\n", r.Partition)
+				if r.Region != "" {
+					fmt.Fprintf(w, "region\t%s\n", r.Region)
+				}
+				fmt.Fprintf(w, "replicas\t%s\n", strings.Join(r.Replicas, ", "))
+				fmt.Fprintf(w, "owner\t%s (%s)\n", r.Owner, r.OwnerAddr)
+				if r.Leader != "" {
+					fmt.Fprintf(w, "leader\t%s\n", r.Leader)
+				}
+				fmt.Fprintf(w, "epoch\t%d\n", r.Epoch)
+				return w.Flush()
+			})
 		},
 	}
 }
@@ -104,62 +100,57 @@ func ringCmd(g *globals) *cobra.Command {
 		Short: "list partitions and their preference lists, and partitions per node",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			done, a, err := g.admin()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := g.ctx()
-			defer cancel()
-			req := &api.RingRequest{}
-			if len(args) == 1 {
-				req.Keyspace = args[0]
-			}
-			r, err := a.Ring(ctx, req)
-			if err != nil {
-				return kverrors.FromStatus(err)
-			}
-			primaries, replicas := map[string]int{}, map[string]int{}
-			for _, p := range r.Partitions {
-				for i, id := range p.Replicas {
-					if i == 0 {
-						primaries[id]++
-					}
-					replicas[id]++
+			return g.withAdmin(func(ctx context.Context, a api.AdminClient) error {
+				req := &api.RingRequest{}
+				if len(args) == 1 {
+					req.Keyspace = args[0]
 				}
-			}
-			if g.json {
-				parts := make([]map[string]any, 0, len(r.Partitions))
+				r, err := a.Ring(ctx, req)
+				if err != nil {
+					return kverrors.FromStatus(err)
+				}
+				primaries, replicas := map[string]int{}, map[string]int{}
 				for _, p := range r.Partitions {
-					m := map[string]any{"partition": p.Id, "replicas": p.Replicas}
-					if p.Error != "" {
-						m["error"] = p.Error
+					for i, id := range p.Replicas {
+						if i == 0 {
+							primaries[id]++
+						}
+						replicas[id]++
 					}
-					parts = append(parts, m)
 				}
-				return g.printJSON(map[string]any{"epoch": r.Epoch, "vnodes": r.Vnodes, "partitions": parts,
-					"primaries_per_node": primaries, "replicas_per_node": replicas})
-			}
-			w := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(w, "PARTITION\tREPLICAS (owner first)\n")
-			for _, p := range r.Partitions {
-				if p.Error != "" {
-					fmt.Fprintf(w, "%s\t(unplaced: %s)\n", p.Id, p.Error)
-					continue
+				if g.json {
+					parts := make([]map[string]any, 0, len(r.Partitions))
+					for _, p := range r.Partitions {
+						m := map[string]any{"partition": p.Id, "replicas": p.Replicas}
+						if p.Error != "" {
+							m["error"] = p.Error
+						}
+						parts = append(parts, m)
+					}
+					return g.printJSON(map[string]any{"epoch": r.Epoch, "vnodes": r.Vnodes, "partitions": parts,
+						"primaries_per_node": primaries, "replicas_per_node": replicas})
 				}
-				fmt.Fprintf(w, "%s\t%s\n", p.Id, strings.Join(p.Replicas, ", "))
-			}
-			fmt.Fprintf(w, "\nNODE\tPRIMARIES\tREPLICAS\n")
-			var ids []string
-			for id := range replicas {
-				ids = append(ids, id)
-			}
-			sort.Strings(ids)
-			for _, id := range ids {
-				fmt.Fprintf(w, "%s\t%d\t%d\n", id, primaries[id], replicas[id])
-			}
-			fmt.Fprintf(w, "\nepoch %d, %d vnodes per node\n", r.Epoch, r.Vnodes)
-			return w.Flush()
+				w := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
+				fmt.Fprintf(w, "PARTITION\tREPLICAS (owner first)\n")
+				for _, p := range r.Partitions {
+					if p.Error != "" {
+						fmt.Fprintf(w, "%s\t(unplaced: %s)\n", p.Id, p.Error)
+						continue
+					}
+					fmt.Fprintf(w, "%s\t%s\n", p.Id, strings.Join(p.Replicas, ", "))
+				}
+				fmt.Fprintf(w, "\nNODE\tPRIMARIES\tREPLICAS\n")
+				var ids []string
+				for id := range replicas {
+					ids = append(ids, id)
+				}
+				sort.Strings(ids)
+				for _, id := range ids {
+					fmt.Fprintf(w, "%s\t%d\t%d\n", id, primaries[id], replicas[id])
+				}
+				fmt.Fprintf(w, "\nepoch %d, %d vnodes per node\n", r.Epoch, r.Vnodes)
+				return w.Flush()
+			})
 		},
 	}
 }
@@ -171,53 +162,48 @@ func clusterCmd(g *globals) *cobra.Command {
 		Short: "show every node (up or down), its region and load, and the keyspaces",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			done, a, err := g.admin()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := g.ctx()
-			defer cancel()
-			r, err := a.ClusterStatus(ctx, &api.ClusterStatusRequest{})
-			if err != nil {
-				return kverrors.FromStatus(err)
-			}
-			if g.json {
-				nodes := make([]map[string]any, 0, len(r.Nodes))
+			return g.withAdmin(func(ctx context.Context, a api.AdminClient) error {
+				r, err := a.ClusterStatus(ctx, &api.ClusterStatusRequest{})
+				if err != nil {
+					return kverrors.FromStatus(err)
+				}
+				if g.json {
+					nodes := make([]map[string]any, 0, len(r.Nodes))
+					for _, n := range r.Nodes {
+						m := map[string]any{"id": n.Node.Id, "addr": n.Node.Addr, "region": n.Node.Region, "state": n.State,
+							"primaries": n.Primaries, "replicas": n.Replicas}
+						if n.Error != "" {
+							m["error"] = n.Error
+						}
+						if n.Info != nil {
+							m["uptime_ms"], m["partitions_with_data"], m["lsm_bytes"], m["vlog_bytes"], m["version"] =
+								n.Info.UptimeMs, n.Info.Partitions, n.Info.LsmBytes, n.Info.VlogBytes, n.Info.Version
+						}
+						nodes = append(nodes, m)
+					}
+					return g.printJSON(map[string]any{"epoch": r.Epoch, "answered_by": r.AnsweredBy, "nodes": nodes, "keyspaces": keyspacesJSON(r.Keyspaces)})
+				}
+				w := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
+				fmt.Fprintf(w, "NODE\tADDR\tREGION\tSTATE\tPRIMARIES\tREPLICAS\tUPTIME\tDATA\n")
 				for _, n := range r.Nodes {
-					m := map[string]any{"id": n.Node.Id, "addr": n.Node.Addr, "region": n.Node.Region, "state": n.State,
-						"primaries": n.Primaries, "replicas": n.Replicas}
-					if n.Error != "" {
-						m["error"] = n.Error
-					}
+					uptime, data := "-", "-"
 					if n.Info != nil {
-						m["uptime_ms"], m["partitions_with_data"], m["lsm_bytes"], m["vlog_bytes"], m["version"] =
-							n.Info.UptimeMs, n.Info.Partitions, n.Info.LsmBytes, n.Info.VlogBytes, n.Info.Version
+						uptime = fmt.Sprintf("%ds", n.Info.UptimeMs/1000)
+						data = fmt.Sprintf("%.1f MiB", float64(n.Info.LsmBytes+n.Info.VlogBytes)/(1<<20))
 					}
-					nodes = append(nodes, m)
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", n.Node.Id, n.Node.Addr, n.Node.Region, n.State, n.Primaries, n.Replicas, uptime, data)
 				}
-				return g.printJSON(map[string]any{"epoch": r.Epoch, "answered_by": r.AnsweredBy, "nodes": nodes, "keyspaces": keyspacesJSON(r.Keyspaces)})
-			}
-			w := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(w, "NODE\tADDR\tREGION\tSTATE\tPRIMARIES\tREPLICAS\tUPTIME\tDATA\n")
-			for _, n := range r.Nodes {
-				uptime, data := "-", "-"
-				if n.Info != nil {
-					uptime = fmt.Sprintf("%ds", n.Info.UptimeMs/1000)
-					data = fmt.Sprintf("%.1f MiB", float64(n.Info.LsmBytes+n.Info.VlogBytes)/(1<<20))
+				fmt.Fprintf(w, "\nepoch %d, answered by %s\n", r.Epoch, r.AnsweredBy)
+				if err := w.Flush(); err != nil {
+					return err
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", n.Node.Id, n.Node.Addr, n.Node.Region, n.State, n.Primaries, n.Replicas, uptime, data)
-			}
-			fmt.Fprintf(w, "\nepoch %d, answered by %s\n", r.Epoch, r.AnsweredBy)
-			if err := w.Flush(); err != nil {
-				return err
-			}
-			for _, n := range r.Nodes {
-				if n.Error != "" {
-					fmt.Fprintf(g.out, "%s is down: %s\n", n.Node.Id, n.Error)
+				for _, n := range r.Nodes {
+					if n.Error != "" {
+						fmt.Fprintf(g.out, "%s is down: %s\n", n.Node.Id, n.Error)
+					}
 				}
-			}
-			return nil
+				return nil
+			})
 		},
 	})
 	return cmd
@@ -245,19 +231,16 @@ func keyspacesJSON(ks []*api.Keyspace) []map[string]any {
 
 func keyspaceCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "keyspace", Aliases: []string{"keyspaces", "ks"}, Short: "keyspace administration"}
-	fetch := func() ([]*api.Keyspace, error) {
-		done, a, err := g.admin()
-		if err != nil {
-			return nil, err
-		}
-		defer done()
-		ctx, cancel := g.ctx()
-		defer cancel()
-		r, err := a.Keyspaces(ctx, &api.KeyspacesRequest{})
-		if err != nil {
-			return nil, kverrors.FromStatus(err)
-		}
-		return r.Keyspaces, nil
+	fetch := func() (ks []*api.Keyspace, err error) {
+		err = g.withAdmin(func(ctx context.Context, a api.AdminClient) error {
+			r, err := a.Keyspaces(ctx, &api.KeyspacesRequest{})
+			if err != nil {
+				return kverrors.FromStatus(err)
+			}
+			ks = r.Keyspaces
+			return nil
+		})
+		return ks, err
 	}
 	cmd.AddCommand(createKeyspaceCmd(g))
 	cmd.AddCommand(&cobra.Command{
@@ -348,23 +331,18 @@ Creating a keyspace that exists with the same configuration succeeds.`,
 			if err := ks.Validate(); err != nil {
 				return err
 			}
-			done, a, err := g.admin()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := g.ctx()
-			defer cancel()
-			cm, err := a.CreateKeyspace(ctx, &api.CreateKeyspaceRequest{Keyspace: wire.KeyspaceToProto(&ks)})
-			if err != nil {
-				return kverrors.FromStatus(err)
-			}
-			if g.json {
-				return g.printJSON(map[string]any{"keyspace": keyspacesJSON([]*api.Keyspace{wire.KeyspaceToProto(&ks)})[0], "epoch": cm.GetEpoch()})
-			}
-			fmt.Fprintf(g.out, "keyspace %s (%s, %d replicas, %d partitions, template %s) exists at epoch %d\n",
-				ks.Name, ks.Mode, ks.Replicas, ks.Partitions, ks.Template, cm.GetEpoch())
-			return nil
+			return g.withAdmin(func(ctx context.Context, a api.AdminClient) error {
+				cm, err := a.CreateKeyspace(ctx, &api.CreateKeyspaceRequest{Keyspace: wire.KeyspaceToProto(&ks)})
+				if err != nil {
+					return kverrors.FromStatus(err)
+				}
+				if g.json {
+					return g.printJSON(map[string]any{"keyspace": keyspacesJSON([]*api.Keyspace{wire.KeyspaceToProto(&ks)})[0], "epoch": cm.GetEpoch()})
+				}
+				fmt.Fprintf(g.out, "keyspace %s (%s, %d replicas, %d partitions, template %s) exists at epoch %d\n",
+					ks.Name, ks.Mode, ks.Replicas, ks.Partitions, ks.Template, cm.GetEpoch())
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&mode, "mode", "", "cp (Raft, linearizable) or ap (leaderless, always writable)")
@@ -383,24 +361,19 @@ func repairCmd(g *globals) *cobra.Command {
 		Short: "run Merkle anti-entropy now between the replicas of every partition of an ap keyspace",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			done, a, err := g.admin()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := g.ctx()
-			defer cancel()
-			r, err := a.Repair(ctx, &api.RepairRequest{Keyspace: args[0]})
-			if err != nil {
-				return kverrors.FromStatus(err)
-			}
-			if g.json {
-				return g.printJSON(map[string]any{"keyspace": args[0], "partitions": r.Partitions, "leaves_differing": r.LeavesDiffering,
-					"keys_pulled": r.KeysPulled, "keys_pushed": r.KeysPushed, "tombstones_purged": r.TombstonesPurged, "millis": r.Millis})
-			}
-			fmt.Fprintf(g.out, "repaired %d partitions of %s in %dms: %d differing leaves, %d keys pulled, %d pushed, %d tombstones purged\n",
-				r.Partitions, args[0], r.Millis, r.LeavesDiffering, r.KeysPulled, r.KeysPushed, r.TombstonesPurged)
-			return nil
+			return g.withAdmin(func(ctx context.Context, a api.AdminClient) error {
+				r, err := a.Repair(ctx, &api.RepairRequest{Keyspace: args[0]})
+				if err != nil {
+					return kverrors.FromStatus(err)
+				}
+				if g.json {
+					return g.printJSON(map[string]any{"keyspace": args[0], "partitions": r.Partitions, "leaves_differing": r.LeavesDiffering,
+						"keys_pulled": r.KeysPulled, "keys_pushed": r.KeysPushed, "tombstones_purged": r.TombstonesPurged, "millis": r.Millis})
+				}
+				fmt.Fprintf(g.out, "repaired %d partitions of %s in %dms: %d differing leaves, %d keys pulled, %d pushed, %d tombstones purged\n",
+					r.Partitions, args[0], r.Millis, r.LeavesDiffering, r.KeysPulled, r.KeysPushed, r.TombstonesPurged)
+				return nil
+			})
 		},
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -39,26 +40,22 @@ func putCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx, cancel, c, opts, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			defer c.Close()
-			cx, err := decodeContext(causal)
-			if err != nil {
-				return err
-			}
-			res, err := c.Put(ctx, args[0], v, append(opts, client.WithContext(cx))...)
-			if err != nil {
-				return err
-			}
-			g.receipt(res.Receipt)
-			if g.json {
-				return g.printJSON(map[string]any{"key": args[0], "version": res.Version, "timestamp": res.Timestamp.String(), "receipt": toJSONReceipt(res.Receipt)})
-			}
-			fmt.Fprintln(g.out, "OK")
-			return nil
+			return g.withClient(func(ctx context.Context, c *client.Client, opts []client.Option) error {
+				cx, err := decodeContext(causal)
+				if err != nil {
+					return err
+				}
+				res, err := c.Put(ctx, args[0], v, append(opts, client.WithContext(cx))...)
+				if err != nil {
+					return err
+				}
+				g.receipt(res.Receipt)
+				if g.json {
+					return g.printJSON(writeJSON(args[0], res))
+				}
+				fmt.Fprintln(g.out, "OK")
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&causal, "context", "", "ap: the context from 'get --json', so this write replaces the siblings that get saw")
@@ -82,29 +79,25 @@ func getCmd(g *globals) *cobra.Command {
 		Short: "read a key and print its bare value",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel, c, opts, err := g.connect()
-			if err != nil {
+			return g.withClient(func(ctx context.Context, c *client.Client, opts []client.Option) error {
+				it, err := c.Get(ctx, args[0], opts...)
+				if err != nil {
+					return err
+				}
+				g.receipt(it.Receipt)
+				if g.json {
+					return g.printJSON(toJSONItem(*it, true))
+				}
+				if len(it.Siblings) > 1 {
+					fmt.Fprintf(g.errOut, "kvctl: %s has %d concurrent values (siblings); this is the last writer's. 'get --json' shows all and the context to resolve them with 'put --context'\n",
+						it.Key, len(it.Siblings))
+				}
+				_, err = g.out.Write(it.Value)
+				if err == nil && isTerminalish(g.out) {
+					fmt.Fprintln(g.out)
+				}
 				return err
-			}
-			defer cancel()
-			defer c.Close()
-			it, err := c.Get(ctx, args[0], opts...)
-			if err != nil {
-				return err
-			}
-			g.receipt(it.Receipt)
-			if g.json {
-				return g.printJSON(toJSONItem(*it, true))
-			}
-			if len(it.Siblings) > 1 {
-				fmt.Fprintf(g.errOut, "kvctl: %s has %d concurrent values (siblings); this is the last writer's. 'get --json' shows all and the context to resolve them with 'put --context'\n",
-					it.Key, len(it.Siblings))
-			}
-			_, err = g.out.Write(it.Value)
-			if err == nil && isTerminalish(g.out) {
-				fmt.Fprintln(g.out)
-			}
-			return err
+			})
 		},
 	}
 }
@@ -117,30 +110,26 @@ func delCmd(g *globals) *cobra.Command {
 		Short:   "delete a key",
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel, c, opts, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			defer c.Close()
-			cx, err := decodeContext(causal)
-			if err != nil {
-				return err
-			}
-			res, err := c.Delete(ctx, args[0], append(opts, client.WithContext(cx))...)
-			if err != nil {
-				return err
-			}
-			g.receipt(res.Receipt)
-			if g.json {
-				return g.printJSON(map[string]any{"key": args[0], "existed": res.Existed, "receipt": toJSONReceipt(res.Receipt)})
-			}
-			if res.Existed {
-				fmt.Fprintln(g.out, "deleted")
-			} else {
-				fmt.Fprintln(g.out, "not found (nothing deleted)")
-			}
-			return nil
+			return g.withClient(func(ctx context.Context, c *client.Client, opts []client.Option) error {
+				cx, err := decodeContext(causal)
+				if err != nil {
+					return err
+				}
+				res, err := c.Delete(ctx, args[0], append(opts, client.WithContext(cx))...)
+				if err != nil {
+					return err
+				}
+				g.receipt(res.Receipt)
+				if g.json {
+					return g.printJSON(map[string]any{"key": args[0], "existed": res.Existed, "receipt": toJSONReceipt(res.Receipt)})
+				}
+				if res.Existed {
+					fmt.Fprintln(g.out, "deleted")
+				} else {
+					fmt.Fprintln(g.out, "not found (nothing deleted)")
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&causal, "context", "", "ap: the context from 'get --json', so the delete covers the siblings that get saw")
@@ -177,22 +166,18 @@ func casCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx, cancel, c, opts, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			defer c.Close()
-			res, err := c.CAS(ctx, args[0], cond, v, opts...)
-			if err != nil {
-				return err
-			}
-			g.receipt(res.Receipt)
-			if g.json {
-				return g.printJSON(map[string]any{"key": args[0], "version": res.Version, "timestamp": res.Timestamp.String(), "receipt": toJSONReceipt(res.Receipt)})
-			}
-			fmt.Fprintln(g.out, "OK")
-			return nil
+			return g.withClient(func(ctx context.Context, c *client.Client, opts []client.Option) error {
+				res, err := c.CAS(ctx, args[0], cond, v, opts...)
+				if err != nil {
+					return err
+				}
+				g.receipt(res.Receipt)
+				if g.json {
+					return g.printJSON(writeJSON(args[0], res))
+				}
+				fmt.Fprintln(g.out, "OK")
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&expect, "expect", "", "expected current value")
@@ -210,41 +195,42 @@ func scanCmd(g *globals) *cobra.Command {
 		Short: "list keys with a prefix (which starts with a keyspace name), in key order",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel, c, opts, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			defer c.Close()
-			items, err := c.Scan(ctx, args[0], append(opts, client.WithLimit(limit))...)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				out := make([]jsonItem, 0, len(items))
-				for _, it := range items {
-					out = append(out, toJSONItem(it, false))
+			return g.withClient(func(ctx context.Context, c *client.Client, opts []client.Option) error {
+				items, err := c.Scan(ctx, args[0], append(opts, client.WithLimit(limit))...)
+				if err != nil {
+					return err
 				}
-				res := map[string]any{"prefix": args[0], "count": len(items), "items": out}
+				if g.json {
+					out := make([]jsonItem, 0, len(items))
+					for _, it := range items {
+						out = append(out, toJSONItem(it, false))
+					}
+					res := map[string]any{"prefix": args[0], "count": len(items), "items": out}
+					if len(items) > 0 {
+						res["receipt"] = toJSONReceipt(items[0].Receipt)
+					}
+					return g.printJSON(res)
+				}
 				if len(items) > 0 {
-					res["receipt"] = toJSONReceipt(items[0].Receipt)
+					g.receipt(items[0].Receipt)
 				}
-				return g.printJSON(res)
-			}
-			if len(items) > 0 {
-				g.receipt(items[0].Receipt)
-			}
-			for _, it := range items {
-				if keysOnly {
-					fmt.Fprintln(g.out, it.Key)
-				} else {
-					fmt.Fprintf(g.out, "%s\t%s\n", it.Key, printable(it.Value))
+				for _, it := range items {
+					if keysOnly {
+						fmt.Fprintln(g.out, it.Key)
+					} else {
+						fmt.Fprintf(g.out, "%s\t%s\n", it.Key, printable(it.Value))
+					}
 				}
-			}
-			return nil
+				return nil
+			})
 		},
 	}
 	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many keys (0: all)")
 	cmd.Flags().BoolVar(&keysOnly, "keys-only", false, "print keys only")
 	return cmd
+}
+
+// writeJSON is what --json prints for an acknowledged put or cas.
+func writeJSON(key string, res *client.WriteResult) map[string]any {
+	return map[string]any{"key": key, "version": res.Version, "timestamp": res.Timestamp.String(), "receipt": toJSONReceipt(res.Receipt)}
 }

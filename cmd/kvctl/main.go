@@ -21,6 +21,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/client"
 	"github.com/capkv/capkv/consistency"
 )
@@ -107,6 +108,30 @@ func (g *globals) connect() (context.Context, context.CancelFunc, *client.Client
 		return nil, nil, nil, nil, fmt.Errorf("connect to %s: %w", strings.Join(eps, ","), err)
 	}
 	return ctx, cancel, c, []client.Option{client.WithConsistency(lvl)}, nil
+}
+
+// withClient runs fn with a connected client, the command's deadline and the
+// --consistency option, and releases them afterwards.
+func (g *globals) withClient(fn func(ctx context.Context, c *client.Client, opts []client.Option) error) error {
+	ctx, cancel, c, opts, err := g.connect()
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	defer c.Close()
+	return fn(ctx, c, opts)
+}
+
+// withAdmin runs fn with an Admin client and the command's deadline.
+func (g *globals) withAdmin(fn func(ctx context.Context, a api.AdminClient) error) error {
+	done, a, err := g.admin()
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := g.ctx()
+	defer cancel()
+	return fn(ctx, a)
 }
 
 func (g *globals) printJSON(v any) error {
