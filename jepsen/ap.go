@@ -103,11 +103,18 @@ func staleReads(ops []Op, level string) StaleReport {
 		if latest < 0 {
 			continue // nothing was known to be written yet
 		}
+		// With siblings the read saw several writes; it is only as stale as
+		// the freshest of them.
 		seen := w{call: -1, ret: -1}
 		if o.Found {
-			var ok bool
-			if seen, ok = writes[o.Key][o.Read]; !ok {
-				continue // a value from outside the history
+			known := false
+			for _, v := range append([]string{o.Read}, o.Siblings...) {
+				if s, ok := writes[o.Key][v]; ok && (!known || s.ret > seen.ret) {
+					seen, known = s, true
+				}
+			}
+			if !known {
+				continue // values from outside the history
 			}
 		}
 		stale := false

@@ -38,20 +38,21 @@ const (
 
 // Op is one recorded operation.
 type Op struct {
-	Process  int     `json:"process"` // client stream; a new one after every Unknown
-	Kind     Kind    `json:"kind"`
-	Key      string  `json:"key"`
-	Value    string  `json:"value,omitempty"`    // write/cas: the value written
-	Expected string  `json:"expected,omitempty"` // cas: the value expected
-	Read     string  `json:"read,omitempty"`     // read: the value returned
-	Found    bool    `json:"found,omitempty"`    // read: whether the key existed
-	Outcome  Outcome `json:"outcome"`
-	Conflict bool    `json:"conflict,omitempty"` // cas: failed because the expectation did not hold
-	Call     int64   `json:"call_ns"`            // since the start of the run, monotonic
-	Return   int64   `json:"return_ns"`
-	Node     string  `json:"node,omitempty"`  // node the client sent it to
-	Level    string  `json:"level,omitempty"` // consistency level it asked for
-	Error    string  `json:"error,omitempty"`
+	Process  int      `json:"process"` // client stream; a new one after every Unknown
+	Kind     Kind     `json:"kind"`
+	Key      string   `json:"key"`
+	Value    string   `json:"value,omitempty"`    // write/cas: the value written
+	Expected string   `json:"expected,omitempty"` // cas: the value expected
+	Read     string   `json:"read,omitempty"`     // read: the value returned
+	Found    bool     `json:"found,omitempty"`    // read: whether the key existed
+	Siblings []string `json:"siblings,omitempty"` // ap read: the other concurrent values returned
+	Outcome  Outcome  `json:"outcome"`
+	Conflict bool     `json:"conflict,omitempty"` // cas: failed because the expectation did not hold
+	Call     int64    `json:"call_ns"`            // since the start of the run, monotonic
+	Return   int64    `json:"return_ns"`
+	Node     string   `json:"node,omitempty"`  // node the client sent it to
+	Level    string   `json:"level,omitempty"` // consistency level it asked for
+	Error    string   `json:"error,omitempty"`
 }
 
 func (o Op) String() string {

@@ -316,7 +316,17 @@ func timelineData(r *Results) map[string]any {
 		}
 		rows = append(rows, row)
 	}
-	return map[string]any{"R": r, "Rows": rows}
+	ch := Chart{Title: "operations per second", YLabel: "ops/s", Series: []Series{
+		{Name: "ok", Color: "#2a2"}, {Name: "failed", Color: "#c33"}, {Name: "unknown", Color: "#e90", Dashed: true}}}
+	for _, s := range r.Availability {
+		ch.Series[0].Values = append(ch.Series[0].Values, float64(s.OK))
+		ch.Series[1].Values = append(ch.Series[1].Values, float64(s.Fail))
+		ch.Series[2].Values = append(ch.Series[2].Values, float64(s.Unknown))
+	}
+	for _, w := range r.Windows {
+		ch.Shade = append(ch.Shade, Span{From: float64(w.Start) / 1e9, To: float64(w.End) / 1e9, Label: w.Fault})
+	}
+	return map[string]any{"R": r, "Rows": rows, "Chart": ch.SVG()}
 }
 
 var timelineTmpl = template.Must(template.New("t").Parse(`<!doctype html>
@@ -330,6 +340,7 @@ var timelineTmpl = template.Must(template.New("t").Parse(`<!doctype html>
 <p>Per second: <span class="bar ok" style="width:12px"></span> ok
 <span class="bar fail" style="width:12px"></span> failed <span class="bar unk" style="width:12px"></span> unknown;
 shaded rows are fault windows. See linearizability.html for the register history.</p>
+{{.Chart}}
 <table><tr><th>s</th><th>ok</th><th>fail</th><th>unknown</th><th></th><th>fault</th></tr>
 {{range .Rows}}<tr{{if .Fault}} class="f"{{end}}><td>{{.Second}}</td><td>{{.OK}}</td><td>{{.Fail}}</td><td>{{.Unknown}}</td>
 <td><span class="bar ok" style="width:{{.OKW}}px"></span><span class="bar fail" style="width:{{.FailW}}px"></span><span class="bar unk" style="width:{{.UnknW}}px"></span></td>

@@ -105,7 +105,7 @@ func (w ListWorkload) Run(ctx context.Context, h *History) error {
 				}
 				op.Return = h.Now()
 				ocancel()
-				op.Outcome = classify(&op, err)
+				op.Outcome = Classify(&op, err)
 				h.Add(op)
 			}
 		}()

@@ -113,6 +113,11 @@ func (w RegisterWorkload) do(ctx context.Context, c api.KVClient, h *History, op
 		resp, err = c.Get(octx, &api.GetRequest{Key: op.Key, Header: header(op.Level)})
 		if err == nil {
 			op.Read, op.Found = string(resp.GetKv().GetValue()), true
+			for _, s := range resp.GetSiblings() {
+				if v := string(s.GetValue()); v != op.Read {
+					op.Siblings = append(op.Siblings, v)
+				}
+			}
 		}
 	case Write:
 		_, err = c.Put(octx, &api.PutRequest{Key: op.Key, Value: []byte(op.Value), Header: header(op.Level)})
@@ -127,7 +132,7 @@ func (w RegisterWorkload) do(ctx context.Context, c api.KVClient, h *History, op
 		_, err = c.CAS(octx, req)
 	}
 	op.Return = h.Now()
-	op.Outcome = classify(op, kverrors.FromStatus(err))
+	op.Outcome = Classify(op, kverrors.FromStatus(err))
 }
 
 func (w RegisterWorkload) pickLevel(rng *rand.Rand) string {
@@ -142,9 +147,10 @@ func header(level string) *api.RequestHeader {
 	return &api.RequestHeader{Consistency: level}
 }
 
-// classify turns an error into an outcome: only errors that prove the
-// operation had no effect are failures.
-func classify(op *Op, err error) Outcome {
+// Classify turns an operation's error into its outcome (setting op.Error,
+// and op.Found or op.Conflict where the error says so): only errors that prove
+// the operation had no effect are failures.
+func Classify(op *Op, err error) Outcome {
 	switch {
 	case err == nil:
 		return OK

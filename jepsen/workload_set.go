@@ -68,7 +68,7 @@ func (w SetWorkload) Run(ctx context.Context, h *History) error {
 				_, err := conns[node].Put(octx, &api.PutRequest{Key: key, Value: []byte("1"), Header: hdr})
 				op.Return = h.Now()
 				ocancel()
-				op.Outcome = classify(&op, kverrors.FromStatus(err))
+				op.Outcome = Classify(&op, kverrors.FromStatus(err))
 				h.Add(op)
 			}
 		}()

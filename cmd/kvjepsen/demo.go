@@ -2,18 +2,23 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
+	"io"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/anishathalye/porcupine"
 	"github.com/spf13/cobra"
 
 	"github.com/capkv/capkv/api"
@@ -35,13 +40,18 @@ func demoCmd(code *int) *cobra.Command {
 		Use:   "demo",
 		Short: "the CAP demonstration: one partition, a cp and an ap keyspace side by side",
 		Long: `demo starts a 5-node cluster in two regions (eu: 3 nodes, us: 2) and runs the
-same client load against the cp
-keyspace (accounts) and the ap keyspace (sessions, level one). It splits the
-cluster 3|2 along the regions and prints, every second, how many requests each side served for
-each keyspace: cp serves on the majority and refuses on the minority, ap serves
-on both. After the heal it shows the ap conflicts (siblings) the split caused,
-how long the replicas took to converge, and the verdicts. It writes an HTML
-report with the per-second availability into --out.`,
+same client load (read a key, then write it) against the cp keyspace (accounts,
+linearizable) and the ap keyspace (sessions, level one) from clients on both
+sides. It splits the cluster 3|2 along the regions and prints, every second,
+how many requests each side served for each keyspace: cp serves on the
+majority and refuses on the minority, ap serves on both. After the heal it
+shows the ap conflicts (siblings) the split caused, how long the replicas took
+to converge, and the verdicts: the cp history checked with porcupine, the
+minority's refusals, ap availability and convergence, and the ap stale reads
+counted. Into --out it writes demo.html (throughput and availability plots per
+keyspace and side, the split shaded), demo.json, history.jsonl and
+linearizability.html. Exit status: 0 when every promise held, 1 when one was
+broken, 2 when the demo could not run.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			valid, err := runDemo(cmd.Context(), f)
@@ -168,8 +178,9 @@ func runDemo(ctx context.Context, f demoFlags) (bool, error) {
 	total := f.before + f.split + f.after
 	secs := make([]demoSecond, int(total/time.Second)+2)
 	var mu sync.Mutex
-	record := func(cp, minSide, ok bool) {
-		s := int(h.Now() / int64(time.Second))
+	record := func(cp, minSide bool, o jepsen.Op) {
+		h.Add(o)
+		s := int(o.Return / int64(time.Second))
 		mu.Lock()
 		defer mu.Unlock()
 		if s >= len(secs) {
@@ -184,7 +195,7 @@ func runDemo(ctx context.Context, f demoFlags) (bool, error) {
 		case minSide:
 			c = &secs[s].APMin
 		}
-		if ok {
+		if o.Outcome == jepsen.OK {
 			c[0]++
 		} else {
 			c[1]++
@@ -193,6 +204,7 @@ func runDemo(ctx context.Context, f demoFlags) (bool, error) {
 	lctx, lcancel := context.WithTimeout(ctx, total)
 	defer lcancel()
 	var wg sync.WaitGroup
+	var nextProcess atomic.Int64
 	for i, n := range nodes {
 		cc, err := dial.Conn(n.Addr, opts...)
 		if err != nil {
@@ -205,31 +217,8 @@ func runDemo(ctx context.Context, f demoFlags) (bool, error) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					for seq := 0; lctx.Err() == nil; seq++ {
-						key := apKeys[(i*7+c+seq)%len(apKeys)]
-						hdr := &api.RequestHeader{Consistency: "one"}
-						if cp {
-							key, hdr = cpKeys[(i*7+c+seq)%len(cpKeys)], nil
-						}
-						octx, cancel := context.WithTimeout(context.WithoutCancel(lctx), time.Second)
-						var causal []byte
-						if !cp {
-							// An application updates what it read: siblings then
-							// come only from writes the split kept apart.
-							if r, err := kv.Get(octx, &api.GetRequest{Key: key, Header: hdr}); err == nil {
-								causal = r.GetContext()
-							}
-						}
-						_, err := kv.Put(octx, &api.PutRequest{Key: key, Value: []byte(fmt.Sprintf("%s-%d-%d", n.ID, c, seq)), Header: hdr, Context: causal})
-						cancel()
-						if lctx.Err() != nil {
-							return
-						}
-						record(cp, minority[n.ID], err == nil)
-						if err != nil && !errors.Is(kverrors.FromStatus(err), kverrors.ErrIndeterminate) {
-							time.Sleep(20 * time.Millisecond) // a refusal is fast; do not spin
-						}
-					}
+					demoClient(lctx, h, kv, n, cp, cpKeys, apKeys, i*7+c, &nextProcess,
+						func(o jepsen.Op) { record(cp, minority[n.ID], o) })
 				}()
 			}
 		}
@@ -243,7 +232,8 @@ func runDemo(ctx context.Context, f demoFlags) (bool, error) {
 		}
 		return "healed"
 	}
-	fmt.Printf("\n%4s  %-8s  %-22s  %-22s\n", "t", "phase", "cp (accounts) maj|min", "ap (sessions) maj|min")
+	fmt.Printf("\nrequests served per second (reads and writes; cp linearizable, ap at level one):\n")
+	fmt.Printf("%4s  %-8s  %-29s  %-17s\n", "t", "phase", "cp (accounts) maj|min", "ap (sessions) maj|min")
 	start := time.Now()
 	split := false
 	for t := time.Second; t <= total; t += time.Second {
@@ -282,11 +272,12 @@ func runDemo(ctx context.Context, f demoFlags) (bool, error) {
 		return false, err
 	}
 	defer c.Close()
-	conflicts, example := 0, ""
+	v := demoVerdicts{Nodes: f.nodes, Majority: maj, Minority: min, SplitSeconds: f.split.Seconds()}
+	example := ""
 	for _, key := range apKeys {
 		it, err := c.Get(ctx, key, client.WithConsistency("all"))
 		if err == nil && len(it.Siblings) > 1 {
-			conflicts++
+			v.APConflicts++
 			if example == "" {
 				var vals []string
 				for _, s := range it.Siblings {
@@ -307,40 +298,160 @@ func runDemo(ctx context.Context, f demoFlags) (bool, error) {
 			}
 		}
 	}
-	fmt.Printf("  ap conflicts: %d of %d session keys kept concurrent writes from both sides as siblings\n", conflicts, len(apKeys))
+	v.APKeys = len(apKeys)
+	fmt.Printf("  ap conflicts: %d of %d session keys kept concurrent writes from both sides as siblings\n", v.APConflicts, len(apKeys))
 	if example != "" {
 		fmt.Printf("  e.g. %s\n", example)
 	}
 	cv, err := jepsen.Converge(ctx, eps, opts, "sessions", 60*time.Second)
-	valid := err == nil && cv.Converged
-	if err == nil {
+	if err != nil {
+		fmt.Printf("  ap convergence check failed: %v\n", err)
+	} else {
+		v.APConverged, v.ConvergeSeconds = cv.Converged, cv.Seconds
 		fmt.Printf("  ap convergence: replicas of %d partitions identical after %.1fs (%d keys compared)\n", cv.Partitions, cv.Seconds, cv.KeysCompared)
 	}
-	cpMin, apMin := 0, 0
-	for _, s := range secs {
-		cpMin += s.CPMin[0]
-		apMin += s.APMin[0]
-	}
-	_ = cpMin
-	var splitCPMin, splitAPMin int
+
+	// The split is in force from f.before; requests that were in flight when
+	// it began may still complete, so the minority's count starts 2 s later.
 	for i, s := range secs {
-		t := time.Duration(i) * time.Second
-		if t >= f.before+2*time.Second && t < f.before+f.split {
-			splitCPMin += s.CPMin[0]
-			splitAPMin += s.APMin[0]
+		if t := time.Duration(i) * time.Second; t >= f.before+2*time.Second && t < f.before+f.split {
+			v.CPMinorityServed += s.CPMin[0]
+			v.APMinorityServed += s.APMin[0]
 		}
 	}
-	fmt.Printf("\nverdicts:\n  cp minority served %d writes during the split (promise: none: it holds no majority of these keys' replicas)\n  ap minority served %d writes during the split (promise: keeps serving)\n  ap replicas converged: %t\n",
-		splitCPMin, splitAPMin, valid)
-	if splitCPMin > 0 || splitAPMin == 0 {
-		valid = false
+	var cpOps, apOps []jepsen.Op
+	for _, o := range h.Ops() {
+		if strings.HasPrefix(o.Key, "accounts/") {
+			cpOps = append(cpOps, o)
+		} else {
+			apOps = append(apOps, o)
+		}
 	}
-	report := filepath.Join(f.out, "demo.html")
-	if err := writeDemoHTML(report, secs, f, maj, min, conflicts, cv); err != nil {
-		return valid, err
+	fmt.Printf("  checking the cp history (%d operations) with porcupine ...\n", len(cpOps))
+	rr := jepsen.CheckRegister(cpOps, 2*time.Minute)
+	v.CPChecked, v.CPPorcupine, v.CPLinearizable = rr.Checked, string(rr.Result), rr.Linearizable()
+	all := jepsen.StaleReads(apOps)
+	v.APReads, v.APStale = all.Reads, all.Stale
+	var during []jepsen.Op
+	for _, o := range apOps {
+		if o.Kind != jepsen.Read || (o.Call >= int64(f.before) && o.Call < int64(f.before+f.split)) {
+			during = append(during, o)
+		}
 	}
-	fmt.Printf("\nreport: %s\n", report)
-	return valid, nil
+	ds := jepsen.StaleReads(during)
+	v.APSplitReads, v.APSplitStale = ds.Reads, ds.Stale
+	v.Valid = v.CPLinearizable && v.CPMinorityServed == 0 && v.APMinorityServed > 0 && v.APConverged
+	v.print(os.Stdout)
+
+	if err := writeDemoReports(f, h, rr, secs, v); err != nil {
+		return v.Valid, err
+	}
+	fmt.Printf("\nreport: %s (cp history: linearizability.html, every operation: history.jsonl)\n", filepath.Join(f.out, "demo.html"))
+	return v.Valid, nil
+}
+
+// demoClient runs one client's loop until ctx ends: read a key, then write a
+// new unique value to it (ap writes carry the read's context, as an
+// application updating what it read would, so siblings come only from writes
+// the split kept apart).
+func demoClient(ctx context.Context, h *jepsen.History, kv api.KVClient, n jepsen.NodeInfo, cp bool,
+	cpKeys, apKeys []string, offset int, nextProcess *atomic.Int64, record func(jepsen.Op)) {
+	keys, level := apKeys, "one"
+	if cp {
+		keys, level = cpKeys, ""
+	}
+	var hdr *api.RequestHeader
+	if level != "" {
+		hdr = &api.RequestHeader{Consistency: level}
+	}
+	process := int(nextProcess.Add(1))
+	for seq := 0; ctx.Err() == nil; seq++ {
+		key := keys[(offset+seq)%len(keys)]
+		var causal []byte
+		for _, kind := range []jepsen.Kind{jepsen.Read, jepsen.Write} {
+			o := jepsen.Op{Process: process, Kind: kind, Key: key, Node: n.Addr, Level: level}
+			octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			o.Call = h.Now()
+			var err error
+			if kind == jepsen.Read {
+				var r *api.GetResponse
+				if r, err = kv.Get(octx, &api.GetRequest{Key: key, Header: hdr}); err == nil {
+					o.Read, o.Found, causal = string(r.GetKv().GetValue()), true, r.GetContext()
+					for _, s := range r.GetSiblings() {
+						if v := string(s.GetValue()); v != o.Read {
+							o.Siblings = append(o.Siblings, v)
+						}
+					}
+				}
+			} else {
+				o.Value = fmt.Sprintf("%s-%d-%d", n.ID, offset, seq)
+				_, err = kv.Put(octx, &api.PutRequest{Key: key, Value: []byte(o.Value), Header: hdr, Context: causal})
+			}
+			o.Return = h.Now()
+			cancel()
+			o.Outcome = jepsen.Classify(&o, kverrors.FromStatus(err))
+			if ctx.Err() != nil && o.Outcome != jepsen.OK {
+				return // cut short by the end of the run, not by the cluster
+			}
+			record(o)
+			switch o.Outcome {
+			case jepsen.Unknown:
+				// One operation in flight per process: a new one after an
+				// operation whose effect is unknown.
+				process = int(nextProcess.Add(1))
+			case jepsen.Fail:
+				time.Sleep(20 * time.Millisecond) // a refusal is fast; do not spin
+			}
+			if o.Outcome != jepsen.OK {
+				break
+			}
+		}
+	}
+}
+
+// demoVerdicts is what the demo found; it is also written as demo.json.
+type demoVerdicts struct {
+	Nodes            int      `json:"nodes"`
+	Majority         []string `json:"majority"`
+	Minority         []string `json:"minority"`
+	SplitSeconds     float64  `json:"split_seconds"`
+	CPMinorityServed int      `json:"cp_minority_served_during_split"`
+	APMinorityServed int      `json:"ap_minority_served_during_split"`
+	CPChecked        int      `json:"cp_operations_checked"`
+	CPPorcupine      string   `json:"cp_porcupine"`
+	CPLinearizable   bool     `json:"cp_linearizable"`
+	APKeys           int      `json:"ap_keys"`
+	APConflicts      int      `json:"ap_keys_with_siblings"`
+	APConverged      bool     `json:"ap_converged"`
+	ConvergeSeconds  float64  `json:"ap_converge_seconds"`
+	APReads          int      `json:"ap_reads"`
+	APStale          int      `json:"ap_stale_reads"`
+	APSplitReads     int      `json:"ap_reads_during_split"`
+	APSplitStale     int      `json:"ap_stale_reads_during_split"`
+	Valid            bool     `json:"valid"`
+}
+
+func pct(n, of int) float64 {
+	if of == 0 {
+		return 0
+	}
+	return 100 * float64(n) / float64(of)
+}
+
+func (v demoVerdicts) print(w io.Writer) {
+	mark := func(ok bool) string {
+		if ok {
+			return "ok  "
+		}
+		return "FAIL"
+	}
+	fmt.Fprintln(w, "\nverdicts:")
+	fmt.Fprintf(w, "  %s cp linearizable: porcupine says %s over %d operations\n", mark(v.CPLinearizable), v.CPPorcupine, v.CPChecked)
+	fmt.Fprintf(w, "  %s cp minority refused: it served %d requests during the split (promise: none, it holds no majority of these keys' replicas)\n", mark(v.CPMinorityServed == 0), v.CPMinorityServed)
+	fmt.Fprintf(w, "  %s ap minority available: it served %d requests during the split (promise: keeps serving)\n", mark(v.APMinorityServed > 0), v.APMinorityServed)
+	fmt.Fprintf(w, "  %s ap converged: replicas identical %.1fs after the heal\n", mark(v.APConverged), v.ConvergeSeconds)
+	fmt.Fprintf(w, "  info ap stale reads (the price of availability, counted, not a failure): %d of %d reads at level one (%.1f%%); during the split %d of %d (%.1f%%)\n",
+		v.APStale, v.APReads, pct(v.APStale, v.APReads), v.APSplitStale, v.APSplitReads, pct(v.APSplitStale, v.APSplitReads))
 }
 
 func cutBetween(a, b []string) []jepsen.Link {
@@ -353,33 +464,34 @@ func cutBetween(a, b []string) []jepsen.Link {
 	return out
 }
 
-var demoTmpl = template.Must(template.New("d").Funcs(template.FuncMap{
-	"bar": func(n, max int) int {
-		if max == 0 {
-			return 0
-		}
-		return 300 * n / max
-	},
-}).Parse(`<!doctype html><html><head><meta charset="utf-8"><title>capkv CAP demo</title>
-<style>body{font-family:sans-serif;margin:2em}td{padding:1px 6px;font-size:13px}.split{background:#fde2e2}
-.b{display:inline-block;height:10px;background:#3a3}.r{display:inline-block;height:10px;background:#c33}</style></head><body>
-<h1>capkv CAP demo</h1>
-<p>{{.Nodes}} nodes split into majority {{.Maj}} and minority {{.Min}} for {{.Split}}. Same client load on both keyspaces:
-writes to <b>accounts</b> (cp, Raft) and <b>sessions</b> (ap, level one). Shaded rows: the split.
-Green: writes served per second; red: refused.</p>
-<p>After the heal: {{.Conflicts}} ap keys had siblings (concurrent writes from both sides);
-replicas converged: {{.Converged}} ({{printf "%.1f" .ConvergeSeconds}}s).</p>
-<table><tr><th>s</th><th>phase</th><th>cp majority</th><th>cp minority</th><th>ap majority</th><th>ap minority</th></tr>
+var demoTmpl = template.Must(template.New("d").Parse(`<!doctype html><html><head><meta charset="utf-8"><title>capkv CAP demo</title>
+<style>body{font-family:sans-serif;margin:2em;max-width:60em}td,th{padding:1px 8px;font-size:13px;text-align:right}
+.split{background:#fde2e2}.ok{color:#282}.fail{color:#c22;font-weight:bold}</style></head><body>
+<h1>capkv CAP demo: {{if .V.Valid}}every promise held{{else}}A PROMISE WAS BROKEN{{end}}</h1>
+<p>{{.V.Nodes}} nodes split into majority {{.Maj}} and minority {{.Min}} for {{.Split}}. The same client load
+(read a key, then write it) runs against <b>accounts</b> (cp, one Raft group per partition, linearizable reads) and
+<b>sessions</b> (ap, leaderless, level one) from clients on both sides. The shaded band is the split.</p>
+{{.Throughput}}
+{{.Availability}}
+<h2>Verdicts</h2><ul>
+<li class="{{if .V.CPLinearizable}}ok{{else}}fail{{end}}">cp linearizable: porcupine {{.V.CPPorcupine}} over {{.V.CPChecked}} operations (see <a href="linearizability.html">linearizability.html</a>)</li>
+<li class="{{if eq .V.CPMinorityServed 0}}ok{{else}}fail{{end}}">cp minority served {{.V.CPMinorityServed}} requests during the split (promise: none)</li>
+<li class="{{if gt .V.APMinorityServed 0}}ok{{else}}fail{{end}}">ap minority served {{.V.APMinorityServed}} requests during the split (promise: keeps serving)</li>
+<li class="{{if .V.APConverged}}ok{{else}}fail{{end}}">ap replicas converged {{printf "%.1f" .V.ConvergeSeconds}}s after the heal;
+{{.V.APConflicts}} of {{.V.APKeys}} session keys held concurrent writes from both sides as siblings</li>
+<li>ap stale reads (the trade-off, counted): {{.V.APStale}} of {{.V.APReads}} reads ({{printf "%.1f" .StalePct}}%);
+during the split {{.V.APSplitStale}} of {{.V.APSplitReads}} ({{printf "%.1f" .SplitStalePct}}%)</li></ul>
+<h2>Per second</h2>
+<table><tr><th>s</th><th>phase</th><th>cp majority ok</th><th>cp minority ok</th><th>cp minority refused</th><th>ap majority ok</th><th>ap minority ok</th></tr>
 {{range .Rows}}<tr{{if eq .Phase "split"}} class="split"{{end}}><td>{{.T}}</td><td>{{.Phase}}</td>
-<td><span class="b" style="width:{{bar (index .CPMaj 0) $.Max}}px"></span> {{index .CPMaj 0}}</td>
-<td><span class="b" style="width:{{bar (index .CPMin 0) $.Max}}px"></span><span class="r" style="width:{{bar (index .CPMin 1) $.Max}}px"></span> {{index .CPMin 0}} / {{index .CPMin 1}} refused</td>
-<td><span class="b" style="width:{{bar (index .APMaj 0) $.Max}}px"></span> {{index .APMaj 0}}</td>
-<td><span class="b" style="width:{{bar (index .APMin 0) $.Max}}px"></span> {{index .APMin 0}}</td></tr>
+<td>{{index .CPMaj 0}}</td><td>{{index .CPMin 0}}</td><td>{{index .CPMin 1}}</td><td>{{index .APMaj 0}}</td><td>{{index .APMin 0}}</td></tr>
 {{end}}</table></body></html>`))
 
-func writeDemoHTML(path string, secs []demoSecond, f demoFlags, maj, min []string, conflicts int, cv jepsen.Convergence) error {
-	maxv := 1
+// writeDemoReports writes demo.html (plots, verdicts, per-second table),
+// demo.json, history.jsonl and porcupine's view of the cp history.
+func writeDemoReports(f demoFlags, h *jepsen.History, rr jepsen.RegisterResult, secs []demoSecond, v demoVerdicts) error {
 	var rows []demoSecond
+	splitFrom, splitTo := f.before.Seconds(), (f.before + f.split).Seconds()
 	for i, s := range secs {
 		t := time.Duration(i) * time.Second
 		if t >= f.before+f.split+f.after {
@@ -394,16 +506,63 @@ func writeDemoHTML(path string, secs []demoSecond, f demoFlags, maj, min []strin
 		default:
 			s.Phase = "healed"
 		}
-		for _, v := range []int{s.CPMaj[0], s.CPMin[0], s.CPMin[1], s.APMaj[0], s.APMin[0]} {
-			maxv = max(maxv, v)
-		}
 		rows = append(rows, s)
 	}
-	out, err := os.Create(path)
+	// Lines: green for cp, blue for ap; solid for the majority side, dashed
+	// for the minority.
+	series := []jepsen.Series{
+		{Name: "cp majority", Color: "#1a9850"}, {Name: "cp minority", Color: "#1a9850", Dashed: true},
+		{Name: "ap majority", Color: "#2166ac"}, {Name: "ap minority", Color: "#2166ac", Dashed: true},
+	}
+	avail := make([]jepsen.Series, len(series))
+	copy(avail, series)
+	for i := range avail {
+		avail[i].Values = nil
+	}
+	for _, s := range rows {
+		for i, c := range [][2]int{s.CPMaj, s.CPMin, s.APMaj, s.APMin} {
+			series[i].Values = append(series[i].Values, float64(c[0]))
+			a := math.NaN() // no requests: no availability to show
+			if c[0]+c[1] > 0 {
+				a = 100 * float64(c[0]) / float64(c[0]+c[1])
+			}
+			avail[i].Values = append(avail[i].Values, a)
+		}
+	}
+	shade := []jepsen.Span{{From: splitFrom, To: splitTo, Label: "split"}}
+	tp := jepsen.Chart{Title: "throughput: requests served per second", YLabel: "ok/s", Series: series, Shade: shade}
+	av := jepsen.Chart{Title: "availability: share of requests served", YLabel: "% ok", YMax: 100, Series: avail, Shade: shade}
+
+	out, err := os.Create(filepath.Join(f.out, "demo.html"))
 	if err != nil {
 		return err
 	}
-	defer out.Close()
-	return demoTmpl.Execute(out, map[string]any{"Nodes": f.nodes, "Maj": strings.Join(maj, ","), "Min": strings.Join(min, ","),
-		"Split": f.split, "Rows": rows, "Max": maxv, "Conflicts": conflicts, "Converged": cv.Converged, "ConvergeSeconds": cv.Seconds})
+	err = demoTmpl.Execute(out, map[string]any{"V": v, "Maj": strings.Join(v.Majority, ","), "Min": strings.Join(v.Minority, ","),
+		"Split": f.split, "Rows": rows, "Throughput": tp.SVG(), "Availability": av.SVG(),
+		"StalePct": pct(v.APStale, v.APReads), "SplitStalePct": pct(v.APSplitStale, v.APSplitReads)})
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(f.out, "demo.json"), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	hf, err := os.Create(filepath.Join(f.out, "history.jsonl"))
+	if err != nil {
+		return err
+	}
+	err = h.WriteJSONL(hf)
+	if cerr := hf.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return porcupine.VisualizePath(jepsen.RegisterModel(), rr.Info, filepath.Join(f.out, "linearizability.html"))
 }

@@ -1,7 +1,10 @@
 // Package dial creates capkv's gRPC client connections with one policy for
-// servers and clients alike: plaintext (mTLS comes later), and a short
-// reconnect backoff, so that a restarted node is reachable again within a
-// second instead of after gRPC's default backoff of up to two minutes.
+// servers and clients alike: plaintext (mTLS comes later), a short reconnect
+// backoff, so that a restarted node is reachable again within a second
+// instead of after gRPC's default backoff of up to two minutes, and
+// keepalive pings, so that a connection whose packets a partition dropped is
+// replaced soon after the heal instead of waiting out TCP's retransmission
+// backoff (seconds after a partition of seconds).
 package dial
 
 import (
@@ -10,6 +13,15 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+)
+
+// Keepalive timing: a connection with nothing received for KeepaliveTime
+// is pinged, and closed when the ping is not answered within
+// KeepaliveTimeout; the next call reconnects.
+const (
+	KeepaliveTime    = time.Second
+	KeepaliveTimeout = time.Second
 )
 
 // Conn returns a lazily connecting client connection to addr.
@@ -24,5 +36,16 @@ func Conn(addr string, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
 				MaxDelay:   time.Second,
 			},
 			MinConnectTimeout: time.Second,
-		})}, extra...)...)
+		}),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: KeepaliveTime, Timeout: KeepaliveTimeout, PermitWithoutStream: true}),
+	}, extra...)...)
+}
+
+// ServerOptions are the options every capkv gRPC server needs to accept the
+// clients' keepalive pings (gRPC's default policy answers pings more often
+// than every 5 minutes with GOAWAY).
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveTime / 2, PermitWithoutStream: true}),
+	}
 }

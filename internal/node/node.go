@@ -136,7 +136,7 @@ func (n *Node) Start(lis net.Listener) error {
 		ids := metaMembers(n.cfg.Peers, n.cfg.MetaSize)
 		n.metaIDs.Store(&ids)
 	}
-	n.srv = grpc.NewServer(grpc.ChainUnaryInterceptor(n.unaryInterceptor))
+	n.srv = grpc.NewServer(append(dial.ServerOptions(), grpc.ChainUnaryInterceptor(n.unaryInterceptor))...)
 	api.RegisterKVServer(n.srv, n)
 	api.RegisterAdminServer(n.srv, n)
 	api.RegisterRaftServer(n.srv, n.host.Network())
