@@ -3,8 +3,9 @@
 // backoff, so that a restarted node is reachable again within a second
 // instead of after gRPC's default backoff of up to two minutes, and
 // keepalive pings, so that a connection whose packets a partition dropped is
-// replaced soon after the heal instead of waiting out TCP's retransmission
-// backoff (seconds after a partition of seconds).
+// closed and replaced instead of waiting out TCP's retransmission backoff
+// (which grows to minutes). Node-to-node connections are also watched by the
+// failure detector, which acts within a second.
 package dial
 
 import (
@@ -18,10 +19,11 @@ import (
 
 // Keepalive timing: a connection with nothing received for KeepaliveTime
 // is pinged, and closed when the ping is not answered within
-// KeepaliveTimeout; the next call reconnects.
+// KeepaliveTimeout; the next call reconnects. 10 s is the shortest interval
+// grpc-go allows a client.
 const (
-	KeepaliveTime    = time.Second
-	KeepaliveTimeout = time.Second
+	KeepaliveTime    = 10 * time.Second
+	KeepaliveTimeout = 2 * time.Second
 )
 
 // Conn returns a lazily connecting client connection to addr.
