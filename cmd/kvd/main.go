@@ -21,6 +21,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/capkv/capkv/internal/failure"
 	"github.com/capkv/capkv/internal/node"
 	"github.com/capkv/capkv/ring"
 )
@@ -46,6 +47,8 @@ type serveFlags struct {
 	unsafeReads    bool
 	debugAddr      string
 	tombstoneGrace time.Duration
+	probeInterval  time.Duration
+	downAfter      time.Duration
 	syncWrites     bool
 	memtableMB     int
 	cacheMB        int
@@ -63,6 +66,8 @@ func (f *serveFlags) addStorage(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	cmd.Flags().StringVar(&f.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off by default")
 	cmd.Flags().DurationVar(&f.tombstoneGrace, "tombstone-grace", 10*time.Minute, "ap: how old a delete must be before anti-entropy purges it from replicas that all hold it")
+	cmd.Flags().DurationVar(&f.probeInterval, "probe-interval", failure.DefaultInterval, "failure detector: how often a quiet node is probed (any answer to any call counts)")
+	cmd.Flags().DurationVar(&f.downAfter, "down-after", failure.DefaultDownAfter, "failure detector: a node silent this long is down (ap skips it, a cp minority refuses at once)")
 }
 
 // startDebug serves net/http/pprof on addr until the process exits.
@@ -239,5 +244,11 @@ func applyStorageFlags(cmd *cobra.Command, f serveFlags, cfg *node.Config, all b
 	}
 	if set("tombstone-grace") {
 		cfg.TombstoneGrace = f.tombstoneGrace
+	}
+	if set("probe-interval") {
+		cfg.ProbeInterval = f.probeInterval
+	}
+	if set("down-after") {
+		cfg.DownAfter = f.downAfter
 	}
 }

@@ -242,25 +242,27 @@ func runDemo(ctx context.Context, f demoFlags) (bool, error) {
 			return false, errors.New("interrupted")
 		case <-time.After(time.Until(start.Add(t))):
 		}
-		if !split && t > f.before && t <= f.before+f.split {
+		mu.Lock()
+		s := secs[int(t/time.Second)-1]
+		mu.Unlock()
+		fmt.Printf("%3ds  %-8s  %5d ok|%5d ok %4d refused  %5d ok|%5d ok\n", int(t/time.Second), phase(t-time.Second),
+			s.CPMaj[0], s.CPMin[0], s.CPMin[1], s.APMaj[0], s.APMin[0])
+		// The row above is the second that just ended; the split covers
+		// [before, before+split) exactly, as the report's shading does.
+		if !split && t >= f.before && t < f.before+f.split {
 			if err := cl.Cut(ctx, cutBetween(maj, min)); err != nil {
 				return false, err
 			}
 			split = true
 			fmt.Printf("---- split: %v | %v ----\n", maj, min)
 		}
-		if split && t > f.before+f.split {
+		if split && t >= f.before+f.split {
 			if err := cl.Cut(ctx, nil); err != nil {
 				return false, err
 			}
 			split = false
 			fmt.Println("---- healed ----")
 		}
-		mu.Lock()
-		s := secs[int(t/time.Second)-1]
-		mu.Unlock()
-		fmt.Printf("%3ds  %-8s  %5d ok|%5d ok %4d refused  %5d ok|%5d ok\n", int(t/time.Second), phase(t-time.Second),
-			s.CPMaj[0], s.CPMin[0], s.CPMin[1], s.APMaj[0], s.APMin[0])
 	}
 	wg.Wait()
 	cl.Cut(context.Background(), nil)

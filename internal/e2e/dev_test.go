@@ -3,6 +3,8 @@ package e2e
 import (
 	"bufio"
 	"io"
+	"math/rand/v2"
+	"net"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -17,15 +19,8 @@ import (
 // its data across a restart.
 func TestKvdDev(t *testing.T) {
 	dir := t.TempDir()
-	ports := freePorts(t, 3)
-	base := strings.Split(ports[0], ":")[1]
-	// Three consecutive ports from the first free one; retry the test if the
-	// two after it are taken (rare on a test machine).
-	b, _ := strconv.Atoi(base)
-	eps := []string{"127.0.0.1:" + base}
-	for i := 1; i < 3; i++ {
-		eps = append(eps, "127.0.0.1:"+strconv.Itoa(b+i))
-	}
+	eps := consecutivePorts(t, 3)
+	base := strings.Split(eps[0], ":")[1]
 	start := func() (*exec.Cmd, *syncBuf, chan struct{}) {
 		cmd := exec.Command(bins.kvd, "dev", "--nodes", "3", "--base-port", base, "--data-dir", dir, "--log-level", "warn")
 		out := &syncBuf{}
@@ -142,4 +137,32 @@ func waitServing(t *testing.T, eps []string) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// consecutivePorts finds n consecutive free loopback ports below Linux's
+// ephemeral range (32768 and up), where outgoing connections cannot take
+// them between this check and kvd dev binding them.
+func consecutivePorts(t *testing.T, n int) []string {
+	t.Helper()
+	for range 50 {
+		b := 20000 + rand.IntN(12000)
+		var ls []net.Listener
+		for i := range n {
+			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(b+i))
+			if err != nil {
+				break
+			}
+			ls = append(ls, l)
+		}
+		var eps []string
+		for _, l := range ls {
+			eps = append(eps, l.Addr().String())
+			l.Close()
+		}
+		if len(ls) == n {
+			return eps
+		}
+	}
+	t.Fatalf("no %d consecutive free ports found", n)
+	return nil
 }

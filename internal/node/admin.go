@@ -63,6 +63,10 @@ func (n *Node) ClusterStatus(ctx context.Context, _ *api.ClusterStatusRequest) (
 	for i, nd := range topo.Nodes {
 		st := &api.NodeStatus{Node: wire.NodeToProto(nd), Primaries: primaries[nd.ID], Replicas: replicas[nd.ID]}
 		resp.Nodes[i] = st
+		if err := n.down(nd.ID); err != nil {
+			st.State, st.Error = "down", err.Error()
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -20,6 +20,9 @@ import (
 type apPeers struct{ n *Node }
 
 func (p apPeers) client(id string) (api.ReplicaClient, error) {
+	if err := p.n.down(id); err != nil {
+		return nil, err // do not wait on it: the coordinator turns to a fallback
+	}
 	c, err := p.n.peer(id)
 	if err != nil {
 		return nil, err
@@ -140,7 +143,21 @@ func (n *Node) fallbacks(p ring.Placement) []string {
 		}
 		return 0
 	})
+	// Nodes the failure detector holds down go last: a hint is only useful
+	// on a node that takes it now.
+	slices.SortStableFunc(out, func(a, b string) int { return cmpBool(n.fd.Down(a), n.fd.Down(b)) })
 	return out
+}
+
+// cmpBool orders false before true.
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }
 
 // apServe runs local on this node if it is a replica of the key's partition,
@@ -152,13 +169,17 @@ func (n *Node) apServe(ctx context.Context, rt route, h *api.RequestHeader, loca
 	}
 	var errs []error
 	maybe := false // some attempt may have reached a replica and been applied
-	for i, r := range rt.p.Replicas {
+	// Replicas the failure detector holds down are tried last (they fail at
+	// once, without a network round trip), so the live ones share the time.
+	replicas := slices.Clone(rt.p.Replicas)
+	slices.SortStableFunc(replicas, func(a, b string) int { return cmpBool(n.fd.Down(a), n.fd.Down(b)) })
+	for i, r := range replicas {
 		// A replica cut off by a partition may swallow the request until the
 		// deadline: give each try a share of the time left, so the next
 		// replica is still tried (ap promises service while any answers).
 		actx, cancel := ctx, context.CancelFunc(func() {})
-		if dl, ok := ctx.Deadline(); ok && i < len(rt.p.Replicas)-1 {
-			actx, cancel = context.WithTimeout(ctx, max(time.Until(dl)/time.Duration(len(rt.p.Replicas)-i), 100*time.Millisecond))
+		if dl, ok := ctx.Deadline(); ok && i < len(replicas)-1 {
+			actx, cancel = context.WithTimeout(ctx, max(time.Until(dl)/time.Duration(len(replicas)-i), 100*time.Millisecond))
 		}
 		err := n.forwardTo(actx, r, h, forward)
 		timedOut := actx.Err() != nil && ctx.Err() == nil

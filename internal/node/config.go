@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/capkv/capkv/internal/failure"
 	"github.com/capkv/capkv/internal/kverrors"
 	"github.com/capkv/capkv/replication/cp"
 	"github.com/capkv/capkv/ring"
@@ -61,6 +62,10 @@ type Config struct {
 	// TombstoneGrace is how old an ap tombstone must be before anti-entropy
 	// purges it from replicas that all hold it (0: ap.DefaultTombstoneGrace).
 	TombstoneGrace time.Duration
+	// ProbeInterval and DownAfter tune the failure detector: a quiet node is
+	// probed every ProbeInterval and is down after DownAfter without an
+	// answer (see internal/failure).
+	ProbeInterval, DownAfter time.Duration
 	// Faults, when set, decides the fate of Raft messages between nodes
 	// (tests and the partition harness; nil delivers everything).
 	Faults cp.Faults
@@ -94,6 +99,8 @@ func DefaultConfig() Config {
 		Raft:           cp.DefaultTuning(),
 
 		AntiEntropyInterval: 30 * time.Second,
+		ProbeInterval:       failure.DefaultInterval,
+		DownAfter:           failure.DefaultDownAfter,
 	}
 }
 
@@ -146,6 +153,9 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownGrace < 0 {
 		bad("shutdown grace = %s, want >= 0", c.ShutdownGrace)
+	}
+	if c.ProbeInterval <= 0 || c.DownAfter < c.ProbeInterval {
+		bad("probe interval = %s, down after = %s: want 0 < probe interval <= down after", c.ProbeInterval, c.DownAfter)
 	}
 	if c.ScanLimit < 1 {
 		bad("scan limit = %d, want >= 1", c.ScanLimit)

@@ -113,6 +113,9 @@ func forwardHeader(h *api.RequestHeader, epoch uint64) *api.RequestHeader {
 }
 
 func (n *Node) kvPeer(id string) (api.KVClient, error) {
+	if err := n.down(id); err != nil {
+		return nil, err
+	}
 	c, err := n.peer(id)
 	if err != nil {
 		return nil, err
@@ -177,6 +180,12 @@ func (n *Node) serve(ctx context.Context, rt route, h *api.RequestHeader, leader
 			}
 			// The node we forwarded to is unreachable; an election may be
 			// under way, or another replica can help.
+		}
+		if r := n.reachable(rt.p.Replicas); r <= len(rt.p.Replicas)/2 {
+			// No election can succeed on this side and no leader is
+			// reachable from it: refuse now rather than at the deadline.
+			return fmt.Errorf("%w: partition %s: %s reaches %d of its %d replicas %v, no majority (minority side of a partition)",
+				kverrors.ErrUnavailable, pid, n.cfg.ID, r, len(rt.p.Replicas), rt.p.Replicas)
 		}
 		select {
 		case <-ictx.Done():

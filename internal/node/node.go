@@ -15,10 +15,13 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/consistency"
 	"github.com/capkv/capkv/internal/dial"
+	"github.com/capkv/capkv/internal/failure"
 	"github.com/capkv/capkv/internal/kverrors"
 	"github.com/capkv/capkv/replication/ap"
 	"github.com/capkv/capkv/replication/cp"
@@ -39,6 +42,8 @@ type Node struct {
 	hints   *ap.HintStore
 	apc     *ap.Coordinator
 	clock   *consistency.Clock
+	fd      *failure.Detector
+	health  *health.Server
 	started time.Time
 
 	// ringp is the ring of the newest cluster map this node adopted; mapMu
@@ -110,6 +115,8 @@ func New(cfg Config) (*Node, error) {
 	n.apc.Clock = n.clock
 	n.apc.TombstoneGrace = cfg.TombstoneGrace
 	n.host = cp.NewHost(cfg.ID, st.DB(), st.WriteEntries, net, filepath.Join(cfg.DataDir, "raft-snapshots"), cfg.Raft, log)
+	n.fd = failure.New(failure.Config{Interval: cfg.ProbeInterval, DownAfter: cfg.DownAfter,
+		Probe: n.probe, Peers: n.otherNodes, OnDown: n.dropPeer, Log: log})
 	return n, nil
 }
 
@@ -141,6 +148,8 @@ func (n *Node) Start(lis net.Listener) error {
 	api.RegisterAdminServer(n.srv, n)
 	api.RegisterRaftServer(n.srv, n.host.Network())
 	api.RegisterReplicaServer(n.srv, replicaServer{n: n})
+	n.health = health.NewServer() // what other nodes' failure detectors probe
+	healthpb.RegisterHealthServer(n.srv, n.health)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -154,10 +163,11 @@ func (n *Node) Start(lis net.Listener) error {
 			return err
 		}
 	}
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.metaLoop()
 	go n.handoffLoop()
 	go n.antiEntropyLoop()
+	go n.detectLoop()
 	if len(n.cfg.Join) > 0 {
 		if err := n.joinCluster(); err != nil {
 			n.Close()
@@ -293,6 +303,9 @@ func (n *Node) Close() error {
 	n.mu.closed = true
 	n.mu.Unlock()
 	close(n.stop)
+	if n.health != nil {
+		n.health.Shutdown() // peers' probes fail from now on
+	}
 
 	var errs []error
 	// Raft groups first: in-flight proposals fail instead of waiting on
@@ -347,7 +360,9 @@ func (n *Node) peer(id string) (*grpc.ClientConn, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: node %q is not in the cluster map", kverrors.ErrStaleEpoch, id)
 	}
-	var opts []grpc.DialOption
+	// Outermost: every answer that got back (through the fault hook too)
+	// tells the failure detector the node is reachable.
+	opts := []grpc.DialOption{grpc.WithChainUnaryInterceptor(n.heardInterceptor(id))}
 	if n.cfg.Faults != nil {
 		opts = append(opts, grpc.WithChainUnaryInterceptor(n.faultInterceptor(id)))
 	}

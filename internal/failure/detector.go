@@ -1,0 +1,212 @@
+// Package failure is capkv's failure detector: each node's view of which
+// other nodes it can reach right now.
+//
+// Every node probes every other node of the cluster map (a gRPC health
+// check over the shared peer connection) unless it has heard from it lately:
+// any answer to any call counts, so a busy pair of nodes sends no probes at
+// all. A node is down when nothing has been heard from it for DownAfter, and
+// up again at its first answer. The view is local and may be wrong (a slow
+// node looks like a dead one); it is used only to decide where not to wait:
+// ap coordinators skip down replicas and write hints at once (sloppy
+// quorum), and a cp request on the minority side is refused as soon as the
+// node sees it cannot reach a majority of the partition's replicas, instead
+// of at its deadline. Safety never depends on it: Raft and the version
+// vectors decide what is committed and what is current.
+package failure
+
+import (
+	"context"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Defaults for Config.
+const (
+	DefaultInterval  = 500 * time.Millisecond
+	DefaultDownAfter = 1500 * time.Millisecond
+)
+
+// Config tunes a Detector.
+type Config struct {
+	// Interval is how often a node that has been quiet is probed; a probe
+	// times out after Interval too.
+	Interval time.Duration
+	// DownAfter is how long a node may stay silent before it is down.
+	DownAfter time.Duration
+	// Probe checks one node; nil error means it answered.
+	Probe func(ctx context.Context, id string) error
+	// Peers returns the nodes to watch (the cluster map without this node).
+	Peers func() []string
+	// OnDown runs (on the detector's goroutine) when a node goes down: the
+	// node drops its connection to it, which a partition may have left
+	// open but silent, so that the next call dials afresh.
+	OnDown func(id string)
+	Log    *slog.Logger
+}
+
+// State is one node as the detector sees it.
+type State struct {
+	ID       string
+	Up       bool
+	LastSeen time.Time // last answer; zero: never
+	Since    time.Time // when it entered this state
+	LastErr  string    // the last failed probe's error
+}
+
+type peer struct {
+	lastSeen time.Time
+	since    time.Time // when watched, then when the state last changed
+	down     bool
+	probing  bool
+	lastErr  string
+}
+
+// Detector watches the other nodes. Its methods are safe for concurrent use.
+type Detector struct {
+	cfg Config
+	mu  sync.Mutex
+	p   map[string]*peer
+}
+
+// New returns a detector; Run starts it.
+func New(cfg Config) *Detector {
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.DownAfter <= 0 {
+		cfg.DownAfter = DefaultDownAfter
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Detector{cfg: cfg, p: map[string]*peer{}}
+}
+
+// Heard records an answer from id (a probe or any other call).
+func (d *Detector) Heard(id string) {
+	now := time.Now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	p := d.p[id]
+	if p == nil {
+		return // not watched (yet): the next tick adds it
+	}
+	p.lastSeen = now
+	if p.down {
+		d.cfg.Log.Info("node up", "node", id, "down_for", now.Sub(p.since).Round(time.Millisecond))
+		p.down, p.lastErr, p.since = false, "", now
+	}
+}
+
+// Down reports whether id is considered down. Unknown nodes are up: the
+// detector only ever says "do not wait for this one".
+func (d *Detector) Down(id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	p := d.p[id]
+	return p != nil && p.down
+}
+
+// States returns the view of every watched node, by ID.
+func (d *Detector) States() []State {
+	d.mu.Lock()
+	out := make([]State, 0, len(d.p))
+	for id, p := range d.p {
+		out = append(out, State{ID: id, Up: !p.down, LastSeen: p.lastSeen, Since: p.since, LastErr: p.lastErr})
+	}
+	d.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// State returns the view of one node; ok is false when it is not watched.
+func (d *Detector) State(id string) (State, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	p, ok := d.p[id]
+	if !ok {
+		return State{ID: id, Up: true}, false
+	}
+	return State{ID: id, Up: !p.down, LastSeen: p.lastSeen, Since: p.since, LastErr: p.lastErr}, true
+}
+
+// Run probes until ctx ends.
+func (d *Detector) Run(ctx context.Context) {
+	t := time.NewTicker(d.cfg.Interval)
+	defer t.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		d.tick(ctx, &wg)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// tick syncs the watched set with the map, marks silent nodes down, and
+// probes the quiet ones (one probe per node in flight at most).
+func (d *Detector) tick(ctx context.Context, wg *sync.WaitGroup) {
+	now := time.Now()
+	want := map[string]bool{}
+	for _, id := range d.cfg.Peers() {
+		want[id] = true
+	}
+	var probe, downed []string
+	d.mu.Lock()
+	for id := range d.p {
+		if !want[id] {
+			delete(d.p, id)
+		}
+	}
+	for id := range want {
+		p := d.p[id]
+		if p == nil {
+			p = &peer{since: now} // a new node gets DownAfter to answer
+			d.p[id] = p
+		}
+		last := p.lastSeen
+		if last.IsZero() {
+			last = p.since
+		}
+		if !p.down && now.Sub(last) >= d.cfg.DownAfter {
+			p.down, p.since = true, now
+			downed = append(downed, id)
+			d.cfg.Log.Warn("node down", "node", id, "silent_for", now.Sub(last).Round(time.Millisecond), "last_error", p.lastErr)
+		}
+		if !p.probing && now.Sub(p.lastSeen) >= d.cfg.Interval {
+			p.probing = true
+			probe = append(probe, id)
+		}
+	}
+	d.mu.Unlock()
+	for _, id := range downed {
+		if d.cfg.OnDown != nil {
+			d.cfg.OnDown(id)
+		}
+	}
+	for _, id := range probe {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pctx, cancel := context.WithTimeout(ctx, d.cfg.Interval)
+			err := d.cfg.Probe(pctx, id)
+			cancel()
+			if err == nil {
+				d.Heard(id)
+			}
+			d.mu.Lock()
+			if p := d.p[id]; p != nil {
+				p.probing = false
+				if err != nil {
+					p.lastErr = err.Error()
+				}
+			}
+			d.mu.Unlock()
+		}()
+	}
+}
