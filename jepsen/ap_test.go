@@ -21,8 +21,8 @@ func TestStaleReads(t *testing.T) {
 		r(7, "a", "b"), // siblings: as fresh as its freshest value, b
 		r(8, ""),       // absent after two acknowledged writes: stale
 		w("c", 9, 500, OK),
-		r(10, "b"),     // c has not completed yet: not stale
-		r(600, "zzz"),  // a value no write produced: not judged here
+		r(10, "b"),    // c has not completed yet: not stale
+		r(600, "zzz"), // a value no write produced: not judged here
 		w("d", 700, 701, Unknown),
 		r(2000, "c"), // d may not have happened: fresh
 	}
