@@ -28,6 +28,52 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type WatchEvent_Kind int32
+
+const (
+	WatchEvent_PUT    WatchEvent_Kind = 0
+	WatchEvent_DELETE WatchEvent_Kind = 1
+)
+
+// Enum value maps for WatchEvent_Kind.
+var (
+	WatchEvent_Kind_name = map[int32]string{
+		0: "PUT",
+		1: "DELETE",
+	}
+	WatchEvent_Kind_value = map[string]int32{
+		"PUT":    0,
+		"DELETE": 1,
+	}
+)
+
+func (x WatchEvent_Kind) Enum() *WatchEvent_Kind {
+	p := new(WatchEvent_Kind)
+	*p = x
+	return p
+}
+
+func (x WatchEvent_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (WatchEvent_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_capkv_proto_enumTypes[0].Descriptor()
+}
+
+func (WatchEvent_Kind) Type() protoreflect.EnumType {
+	return &file_capkv_proto_enumTypes[0]
+}
+
+func (x WatchEvent_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use WatchEvent_Kind.Descriptor instead.
+func (WatchEvent_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{15, 0}
+}
+
 // RequestHeader travels with every KV request.
 type RequestHeader struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1052,6 +1098,210 @@ func (x *ScanResponse) GetReceipt() *Receipt {
 	return nil
 }
 
+// WatchRequest streams the changes one replica applies to one partition,
+// for keys with a prefix. The node must hold a replica of the partition
+// (LocateResponse and the cluster map say which nodes do); the Go client
+// opens one stream per partition of the prefix's keyspace and merges them.
+// A cp replica sends changes in Raft log order (revision = log index); an ap
+// replica in the order it merges them (revision = HLC of the newest write).
+// Changes made before the stream starts are not replayed.
+type WatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Prefix        string                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	Partition     string                 `protobuf:"bytes,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRequest) Reset() {
+	*x = WatchRequest{}
+	mi := &file_capkv_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRequest) ProtoMessage() {}
+
+func (x *WatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
+func (*WatchRequest) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *WatchRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *WatchRequest) GetPartition() string {
+	if x != nil {
+		return x.Partition
+	}
+	return ""
+}
+
+type WatchEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          WatchEvent_Kind        `protobuf:"varint,1,opt,name=kind,proto3,enum=capkv.v1.WatchEvent_Kind" json:"kind,omitempty"`
+	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`          // PUT: the value (ap: the newest sibling's)
+	Revision      uint64                 `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`   // cp: Raft index; ap: HLC of the newest write
+	Timestamp     uint64                 `protobuf:"varint,5,opt,name=timestamp,proto3" json:"timestamp,omitempty"` // HLC of the write
+	Partition     string                 `protobuf:"bytes,6,opt,name=partition,proto3" json:"partition,omitempty"`
+	Siblings      uint32                 `protobuf:"varint,7,opt,name=siblings,proto3" json:"siblings,omitempty"` // ap: live concurrent values after this change
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEvent) Reset() {
+	*x = WatchEvent{}
+	mi := &file_capkv_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEvent) ProtoMessage() {}
+
+func (x *WatchEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
+func (*WatchEvent) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *WatchEvent) GetKind() WatchEvent_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return WatchEvent_PUT
+}
+
+func (x *WatchEvent) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *WatchEvent) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *WatchEvent) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *WatchEvent) GetTimestamp() uint64 {
+	if x != nil {
+		return x.Timestamp
+	}
+	return 0
+}
+
+func (x *WatchEvent) GetPartition() string {
+	if x != nil {
+		return x.Partition
+	}
+	return ""
+}
+
+func (x *WatchEvent) GetSiblings() uint32 {
+	if x != nil {
+		return x.Siblings
+	}
+	return 0
+}
+
+// WatchResponse carries the events of one applied batch, in order.
+type WatchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        []*WatchEvent          `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	ServedBy      string                 `protobuf:"bytes,2,opt,name=served_by,json=servedBy,proto3" json:"served_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchResponse) Reset() {
+	*x = WatchResponse{}
+	mi := &file_capkv_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchResponse) ProtoMessage() {}
+
+func (x *WatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
+func (*WatchResponse) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *WatchResponse) GetEvents() []*WatchEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *WatchResponse) GetServedBy() string {
+	if x != nil {
+		return x.ServedBy
+	}
+	return ""
+}
+
 type Node struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1063,7 +1313,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_capkv_proto_msgTypes[14]
+	mi := &file_capkv_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1075,7 +1325,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[14]
+	mi := &file_capkv_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1088,7 +1338,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{14}
+	return file_capkv_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Node) GetId() string {
@@ -1123,7 +1373,7 @@ type Range struct {
 
 func (x *Range) Reset() {
 	*x = Range{}
-	mi := &file_capkv_proto_msgTypes[15]
+	mi := &file_capkv_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1135,7 +1385,7 @@ func (x *Range) String() string {
 func (*Range) ProtoMessage() {}
 
 func (x *Range) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[15]
+	mi := &file_capkv_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1148,7 +1398,7 @@ func (x *Range) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Range.ProtoReflect.Descriptor instead.
 func (*Range) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{15}
+	return file_capkv_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Range) GetLo() uint64 {
@@ -1188,7 +1438,7 @@ type Keyspace struct {
 
 func (x *Keyspace) Reset() {
 	*x = Keyspace{}
-	mi := &file_capkv_proto_msgTypes[16]
+	mi := &file_capkv_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1450,7 @@ func (x *Keyspace) String() string {
 func (*Keyspace) ProtoMessage() {}
 
 func (x *Keyspace) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[16]
+	mi := &file_capkv_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1463,7 @@ func (x *Keyspace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Keyspace.ProtoReflect.Descriptor instead.
 func (*Keyspace) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{16}
+	return file_capkv_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Keyspace) GetName() string {
@@ -1290,7 +1540,7 @@ type ClusterMap struct {
 
 func (x *ClusterMap) Reset() {
 	*x = ClusterMap{}
-	mi := &file_capkv_proto_msgTypes[17]
+	mi := &file_capkv_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1302,7 +1552,7 @@ func (x *ClusterMap) String() string {
 func (*ClusterMap) ProtoMessage() {}
 
 func (x *ClusterMap) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[17]
+	mi := &file_capkv_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1315,7 +1565,7 @@ func (x *ClusterMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterMap.ProtoReflect.Descriptor instead.
 func (*ClusterMap) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{17}
+	return file_capkv_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ClusterMap) GetEpoch() uint64 {
@@ -1370,7 +1620,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_capkv_proto_msgTypes[18]
+	mi := &file_capkv_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +1632,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[18]
+	mi := &file_capkv_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1645,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{18}
+	return file_capkv_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Assignment) GetPartition() string {
@@ -1423,7 +1673,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_capkv_proto_msgTypes[19]
+	mi := &file_capkv_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1435,7 +1685,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[19]
+	mi := &file_capkv_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1448,7 +1698,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{19}
+	return file_capkv_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *JoinRequest) GetNode() *Node {
@@ -1475,7 +1725,7 @@ type CreateKeyspaceRequest struct {
 
 func (x *CreateKeyspaceRequest) Reset() {
 	*x = CreateKeyspaceRequest{}
-	mi := &file_capkv_proto_msgTypes[20]
+	mi := &file_capkv_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1737,7 @@ func (x *CreateKeyspaceRequest) String() string {
 func (*CreateKeyspaceRequest) ProtoMessage() {}
 
 func (x *CreateKeyspaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[20]
+	mi := &file_capkv_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1750,7 @@ func (x *CreateKeyspaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyspaceRequest.ProtoReflect.Descriptor instead.
 func (*CreateKeyspaceRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{20}
+	return file_capkv_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CreateKeyspaceRequest) GetKeyspace() *Keyspace {
@@ -1525,7 +1775,7 @@ type ClusterMapRequest struct {
 
 func (x *ClusterMapRequest) Reset() {
 	*x = ClusterMapRequest{}
-	mi := &file_capkv_proto_msgTypes[21]
+	mi := &file_capkv_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1537,7 +1787,7 @@ func (x *ClusterMapRequest) String() string {
 func (*ClusterMapRequest) ProtoMessage() {}
 
 func (x *ClusterMapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[21]
+	mi := &file_capkv_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1550,7 +1800,7 @@ func (x *ClusterMapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterMapRequest.ProtoReflect.Descriptor instead.
 func (*ClusterMapRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{21}
+	return file_capkv_proto_rawDescGZIP(), []int{24}
 }
 
 type NodeInfoRequest struct {
@@ -1561,7 +1811,7 @@ type NodeInfoRequest struct {
 
 func (x *NodeInfoRequest) Reset() {
 	*x = NodeInfoRequest{}
-	mi := &file_capkv_proto_msgTypes[22]
+	mi := &file_capkv_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1573,7 +1823,7 @@ func (x *NodeInfoRequest) String() string {
 func (*NodeInfoRequest) ProtoMessage() {}
 
 func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[22]
+	mi := &file_capkv_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1586,7 +1836,7 @@ func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoRequest.ProtoReflect.Descriptor instead.
 func (*NodeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{22}
+	return file_capkv_proto_rawDescGZIP(), []int{25}
 }
 
 type NodeInfo struct {
@@ -1606,7 +1856,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_capkv_proto_msgTypes[23]
+	mi := &file_capkv_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1618,7 +1868,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[23]
+	mi := &file_capkv_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1631,7 +1881,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{23}
+	return file_capkv_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *NodeInfo) GetId() string {
@@ -1705,7 +1955,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_capkv_proto_msgTypes[24]
+	mi := &file_capkv_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1717,7 +1967,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[24]
+	mi := &file_capkv_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1730,7 +1980,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{24}
+	return file_capkv_proto_rawDescGZIP(), []int{27}
 }
 
 type NodeStatus struct {
@@ -1747,7 +1997,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_capkv_proto_msgTypes[25]
+	mi := &file_capkv_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1759,7 +2009,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[25]
+	mi := &file_capkv_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1772,7 +2022,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{25}
+	return file_capkv_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *NodeStatus) GetNode() *Node {
@@ -1829,7 +2079,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_capkv_proto_msgTypes[26]
+	mi := &file_capkv_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1841,7 +2091,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[26]
+	mi := &file_capkv_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1854,7 +2104,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{26}
+	return file_capkv_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ClusterStatusResponse) GetEpoch() uint64 {
@@ -1893,7 +2143,7 @@ type KeyspacesRequest struct {
 
 func (x *KeyspacesRequest) Reset() {
 	*x = KeyspacesRequest{}
-	mi := &file_capkv_proto_msgTypes[27]
+	mi := &file_capkv_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1905,7 +2155,7 @@ func (x *KeyspacesRequest) String() string {
 func (*KeyspacesRequest) ProtoMessage() {}
 
 func (x *KeyspacesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[27]
+	mi := &file_capkv_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1918,7 +2168,7 @@ func (x *KeyspacesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyspacesRequest.ProtoReflect.Descriptor instead.
 func (*KeyspacesRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{27}
+	return file_capkv_proto_rawDescGZIP(), []int{30}
 }
 
 type KeyspacesResponse struct {
@@ -1930,7 +2180,7 @@ type KeyspacesResponse struct {
 
 func (x *KeyspacesResponse) Reset() {
 	*x = KeyspacesResponse{}
-	mi := &file_capkv_proto_msgTypes[28]
+	mi := &file_capkv_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1942,7 +2192,7 @@ func (x *KeyspacesResponse) String() string {
 func (*KeyspacesResponse) ProtoMessage() {}
 
 func (x *KeyspacesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[28]
+	mi := &file_capkv_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1955,7 +2205,7 @@ func (x *KeyspacesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyspacesResponse.ProtoReflect.Descriptor instead.
 func (*KeyspacesResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{28}
+	return file_capkv_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *KeyspacesResponse) GetKeyspaces() []*Keyspace {
@@ -1974,7 +2224,7 @@ type LocateRequest struct {
 
 func (x *LocateRequest) Reset() {
 	*x = LocateRequest{}
-	mi := &file_capkv_proto_msgTypes[29]
+	mi := &file_capkv_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1986,7 +2236,7 @@ func (x *LocateRequest) String() string {
 func (*LocateRequest) ProtoMessage() {}
 
 func (x *LocateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[29]
+	mi := &file_capkv_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1999,7 +2249,7 @@ func (x *LocateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateRequest.ProtoReflect.Descriptor instead.
 func (*LocateRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{29}
+	return file_capkv_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *LocateRequest) GetKey() string {
@@ -2026,7 +2276,7 @@ type LocateResponse struct {
 
 func (x *LocateResponse) Reset() {
 	*x = LocateResponse{}
-	mi := &file_capkv_proto_msgTypes[30]
+	mi := &file_capkv_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2038,7 +2288,7 @@ func (x *LocateResponse) String() string {
 func (*LocateResponse) ProtoMessage() {}
 
 func (x *LocateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[30]
+	mi := &file_capkv_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2051,7 +2301,7 @@ func (x *LocateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateResponse.ProtoReflect.Descriptor instead.
 func (*LocateResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{30}
+	return file_capkv_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *LocateResponse) GetKeyspace() string {
@@ -2126,7 +2376,7 @@ type RingRequest struct {
 
 func (x *RingRequest) Reset() {
 	*x = RingRequest{}
-	mi := &file_capkv_proto_msgTypes[31]
+	mi := &file_capkv_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2138,7 +2388,7 @@ func (x *RingRequest) String() string {
 func (*RingRequest) ProtoMessage() {}
 
 func (x *RingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[31]
+	mi := &file_capkv_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2151,7 +2401,7 @@ func (x *RingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingRequest.ProtoReflect.Descriptor instead.
 func (*RingRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{31}
+	return file_capkv_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RingRequest) GetKeyspace() string {
@@ -2172,7 +2422,7 @@ type PartitionPlacement struct {
 
 func (x *PartitionPlacement) Reset() {
 	*x = PartitionPlacement{}
-	mi := &file_capkv_proto_msgTypes[32]
+	mi := &file_capkv_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2184,7 +2434,7 @@ func (x *PartitionPlacement) String() string {
 func (*PartitionPlacement) ProtoMessage() {}
 
 func (x *PartitionPlacement) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[32]
+	mi := &file_capkv_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2197,7 +2447,7 @@ func (x *PartitionPlacement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionPlacement.ProtoReflect.Descriptor instead.
 func (*PartitionPlacement) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{32}
+	return file_capkv_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PartitionPlacement) GetId() string {
@@ -2232,7 +2482,7 @@ type RingResponse struct {
 
 func (x *RingResponse) Reset() {
 	*x = RingResponse{}
-	mi := &file_capkv_proto_msgTypes[33]
+	mi := &file_capkv_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2244,7 +2494,7 @@ func (x *RingResponse) String() string {
 func (*RingResponse) ProtoMessage() {}
 
 func (x *RingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[33]
+	mi := &file_capkv_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2257,7 +2507,7 @@ func (x *RingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingResponse.ProtoReflect.Descriptor instead.
 func (*RingResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{33}
+	return file_capkv_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RingResponse) GetEpoch() uint64 {
@@ -2294,7 +2544,7 @@ type FaultRule struct {
 
 func (x *FaultRule) Reset() {
 	*x = FaultRule{}
-	mi := &file_capkv_proto_msgTypes[34]
+	mi := &file_capkv_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2306,7 +2556,7 @@ func (x *FaultRule) String() string {
 func (*FaultRule) ProtoMessage() {}
 
 func (x *FaultRule) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[34]
+	mi := &file_capkv_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2319,7 +2569,7 @@ func (x *FaultRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FaultRule.ProtoReflect.Descriptor instead.
 func (*FaultRule) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{34}
+	return file_capkv_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *FaultRule) GetFrom() string {
@@ -2362,7 +2612,7 @@ type SetFaultsRequest struct {
 
 func (x *SetFaultsRequest) Reset() {
 	*x = SetFaultsRequest{}
-	mi := &file_capkv_proto_msgTypes[35]
+	mi := &file_capkv_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2374,7 +2624,7 @@ func (x *SetFaultsRequest) String() string {
 func (*SetFaultsRequest) ProtoMessage() {}
 
 func (x *SetFaultsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[35]
+	mi := &file_capkv_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2387,7 +2637,7 @@ func (x *SetFaultsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFaultsRequest.ProtoReflect.Descriptor instead.
 func (*SetFaultsRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{35}
+	return file_capkv_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SetFaultsRequest) GetRules() []*FaultRule {
@@ -2413,7 +2663,7 @@ type SetFaultsResponse struct {
 
 func (x *SetFaultsResponse) Reset() {
 	*x = SetFaultsResponse{}
-	mi := &file_capkv_proto_msgTypes[36]
+	mi := &file_capkv_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2425,7 +2675,7 @@ func (x *SetFaultsResponse) String() string {
 func (*SetFaultsResponse) ProtoMessage() {}
 
 func (x *SetFaultsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[36]
+	mi := &file_capkv_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2438,7 +2688,7 @@ func (x *SetFaultsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFaultsResponse.ProtoReflect.Descriptor instead.
 func (*SetFaultsResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{36}
+	return file_capkv_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SetFaultsResponse) GetRules() uint32 {
@@ -2459,7 +2709,7 @@ type RepairRequest struct {
 
 func (x *RepairRequest) Reset() {
 	*x = RepairRequest{}
-	mi := &file_capkv_proto_msgTypes[37]
+	mi := &file_capkv_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2471,7 +2721,7 @@ func (x *RepairRequest) String() string {
 func (*RepairRequest) ProtoMessage() {}
 
 func (x *RepairRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[37]
+	mi := &file_capkv_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2484,7 +2734,7 @@ func (x *RepairRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairRequest.ProtoReflect.Descriptor instead.
 func (*RepairRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{37}
+	return file_capkv_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RepairRequest) GetKeyspace() string {
@@ -2522,7 +2772,7 @@ type RepairResponse struct {
 
 func (x *RepairResponse) Reset() {
 	*x = RepairResponse{}
-	mi := &file_capkv_proto_msgTypes[38]
+	mi := &file_capkv_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2534,7 +2784,7 @@ func (x *RepairResponse) String() string {
 func (*RepairResponse) ProtoMessage() {}
 
 func (x *RepairResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[38]
+	mi := &file_capkv_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2547,7 +2797,7 @@ func (x *RepairResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairResponse.ProtoReflect.Descriptor instead.
 func (*RepairResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{38}
+	return file_capkv_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RepairResponse) GetPartitions() uint32 {
@@ -2603,7 +2853,7 @@ type PurgeRequest struct {
 
 func (x *PurgeRequest) Reset() {
 	*x = PurgeRequest{}
-	mi := &file_capkv_proto_msgTypes[39]
+	mi := &file_capkv_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2615,7 +2865,7 @@ func (x *PurgeRequest) String() string {
 func (*PurgeRequest) ProtoMessage() {}
 
 func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[39]
+	mi := &file_capkv_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2628,7 +2878,7 @@ func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeRequest.ProtoReflect.Descriptor instead.
 func (*PurgeRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{39}
+	return file_capkv_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *PurgeRequest) GetPartition() string {
@@ -2661,7 +2911,7 @@ type PurgeResponse struct {
 
 func (x *PurgeResponse) Reset() {
 	*x = PurgeResponse{}
-	mi := &file_capkv_proto_msgTypes[40]
+	mi := &file_capkv_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2673,7 +2923,7 @@ func (x *PurgeResponse) String() string {
 func (*PurgeResponse) ProtoMessage() {}
 
 func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[40]
+	mi := &file_capkv_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2686,7 +2936,7 @@ func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeResponse.ProtoReflect.Descriptor instead.
 func (*PurgeResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{40}
+	return file_capkv_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *PurgeResponse) GetPurged() bool {
@@ -2705,7 +2955,7 @@ type DigestRequest struct {
 
 func (x *DigestRequest) Reset() {
 	*x = DigestRequest{}
-	mi := &file_capkv_proto_msgTypes[41]
+	mi := &file_capkv_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2717,7 +2967,7 @@ func (x *DigestRequest) String() string {
 func (*DigestRequest) ProtoMessage() {}
 
 func (x *DigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[41]
+	mi := &file_capkv_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2730,7 +2980,7 @@ func (x *DigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
 func (*DigestRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{41}
+	return file_capkv_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *DigestRequest) GetPartition() string {
@@ -2749,7 +2999,7 @@ type DigestResponse struct {
 
 func (x *DigestResponse) Reset() {
 	*x = DigestResponse{}
-	mi := &file_capkv_proto_msgTypes[42]
+	mi := &file_capkv_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2761,7 +3011,7 @@ func (x *DigestResponse) String() string {
 func (*DigestResponse) ProtoMessage() {}
 
 func (x *DigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[42]
+	mi := &file_capkv_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2774,7 +3024,7 @@ func (x *DigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestResponse.ProtoReflect.Descriptor instead.
 func (*DigestResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{42}
+	return file_capkv_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *DigestResponse) GetLeaves() []uint64 {
@@ -2794,7 +3044,7 @@ type LeafRequest struct {
 
 func (x *LeafRequest) Reset() {
 	*x = LeafRequest{}
-	mi := &file_capkv_proto_msgTypes[43]
+	mi := &file_capkv_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2806,7 +3056,7 @@ func (x *LeafRequest) String() string {
 func (*LeafRequest) ProtoMessage() {}
 
 func (x *LeafRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[43]
+	mi := &file_capkv_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2819,7 +3069,7 @@ func (x *LeafRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeafRequest.ProtoReflect.Descriptor instead.
 func (*LeafRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{43}
+	return file_capkv_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *LeafRequest) GetPartition() string {
@@ -2846,7 +3096,7 @@ type KeyClock struct {
 
 func (x *KeyClock) Reset() {
 	*x = KeyClock{}
-	mi := &file_capkv_proto_msgTypes[44]
+	mi := &file_capkv_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2858,7 +3108,7 @@ func (x *KeyClock) String() string {
 func (*KeyClock) ProtoMessage() {}
 
 func (x *KeyClock) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[44]
+	mi := &file_capkv_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2871,7 +3121,7 @@ func (x *KeyClock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyClock.ProtoReflect.Descriptor instead.
 func (*KeyClock) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{44}
+	return file_capkv_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *KeyClock) GetKey() string {
@@ -2897,7 +3147,7 @@ type LeafResponse struct {
 
 func (x *LeafResponse) Reset() {
 	*x = LeafResponse{}
-	mi := &file_capkv_proto_msgTypes[45]
+	mi := &file_capkv_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2909,7 +3159,7 @@ func (x *LeafResponse) String() string {
 func (*LeafResponse) ProtoMessage() {}
 
 func (x *LeafResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[45]
+	mi := &file_capkv_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2922,7 +3172,7 @@ func (x *LeafResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeafResponse.ProtoReflect.Descriptor instead.
 func (*LeafResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{45}
+	return file_capkv_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *LeafResponse) GetEntries() []*KeyClock {
@@ -2945,7 +3195,7 @@ type ReplicaStoreRequest struct {
 
 func (x *ReplicaStoreRequest) Reset() {
 	*x = ReplicaStoreRequest{}
-	mi := &file_capkv_proto_msgTypes[46]
+	mi := &file_capkv_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2957,7 +3207,7 @@ func (x *ReplicaStoreRequest) String() string {
 func (*ReplicaStoreRequest) ProtoMessage() {}
 
 func (x *ReplicaStoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[46]
+	mi := &file_capkv_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2970,7 +3220,7 @@ func (x *ReplicaStoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStoreRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaStoreRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{46}
+	return file_capkv_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ReplicaStoreRequest) GetPartition() string {
@@ -3017,7 +3267,7 @@ type ReplicaStoreResponse struct {
 
 func (x *ReplicaStoreResponse) Reset() {
 	*x = ReplicaStoreResponse{}
-	mi := &file_capkv_proto_msgTypes[47]
+	mi := &file_capkv_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3029,7 +3279,7 @@ func (x *ReplicaStoreResponse) String() string {
 func (*ReplicaStoreResponse) ProtoMessage() {}
 
 func (x *ReplicaStoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[47]
+	mi := &file_capkv_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3042,7 +3292,7 @@ func (x *ReplicaStoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStoreResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaStoreResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{47}
+	return file_capkv_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ReplicaStoreResponse) GetClock() []byte {
@@ -3062,7 +3312,7 @@ type ReplicaFetchRequest struct {
 
 func (x *ReplicaFetchRequest) Reset() {
 	*x = ReplicaFetchRequest{}
-	mi := &file_capkv_proto_msgTypes[48]
+	mi := &file_capkv_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3074,7 +3324,7 @@ func (x *ReplicaFetchRequest) String() string {
 func (*ReplicaFetchRequest) ProtoMessage() {}
 
 func (x *ReplicaFetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[48]
+	mi := &file_capkv_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3087,7 +3337,7 @@ func (x *ReplicaFetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaFetchRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaFetchRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{48}
+	return file_capkv_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ReplicaFetchRequest) GetPartition() string {
@@ -3114,7 +3364,7 @@ type ReplicaFetchResponse struct {
 
 func (x *ReplicaFetchResponse) Reset() {
 	*x = ReplicaFetchResponse{}
-	mi := &file_capkv_proto_msgTypes[49]
+	mi := &file_capkv_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3126,7 +3376,7 @@ func (x *ReplicaFetchResponse) String() string {
 func (*ReplicaFetchResponse) ProtoMessage() {}
 
 func (x *ReplicaFetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[49]
+	mi := &file_capkv_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3139,7 +3389,7 @@ func (x *ReplicaFetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaFetchResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaFetchResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{49}
+	return file_capkv_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ReplicaFetchResponse) GetClock() []byte {
@@ -3245,7 +3495,26 @@ const file_capkv_proto_rawDesc = "" +
 	"\fScanResponse\x12$\n" +
 	"\x03kvs\x18\x01 \x03(\v2\x12.capkv.v1.KeyValueR\x03kvs\x12\x12\n" +
 	"\x04more\x18\x02 \x01(\bR\x04more\x12+\n" +
-	"\areceipt\x18\x03 \x01(\v2\x11.capkv.v1.ReceiptR\areceipt\"B\n" +
+	"\areceipt\x18\x03 \x01(\v2\x11.capkv.v1.ReceiptR\areceipt\"D\n" +
+	"\fWatchRequest\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\tR\tpartition\"\xf4\x01\n" +
+	"\n" +
+	"WatchEvent\x12-\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x19.capkv.v1.WatchEvent.KindR\x04kind\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\x12\x1a\n" +
+	"\brevision\x18\x04 \x01(\x04R\brevision\x12\x1c\n" +
+	"\ttimestamp\x18\x05 \x01(\x04R\ttimestamp\x12\x1c\n" +
+	"\tpartition\x18\x06 \x01(\tR\tpartition\x12\x1a\n" +
+	"\bsiblings\x18\a \x01(\rR\bsiblings\"\x1b\n" +
+	"\x04Kind\x12\a\n" +
+	"\x03PUT\x10\x00\x12\n" +
+	"\n" +
+	"\x06DELETE\x10\x01\"Z\n" +
+	"\rWatchResponse\x12,\n" +
+	"\x06events\x18\x01 \x03(\v2\x14.capkv.v1.WatchEventR\x06events\x12\x1b\n" +
+	"\tserved_by\x18\x02 \x01(\tR\bservedBy\"B\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x16\n" +
@@ -3397,13 +3666,14 @@ const file_capkv_proto_rawDesc = "" +
 	"\x03key\x18\x02 \x01(\tR\x03key\"B\n" +
 	"\x14ReplicaFetchResponse\x12\x14\n" +
 	"\x05clock\x18\x01 \x01(\fR\x05clock\x12\x14\n" +
-	"\x05found\x18\x02 \x01(\bR\x05found2\x94\x02\n" +
+	"\x05found\x18\x02 \x01(\bR\x05found2\xd0\x02\n" +
 	"\x02KV\x122\n" +
 	"\x03Get\x12\x14.capkv.v1.GetRequest\x1a\x15.capkv.v1.GetResponse\x122\n" +
 	"\x03Put\x12\x14.capkv.v1.PutRequest\x1a\x15.capkv.v1.PutResponse\x12;\n" +
 	"\x06Delete\x12\x17.capkv.v1.DeleteRequest\x1a\x18.capkv.v1.DeleteResponse\x122\n" +
 	"\x03CAS\x12\x14.capkv.v1.CASRequest\x1a\x15.capkv.v1.CASResponse\x125\n" +
-	"\x04Scan\x12\x15.capkv.v1.ScanRequest\x1a\x16.capkv.v1.ScanResponse2\x96\x05\n" +
+	"\x04Scan\x12\x15.capkv.v1.ScanRequest\x1a\x16.capkv.v1.ScanResponse\x12:\n" +
+	"\x05Watch\x12\x16.capkv.v1.WatchRequest\x1a\x17.capkv.v1.WatchResponse0\x012\x96\x05\n" +
 	"\x05Admin\x12B\n" +
 	"\rGetClusterMap\x12\x1b.capkv.v1.ClusterMapRequest\x1a\x14.capkv.v1.ClusterMap\x12<\n" +
 	"\vGetNodeInfo\x12\x19.capkv.v1.NodeInfoRequest\x1a\x12.capkv.v1.NodeInfo\x12P\n" +
@@ -3434,132 +3704,141 @@ func file_capkv_proto_rawDescGZIP() []byte {
 	return file_capkv_proto_rawDescData
 }
 
-var file_capkv_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_capkv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_capkv_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_capkv_proto_goTypes = []any{
-	(*RequestHeader)(nil),         // 0: capkv.v1.RequestHeader
-	(*Receipt)(nil),               // 1: capkv.v1.Receipt
-	(*KeyValue)(nil),              // 2: capkv.v1.KeyValue
-	(*GetRequest)(nil),            // 3: capkv.v1.GetRequest
-	(*GetResponse)(nil),           // 4: capkv.v1.GetResponse
-	(*Sibling)(nil),               // 5: capkv.v1.Sibling
-	(*PutRequest)(nil),            // 6: capkv.v1.PutRequest
-	(*PutResponse)(nil),           // 7: capkv.v1.PutResponse
-	(*DeleteRequest)(nil),         // 8: capkv.v1.DeleteRequest
-	(*DeleteResponse)(nil),        // 9: capkv.v1.DeleteResponse
-	(*CASRequest)(nil),            // 10: capkv.v1.CASRequest
-	(*CASResponse)(nil),           // 11: capkv.v1.CASResponse
-	(*ScanRequest)(nil),           // 12: capkv.v1.ScanRequest
-	(*ScanResponse)(nil),          // 13: capkv.v1.ScanResponse
-	(*Node)(nil),                  // 14: capkv.v1.Node
-	(*Range)(nil),                 // 15: capkv.v1.Range
-	(*Keyspace)(nil),              // 16: capkv.v1.Keyspace
-	(*ClusterMap)(nil),            // 17: capkv.v1.ClusterMap
-	(*Assignment)(nil),            // 18: capkv.v1.Assignment
-	(*JoinRequest)(nil),           // 19: capkv.v1.JoinRequest
-	(*CreateKeyspaceRequest)(nil), // 20: capkv.v1.CreateKeyspaceRequest
-	(*ClusterMapRequest)(nil),     // 21: capkv.v1.ClusterMapRequest
-	(*NodeInfoRequest)(nil),       // 22: capkv.v1.NodeInfoRequest
-	(*NodeInfo)(nil),              // 23: capkv.v1.NodeInfo
-	(*ClusterStatusRequest)(nil),  // 24: capkv.v1.ClusterStatusRequest
-	(*NodeStatus)(nil),            // 25: capkv.v1.NodeStatus
-	(*ClusterStatusResponse)(nil), // 26: capkv.v1.ClusterStatusResponse
-	(*KeyspacesRequest)(nil),      // 27: capkv.v1.KeyspacesRequest
-	(*KeyspacesResponse)(nil),     // 28: capkv.v1.KeyspacesResponse
-	(*LocateRequest)(nil),         // 29: capkv.v1.LocateRequest
-	(*LocateResponse)(nil),        // 30: capkv.v1.LocateResponse
-	(*RingRequest)(nil),           // 31: capkv.v1.RingRequest
-	(*PartitionPlacement)(nil),    // 32: capkv.v1.PartitionPlacement
-	(*RingResponse)(nil),          // 33: capkv.v1.RingResponse
-	(*FaultRule)(nil),             // 34: capkv.v1.FaultRule
-	(*SetFaultsRequest)(nil),      // 35: capkv.v1.SetFaultsRequest
-	(*SetFaultsResponse)(nil),     // 36: capkv.v1.SetFaultsResponse
-	(*RepairRequest)(nil),         // 37: capkv.v1.RepairRequest
-	(*RepairResponse)(nil),        // 38: capkv.v1.RepairResponse
-	(*PurgeRequest)(nil),          // 39: capkv.v1.PurgeRequest
-	(*PurgeResponse)(nil),         // 40: capkv.v1.PurgeResponse
-	(*DigestRequest)(nil),         // 41: capkv.v1.DigestRequest
-	(*DigestResponse)(nil),        // 42: capkv.v1.DigestResponse
-	(*LeafRequest)(nil),           // 43: capkv.v1.LeafRequest
-	(*KeyClock)(nil),              // 44: capkv.v1.KeyClock
-	(*LeafResponse)(nil),          // 45: capkv.v1.LeafResponse
-	(*ReplicaStoreRequest)(nil),   // 46: capkv.v1.ReplicaStoreRequest
-	(*ReplicaStoreResponse)(nil),  // 47: capkv.v1.ReplicaStoreResponse
-	(*ReplicaFetchRequest)(nil),   // 48: capkv.v1.ReplicaFetchRequest
-	(*ReplicaFetchResponse)(nil),  // 49: capkv.v1.ReplicaFetchResponse
+	(WatchEvent_Kind)(0),          // 0: capkv.v1.WatchEvent.Kind
+	(*RequestHeader)(nil),         // 1: capkv.v1.RequestHeader
+	(*Receipt)(nil),               // 2: capkv.v1.Receipt
+	(*KeyValue)(nil),              // 3: capkv.v1.KeyValue
+	(*GetRequest)(nil),            // 4: capkv.v1.GetRequest
+	(*GetResponse)(nil),           // 5: capkv.v1.GetResponse
+	(*Sibling)(nil),               // 6: capkv.v1.Sibling
+	(*PutRequest)(nil),            // 7: capkv.v1.PutRequest
+	(*PutResponse)(nil),           // 8: capkv.v1.PutResponse
+	(*DeleteRequest)(nil),         // 9: capkv.v1.DeleteRequest
+	(*DeleteResponse)(nil),        // 10: capkv.v1.DeleteResponse
+	(*CASRequest)(nil),            // 11: capkv.v1.CASRequest
+	(*CASResponse)(nil),           // 12: capkv.v1.CASResponse
+	(*ScanRequest)(nil),           // 13: capkv.v1.ScanRequest
+	(*ScanResponse)(nil),          // 14: capkv.v1.ScanResponse
+	(*WatchRequest)(nil),          // 15: capkv.v1.WatchRequest
+	(*WatchEvent)(nil),            // 16: capkv.v1.WatchEvent
+	(*WatchResponse)(nil),         // 17: capkv.v1.WatchResponse
+	(*Node)(nil),                  // 18: capkv.v1.Node
+	(*Range)(nil),                 // 19: capkv.v1.Range
+	(*Keyspace)(nil),              // 20: capkv.v1.Keyspace
+	(*ClusterMap)(nil),            // 21: capkv.v1.ClusterMap
+	(*Assignment)(nil),            // 22: capkv.v1.Assignment
+	(*JoinRequest)(nil),           // 23: capkv.v1.JoinRequest
+	(*CreateKeyspaceRequest)(nil), // 24: capkv.v1.CreateKeyspaceRequest
+	(*ClusterMapRequest)(nil),     // 25: capkv.v1.ClusterMapRequest
+	(*NodeInfoRequest)(nil),       // 26: capkv.v1.NodeInfoRequest
+	(*NodeInfo)(nil),              // 27: capkv.v1.NodeInfo
+	(*ClusterStatusRequest)(nil),  // 28: capkv.v1.ClusterStatusRequest
+	(*NodeStatus)(nil),            // 29: capkv.v1.NodeStatus
+	(*ClusterStatusResponse)(nil), // 30: capkv.v1.ClusterStatusResponse
+	(*KeyspacesRequest)(nil),      // 31: capkv.v1.KeyspacesRequest
+	(*KeyspacesResponse)(nil),     // 32: capkv.v1.KeyspacesResponse
+	(*LocateRequest)(nil),         // 33: capkv.v1.LocateRequest
+	(*LocateResponse)(nil),        // 34: capkv.v1.LocateResponse
+	(*RingRequest)(nil),           // 35: capkv.v1.RingRequest
+	(*PartitionPlacement)(nil),    // 36: capkv.v1.PartitionPlacement
+	(*RingResponse)(nil),          // 37: capkv.v1.RingResponse
+	(*FaultRule)(nil),             // 38: capkv.v1.FaultRule
+	(*SetFaultsRequest)(nil),      // 39: capkv.v1.SetFaultsRequest
+	(*SetFaultsResponse)(nil),     // 40: capkv.v1.SetFaultsResponse
+	(*RepairRequest)(nil),         // 41: capkv.v1.RepairRequest
+	(*RepairResponse)(nil),        // 42: capkv.v1.RepairResponse
+	(*PurgeRequest)(nil),          // 43: capkv.v1.PurgeRequest
+	(*PurgeResponse)(nil),         // 44: capkv.v1.PurgeResponse
+	(*DigestRequest)(nil),         // 45: capkv.v1.DigestRequest
+	(*DigestResponse)(nil),        // 46: capkv.v1.DigestResponse
+	(*LeafRequest)(nil),           // 47: capkv.v1.LeafRequest
+	(*KeyClock)(nil),              // 48: capkv.v1.KeyClock
+	(*LeafResponse)(nil),          // 49: capkv.v1.LeafResponse
+	(*ReplicaStoreRequest)(nil),   // 50: capkv.v1.ReplicaStoreRequest
+	(*ReplicaStoreResponse)(nil),  // 51: capkv.v1.ReplicaStoreResponse
+	(*ReplicaFetchRequest)(nil),   // 52: capkv.v1.ReplicaFetchRequest
+	(*ReplicaFetchResponse)(nil),  // 53: capkv.v1.ReplicaFetchResponse
 }
 var file_capkv_proto_depIdxs = []int32{
-	0,  // 0: capkv.v1.GetRequest.header:type_name -> capkv.v1.RequestHeader
-	2,  // 1: capkv.v1.GetResponse.kv:type_name -> capkv.v1.KeyValue
-	1,  // 2: capkv.v1.GetResponse.receipt:type_name -> capkv.v1.Receipt
-	5,  // 3: capkv.v1.GetResponse.siblings:type_name -> capkv.v1.Sibling
-	0,  // 4: capkv.v1.PutRequest.header:type_name -> capkv.v1.RequestHeader
-	1,  // 5: capkv.v1.PutResponse.receipt:type_name -> capkv.v1.Receipt
-	0,  // 6: capkv.v1.DeleteRequest.header:type_name -> capkv.v1.RequestHeader
-	1,  // 7: capkv.v1.DeleteResponse.receipt:type_name -> capkv.v1.Receipt
-	0,  // 8: capkv.v1.CASRequest.header:type_name -> capkv.v1.RequestHeader
-	1,  // 9: capkv.v1.CASResponse.receipt:type_name -> capkv.v1.Receipt
-	0,  // 10: capkv.v1.ScanRequest.header:type_name -> capkv.v1.RequestHeader
-	2,  // 11: capkv.v1.ScanResponse.kvs:type_name -> capkv.v1.KeyValue
-	1,  // 12: capkv.v1.ScanResponse.receipt:type_name -> capkv.v1.Receipt
-	15, // 13: capkv.v1.Keyspace.ranges:type_name -> capkv.v1.Range
-	14, // 14: capkv.v1.ClusterMap.nodes:type_name -> capkv.v1.Node
-	16, // 15: capkv.v1.ClusterMap.keyspaces:type_name -> capkv.v1.Keyspace
-	18, // 16: capkv.v1.ClusterMap.assignments:type_name -> capkv.v1.Assignment
-	14, // 17: capkv.v1.JoinRequest.node:type_name -> capkv.v1.Node
-	16, // 18: capkv.v1.CreateKeyspaceRequest.keyspace:type_name -> capkv.v1.Keyspace
-	14, // 19: capkv.v1.NodeStatus.node:type_name -> capkv.v1.Node
-	23, // 20: capkv.v1.NodeStatus.info:type_name -> capkv.v1.NodeInfo
-	25, // 21: capkv.v1.ClusterStatusResponse.nodes:type_name -> capkv.v1.NodeStatus
-	16, // 22: capkv.v1.ClusterStatusResponse.keyspaces:type_name -> capkv.v1.Keyspace
-	16, // 23: capkv.v1.KeyspacesResponse.keyspaces:type_name -> capkv.v1.Keyspace
-	32, // 24: capkv.v1.RingResponse.partitions:type_name -> capkv.v1.PartitionPlacement
-	34, // 25: capkv.v1.SetFaultsRequest.rules:type_name -> capkv.v1.FaultRule
-	44, // 26: capkv.v1.LeafResponse.entries:type_name -> capkv.v1.KeyClock
-	3,  // 27: capkv.v1.KV.Get:input_type -> capkv.v1.GetRequest
-	6,  // 28: capkv.v1.KV.Put:input_type -> capkv.v1.PutRequest
-	8,  // 29: capkv.v1.KV.Delete:input_type -> capkv.v1.DeleteRequest
-	10, // 30: capkv.v1.KV.CAS:input_type -> capkv.v1.CASRequest
-	12, // 31: capkv.v1.KV.Scan:input_type -> capkv.v1.ScanRequest
-	21, // 32: capkv.v1.Admin.GetClusterMap:input_type -> capkv.v1.ClusterMapRequest
-	22, // 33: capkv.v1.Admin.GetNodeInfo:input_type -> capkv.v1.NodeInfoRequest
-	24, // 34: capkv.v1.Admin.ClusterStatus:input_type -> capkv.v1.ClusterStatusRequest
-	27, // 35: capkv.v1.Admin.Keyspaces:input_type -> capkv.v1.KeyspacesRequest
-	29, // 36: capkv.v1.Admin.Locate:input_type -> capkv.v1.LocateRequest
-	31, // 37: capkv.v1.Admin.Ring:input_type -> capkv.v1.RingRequest
-	19, // 38: capkv.v1.Admin.Join:input_type -> capkv.v1.JoinRequest
-	20, // 39: capkv.v1.Admin.CreateKeyspace:input_type -> capkv.v1.CreateKeyspaceRequest
-	35, // 40: capkv.v1.Admin.SetFaults:input_type -> capkv.v1.SetFaultsRequest
-	37, // 41: capkv.v1.Admin.Repair:input_type -> capkv.v1.RepairRequest
-	46, // 42: capkv.v1.Replica.Store:input_type -> capkv.v1.ReplicaStoreRequest
-	48, // 43: capkv.v1.Replica.Fetch:input_type -> capkv.v1.ReplicaFetchRequest
-	41, // 44: capkv.v1.Replica.Digest:input_type -> capkv.v1.DigestRequest
-	43, // 45: capkv.v1.Replica.Leaf:input_type -> capkv.v1.LeafRequest
-	39, // 46: capkv.v1.Replica.Purge:input_type -> capkv.v1.PurgeRequest
-	4,  // 47: capkv.v1.KV.Get:output_type -> capkv.v1.GetResponse
-	7,  // 48: capkv.v1.KV.Put:output_type -> capkv.v1.PutResponse
-	9,  // 49: capkv.v1.KV.Delete:output_type -> capkv.v1.DeleteResponse
-	11, // 50: capkv.v1.KV.CAS:output_type -> capkv.v1.CASResponse
-	13, // 51: capkv.v1.KV.Scan:output_type -> capkv.v1.ScanResponse
-	17, // 52: capkv.v1.Admin.GetClusterMap:output_type -> capkv.v1.ClusterMap
-	23, // 53: capkv.v1.Admin.GetNodeInfo:output_type -> capkv.v1.NodeInfo
-	26, // 54: capkv.v1.Admin.ClusterStatus:output_type -> capkv.v1.ClusterStatusResponse
-	28, // 55: capkv.v1.Admin.Keyspaces:output_type -> capkv.v1.KeyspacesResponse
-	30, // 56: capkv.v1.Admin.Locate:output_type -> capkv.v1.LocateResponse
-	33, // 57: capkv.v1.Admin.Ring:output_type -> capkv.v1.RingResponse
-	17, // 58: capkv.v1.Admin.Join:output_type -> capkv.v1.ClusterMap
-	17, // 59: capkv.v1.Admin.CreateKeyspace:output_type -> capkv.v1.ClusterMap
-	36, // 60: capkv.v1.Admin.SetFaults:output_type -> capkv.v1.SetFaultsResponse
-	38, // 61: capkv.v1.Admin.Repair:output_type -> capkv.v1.RepairResponse
-	47, // 62: capkv.v1.Replica.Store:output_type -> capkv.v1.ReplicaStoreResponse
-	49, // 63: capkv.v1.Replica.Fetch:output_type -> capkv.v1.ReplicaFetchResponse
-	42, // 64: capkv.v1.Replica.Digest:output_type -> capkv.v1.DigestResponse
-	45, // 65: capkv.v1.Replica.Leaf:output_type -> capkv.v1.LeafResponse
-	40, // 66: capkv.v1.Replica.Purge:output_type -> capkv.v1.PurgeResponse
-	47, // [47:67] is the sub-list for method output_type
-	27, // [27:47] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	1,  // 0: capkv.v1.GetRequest.header:type_name -> capkv.v1.RequestHeader
+	3,  // 1: capkv.v1.GetResponse.kv:type_name -> capkv.v1.KeyValue
+	2,  // 2: capkv.v1.GetResponse.receipt:type_name -> capkv.v1.Receipt
+	6,  // 3: capkv.v1.GetResponse.siblings:type_name -> capkv.v1.Sibling
+	1,  // 4: capkv.v1.PutRequest.header:type_name -> capkv.v1.RequestHeader
+	2,  // 5: capkv.v1.PutResponse.receipt:type_name -> capkv.v1.Receipt
+	1,  // 6: capkv.v1.DeleteRequest.header:type_name -> capkv.v1.RequestHeader
+	2,  // 7: capkv.v1.DeleteResponse.receipt:type_name -> capkv.v1.Receipt
+	1,  // 8: capkv.v1.CASRequest.header:type_name -> capkv.v1.RequestHeader
+	2,  // 9: capkv.v1.CASResponse.receipt:type_name -> capkv.v1.Receipt
+	1,  // 10: capkv.v1.ScanRequest.header:type_name -> capkv.v1.RequestHeader
+	3,  // 11: capkv.v1.ScanResponse.kvs:type_name -> capkv.v1.KeyValue
+	2,  // 12: capkv.v1.ScanResponse.receipt:type_name -> capkv.v1.Receipt
+	0,  // 13: capkv.v1.WatchEvent.kind:type_name -> capkv.v1.WatchEvent.Kind
+	16, // 14: capkv.v1.WatchResponse.events:type_name -> capkv.v1.WatchEvent
+	19, // 15: capkv.v1.Keyspace.ranges:type_name -> capkv.v1.Range
+	18, // 16: capkv.v1.ClusterMap.nodes:type_name -> capkv.v1.Node
+	20, // 17: capkv.v1.ClusterMap.keyspaces:type_name -> capkv.v1.Keyspace
+	22, // 18: capkv.v1.ClusterMap.assignments:type_name -> capkv.v1.Assignment
+	18, // 19: capkv.v1.JoinRequest.node:type_name -> capkv.v1.Node
+	20, // 20: capkv.v1.CreateKeyspaceRequest.keyspace:type_name -> capkv.v1.Keyspace
+	18, // 21: capkv.v1.NodeStatus.node:type_name -> capkv.v1.Node
+	27, // 22: capkv.v1.NodeStatus.info:type_name -> capkv.v1.NodeInfo
+	29, // 23: capkv.v1.ClusterStatusResponse.nodes:type_name -> capkv.v1.NodeStatus
+	20, // 24: capkv.v1.ClusterStatusResponse.keyspaces:type_name -> capkv.v1.Keyspace
+	20, // 25: capkv.v1.KeyspacesResponse.keyspaces:type_name -> capkv.v1.Keyspace
+	36, // 26: capkv.v1.RingResponse.partitions:type_name -> capkv.v1.PartitionPlacement
+	38, // 27: capkv.v1.SetFaultsRequest.rules:type_name -> capkv.v1.FaultRule
+	48, // 28: capkv.v1.LeafResponse.entries:type_name -> capkv.v1.KeyClock
+	4,  // 29: capkv.v1.KV.Get:input_type -> capkv.v1.GetRequest
+	7,  // 30: capkv.v1.KV.Put:input_type -> capkv.v1.PutRequest
+	9,  // 31: capkv.v1.KV.Delete:input_type -> capkv.v1.DeleteRequest
+	11, // 32: capkv.v1.KV.CAS:input_type -> capkv.v1.CASRequest
+	13, // 33: capkv.v1.KV.Scan:input_type -> capkv.v1.ScanRequest
+	15, // 34: capkv.v1.KV.Watch:input_type -> capkv.v1.WatchRequest
+	25, // 35: capkv.v1.Admin.GetClusterMap:input_type -> capkv.v1.ClusterMapRequest
+	26, // 36: capkv.v1.Admin.GetNodeInfo:input_type -> capkv.v1.NodeInfoRequest
+	28, // 37: capkv.v1.Admin.ClusterStatus:input_type -> capkv.v1.ClusterStatusRequest
+	31, // 38: capkv.v1.Admin.Keyspaces:input_type -> capkv.v1.KeyspacesRequest
+	33, // 39: capkv.v1.Admin.Locate:input_type -> capkv.v1.LocateRequest
+	35, // 40: capkv.v1.Admin.Ring:input_type -> capkv.v1.RingRequest
+	23, // 41: capkv.v1.Admin.Join:input_type -> capkv.v1.JoinRequest
+	24, // 42: capkv.v1.Admin.CreateKeyspace:input_type -> capkv.v1.CreateKeyspaceRequest
+	39, // 43: capkv.v1.Admin.SetFaults:input_type -> capkv.v1.SetFaultsRequest
+	41, // 44: capkv.v1.Admin.Repair:input_type -> capkv.v1.RepairRequest
+	50, // 45: capkv.v1.Replica.Store:input_type -> capkv.v1.ReplicaStoreRequest
+	52, // 46: capkv.v1.Replica.Fetch:input_type -> capkv.v1.ReplicaFetchRequest
+	45, // 47: capkv.v1.Replica.Digest:input_type -> capkv.v1.DigestRequest
+	47, // 48: capkv.v1.Replica.Leaf:input_type -> capkv.v1.LeafRequest
+	43, // 49: capkv.v1.Replica.Purge:input_type -> capkv.v1.PurgeRequest
+	5,  // 50: capkv.v1.KV.Get:output_type -> capkv.v1.GetResponse
+	8,  // 51: capkv.v1.KV.Put:output_type -> capkv.v1.PutResponse
+	10, // 52: capkv.v1.KV.Delete:output_type -> capkv.v1.DeleteResponse
+	12, // 53: capkv.v1.KV.CAS:output_type -> capkv.v1.CASResponse
+	14, // 54: capkv.v1.KV.Scan:output_type -> capkv.v1.ScanResponse
+	17, // 55: capkv.v1.KV.Watch:output_type -> capkv.v1.WatchResponse
+	21, // 56: capkv.v1.Admin.GetClusterMap:output_type -> capkv.v1.ClusterMap
+	27, // 57: capkv.v1.Admin.GetNodeInfo:output_type -> capkv.v1.NodeInfo
+	30, // 58: capkv.v1.Admin.ClusterStatus:output_type -> capkv.v1.ClusterStatusResponse
+	32, // 59: capkv.v1.Admin.Keyspaces:output_type -> capkv.v1.KeyspacesResponse
+	34, // 60: capkv.v1.Admin.Locate:output_type -> capkv.v1.LocateResponse
+	37, // 61: capkv.v1.Admin.Ring:output_type -> capkv.v1.RingResponse
+	21, // 62: capkv.v1.Admin.Join:output_type -> capkv.v1.ClusterMap
+	21, // 63: capkv.v1.Admin.CreateKeyspace:output_type -> capkv.v1.ClusterMap
+	40, // 64: capkv.v1.Admin.SetFaults:output_type -> capkv.v1.SetFaultsResponse
+	42, // 65: capkv.v1.Admin.Repair:output_type -> capkv.v1.RepairResponse
+	51, // 66: capkv.v1.Replica.Store:output_type -> capkv.v1.ReplicaStoreResponse
+	53, // 67: capkv.v1.Replica.Fetch:output_type -> capkv.v1.ReplicaFetchResponse
+	46, // 68: capkv.v1.Replica.Digest:output_type -> capkv.v1.DigestResponse
+	49, // 69: capkv.v1.Replica.Leaf:output_type -> capkv.v1.LeafResponse
+	44, // 70: capkv.v1.Replica.Purge:output_type -> capkv.v1.PurgeResponse
+	50, // [50:71] is the sub-list for method output_type
+	29, // [29:50] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_capkv_proto_init() }
@@ -3573,13 +3852,14 @@ func file_capkv_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_capkv_proto_rawDesc), len(file_capkv_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   50,
+			NumEnums:      1,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
 		GoTypes:           file_capkv_proto_goTypes,
 		DependencyIndexes: file_capkv_proto_depIdxs,
+		EnumInfos:         file_capkv_proto_enumTypes,
 		MessageInfos:      file_capkv_proto_msgTypes,
 	}.Build()
 	File_capkv_proto = out.File

@@ -3,8 +3,13 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -233,4 +238,78 @@ func scanCmd(g *globals) *cobra.Command {
 // writeJSON is what --json prints for an acknowledged put or cas.
 func writeJSON(key string, res *client.WriteResult) map[string]any {
 	return map[string]any{"key": key, "version": res.Version, "timestamp": res.Timestamp.String(), "receipt": toJSONReceipt(res.Receipt)}
+}
+
+func watchCmd(g *globals) *cobra.Command {
+	var count int
+	var dur time.Duration
+	cmd := &cobra.Command{
+		Use:   "watch PREFIX",
+		Short: "print changes to keys with a prefix as they are applied (Ctrl-C stops)",
+		Long: `watch streams every change to keys with PREFIX (which starts with a keyspace
+name) from a replica of each partition of the keyspace, one line per change:
+
+  PUT accounts/eu/42/balance 150
+  DELETE accounts/eu/42/note
+
+With --json each change is one JSON object per line, with its revision (cp:
+the Raft log index; ap: the HLC of the newest write), partition, serving
+replica and, for ap keys, the number of siblings. Changes made before the
+watch starts are not replayed. When a partition's stream breaks (its replica
+went down, a partition), watch reopens it on another replica and says on
+stderr that changes in between may be missing.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, cancel, c, _, err := g.connect()
+			if err != nil {
+				return err
+			}
+			cancel() // --timeout bounds connecting, not the watch
+			defer c.Close()
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if dur > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, dur)
+				defer cancel()
+			}
+			events, err := c.Watch(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.errOut, "watching %s (Ctrl-C stops)\n", args[0])
+			enc := json.NewEncoder(g.out)
+			seen := 0
+			for e := range events {
+				if e.Kind == client.WatchGap {
+					fmt.Fprintf(g.errOut, "watch: %v; reopening, changes in between may be missing\n", e.Err)
+					continue
+				}
+				if g.json {
+					j := map[string]any{"kind": e.Kind.String(), "key": e.Key, "revision": e.Revision,
+						"timestamp": e.Timestamp.String(), "partition": e.Partition, "served_by": e.ServedBy}
+					if e.Kind == client.WatchPut {
+						j["value"] = printable(e.Value)
+					}
+					if e.Siblings > 1 {
+						j["siblings"] = e.Siblings
+					}
+					if err := enc.Encode(j); err != nil {
+						return err
+					}
+				} else if e.Kind == client.WatchPut {
+					fmt.Fprintf(g.out, "PUT %s %s\n", e.Key, printable(e.Value))
+				} else {
+					fmt.Fprintf(g.out, "DELETE %s\n", e.Key)
+				}
+				if seen++; count > 0 && seen >= count {
+					return nil
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&count, "count", 0, "exit after this many changes (0: run until Ctrl-C)")
+	cmd.Flags().DurationVar(&dur, "for", 0, "exit after this long (0: run until Ctrl-C)")
+	return cmd
 }

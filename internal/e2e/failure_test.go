@@ -60,12 +60,19 @@ func TestSilentPartitionFailureDetector(t *testing.T) {
 	c := newClient(t, cl.endpoints()...)
 	ctx := ctxT(t)
 	iso := cl.procs[4]
-	// cp keys with no replica on the isolated node: the majority keeps them.
+	// cp keys with no replica on the isolated node (the majority keeps
+	// them), and one it holds a replica of (still kept by the other two).
 	var cpKeys []string
-	for i := 0; len(cpKeys) < 3 && i < 200; i++ {
+	isoKey := ""
+	for i := 0; (len(cpKeys) < 3 || isoKey == "") && i < 200; i++ {
 		k := fmt.Sprintf("accounts/eu/%d/balance", i)
-		if p, err := c.Locate(k); err == nil && !slices.Contains(p.Replicas, iso.id) {
+		p, err := c.Locate(k)
+		switch {
+		case err != nil:
+		case !slices.Contains(p.Replicas, iso.id) && len(cpKeys) < 3:
 			cpKeys = append(cpKeys, k)
+		case slices.Contains(p.Replicas, iso.id) && isoKey == "":
+			isoKey = k
 		}
 	}
 	// An ap key with the isolated node among its replicas.
@@ -76,10 +83,10 @@ func TestSilentPartitionFailureDetector(t *testing.T) {
 			apKey = k
 		}
 	}
-	if len(cpKeys) < 3 || apKey == "" {
-		t.Fatalf("no keys with the placement this test needs: cp %v ap %q", cpKeys, apKey)
+	if len(cpKeys) < 3 || isoKey == "" || apKey == "" {
+		t.Fatalf("no keys with the placement this test needs: cp %v %q ap %q", cpKeys, isoKey, apKey)
 	}
-	for _, k := range cpKeys {
+	for _, k := range append(cpKeys, isoKey) {
 		if _, err := c.Put(ctx, k, []byte("1")); err != nil {
 			t.Fatal(err)
 		}
@@ -109,18 +116,34 @@ func TestSilentPartitionFailureDetector(t *testing.T) {
 	t.Logf("both sides saw the partition %s after the cut", time.Since(cut).Round(100*time.Millisecond))
 
 	// The isolated node refuses cp requests with the detector's reason (the
-	// deadline path would say "before the deadline" instead).
-	// (Raw requests: the client library would route around the node.)
-	for _, k := range cpKeys {
+	// deadline path would say "before the deadline" instead): for keys it
+	// holds no replica of, none is reachable; for its own replica's key, no
+	// majority is. (Raw requests: the client library would route around it.)
+	refused := func(k, why string) {
+		t.Helper()
 		start := time.Now()
 		_, err := rawPut(t, iso.addr, k, "2", "", nil)
-		if !errors.Is(kverrors.FromStatus(err), kverrors.ErrUnavailable) || !strings.Contains(err.Error(), "no majority") {
-			t.Fatalf("put %s on the isolated node: %v, want Unavailable naming no majority", k, err)
+		if !errors.Is(kverrors.FromStatus(err), kverrors.ErrUnavailable) || !strings.Contains(err.Error(), why) {
+			t.Fatalf("put %s on the isolated node: %v, want Unavailable saying %q (its view: %v)", k, err, why, nodeStates(t, iso.addr))
 		}
-		t.Logf("isolated node refused %s in %s", k, time.Since(start).Round(time.Millisecond))
+		t.Logf("isolated node refused %s in %s: %v", k, time.Since(start).Round(time.Millisecond), err)
 	}
-	// The majority serves the same keys.
+	// (cluster status also says down when a node does not answer its info
+	// call in time, so wait for the detector's own verdict.)
+	waitFor(t, 5*time.Second, "the isolated node's detector to hold the others down", func() bool {
+		_, err := rawPut(t, iso.addr, cpKeys[0], "2", "", nil)
+		return err != nil && strings.Contains(err.Error(), "is reachable from "+iso.id)
+	})
 	for _, k := range cpKeys {
+		refused(k, "is reachable from "+iso.id)
+	}
+	waitFor(t, 5*time.Second, "the isolated replica's leadership to lapse", func() bool {
+		_, err := rawPut(t, iso.addr, isoKey, "2", "", nil)
+		return err != nil && strings.Contains(err.Error(), "no majority")
+	})
+	refused(isoKey, "no majority")
+	// The majority serves the same keys.
+	for _, k := range append(cpKeys, isoKey) {
 		if _, err := c.Put(ctx, k, []byte("3")); err != nil {
 			t.Fatalf("put %s on the majority: %v", k, err)
 		}

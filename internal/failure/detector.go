@@ -4,8 +4,10 @@
 // Every node probes every other node of the cluster map (a gRPC health
 // check over the shared peer connection) unless it has heard from it lately:
 // any answer to any call counts, so a busy pair of nodes sends no probes at
-// all. A node is down when nothing has been heard from it for DownAfter, and
-// up again at its first answer. The view is local and may be wrong (a slow
+// all. A node is down when nothing has been heard from it for DownAfter and
+// no probe younger than DownAfter is still waiting for its answer (so a slow
+// node that answers within DownAfter is never down), and up again at its
+// first answer. The view is local and may be wrong (a slow
 // node looks like a dead one); it is used only to decide where not to wait:
 // ap coordinators skip down replicas and write hints at once (sloppy
 // quorum), and a cp request on the minority side is refused as soon as the
@@ -30,10 +32,10 @@ const (
 
 // Config tunes a Detector.
 type Config struct {
-	// Interval is how often a node that has been quiet is probed; a probe
-	// times out after Interval too.
+	// Interval is how often a node that has been quiet is probed.
 	Interval time.Duration
-	// DownAfter is how long a node may stay silent before it is down.
+	// DownAfter is how long a node may stay silent before it is down; a
+	// probe waits this long for its answer.
 	DownAfter time.Duration
 	// Probe checks one node; nil error means it answered.
 	Probe func(ctx context.Context, id string) error
@@ -59,7 +61,8 @@ type peer struct {
 	lastSeen time.Time
 	since    time.Time // when watched, then when the state last changed
 	down     bool
-	probing  bool
+	inflight int       // probes waiting for their answer
+	probeAt  time.Time // when the newest probe was sent
 	lastErr  string
 }
 
@@ -148,6 +151,9 @@ func (d *Detector) Run(ctx context.Context) {
 	}
 }
 
+// maxInflight bounds the probes waiting on one down node.
+func (d *Detector) maxInflight() int { return int(d.cfg.DownAfter/d.cfg.Interval) + 1 }
+
 // tick syncs the watched set with the map, marks silent nodes down, and
 // probes the quiet ones (one probe per node in flight at most).
 func (d *Detector) tick(ctx context.Context, wg *sync.WaitGroup) {
@@ -173,13 +179,19 @@ func (d *Detector) tick(ctx context.Context, wg *sync.WaitGroup) {
 		if last.IsZero() {
 			last = p.since
 		}
-		if !p.down && now.Sub(last) >= d.cfg.DownAfter {
+		waiting := p.inflight > 0 && now.Sub(p.probeAt) < d.cfg.DownAfter
+		if !p.down && !waiting && now.Sub(last) >= d.cfg.DownAfter {
 			p.down, p.since = true, now
 			downed = append(downed, id)
 			d.cfg.Log.Warn("node down", "node", id, "silent_for", now.Sub(last).Round(time.Millisecond), "last_error", p.lastErr)
 		}
-		if !p.probing && now.Sub(p.lastSeen) >= d.cfg.Interval {
-			p.probing = true
+		// An up node has one probe at a time. A down node gets a new one
+		// every interval even while older ones wait (a few at most), so
+		// that it is seen up again within an interval of answering.
+		quiet := now.Sub(p.lastSeen) >= d.cfg.Interval && now.Sub(p.probeAt) >= d.cfg.Interval
+		if quiet && (p.inflight == 0 || (p.down && p.inflight < d.maxInflight())) {
+			p.inflight++
+			p.probeAt = now
 			probe = append(probe, id)
 		}
 	}
@@ -193,7 +205,7 @@ func (d *Detector) tick(ctx context.Context, wg *sync.WaitGroup) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			pctx, cancel := context.WithTimeout(ctx, d.cfg.Interval)
+			pctx, cancel := context.WithTimeout(ctx, d.cfg.DownAfter)
 			err := d.cfg.Probe(pctx, id)
 			cancel()
 			if err == nil {
@@ -201,7 +213,7 @@ func (d *Detector) tick(ctx context.Context, wg *sync.WaitGroup) {
 			}
 			d.mu.Lock()
 			if p := d.p[id]; p != nil {
-				p.probing = false
+				p.inflight--
 				if err != nil {
 					p.lastErr = err.Error()
 				}

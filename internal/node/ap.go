@@ -173,13 +173,15 @@ func (n *Node) apServe(ctx context.Context, rt route, h *api.RequestHeader, loca
 	// once, without a network round trip), so the live ones share the time.
 	replicas := slices.Clone(rt.p.Replicas)
 	slices.SortStableFunc(replicas, func(a, b string) int { return cmpBool(n.fd.Down(a), n.fd.Down(b)) })
+	live := len(n.upReplicas(replicas))
 	for i, r := range replicas {
 		// A replica cut off by a partition may swallow the request until the
-		// deadline: give each try a share of the time left, so the next
+		// deadline: give each live try a share of the time left, so the next
 		// replica is still tried (ap promises service while any answers).
+		// Down replicas come last and fail at once without a share.
 		actx, cancel := ctx, context.CancelFunc(func() {})
-		if dl, ok := ctx.Deadline(); ok && i < len(replicas)-1 {
-			actx, cancel = context.WithTimeout(ctx, max(time.Until(dl)/time.Duration(len(replicas)-i), 100*time.Millisecond))
+		if dl, ok := ctx.Deadline(); ok && i < live-1 {
+			actx, cancel = context.WithTimeout(ctx, max(time.Until(dl)/time.Duration(live-i), 100*time.Millisecond))
 		}
 		err := n.forwardTo(actx, r, h, forward)
 		timedOut := actx.Err() != nil && ctx.Err() == nil

@@ -154,8 +154,8 @@ func (c Config) Validate() error {
 	if c.ShutdownGrace < 0 {
 		bad("shutdown grace = %s, want >= 0", c.ShutdownGrace)
 	}
-	if c.ProbeInterval <= 0 || c.DownAfter < c.ProbeInterval {
-		bad("probe interval = %s, down after = %s: want 0 < probe interval <= down after", c.ProbeInterval, c.DownAfter)
+	if c.ProbeInterval <= 0 || c.DownAfter < 2*c.ProbeInterval {
+		bad("probe interval = %s, down after = %s: want probe interval > 0 and down after >= 2 x probe interval", c.ProbeInterval, c.DownAfter)
 	}
 	if c.ScanLimit < 1 {
 		bad("scan limit = %d, want >= 1", c.ScanLimit)

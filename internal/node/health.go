@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -53,6 +54,9 @@ func (n *Node) otherNodes() []string {
 // TCP's retransmission backoff would keep them mute for seconds after the
 // heal; the next call dials a fresh connection instead.
 func (n *Node) dropPeer(id string) {
+	if !n.fd.Down(id) {
+		return // an answer arrived since the detector decided
+	}
 	n.mu.Lock()
 	c := n.mu.peers[id]
 	if c != nil {
@@ -65,20 +69,24 @@ func (n *Node) dropPeer(id string) {
 }
 
 // heardInterceptor tells the detector about every answer from node id: a
-// success or an error status the node sent proves the path works; a
+// success or an error the node's own code returned proves the path works; a
 // transport failure, a timeout, or an error made on this side (the fault
-// hook's) does not.
+// hooks') does not. Health checks are left to the probe, which also reads
+// their status (a node shutting down answers NOT_SERVING).
 func (n *Node) heardInterceptor(id string) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		err := invoker(ctx, method, req, reply, cc, opts...)
+		if strings.HasPrefix(method, "/grpc.health.v1.Health/") {
+			return err
+		}
 		if err == nil {
 			n.fd.Heard(id)
 			return nil
 		}
 		if st, ok := status.FromError(err); ok {
 			switch st.Code() {
-			case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
-			default:
+			case codes.NotFound, codes.AlreadyExists, codes.InvalidArgument, codes.FailedPrecondition,
+				codes.Aborted, codes.OutOfRange, codes.ResourceExhausted, codes.Unimplemented, codes.PermissionDenied:
 				n.fd.Heard(id)
 			}
 		}
@@ -110,4 +118,15 @@ func (n *Node) reachable(replicas []string) int {
 		}
 	}
 	return c
+}
+
+// upReplicas are the replicas the failure detector does not hold down.
+func (n *Node) upReplicas(replicas []string) []string {
+	out := make([]string, 0, len(replicas))
+	for _, r := range replicas {
+		if r == n.cfg.ID || !n.fd.Down(r) {
+			out = append(out, r)
+		}
+	}
+	return out
 }

@@ -158,7 +158,8 @@ func (n *Node) serve(ctx context.Context, rt route, h *api.RequestHeader, leader
 	pid := rt.p.Partition.String()
 	for attempt := 0; ; attempt++ {
 		var to string
-		if g, ok := n.host.Group(pid); ok {
+		g, replica := n.host.Group(pid)
+		if replica {
 			if !leader {
 				return local(ctx, g)
 			}
@@ -170,8 +171,13 @@ func (n *Node) serve(ctx context.Context, rt route, h *api.RequestHeader, leader
 			to = nl.Leader
 		} else {
 			// Not a replica: any replica knows its leader; rotate through
-			// them while some are unreachable.
-			to = rt.p.Replicas[attempt%len(rt.p.Replicas)]
+			// the ones the failure detector does not hold down.
+			up := n.upReplicas(rt.p.Replicas)
+			if len(up) == 0 {
+				return fmt.Errorf("%w: partition %s: no replica of %v is reachable from %s (failure detector)",
+					kverrors.ErrUnavailable, pid, rt.p.Replicas, n.cfg.ID)
+			}
+			to = up[attempt%len(up)]
 		}
 		if to != "" && to != n.cfg.ID {
 			err := n.forwardTo(ictx, to, h, forward)
@@ -181,11 +187,16 @@ func (n *Node) serve(ctx context.Context, rt route, h *api.RequestHeader, leader
 			// The node we forwarded to is unreachable; an election may be
 			// under way, or another replica can help.
 		}
-		if r := n.reachable(rt.p.Replicas); r <= len(rt.p.Replicas)/2 {
-			// No election can succeed on this side and no leader is
-			// reachable from it: refuse now rather than at the deadline.
-			return fmt.Errorf("%w: partition %s: %s reaches %d of its %d replicas %v, no majority (minority side of a partition)",
-				kverrors.ErrUnavailable, pid, n.cfg.ID, r, len(rt.p.Replicas), rt.p.Replicas)
+		if replica && (to == "" || n.fd.Down(to)) {
+			// A replica that knows no reachable leader and reaches no
+			// majority of the group's replicas: no election can succeed on
+			// its side, so refuse now rather than at the deadline. (A leader
+			// it can still reach would be tried again instead: in a bridge
+			// partition it may hold a majority this node cannot see.)
+			if r := n.reachable(rt.p.Replicas); r <= len(rt.p.Replicas)/2 {
+				return fmt.Errorf("%w: partition %s: %s reaches %d of its %d replicas %v, no majority (minority side of a partition)",
+					kverrors.ErrUnavailable, pid, n.cfg.ID, r, len(rt.p.Replicas), rt.p.Replicas)
+			}
 		}
 		select {
 		case <-ictx.Done():

@@ -105,6 +105,9 @@ func (n *Node) syncMap() {
 	}
 	// Not a member: ask the members.
 	for _, id := range n.meta() {
+		if n.fd.Down(id) {
+			continue // do not spend a second of every poll on it
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		m, err := n.fetchMap(ctx, id)
 		cancel()
@@ -246,7 +249,7 @@ func (n *Node) onMetaLeader(ctx context.Context, hops uint32, local func(g *cp.G
 		} else if ids := n.meta(); len(ids) > 0 {
 			to = ids[int(hops)%len(ids)]
 		}
-		if to != "" && to != n.cfg.ID && hops < maxHops {
+		if to != "" && to != n.cfg.ID && hops < maxHops && !n.fd.Down(to) {
 			c, err := n.peer(to)
 			if err != nil {
 				return nil, err

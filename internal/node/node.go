@@ -23,6 +23,7 @@ import (
 	"github.com/capkv/capkv/internal/dial"
 	"github.com/capkv/capkv/internal/failure"
 	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/internal/watch"
 	"github.com/capkv/capkv/replication/ap"
 	"github.com/capkv/capkv/replication/cp"
 	"github.com/capkv/capkv/ring"
@@ -43,6 +44,7 @@ type Node struct {
 	apc     *ap.Coordinator
 	clock   *consistency.Clock
 	fd      *failure.Detector
+	watch   *watch.Hub // changes applied here, for Watch streams
 	health  *health.Server
 	started time.Time
 
@@ -111,10 +113,13 @@ func New(cfg Config) (*Node, error) {
 	}
 	net := cp.NewNetwork(cfg.ID, n.peer, cfg.Faults)
 	n.clocks, n.hints = ap.NewClockStore(st), ap.NewHintStore(st)
+	n.watch = watch.NewHub(0)
+	n.clocks.Watch = n.watch
 	n.apc = ap.NewCoordinator(cfg.ID, n.clocks, n.hints, apPeers{n}, log)
 	n.apc.Clock = n.clock
 	n.apc.TombstoneGrace = cfg.TombstoneGrace
 	n.host = cp.NewHost(cfg.ID, st.DB(), st.WriteEntries, net, filepath.Join(cfg.DataDir, "raft-snapshots"), cfg.Raft, log)
+	n.host.Watch = n.watch
 	n.fd = failure.New(failure.Config{Interval: cfg.ProbeInterval, DownAfter: cfg.DownAfter,
 		Probe: n.probe, Peers: n.otherNodes, OnDown: n.dropPeer, Log: log})
 	return n, nil
@@ -306,6 +311,7 @@ func (n *Node) Close() error {
 	if n.health != nil {
 		n.health.Shutdown() // peers' probes fail from now on
 	}
+	n.watch.Close() // watch streams end, so the graceful stop below does not wait on them
 
 	var errs []error
 	// Raft groups first: in-flight proposals fail instead of waiting on

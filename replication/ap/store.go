@@ -8,6 +8,7 @@ import (
 
 	"github.com/capkv/capkv/consistency"
 	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/internal/watch"
 	"github.com/capkv/capkv/shard"
 )
 
@@ -22,6 +23,9 @@ type ClockStore struct {
 	st      *shard.Store
 	seed    maphash.Seed
 	stripes [512]sync.Mutex
+	// Watch, when set, receives every change a merge makes, in merge order
+	// per key (published under the key's stripe lock).
+	Watch *watch.Hub
 }
 
 // NewClockStore wraps a node's store.
@@ -69,7 +73,21 @@ func (s *ClockStore) Merge(partition, key string, clock consistency.DVV, lww boo
 	if found && merged.Equal(mustDecode(cur)) {
 		return merged, nil // nothing new: no write, no fsync
 	}
-	return merged, rep.Put(key, toRecord(merged))
+	if err := rep.Put(key, toRecord(merged)); err != nil {
+		return merged, err
+	}
+	if s.Watch.Active() {
+		v := Resolve(merged, lww)
+		e := watch.Event{Key: key, Deleted: !v.Found, Siblings: len(v.Live)}
+		if v.Found {
+			e.Value, e.Timestamp = v.Newest.Data, uint64(v.Newest.Timestamp)
+		}
+		for _, x := range merged.Values() {
+			e.Revision = max(e.Revision, uint64(x.Timestamp))
+		}
+		s.Watch.Publish(partition, []watch.Event{e})
+	}
+	return merged, nil
 }
 
 func mustDecode(rec shard.Record) consistency.DVV {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/capkv/capkv/consistency"
 	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/internal/watch"
 	"github.com/capkv/capkv/shard"
 )
 
@@ -52,6 +53,9 @@ type Result struct {
 // committed entry must not continue with a divergent state.
 type FSM struct {
 	st Storage
+	// watch, when set, receives what every batch changed (partition id).
+	watch     *watch.Hub
+	partition string
 
 	applied   atomic.Uint64
 	persisted uint64 // only touched from raft's FSM goroutine
@@ -131,6 +135,8 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	}
 	last := logs[len(logs)-1].Index
 	var newest consistency.Timestamp
+	var events []watch.Event // only built while someone watches
+	watching := f.watch.Active()
 	for i, l := range logs {
 		if l.Type != raft.LogCommand {
 			continue
@@ -155,6 +161,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		res, rec, write := evaluate(cmd, cur, found && !cur.Tombstone, l.Index)
 		if write {
 			put(cmd.Key, rec)
+			if watching {
+				events = append(events, watch.Event{Key: cmd.Key, Value: rec.Value, Deleted: rec.Tombstone, Revision: l.Index, Timestamp: uint64(rec.Timestamp)})
+			}
 		}
 		if res.Err == nil && cmd.RequestID != "" {
 			existed := byte(0)
@@ -174,6 +183,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			panic(fmt.Sprintf("capkv: cp state machine cannot write entries up to %d: %v", last, err))
 		}
 		f.persisted = last
+		f.watch.Publish(f.partition, events) // after the data is stored
 	}
 	f.advance(max(last, f.persisted))
 	return results

@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/internal/watch"
 )
 
 // Tuning is the Raft timing of every group of a node.
@@ -64,6 +65,8 @@ type GroupConfig struct {
 	SnapshotDir string
 	Tuning      Tuning
 	Logger      *slog.Logger
+	// Watch, when set, receives the changes this replica applies.
+	Watch *watch.Hub
 }
 
 // notReady is the initial ready generation: no leadership is ready until
@@ -129,6 +132,7 @@ func StartGroup(cfg GroupConfig) (*Group, error) {
 	if err != nil {
 		return nil, err
 	}
+	fsm.watch, fsm.partition = cfg.Watch, cfg.ID
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.Self)
 	rc.HeartbeatTimeout = cfg.Tuning.HeartbeatTimeout

@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/capkv/capkv/internal/watch"
 )
 
 // Host runs every cp group replica of one node over one Badger instance and
@@ -20,6 +22,8 @@ type Host struct {
 	snapshotDir string
 	tuning      Tuning
 	log         *slog.Logger
+	// Watch, when set before groups start, receives what they apply.
+	Watch *watch.Hub
 
 	mu struct {
 		sync.Mutex
@@ -65,7 +69,7 @@ func (h *Host) Ensure(id string, peers []string, storage Storage) (*Group, error
 		return nil, err
 	}
 	g, err := StartGroup(GroupConfig{ID: id, Self: h.self, Peers: peers, Storage: storage, LogStore: ls,
-		Network: h.net, SnapshotDir: h.snapshotDir, Tuning: h.tuning, Logger: h.log})
+		Network: h.net, SnapshotDir: h.snapshotDir, Tuning: h.tuning, Logger: h.log, Watch: h.Watch})
 	if err != nil {
 		return nil, fmt.Errorf("start replica of %s: %w", id, err)
 	}
