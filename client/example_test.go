@@ -113,3 +113,36 @@ func ExampleClient_Get_notFound() {
 	// true
 	// true
 }
+
+func ExampleClient_Watch() {
+	endpoints, stop := startLocalCluster()
+	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c, err := client.New(ctx, client.Config{Endpoints: endpoints})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	// Every change to account 42's keys, from the moment Watch returns.
+	events, err := c.Watch(ctx, "accounts/eu/42/")
+	if err != nil {
+		log.Fatal(err)
+	}
+	c.Put(ctx, "accounts/eu/42/balance", []byte("100"))
+	c.Put(ctx, "accounts/eu/43/balance", []byte("not watched"))
+	c.Delete(ctx, "accounts/eu/42/balance")
+	for e := range events {
+		if e.Kind == client.WatchGap {
+			continue // a stream was reopened; changes may have been missed
+		}
+		fmt.Println(e.Kind, e.Key, string(e.Value))
+		if e.Kind == client.WatchDelete {
+			cancel() // ends the watch; the channel closes
+		}
+	}
+	// Output:
+	// PUT accounts/eu/42/balance 100
+	// DELETE accounts/eu/42/balance
+}
