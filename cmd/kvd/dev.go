@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -132,6 +133,13 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 			return errors.Join(err, closeAll())
 		}
 		nodes = append(nodes, n)
+	}
+	mux := http.NewServeMux()
+	for _, n := range nodes {
+		mux.Handle("/metrics/"+n.ID(), n.MetricsHandler())
+	}
+	if err := serveMetrics(f.metricsAddr, mux, log); err != nil {
+		return errors.Join(err, closeAll())
 	}
 	if err := createKeyspaces(peers[0].Addr, keyspaces); err != nil {
 		return errors.Join(err, closeAll())

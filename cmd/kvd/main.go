@@ -46,6 +46,7 @@ type serveFlags struct {
 	testFaults     bool
 	unsafeReads    bool
 	debugAddr      string
+	metricsAddr    string
 	tombstoneGrace time.Duration
 	probeInterval  time.Duration
 	downAfter      time.Duration
@@ -65,9 +66,25 @@ func (f *serveFlags) addStorage(cmd *cobra.Command) {
 	cmd.Flags().DurationVar(&f.requestTimeout, "request-timeout", 2*time.Second, "deadline of requests that arrive without one")
 	cmd.Flags().StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	cmd.Flags().StringVar(&f.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off by default")
+	cmd.Flags().StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address at /metrics (kvd dev: /metrics/NODE-ID); off by default")
 	cmd.Flags().DurationVar(&f.tombstoneGrace, "tombstone-grace", 10*time.Minute, "ap: how old a delete must be before anti-entropy purges it from replicas that all hold it")
 	cmd.Flags().DurationVar(&f.probeInterval, "probe-interval", failure.DefaultInterval, "failure detector: how often a quiet node is probed (any answer to any call counts)")
 	cmd.Flags().DurationVar(&f.downAfter, "down-after", failure.DefaultDownAfter, "failure detector: a node silent this long is down (ap skips it, a cp minority refuses at once)")
+}
+
+// serveMetrics serves mux on addr until the process exits ("" : off).
+func serveMetrics(addr string, mux *http.ServeMux, log *slog.Logger) error {
+	if addr == "" {
+		return nil
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--metrics-addr %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(lis)
+	log.Info("metrics endpoint", "addr", lis.Addr().String())
+	return nil
 }
 
 // startDebug serves net/http/pprof on addr until the process exits.
@@ -215,6 +232,12 @@ func runServe(cmd *cobra.Command, f serveFlags) error {
 		return err
 	}
 	if err := n.Start(nil); err != nil {
+		n.Close()
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", n.MetricsHandler())
+	if err := serveMetrics(f.metricsAddr, mux, log); err != nil {
 		n.Close()
 		return err
 	}

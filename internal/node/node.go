@@ -23,6 +23,7 @@ import (
 	"github.com/capkv/capkv/internal/dial"
 	"github.com/capkv/capkv/internal/failure"
 	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/internal/metrics"
 	"github.com/capkv/capkv/internal/watch"
 	"github.com/capkv/capkv/replication/ap"
 	"github.com/capkv/capkv/replication/cp"
@@ -45,6 +46,7 @@ type Node struct {
 	clock   *consistency.Clock
 	fd      *failure.Detector
 	watch   *watch.Hub // changes applied here, for Watch streams
+	metrics *metrics.Metrics
 	health  *health.Server
 	started time.Time
 
@@ -122,6 +124,7 @@ func New(cfg Config) (*Node, error) {
 	n.host.Watch = n.watch
 	n.fd = failure.New(failure.Config{Interval: cfg.ProbeInterval, DownAfter: cfg.DownAfter,
 		Probe: n.probe, Peers: n.otherNodes, OnDown: n.dropPeer, Log: log})
+	n.metrics = metrics.New(cfg.ID, n.stateCollector())
 	return n, nil
 }
 
@@ -438,7 +441,9 @@ func (n *Node) unaryInterceptor(ctx context.Context, req any, info *grpc.UnarySe
 		ctx, cancel = context.WithTimeout(ctx, n.cfg.RequestTimeout)
 		defer cancel()
 	}
+	start := time.Now()
 	resp, err := handler(ctx, req)
+	n.observe(info.FullMethod, req, resp, err, time.Since(start))
 	if err != nil {
 		n.log.Debug("request failed", "method", info.FullMethod, "err", err)
 		return nil, kverrors.ToStatus(err)

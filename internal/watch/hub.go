@@ -121,6 +121,9 @@ func (h *Hub) remove(s *Sub, why error) {
 	}
 }
 
+// Subscribers is the number of open subscriptions.
+func (h *Hub) Subscribers() int { return int(h.n.Load()) }
+
 // Active reports whether anyone watches: publishers skip building events
 // when nobody does.
 func (h *Hub) Active() bool { return h != nil && h.n.Load() > 0 }
