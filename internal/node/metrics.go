@@ -65,8 +65,8 @@ var (
 	descEpoch    = prometheus.NewDesc("capkv_cluster_epoch", "Epoch of the cluster map this node follows.", nil, nil)
 	descKeyspace = prometheus.NewDesc("capkv_keyspace_info", "Keyspaces of the cluster map (value 1), with their mode and default level.",
 		[]string{"keyspace", "mode", "default_level", "replicas"}, nil)
-	descPeerUp = prometheus.NewDesc("capkv_peer_up", "Whether this node's failure detector holds the peer reachable (1) or down (0).", []string{"peer"}, nil)
-	descLeader = prometheus.NewDesc("capkv_cp_leader", "Whether this node leads the cp partition's Raft group.", []string{"partition"}, nil)
+	descPeerUp  = prometheus.NewDesc("capkv_peer_up", "Whether this node's failure detector holds the peer reachable (1) or down (0).", []string{"peer"}, nil)
+	descLeader  = prometheus.NewDesc("capkv_cp_leader", "Whether this node leads the cp partition's Raft group.", []string{"partition"}, nil)
 	descApplied = prometheus.NewDesc("capkv_cp_applied_index", "Last Raft log index this replica applied.", []string{"partition"}, nil)
 	descContact = prometheus.NewDesc("capkv_cp_last_contact_seconds",
 		"Time since this follower last heard from its leader (how stale its stale reads may be); 0 on the leader.", []string{"partition"}, nil)
