@@ -45,6 +45,13 @@ type Config struct {
 	RequestTimeout time.Duration
 	// MaxAttempts bounds tries of a call that failed definitely (default 3).
 	MaxAttempts int
+	// BreakerThreshold is how many calls in a row a node may leave without
+	// an answer before the client routes around it for BreakerCooldown
+	// (doubling, up to 30s, while trial calls keep failing). Default 3;
+	// negative turns the circuit breakers off.
+	BreakerThreshold int
+	// BreakerCooldown is the first cooldown of an open breaker (default 1s).
+	BreakerCooldown time.Duration
 	// DialOptions are added to every connection (custom dialers, tests).
 	DialOptions []grpc.DialOption
 	// Logger receives debug logs; nil discards them.
@@ -61,6 +68,12 @@ func (c *Config) applyDefaults() {
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = 3
 	}
+	if c.BreakerThreshold == 0 {
+		c.BreakerThreshold = 3
+	}
+	if c.BreakerCooldown <= 0 {
+		c.BreakerCooldown = time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -68,8 +81,9 @@ func (c *Config) applyDefaults() {
 
 // Client talks to a capkv cluster. It is safe for concurrent use.
 type Client struct {
-	cfg Config
-	log *slog.Logger
+	cfg      Config
+	log      *slog.Logger
+	breakers *breakers // per node address
 
 	mu struct {
 		sync.Mutex
@@ -88,7 +102,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if len(cfg.Endpoints) == 0 {
 		return nil, fmt.Errorf("%w: no endpoints given", ErrInvalidArgument)
 	}
-	c := &Client{cfg: cfg, log: cfg.Logger}
+	c := &Client{cfg: cfg, log: cfg.Logger, breakers: newBreakers(cfg.BreakerThreshold, cfg.BreakerCooldown, 30*time.Second)}
 	c.mu.conns = make(map[string]*grpc.ClientConn)
 	c.mu.leaders = make(map[string]string)
 	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
@@ -303,7 +317,7 @@ func (c *Client) call(ctx context.Context, key string, retrySafe bool, op func(c
 	}
 	var last error
 	for attempt := 0; attempt < c.cfg.MaxAttempts; attempt++ {
-		addr, err := c.target(key, attempt)
+		addr, err := c.allowedTarget(key, attempt)
 		if err != nil {
 			return err
 		}
@@ -312,6 +326,7 @@ func (c *Client) call(ctx context.Context, key string, retrySafe bool, op func(c
 			return err
 		}
 		rc, err := op(ctx, api.NewKVClient(cc))
+		c.breakers.done(addr, err, ctx.Err() != nil)
 		c.learnLeader(key, rc, err)
 		if err == nil {
 			if rc.GetEpoch() > c.Ring().Epoch() {

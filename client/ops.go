@@ -242,14 +242,17 @@ func (c *Client) scanPage(ctx context.Context, prefix, after string, limit int, 
 	var last error
 	for attempt := 0; attempt < c.cfg.MaxAttempts && attempt < max(len(nodes), 1); attempt++ {
 		addr := c.cfg.Endpoints[0]
-		if len(nodes) > 0 {
-			addr = nodes[attempt%len(nodes)].Addr
+		for i := range len(nodes) { // the next node whose breaker lets the call through
+			if addr = nodes[(attempt+i)%len(nodes)].Addr; c.breakers.allow(addr) {
+				break
+			}
 		}
 		cc, err := c.conn(addr)
 		if err != nil {
 			return nil, err
 		}
 		resp, err := api.NewKVClient(cc).Scan(ctx, &api.ScanRequest{Header: c.header(o), Prefix: prefix, StartAfter: after, Limit: uint32(limit)})
+		c.breakers.done(addr, err, ctx.Err() != nil)
 		if err == nil {
 			return resp, nil
 		}

@@ -170,3 +170,14 @@ func FromStatus(err error) error {
 }
 
 func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
+
+// FromNode reports whether a status message was written by a capkv node (it
+// starts with one of the sentinels' texts) rather than by gRPC's transport.
+func FromNode(msg string) bool {
+	for _, s := range sentinels {
+		if hasPrefix(msg, s.err.Error()) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,137 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/capkv/capkv/internal/nodetest"
+)
+
+func TestBreakerStates(t *testing.T) {
+	now := time.Unix(0, 0)
+	bs := newBreakers(3, time.Second, 4*time.Second)
+	bs.now = func() time.Time { return now }
+	down := status.Error(codes.Unavailable, "connection error: desc = \"transport: Error while dialing\"")
+	const a = "10.0.0.1:7001"
+
+	for i := range 3 {
+		if !bs.allow(a) {
+			t.Fatalf("call %d refused while closed", i)
+		}
+		bs.done(a, down, false)
+	}
+	if bs.state(a) != breakerOpen || bs.allow(a) {
+		t.Fatalf("after 3 failures: %s, allow %t; want open and refusing", bs.state(a), bs.allow(a))
+	}
+	now = now.Add(time.Second)
+	if !bs.allow(a) || bs.state(a) != breakerHalfOpen {
+		t.Fatalf("after the cooldown: %s; want one trial (half-open)", bs.state(a))
+	}
+	if bs.allow(a) {
+		t.Fatal("a second call went through while the trial is in flight")
+	}
+	bs.done(a, down, false) // trial failed: open for twice as long
+	now = now.Add(1500 * time.Millisecond)
+	if bs.allow(a) {
+		t.Fatal("allowed before the doubled cooldown (2s) passed")
+	}
+	now = now.Add(time.Second)
+	if !bs.allow(a) {
+		t.Fatal("no trial after the doubled cooldown")
+	}
+	bs.done(a, down, false)
+	now = now.Add(4 * time.Second) // capped at 4s, not 8s
+	if !bs.allow(a) {
+		t.Fatal("cooldown not capped at its maximum")
+	}
+	bs.done(a, nil, false) // the node answered: closed, cooldown reset
+	if bs.state(a) != breakerClosed || !bs.allow(a) {
+		t.Fatalf("after an answer: %s", bs.state(a))
+	}
+	for range 3 {
+		bs.done(a, down, false)
+	}
+	now = now.Add(time.Second)
+	if !bs.allow(a) {
+		t.Fatal("cooldown was not reset to its base after the breaker closed")
+	}
+}
+
+func TestBreakerCountsOnlyMissingAnswers(t *testing.T) {
+	for _, c := range []struct {
+		err     error
+		expired bool
+		want    bool
+	}{
+		{nil, false, false},
+		{status.Error(codes.Unavailable, "connection error: desc = \"transport: Error while dialing: dial tcp: connect: connection refused\""), false, true},
+		{status.Error(codes.Unavailable, "error reading from server: EOF"), false, true},
+		// The node answered, with its own errors: not a node failure.
+		{status.Error(codes.Unavailable, "unavailable: partition accounts/eu/3: no majority"), false, false},
+		{status.Error(codes.NotFound, "not found: key"), false, false},
+		{status.Error(codes.DeadlineExceeded, "outcome unknown: via n3: context deadline exceeded"), false, false},
+		// The caller's deadline passed without an answer.
+		{status.Error(codes.DeadlineExceeded, "context deadline exceeded"), true, true},
+		{errors.New("client is closed"), false, false},
+	} {
+		if got := noAnswer(c.err, c.expired); got != c.want {
+			t.Errorf("noAnswer(%v, expired %t) = %t, want %t", c.err, c.expired, got, c.want)
+		}
+	}
+}
+
+// With a node down, calls route around it once its breaker opens, and keep
+// succeeding through the other replicas.
+func TestBreakerRoutesAroundADeadNode(t *testing.T) {
+	cl, err := nodetest.Start(nodetest.Options{Nodes: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := New(ctx, Config{Endpoints: cl.Endpoints()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// ap keys whose preference list starts with the node we stop: the
+	// client's first choice for them.
+	dead := cl.Nodes[2]
+	deadAddr := cl.Endpoints()[2]
+	var keys []string
+	for i := 0; len(keys) < 10 && i < 500; i++ {
+		k := fmt.Sprintf("sessions/b%d", i)
+		if p, err := c.Locate(k); err == nil && p.Replicas[0] == dead.ID() {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) < 10 {
+		t.Fatalf("only %d keys led by %s", len(keys), dead.ID())
+	}
+	for _, k := range keys {
+		if _, err := c.Put(ctx, k, []byte("v"), WithConsistency("all")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dead.Close()
+	for _, k := range keys {
+		if _, err := c.Get(ctx, k, WithConsistency("one")); err != nil {
+			t.Fatalf("get %s with its first replica down: %v", k, err)
+		}
+	}
+	if st := c.breakerState(deadAddr); st != breakerOpen && st != breakerHalfOpen {
+		t.Fatalf("breaker of the stopped node is %s, want open", st)
+	}
+	for _, addr := range cl.Endpoints()[:2] {
+		if st := c.breakerState(addr); st != breakerClosed {
+			t.Errorf("breaker of live node %s is %s", addr, st)
+		}
+	}
+}
