@@ -102,6 +102,60 @@ func (x *RaftFrame) GetError() string {
 	return ""
 }
 
+// RaftBatch carries the heartbeats of many groups to one node in one call,
+// and their answers in the same order.
+type RaftBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Frames        []*RaftFrame           `protobuf:"bytes,1,rep,name=frames,proto3" json:"frames,omitempty"`
+	From          string                 `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftBatch) Reset() {
+	*x = RaftBatch{}
+	mi := &file_raft_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftBatch) ProtoMessage() {}
+
+func (x *RaftBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
+func (*RaftBatch) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RaftBatch) GetFrames() []*RaftFrame {
+	if x != nil {
+		return x.Frames
+	}
+	return nil
+}
+
+func (x *RaftBatch) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
 var File_raft_proto protoreflect.FileDescriptor
 
 const file_raft_proto_rawDesc = "" +
@@ -113,11 +167,16 @@ const file_raft_proto_rawDesc = "" +
 	"\x04kind\x18\x02 \x01(\rR\x04kind\x12\x18\n" +
 	"\apayload\x18\x03 \x01(\fR\apayload\x12\x12\n" +
 	"\x04from\x18\x04 \x01(\tR\x04from\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05error2\xb1\x01\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"L\n" +
+	"\tRaftBatch\x12+\n" +
+	"\x06frames\x18\x01 \x03(\v2\x13.capkv.v1.RaftFrameR\x06frames\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\tR\x04from2\xe9\x01\n" +
 	"\x04Raft\x120\n" +
 	"\x04Call\x12\x13.capkv.v1.RaftFrame\x1a\x13.capkv.v1.RaftFrame\x128\n" +
 	"\bPipeline\x12\x13.capkv.v1.RaftFrame\x1a\x13.capkv.v1.RaftFrame(\x010\x01\x12=\n" +
-	"\x0fInstallSnapshot\x12\x13.capkv.v1.RaftFrame\x1a\x13.capkv.v1.RaftFrame(\x01B\x1cZ\x1agithub.com/capkv/capkv/apib\x06proto3"
+	"\x0fInstallSnapshot\x12\x13.capkv.v1.RaftFrame\x1a\x13.capkv.v1.RaftFrame(\x01\x126\n" +
+	"\n" +
+	"Heartbeats\x12\x13.capkv.v1.RaftBatch\x1a\x13.capkv.v1.RaftBatchB\x1cZ\x1agithub.com/capkv/capkv/apib\x06proto3"
 
 var (
 	file_raft_proto_rawDescOnce sync.Once
@@ -131,22 +190,26 @@ func file_raft_proto_rawDescGZIP() []byte {
 	return file_raft_proto_rawDescData
 }
 
-var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_raft_proto_goTypes = []any{
 	(*RaftFrame)(nil), // 0: capkv.v1.RaftFrame
+	(*RaftBatch)(nil), // 1: capkv.v1.RaftBatch
 }
 var file_raft_proto_depIdxs = []int32{
-	0, // 0: capkv.v1.Raft.Call:input_type -> capkv.v1.RaftFrame
-	0, // 1: capkv.v1.Raft.Pipeline:input_type -> capkv.v1.RaftFrame
-	0, // 2: capkv.v1.Raft.InstallSnapshot:input_type -> capkv.v1.RaftFrame
-	0, // 3: capkv.v1.Raft.Call:output_type -> capkv.v1.RaftFrame
-	0, // 4: capkv.v1.Raft.Pipeline:output_type -> capkv.v1.RaftFrame
-	0, // 5: capkv.v1.Raft.InstallSnapshot:output_type -> capkv.v1.RaftFrame
-	3, // [3:6] is the sub-list for method output_type
-	0, // [0:3] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	0, // 0: capkv.v1.RaftBatch.frames:type_name -> capkv.v1.RaftFrame
+	0, // 1: capkv.v1.Raft.Call:input_type -> capkv.v1.RaftFrame
+	0, // 2: capkv.v1.Raft.Pipeline:input_type -> capkv.v1.RaftFrame
+	0, // 3: capkv.v1.Raft.InstallSnapshot:input_type -> capkv.v1.RaftFrame
+	1, // 4: capkv.v1.Raft.Heartbeats:input_type -> capkv.v1.RaftBatch
+	0, // 5: capkv.v1.Raft.Call:output_type -> capkv.v1.RaftFrame
+	0, // 6: capkv.v1.Raft.Pipeline:output_type -> capkv.v1.RaftFrame
+	0, // 7: capkv.v1.Raft.InstallSnapshot:output_type -> capkv.v1.RaftFrame
+	1, // 8: capkv.v1.Raft.Heartbeats:output_type -> capkv.v1.RaftBatch
+	5, // [5:9] is the sub-list for method output_type
+	1, // [1:5] is the sub-list for method input_type
+	1, // [1:1] is the sub-list for extension type_name
+	1, // [1:1] is the sub-list for extension extendee
+	0, // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_raft_proto_init() }
@@ -160,7 +223,7 @@ func file_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raft_proto_rawDesc), len(file_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

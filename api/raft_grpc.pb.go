@@ -27,6 +27,7 @@ const (
 	Raft_Call_FullMethodName            = "/capkv.v1.Raft/Call"
 	Raft_Pipeline_FullMethodName        = "/capkv.v1.Raft/Pipeline"
 	Raft_InstallSnapshot_FullMethodName = "/capkv.v1.Raft/InstallSnapshot"
+	Raft_Heartbeats_FullMethodName      = "/capkv.v1.Raft/Heartbeats"
 )
 
 // RaftClient is the client API for Raft service.
@@ -41,6 +42,10 @@ type RaftClient interface {
 	// InstallSnapshot streams a snapshot: the first frame holds the request,
 	// the following frames hold chunks of the snapshot data in payload.
 	InstallSnapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RaftFrame, RaftFrame], error)
+	// Heartbeats carries the heartbeats (empty AppendEntries) that every
+	// group led here sends to the same follower within a short window: one
+	// call instead of one per group, which is most of an idle node's work.
+	Heartbeats(ctx context.Context, in *RaftBatch, opts ...grpc.CallOption) (*RaftBatch, error)
 }
 
 type raftClient struct {
@@ -87,6 +92,16 @@ func (c *raftClient) InstallSnapshot(ctx context.Context, opts ...grpc.CallOptio
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Raft_InstallSnapshotClient = grpc.ClientStreamingClient[RaftFrame, RaftFrame]
 
+func (c *raftClient) Heartbeats(ctx context.Context, in *RaftBatch, opts ...grpc.CallOption) (*RaftBatch, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RaftBatch)
+	err := c.cc.Invoke(ctx, Raft_Heartbeats_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RaftServer is the server API for Raft service.
 // All implementations must embed UnimplementedRaftServer
 // for forward compatibility.
@@ -99,6 +114,10 @@ type RaftServer interface {
 	// InstallSnapshot streams a snapshot: the first frame holds the request,
 	// the following frames hold chunks of the snapshot data in payload.
 	InstallSnapshot(grpc.ClientStreamingServer[RaftFrame, RaftFrame]) error
+	// Heartbeats carries the heartbeats (empty AppendEntries) that every
+	// group led here sends to the same follower within a short window: one
+	// call instead of one per group, which is most of an idle node's work.
+	Heartbeats(context.Context, *RaftBatch) (*RaftBatch, error)
 	mustEmbedUnimplementedRaftServer()
 }
 
@@ -117,6 +136,9 @@ func (UnimplementedRaftServer) Pipeline(grpc.BidiStreamingServer[RaftFrame, Raft
 }
 func (UnimplementedRaftServer) InstallSnapshot(grpc.ClientStreamingServer[RaftFrame, RaftFrame]) error {
 	return status.Errorf(codes.Unimplemented, "method InstallSnapshot not implemented")
+}
+func (UnimplementedRaftServer) Heartbeats(context.Context, *RaftBatch) (*RaftBatch, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Heartbeats not implemented")
 }
 func (UnimplementedRaftServer) mustEmbedUnimplementedRaftServer() {}
 func (UnimplementedRaftServer) testEmbeddedByValue()              {}
@@ -171,6 +193,24 @@ func _Raft_InstallSnapshot_Handler(srv interface{}, stream grpc.ServerStream) er
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Raft_InstallSnapshotServer = grpc.ClientStreamingServer[RaftFrame, RaftFrame]
 
+func _Raft_Heartbeats_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RaftBatch)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RaftServer).Heartbeats(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Raft_Heartbeats_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RaftServer).Heartbeats(ctx, req.(*RaftBatch))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Raft_ServiceDesc is the grpc.ServiceDesc for Raft service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -181,6 +221,10 @@ var Raft_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Call",
 			Handler:    _Raft_Call_Handler,
+		},
+		{
+			MethodName: "Heartbeats",
+			Handler:    _Raft_Heartbeats_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

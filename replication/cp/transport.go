@@ -54,6 +54,7 @@ type Network struct {
 	mu struct {
 		sync.Mutex
 		groups map[string]*Transport
+		hb     map[string]*hbQueue // target node -> heartbeats waiting for the next batch
 	}
 
 	api.UnimplementedRaftServer
@@ -389,8 +390,31 @@ func frameResult(f *api.RaftFrame, resp any) error {
 	return decode(f.GetPayload(), resp)
 }
 
-// AppendEntries sends one AppendEntries RPC.
+// AppendEntries sends one AppendEntries RPC; heartbeats go out in batches
+// with other groups' heartbeats to the same node.
 func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	if isHeartbeat(args) && !t.isClosed() {
+		payload, err := encode(args)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		defer cancel()
+		go func() { // a closing transport abandons its calls
+			select {
+			case <-t.shutdown:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		out, ok, err := t.net.heartbeat(ctx, string(target), &api.RaftFrame{Group: t.group, Kind: kindAppend, Payload: payload, From: t.net.self})
+		if ok {
+			if err != nil {
+				return fmt.Errorf("raft %s -> %s: %w", t.group, target, err)
+			}
+			return frameResult(out, resp)
+		}
+	}
 	return t.call(target, kindAppend, args, resp)
 }
 

@@ -1,0 +1,147 @@
+package cp
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/capkv/capkv/api"
+)
+
+// HeartbeatWindow is how long a heartbeat waits for others to the same
+// node before they go out together. hashicorp/raft sends one every 50-100 ms
+// per group and follower (HeartbeatTimeout/10), so a node leading many
+// groups would make one call per group; with the window it makes at most one
+// per window and follower. The delay is small next to the lease (250 ms) and
+// election (500 ms) timeouts.
+const HeartbeatWindow = 20 * time.Millisecond
+
+// hbQueue gathers the heartbeats for one target node.
+type hbQueue struct {
+	mu          sync.Mutex
+	pending     []*hbCall
+	unsupported bool // the target predates the Heartbeats RPC: one call per heartbeat
+}
+
+type hbCall struct {
+	frame *api.RaftFrame
+	out   chan hbResult
+}
+
+type hbResult struct {
+	frame *api.RaftFrame
+	err   error
+}
+
+func (n *Network) hbQueueFor(target string) *hbQueue {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.mu.hb == nil {
+		n.mu.hb = map[string]*hbQueue{}
+	}
+	q := n.mu.hb[target]
+	if q == nil {
+		q = &hbQueue{}
+		n.mu.hb[target] = q
+	}
+	return q
+}
+
+// heartbeat sends one heartbeat frame to target within the next batch and
+// returns the answer. ok is false when the target cannot take batches: send
+// it alone.
+func (n *Network) heartbeat(ctx context.Context, target string, f *api.RaftFrame) (resp *api.RaftFrame, ok bool, err error) {
+	q := n.hbQueueFor(target)
+	c := &hbCall{frame: f, out: make(chan hbResult, 1)}
+	q.mu.Lock()
+	if q.unsupported {
+		q.mu.Unlock()
+		return nil, false, nil
+	}
+	q.pending = append(q.pending, c)
+	first := len(q.pending) == 1
+	q.mu.Unlock()
+	if first {
+		time.AfterFunc(HeartbeatWindow, func() { n.flushHeartbeats(target, q) })
+	}
+	select {
+	case r := <-c.out:
+		return r.frame, true, r.err
+	case <-ctx.Done():
+		return nil, true, ctx.Err()
+	}
+}
+
+// flushHeartbeats sends what gathered for target in one call. Fault rules
+// apply to the link, so to every heartbeat of the batch alike.
+func (n *Network) flushHeartbeats(target string, q *hbQueue) {
+	q.mu.Lock()
+	calls := q.pending
+	q.pending = nil
+	q.mu.Unlock()
+	if len(calls) == 0 {
+		return
+	}
+	answer := func(i int, r hbResult) { calls[i].out <- r } // buffered: never blocks
+	fail := func(err error) {
+		for i := range calls {
+			answer(i, hbResult{err: err})
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	if err := n.faults.Deliver(ctx, n.self, target); err != nil {
+		fail(err)
+		return
+	}
+	cc, err := n.dial(target)
+	if err != nil {
+		fail(err)
+		return
+	}
+	b := &api.RaftBatch{From: n.self, Frames: make([]*api.RaftFrame, len(calls))}
+	for i, c := range calls {
+		b.Frames[i] = c.frame
+	}
+	out, err := api.NewRaftClient(cc).Heartbeats(ctx, b)
+	if status.Code(err) == codes.Unimplemented {
+		q.mu.Lock()
+		q.unsupported = true
+		q.mu.Unlock()
+	}
+	if err != nil {
+		fail(fmt.Errorf("raft heartbeats -> %s: %w", target, err))
+		return
+	}
+	if len(out.GetFrames()) != len(calls) {
+		fail(fmt.Errorf("raft heartbeats -> %s: %d answers to %d heartbeats", target, len(out.GetFrames()), len(calls)))
+		return
+	}
+	for i, f := range out.GetFrames() {
+		answer(i, hbResult{frame: f})
+	}
+}
+
+// Heartbeats serves a batch of heartbeats, one group after the other (each
+// is answered by raft's heartbeat fast path, without touching the disk).
+func (n *Network) Heartbeats(ctx context.Context, b *api.RaftBatch) (*api.RaftBatch, error) {
+	if err := n.inbound(ctx, b.GetFrom()); err != nil {
+		return nil, err
+	}
+	out := &api.RaftBatch{From: n.self, Frames: make([]*api.RaftFrame, len(b.GetFrames()))}
+	for i, f := range b.GetFrames() {
+		r, err := n.dispatch(ctx, f, nil)
+		if err != nil {
+			r = &api.RaftFrame{Group: f.GetGroup(), Kind: f.GetKind(), From: n.self, Error: err.Error()}
+		}
+		out.Frames[i] = r
+	}
+	if err := n.faults.Deliver(ctx, n.self, b.GetFrom()); err != nil {
+		return nil, err // the answers are lost on the way back
+	}
+	return out, nil
+}
