@@ -275,10 +275,21 @@ type DVV struct {
 // It fails, wrapping ErrInvalidClock, only when node is empty or its counter is
 // exhausted (2^64-1 writes to this key from this node ID).
 func (d DVV) Update(ctx VV, node string, v Value) (DVV, error) {
+	return d.UpdateAbove(ctx, node, v, 0)
+}
+
+// UpdateAbove is Update with the new dot's counter also above floor. A
+// coordinator passes a floor that grows with every write it mints (its HLC):
+// then a dot is never minted twice for a key even when the key's history was
+// forgotten (a tombstone purged), so a client's stale context or a late hint
+// from before the purge cannot cover, and silently replace, a later write.
+// Counters then skip numbers, which is harmless: a node's dots for a key are
+// all minted, and first stored, by that node.
+func (d DVV) UpdateAbove(ctx VV, node string, v Value, floor uint64) (DVV, error) {
 	if node == "" {
 		return DVV{}, fmt.Errorf("%w: update needs a non-empty node ID", ErrInvalidClock)
 	}
-	last := max(d.ctx.Get(node), ctx.Get(node))
+	last := max(d.ctx.Get(node), ctx.Get(node), floor)
 	if last == math.MaxUint64 {
 		return DVV{}, fmt.Errorf("%w: dot counter of node %q exhausted; the node needs a new ID", ErrInvalidClock, node)
 	}

@@ -107,8 +107,15 @@ func (c *Coordinator) Write(ctx context.Context, w WriteRequest) (WriteResult, e
 		w.Value.Timestamp = c.Clock.Now()
 	}
 	if err == nil {
+		// With an HLC the dot counter rises above every dot this node
+		// minted before, for any key: a purged key's history cannot come back
+		// as a reused dot (see consistency.DVV.UpdateAbove).
+		var floor uint64
+		if c.Clock != nil {
+			floor = uint64(w.Value.Timestamp)
+		}
 		var next consistency.DVV
-		if next, err = cur.Update(w.Context, c.Self, w.Value); err == nil {
+		if next, err = cur.UpdateAbove(w.Context, c.Self, w.Value, floor); err == nil {
 			res.Clock, err = c.Clocks.Merge(w.Partition, w.Key, next, w.LWW)
 		}
 	}

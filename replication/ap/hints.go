@@ -40,10 +40,13 @@ type Hint struct {
 }
 
 // Pending lists up to limit hints.
-func (h *HintStore) Pending(limit int) ([]Hint, error) {
+func (h *HintStore) Pending(limit int) ([]Hint, error) { return h.pendingAfter("", limit) }
+
+// pendingAfter lists up to limit hints whose stored keys sort after after.
+func (h *HintStore) pendingAfter(after string, limit int) ([]Hint, error) {
 	var out []Hint
 	var derr error
-	err := h.st.Replica(hintPartition).Scan("", "", limit, false, func(k string, rec shard.Record) bool {
+	err := h.st.Replica(hintPartition).Scan("", after, limit, false, func(k string, rec shard.Record) bool {
 		parts := strings.SplitN(k, "\x00", 3)
 		if len(parts) != 3 {
 			return true
@@ -71,40 +74,52 @@ func (h *HintStore) Count() (int, error) {
 // Delivered removes a hint once its target has it. A hint that changed since
 // it was listed (a newer write arrived) is kept for the next round.
 func (h *HintStore) Delivered(hint Hint) error {
-	cur, found, err := h.clocks.Read(hintPartition, hint.stored)
-	if err != nil || !found {
-		return err
-	}
-	if !cur.Equal(hint.Clock) {
-		return nil
-	}
-	return h.st.Replica(hintPartition).Remove(hint.stored)
+	// Compare and delete under the key's lock, which Add takes too: a newer
+	// hint merged in meanwhile must not be deleted with the old one.
+	_, err := h.clocks.Purge(hintPartition, hint.stored, toRecord(hint.Clock).Value)
+	return err
 }
 
 // Handoff delivers pending hints with store (a Store RPC to the target) until
 // ctx ends; it returns how many were handed over.
+//
+// Hints are read a page at a time, in key order (grouped by target): a
+// target that fails is skipped for the rest of the round, and the pages
+// after it still reach the other targets, however many hints the failed one
+// has piled up.
 func (h *HintStore) Handoff(ctx context.Context, store func(ctx context.Context, hint Hint) error) (int, error) {
-	hints, err := h.Pending(1000)
-	if err != nil {
-		return 0, err
-	}
+	const page, maxPages = 1000, 100 // bounds one round's scan
 	done := 0
 	down := map[string]bool{} // targets that failed this round
-	for _, hint := range hints {
-		if ctx.Err() != nil || down[hint.Target] {
-			continue
-		}
-		sctx, cancel := context.WithTimeout(ctx, time.Second)
-		err := store(sctx, hint)
-		cancel()
+	after := ""
+	for range maxPages {
+		hints, err := h.pendingAfter(after, page)
 		if err != nil {
-			down[hint.Target] = true
-			continue
+			return done, err
 		}
-		if err := h.Delivered(hint); err != nil {
-			return done, fmt.Errorf("forget delivered hint: %w", err)
+		for _, hint := range hints {
+			if ctx.Err() != nil {
+				return done, nil
+			}
+			if down[hint.Target] {
+				continue
+			}
+			sctx, cancel := context.WithTimeout(ctx, time.Second)
+			err := store(sctx, hint)
+			cancel()
+			if err != nil {
+				down[hint.Target] = true
+				continue
+			}
+			if err := h.Delivered(hint); err != nil {
+				return done, fmt.Errorf("forget delivered hint: %w", err)
+			}
+			done++
 		}
-		done++
+		if len(hints) < page {
+			break
+		}
+		after = hints[len(hints)-1].stored
 	}
 	return done, nil
 }
