@@ -114,6 +114,7 @@ func New(cfg Config) (*Node, error) {
 		n.cfg.Faults = n.faults
 	}
 	net := cp.NewNetwork(cfg.ID, n.peer, cfg.Faults)
+	net.HeartbeatPeriod = cfg.Raft.HeartbeatTimeout / 10
 	n.clocks, n.hints = ap.NewClockStore(st), ap.NewHintStore(st)
 	n.watch = watch.NewHub(0)
 	n.clocks.Watch = n.watch

@@ -12,19 +12,33 @@ import (
 	"github.com/capkv/capkv/api"
 )
 
-// HeartbeatWindow is how long a heartbeat waits for others to the same
-// node before they go out together. hashicorp/raft sends one every 50-100 ms
-// per group and follower (HeartbeatTimeout/10), so a node leading many
-// groups would make one call per group; with the window it makes at most one
-// per window and follower. The delay is small next to the lease (250 ms) and
-// election (500 ms) timeouts.
-const HeartbeatWindow = 20 * time.Millisecond
+// HeartbeatWindow is how long a periodic heartbeat waits for others to the
+// same node before they go out together. hashicorp/raft sends one every
+// 50-100 ms per group and follower (HeartbeatTimeout/10), so a node leading
+// many groups would make one call per group; with the window it makes at
+// most one per window and follower. The delay is small next to the lease
+// (250 ms) and election (500 ms) timeouts.
+//
+// A heartbeat that follows the group's previous one to the same node sooner
+// than the periodic interval is not periodic: raft sends those to confirm
+// its leadership for a linearizable read (VerifyLeader), and a read must not
+// wait for the window. It goes at once, and takes whatever is gathered along.
+const HeartbeatWindow = 10 * time.Millisecond
+
+// hbRetryBatches is how long a node that answered Unimplemented (an older
+// version) gets single heartbeat calls before batches are tried again.
+const hbRetryBatches = time.Minute
+
+// hbFrameTimeout bounds one group's answer within a batch: a group that is
+// shutting down must not hold up the other groups' heartbeats.
+const hbFrameTimeout = 100 * time.Millisecond
 
 // hbQueue gathers the heartbeats for one target node.
 type hbQueue struct {
 	mu          sync.Mutex
 	pending     []*hbCall
-	unsupported bool // the target predates the Heartbeats RPC: one call per heartbeat
+	timer       *time.Timer // the window's flush, while one is set
+	unsupported time.Time   // until then the target gets one call per heartbeat (it predates the RPC)
 }
 
 type hbCall struct {
@@ -54,19 +68,29 @@ func (n *Network) hbQueueFor(target string) *hbQueue {
 // heartbeat sends one heartbeat frame to target within the next batch and
 // returns the answer. ok is false when the target cannot take batches: send
 // it alone.
-func (n *Network) heartbeat(ctx context.Context, target string, f *api.RaftFrame) (resp *api.RaftFrame, ok bool, err error) {
+func (n *Network) heartbeat(ctx context.Context, target string, f *api.RaftFrame, urgent bool) (resp *api.RaftFrame, ok bool, err error) {
 	q := n.hbQueueFor(target)
 	c := &hbCall{frame: f, out: make(chan hbResult, 1)}
 	q.mu.Lock()
-	if q.unsupported {
+	if time.Now().Before(q.unsupported) {
 		q.mu.Unlock()
 		return nil, false, nil
 	}
 	q.pending = append(q.pending, c)
-	first := len(q.pending) == 1
-	q.mu.Unlock()
-	if first {
-		time.AfterFunc(HeartbeatWindow, func() { n.flushHeartbeats(target, q) })
+	switch {
+	case urgent:
+		n.hbUrgent.Add(1)
+		if q.timer != nil {
+			q.timer.Stop()
+			q.timer = nil
+		}
+		q.mu.Unlock()
+		go n.flushHeartbeats(target, q)
+	case q.timer == nil:
+		q.timer = time.AfterFunc(HeartbeatWindow, func() { n.flushHeartbeats(target, q) })
+		q.mu.Unlock()
+	default:
+		q.mu.Unlock()
 	}
 	select {
 	case r := <-c.out:
@@ -82,6 +106,10 @@ func (n *Network) flushHeartbeats(target string, q *hbQueue) {
 	q.mu.Lock()
 	calls := q.pending
 	q.pending = nil
+	if q.timer != nil {
+		q.timer.Stop()
+		q.timer = nil
+	}
 	q.mu.Unlock()
 	if len(calls) == 0 {
 		return
@@ -110,7 +138,7 @@ func (n *Network) flushHeartbeats(target string, q *hbQueue) {
 	out, err := api.NewRaftClient(cc).Heartbeats(ctx, b)
 	if status.Code(err) == codes.Unimplemented {
 		q.mu.Lock()
-		q.unsupported = true
+		q.unsupported = time.Now().Add(hbRetryBatches)
 		q.mu.Unlock()
 	}
 	if err != nil {
@@ -126,20 +154,30 @@ func (n *Network) flushHeartbeats(target string, q *hbQueue) {
 	}
 }
 
-// Heartbeats serves a batch of heartbeats, one group after the other (each
-// is answered by raft's heartbeat fast path, without touching the disk).
+// Heartbeats serves a batch of heartbeats, every group at once (each is
+// answered by raft's heartbeat fast path, without touching the disk); a group
+// that does not answer within hbFrameTimeout gets an error, the others their
+// answers.
 func (n *Network) Heartbeats(ctx context.Context, b *api.RaftBatch) (*api.RaftBatch, error) {
 	if err := n.inbound(ctx, b.GetFrom()); err != nil {
 		return nil, err
 	}
 	out := &api.RaftBatch{From: n.self, Frames: make([]*api.RaftFrame, len(b.GetFrames()))}
+	var wg sync.WaitGroup
 	for i, f := range b.GetFrames() {
-		r, err := n.dispatch(ctx, f, nil)
-		if err != nil {
-			r = &api.RaftFrame{Group: f.GetGroup(), Kind: f.GetKind(), From: n.self, Error: err.Error()}
-		}
-		out.Frames[i] = r
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fctx, cancel := context.WithTimeout(ctx, hbFrameTimeout)
+			defer cancel()
+			r, err := n.dispatch(fctx, f, nil)
+			if err != nil {
+				r = &api.RaftFrame{Group: f.GetGroup(), Kind: f.GetKind(), From: n.self, Error: err.Error()}
+			}
+			out.Frames[i] = r
+		}()
 	}
+	wg.Wait()
 	if err := n.faults.Deliver(ctx, n.self, b.GetFrom()); err != nil {
 		return nil, err // the answers are lost on the way back
 	}

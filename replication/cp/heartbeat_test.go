@@ -131,7 +131,7 @@ func (c *grpcCluster) startGroups(t *testing.T, ids []string, n int) []*Group {
 func TestHeartbeatsAreBatched(t *testing.T) {
 	ids := []string{"n1", "n2", "n3"}
 	c := startGRPCCluster(t, ids, nil)
-	leaders := c.startGroups(t, ids, 8)
+	leaders := c.startGroups(t, ids, 24)
 	time.Sleep(500 * time.Millisecond) // past the elections' own traffic
 	calls0, beats0 := c.count("/capkv.v1.Raft/Heartbeats"), c.beats.Load()
 	terms := map[*Group]string{}
@@ -145,8 +145,8 @@ func TestHeartbeatsAreBatched(t *testing.T) {
 	}
 	perCall := float64(beats) / float64(calls)
 	t.Logf("2s: %d heartbeats in %d calls (%.1f per call)", beats, calls, perCall)
-	// 8 groups x 2 followers, one heartbeat every 50-100 ms each: ~400 in
-	// 2 s; without batching they would be as many calls.
+	// 24 groups x 2 followers, one heartbeat every 50-100 ms each: ~1200
+	// in 2 s; without batching they would be as many calls.
 	if perCall < 1.5 {
 		t.Errorf("%.1f heartbeats per call: batching does not gather them", perCall)
 	}
@@ -179,5 +179,69 @@ func TestHeartbeatsFallBackForOldNodes(t *testing.T) {
 		if !l.IsLeader() {
 			t.Errorf("group %s lost its leader", l.ID())
 		}
+	}
+}
+
+// A linearizable read's leadership check (VerifyLeader) sends heartbeats
+// that must not wait for the batching window: they go at once.
+func TestLeadershipCheckHeartbeatsAreNotDelayed(t *testing.T) {
+	ids := []string{"n1", "n2", "n3"}
+	c := startGRPCCluster(t, ids, nil)
+	leaders := c.startGroups(t, ids, 4)
+	l := leaders[0]
+	var ln *Network
+	for id, n := range c.nets {
+		if id == l.cfg.Self {
+			ln = n
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	before := ln.hbUrgent.Load()
+	var took []time.Duration
+	for range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		start := time.Now()
+		if _, err := l.ReadBarrier(ctx); err != nil {
+			t.Fatal(err)
+		}
+		took = append(took, time.Since(start))
+		cancel()
+	}
+	urgent := ln.hbUrgent.Load() - before
+	t.Logf("20 read barriers: %d heartbeats sent at once; durations %v", urgent, took)
+	// Each barrier after the first sends heartbeats within the periodic
+	// interval of the previous check (raft may merge a follower's pending
+	// checks into one heartbeat, so count at least one per barrier).
+	if urgent < 19 {
+		t.Errorf("only %d of the read barriers' heartbeats went at once; the others waited for the window", urgent)
+	}
+}
+
+// A group that does not answer its heartbeat (shutting down) does not hold
+// up the other groups' heartbeats in the same batch.
+func TestStuckGroupDoesNotStallTheBatch(t *testing.T) {
+	c := startGRPCCluster(t, []string{"n1", "n2"}, nil)
+	c.nets["n2"].Transport("stuck").SetHeartbeatHandler(func(raft.RPC) {}) // never answers
+	c.nets["n2"].Transport("ok").SetHeartbeatHandler(func(r raft.RPC) {
+		r.Respond(&raft.AppendEntriesResponse{Term: 1, Success: true}, nil)
+	})
+	hb := func() *raft.AppendEntriesRequest {
+		return &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{Addr: []byte("n1"), ID: []byte("n1")}, Term: 1}
+	}
+	stuck := make(chan error, 1)
+	go func() { stuck <- c.nets["n1"].Transport("stuck").AppendEntries("n2", "n2", hb(), &raft.AppendEntriesResponse{}) }()
+	time.Sleep(time.Millisecond) // the same window
+	start := time.Now()
+	var resp raft.AppendEntriesResponse
+	err := c.nets["n1"].Transport("ok").AppendEntries("n2", "n2", hb(), &resp)
+	if err != nil || !resp.Success {
+		t.Fatalf("healthy group's heartbeat: %v %+v", err, resp)
+	}
+	// Well under the 2 s call timeout a stuck group would have cost it.
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("healthy group's heartbeat took %s", took)
+	}
+	if err := <-stuck; err == nil {
+		t.Error("the stuck group's heartbeat succeeded")
 	}
 }

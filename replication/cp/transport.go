@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
@@ -50,6 +51,11 @@ type Network struct {
 	self   string
 	dial   Dialer
 	faults Faults
+	// HeartbeatPeriod is the shortest interval of raft's periodic
+	// heartbeats (HeartbeatTimeout/10 of the groups; 0: of DefaultTuning):
+	// a heartbeat sooner than that is a leadership check, sent at once.
+	HeartbeatPeriod time.Duration
+	hbUrgent        atomic.Int64 // heartbeats sent without waiting for the window
 
 	mu struct {
 		sync.Mutex
@@ -68,6 +74,13 @@ func NewNetwork(self string, dial Dialer, faults Faults) *Network {
 	n := &Network{self: self, dial: dial, faults: faults}
 	n.mu.groups = make(map[string]*Transport)
 	return n
+}
+
+func (n *Network) hbPeriod() time.Duration {
+	if n.HeartbeatPeriod > 0 {
+		return n.HeartbeatPeriod
+	}
+	return DefaultTuning().HeartbeatTimeout / 10
 }
 
 // Transport returns the transport of group, creating it on first use.
@@ -290,8 +303,9 @@ type Transport struct {
 	shutdown  chan struct{}
 	closeOnce sync.Once
 
-	hbMu sync.Mutex
-	hb   func(raft.RPC)
+	hbMu   sync.Mutex
+	hb     func(raft.RPC)
+	lastHB map[raft.ServerAddress]time.Time // when this group last sent a heartbeat to each peer
 }
 
 var (
@@ -407,7 +421,17 @@ func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, ar
 			case <-ctx.Done():
 			}
 		}()
-		out, ok, err := t.net.heartbeat(ctx, string(target), &api.RaftFrame{Group: t.group, Kind: kindAppend, Payload: payload, From: t.net.self})
+		// Sooner after this group's previous heartbeat to the target than
+		// raft's periodic interval: a leadership check for a read, urgent.
+		now := time.Now()
+		t.hbMu.Lock()
+		if t.lastHB == nil {
+			t.lastHB = map[raft.ServerAddress]time.Time{}
+		}
+		urgent := now.Sub(t.lastHB[target]) < t.net.hbPeriod()
+		t.lastHB[target] = now
+		t.hbMu.Unlock()
+		out, ok, err := t.net.heartbeat(ctx, string(target), &api.RaftFrame{Group: t.group, Kind: kindAppend, Payload: payload, From: t.net.self}, urgent)
 		if ok {
 			if err != nil {
 				return fmt.Errorf("raft %s -> %s: %w", t.group, target, err)
