@@ -229,7 +229,9 @@ func TestStuckGroupDoesNotStallTheBatch(t *testing.T) {
 		return &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{Addr: []byte("n1"), ID: []byte("n1")}, Term: 1}
 	}
 	stuck := make(chan error, 1)
-	go func() { stuck <- c.nets["n1"].Transport("stuck").AppendEntries("n2", "n2", hb(), &raft.AppendEntriesResponse{}) }()
+	go func() {
+		stuck <- c.nets["n1"].Transport("stuck").AppendEntries("n2", "n2", hb(), &raft.AppendEntriesResponse{})
+	}()
 	time.Sleep(time.Millisecond) // the same window
 	start := time.Now()
 	var resp raft.AppendEntriesResponse
