@@ -33,6 +33,10 @@ var ErrSlow = errors.New("watcher fell behind and events were dropped; read the 
 // ErrClosed ends subscriptions when the hub closes (the node stops).
 var ErrClosed = errors.New("node is shutting down")
 
+// ErrReset ends a partition's subscriptions when its replica's state jumped
+// without applying the changes one by one (a Raft snapshot was installed).
+var ErrReset = errors.New("the replica installed a snapshot; changes it skipped were not seen one by one; read the current state and watch again")
+
 // DefaultQueue is the batches a subscriber may have pending.
 const DefaultQueue = 1024
 
@@ -155,6 +159,22 @@ func (h *Hub) Publish(partition string, events []Event) {
 	h.mu.Unlock()
 	for _, s := range slow {
 		h.remove(s, ErrSlow)
+	}
+}
+
+// EndPartition ends every subscription of partition with why.
+func (h *Hub) EndPartition(partition string, why error) {
+	if !h.Active() {
+		return
+	}
+	h.mu.Lock()
+	var subs []*Sub
+	for s := range h.subs[partition] {
+		subs = append(subs, s)
+	}
+	h.mu.Unlock()
+	for _, s := range subs {
+		h.remove(s, why)
 	}
 }
 

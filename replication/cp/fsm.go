@@ -254,6 +254,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err := f.loadApplied(); err != nil {
 		return err
 	}
+	// Watchers missed what the snapshot skipped: end their streams, so that
+	// their clients say so (a gap) and watch again.
+	f.watch.EndPartition(f.partition, watch.ErrReset)
 	f.advance(f.persisted)
 	return nil
 }
