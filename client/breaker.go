@@ -1,6 +1,8 @@
 package client
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"sync"
 	"time"
@@ -90,7 +92,11 @@ func (bs *breakers) done(addr string, err error, expired bool) {
 	bs.mu.Lock()
 	defer bs.mu.Unlock()
 	b := bs.get(addr)
-	if !noAnswer(err, expired) {
+	switch verdict(err, expired) {
+	case neutral:
+		b.trial = false // a half-open breaker lets the next call try instead
+		return
+	case answered:
 		b.state, b.failures, b.trial, b.wait = breakerClosed, 0, false, bs.base
 		return
 	}
@@ -103,6 +109,10 @@ func (bs *breakers) done(addr string, err error, expired bool) {
 		b.state, b.until = breakerOpen, bs.now().Add(b.wait)
 	}
 }
+
+// release hands back a call slot that was taken but never used (the call
+// did not reach the node).
+func (bs *breakers) release(addr string) { bs.done(addr, context.Canceled, false) }
 
 // state is addr's breaker state.
 func (bs *breakers) state(addr string) string {
@@ -117,26 +127,49 @@ func (bs *breakers) state(addr string) string {
 	return breakerClosed
 }
 
-// noAnswer reports whether err means the node did not answer: gRPC could
-// not reach it or lost the connection, or the call ran out of time (a node
-// answers before the caller's deadline, with its own error if need be).
-// An error the node itself returned, even Unavailable from a minority, is
+// Outcomes of a call, for its node's breaker.
+const (
+	answered = iota // the node answered, maybe with an error of its own
+	noAnswer        // gRPC could not reach it, the connection broke, or the call ran out of time
+	neutral         // says nothing about the node: the caller gave up (cancelled)
+)
+
+// verdict classifies a call's error; expired says the caller's deadline had
+// passed. A node answers before the caller's deadline, with its own error if
+// need be: an error the node returned, even Unavailable from a minority, is
 // an answer.
-func noAnswer(err error, expired bool) bool {
+func verdict(err error, expired bool) int {
 	if err == nil {
-		return false
+		return answered
+	}
+	if errors.Is(err, context.Canceled) && !expired {
+		return neutral
 	}
 	st, ok := status.FromError(err)
 	if !ok {
-		return expired
+		if expired {
+			return noAnswer
+		}
+		return neutral
 	}
 	switch st.Code() {
 	case codes.Unavailable:
-		return !kverrors.FromNode(st.Message())
-	case codes.DeadlineExceeded, codes.Canceled:
-		return expired
+		if kverrors.FromNode(st.Message()) {
+			return answered
+		}
+		return noAnswer
+	case codes.DeadlineExceeded:
+		if expired {
+			return noAnswer
+		}
+		return answered // the node's own timeout, answered in time
+	case codes.Canceled:
+		if expired {
+			return noAnswer
+		}
+		return neutral
 	}
-	return false
+	return answered
 }
 
 // breakerState is for tests and diagnostics: the breaker state of a node address.

@@ -67,22 +67,57 @@ func TestBreakerCountsOnlyMissingAnswers(t *testing.T) {
 	for _, c := range []struct {
 		err     error
 		expired bool
-		want    bool
+		want    int
 	}{
-		{nil, false, false},
-		{status.Error(codes.Unavailable, "connection error: desc = \"transport: Error while dialing: dial tcp: connect: connection refused\""), false, true},
-		{status.Error(codes.Unavailable, "error reading from server: EOF"), false, true},
+		{nil, false, answered},
+		{status.Error(codes.Unavailable, "connection error: desc = \"transport: Error while dialing: dial tcp: connect: connection refused\""), false, noAnswer},
+		{status.Error(codes.Unavailable, "error reading from server: EOF"), false, noAnswer},
 		// The node answered, with its own errors: not a node failure.
-		{status.Error(codes.Unavailable, "unavailable: partition accounts/eu/3: no majority"), false, false},
-		{status.Error(codes.NotFound, "not found: key"), false, false},
-		{status.Error(codes.DeadlineExceeded, "outcome unknown: via n3: context deadline exceeded"), false, false},
+		{status.Error(codes.Unavailable, "unavailable: partition accounts/eu/3: no majority"), false, answered},
+		{status.Error(codes.NotFound, "not found: key"), false, answered},
+		{status.Error(codes.DeadlineExceeded, "outcome unknown: via n3: context deadline exceeded"), false, answered},
 		// The caller's deadline passed without an answer.
-		{status.Error(codes.DeadlineExceeded, "context deadline exceeded"), true, true},
-		{errors.New("client is closed"), false, false},
+		{status.Error(codes.DeadlineExceeded, "context deadline exceeded"), true, noAnswer},
+		// The caller gave up: says nothing about the node.
+		{status.Error(codes.Canceled, "context canceled"), false, neutral},
+		{context.Canceled, false, neutral},
+		{errors.New("client is closed"), false, neutral},
 	} {
-		if got := noAnswer(c.err, c.expired); got != c.want {
-			t.Errorf("noAnswer(%v, expired %t) = %t, want %t", c.err, c.expired, got, c.want)
+		if got := verdict(c.err, c.expired); got != c.want {
+			t.Errorf("verdict(%v, expired %t) = %d, want %d", c.err, c.expired, got, c.want)
 		}
+	}
+}
+
+// A caller cancelling its calls neither opens a healthy node's breaker nor
+// closes an open one, and a trial slot taken by a cancelled call is handed
+// back.
+func TestBreakerIgnoresCancellations(t *testing.T) {
+	now := time.Unix(0, 0)
+	bs := newBreakers(3, time.Second, 30*time.Second)
+	bs.now = func() time.Time { return now }
+	const a = "10.0.0.1:7001"
+	for range 5 {
+		bs.allow(a)
+		bs.done(a, status.Error(codes.Canceled, "context canceled"), false)
+	}
+	if st := bs.state(a); st != breakerClosed {
+		t.Fatalf("cancellations moved the breaker to %s", st)
+	}
+	down := status.Error(codes.Unavailable, "connection error")
+	for range 3 {
+		bs.done(a, down, false)
+	}
+	now = now.Add(time.Second)
+	if !bs.allow(a) { // the trial
+		t.Fatal("no trial after the cooldown")
+	}
+	bs.release(a) // the trial never reached the node
+	if st := bs.state(a); st != breakerHalfOpen {
+		t.Fatalf("after a released trial: %s, want still half-open", st)
+	}
+	if !bs.allow(a) {
+		t.Fatal("a released trial slot was not handed back")
 	}
 }
 

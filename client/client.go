@@ -323,10 +323,11 @@ func (c *Client) call(ctx context.Context, key string, retrySafe bool, op func(c
 		}
 		cc, err := c.conn(addr)
 		if err != nil {
+			c.breakers.release(addr)
 			return err
 		}
 		rc, err := op(ctx, api.NewKVClient(cc))
-		c.breakers.done(addr, err, ctx.Err() != nil)
+		c.breakers.done(addr, err, errors.Is(ctx.Err(), context.DeadlineExceeded))
 		c.learnLeader(key, rc, err)
 		if err == nil {
 			if rc.GetEpoch() > c.Ring().Epoch() {

@@ -249,10 +249,11 @@ func (c *Client) scanPage(ctx context.Context, prefix, after string, limit int, 
 		}
 		cc, err := c.conn(addr)
 		if err != nil {
+			c.breakers.release(addr)
 			return nil, err
 		}
 		resp, err := api.NewKVClient(cc).Scan(ctx, &api.ScanRequest{Header: c.header(o), Prefix: prefix, StartAfter: after, Limit: uint32(limit)})
-		c.breakers.done(addr, err, ctx.Err() != nil)
+		c.breakers.done(addr, err, errors.Is(ctx.Err(), context.DeadlineExceeded))
 		if err == nil {
 			return resp, nil
 		}
