@@ -425,6 +425,10 @@ func (n *Node) Repair(ctx context.Context, req *api.RepairRequest) (*api.RepairR
 		}
 		var last error
 		for _, r := range p.Replicas {
+			if err := n.down(r); err != nil {
+				last = err
+				continue
+			}
 			c, err := n.peer(r)
 			if err != nil {
 				last = err
