@@ -215,10 +215,21 @@ func (g *Group) watchLeadership() {
 			go func() {
 				defer g.wg.Done()
 				for g.gen.Load() == gen && g.raft.State() == raft.Leader {
-					if err := g.raft.Barrier(5 * time.Second).Error(); err == nil {
-						if g.gen.Load() == gen {
-							g.ready.Store(gen)
+					// hashicorp/raft may drop a future that is still queued
+					// when it shuts down, so never wait for one past stop:
+					// the waiting goroutine outlives the group then.
+					f := g.raft.Barrier(5 * time.Second)
+					done := make(chan error, 1)
+					go func() { done <- f.Error() }()
+					select {
+					case err := <-done:
+						if err == nil {
+							if g.gen.Load() == gen {
+								g.ready.Store(gen)
+							}
+							return
 						}
+					case <-g.stop:
 						return
 					}
 					select {
