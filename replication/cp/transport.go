@@ -368,6 +368,20 @@ func (t *Transport) client(target raft.ServerAddress) (api.RaftClient, error) {
 	return api.NewRaftClient(cc), nil
 }
 
+// callContext bounds one outgoing call by callTimeout; a closing transport
+// abandons its calls.
+func (t *Transport) callContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	go func() {
+		select {
+		case <-t.shutdown:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
 // call sends one request frame and decodes the answer into resp.
 func (t *Transport) call(target raft.ServerAddress, kind uint32, req, resp any) error {
 	c, err := t.client(target)
@@ -378,15 +392,8 @@ func (t *Transport) call(target raft.ServerAddress, kind uint32, req, resp any) 
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	ctx, cancel := t.callContext()
 	defer cancel()
-	go func() { // a closing transport abandons its calls
-		select {
-		case <-t.shutdown:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	if err := t.net.faults.Deliver(ctx, t.net.self, string(target)); err != nil {
 		return err
 	}
@@ -412,15 +419,8 @@ func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, ar
 		if err != nil {
 			return err
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		ctx, cancel := t.callContext()
 		defer cancel()
-		go func() { // a closing transport abandons its calls
-			select {
-			case <-t.shutdown:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
 		// Sooner after this group's previous heartbeat to the target than
 		// raft's periodic interval: a leadership check for a read, urgent.
 		now := time.Now()
