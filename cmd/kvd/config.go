@@ -26,6 +26,9 @@ type fileConfig struct {
 	SyncWrites     *bool          `json:"sync_writes"`
 	VNodes         int            `json:"vnodes"`
 	RequestTimeout string         `json:"request_timeout"`
+	ProbeInterval  string         `json:"probe_interval"`
+	DownAfter      string         `json:"down_after"`
+	TombstoneGrace string         `json:"tombstone_grace"`
 }
 
 type fileNode struct {
@@ -79,12 +82,23 @@ func loadConfigFile(path string, cfg *node.Config) error {
 	if fc.VNodes != 0 {
 		cfg.VNodes = fc.VNodes
 	}
-	if fc.RequestTimeout != "" {
-		d, err := time.ParseDuration(fc.RequestTimeout)
-		if err != nil {
-			return fmt.Errorf("config file %s: request_timeout: %w", path, err)
+	for _, d := range []struct {
+		name, value string
+		to          *time.Duration
+	}{
+		{"request_timeout", fc.RequestTimeout, &cfg.RequestTimeout},
+		{"probe_interval", fc.ProbeInterval, &cfg.ProbeInterval},
+		{"down_after", fc.DownAfter, &cfg.DownAfter},
+		{"tombstone_grace", fc.TombstoneGrace, &cfg.TombstoneGrace},
+	} {
+		if d.value == "" {
+			continue
 		}
-		cfg.RequestTimeout = d
+		v, err := time.ParseDuration(d.value)
+		if err != nil {
+			return fmt.Errorf("config file %s: %s: %w", path, d.name, err)
+		}
+		*d.to = v
 	}
 	return nil
 }

@@ -22,18 +22,20 @@ func TestLoadConfigFile(t *testing.T) {
 	err := loadConfigFile(write(`{"id":"n1","listen":"127.0.0.1:7001","region":"eu","data_dir":"/tmp/x",
 		"peers":[{"id":"n1","addr":"127.0.0.1:7001","region":"eu"}],
 		"keyspaces":[{"name":"ids","mode":"cp","replicas":1,"template":"ids/{id}/...","ranges":"0-99:0,100-199:1"}],
-		"sync_writes":false,"request_timeout":"3s"}`), &cfg)
+		"sync_writes":false,"request_timeout":"3s","probe_interval":"250ms","down_after":"1s","tombstone_grace":"1h"}`), &cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.ID != "n1" || len(cfg.Peers) != 1 || cfg.SyncWrites || cfg.RequestTimeout.String() != "3s" ||
-		len(cfg.Keyspaces) != 1 || len(cfg.Keyspaces[0].Ranges) != 2 || cfg.Keyspaces[0].Partitions != 2 {
+		len(cfg.Keyspaces) != 1 || len(cfg.Keyspaces[0].Ranges) != 2 || cfg.Keyspaces[0].Partitions != 2 ||
+		cfg.ProbeInterval.String() != "250ms" || cfg.DownAfter.String() != "1s" || cfg.TombstoneGrace.String() != "1h0m0s" {
 		t.Fatalf("loaded %+v", cfg)
 	}
 	for body, want := range map[string]string{
 		`{"id":"n1","colour":"red"}`: "unknown field",
 		`{"keyspaces":[{"name":"k","mode":"cp","template":"k/{id}/...","ranges":"9-1:0"}]}`: "keyspace \"k\"",
 		`{"request_timeout":"soon"}`: "request_timeout",
+		`{"down_after":"-"}`:         "down_after",
 		`{"id":`:                     "config file",
 	} {
 		cfg := node.DefaultConfig()
