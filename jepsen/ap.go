@@ -160,6 +160,26 @@ type APAvailability struct {
 // their side. replicas returns a key's preference list.
 func CheckAPAvailability(ops []Op, windows []Window, addrToID map[string]string, replicas func(key string) []string) APAvailability {
 	var a APAvailability
+	sidedOps(ops, windows, addrToID, replicas, func(w Window, o Op, _ []string, here int) {
+		if here == 0 {
+			return
+		}
+		a.Checked++
+		if o.Outcome == Fail && !o.Conflict {
+			a.Refused++
+			if len(a.Examples) < 3 {
+				a.Examples = append(a.Examples, fmt.Sprintf("%s during %q: %s", o, w.Fault, o.Error))
+			}
+		}
+	})
+	return a
+}
+
+// sidedOps calls fn for every operation that ran inside a partition window
+// (past its grace) on a node of one of its sides, with the key's replicas and
+// how many of them were on that side. Both per-side checkers judge these.
+func sidedOps(ops []Op, windows []Window, addrToID map[string]string, replicas func(key string) []string,
+	fn func(w Window, o Op, reps []string, here int)) {
 	for _, w := range windows {
 		if len(w.Sides) == 0 {
 			continue
@@ -172,25 +192,16 @@ func CheckAPAvailability(ops []Op, windows []Window, addrToID map[string]string,
 			if side == "" {
 				continue
 			}
-			reachable := false
-			for _, r := range replicas(o.Key) {
-				if w.Sides[r] == side {
-					reachable = true
+			reps := replicas(o.Key)
+			here := 0
+			for _, id := range reps {
+				if w.Sides[id] == side {
+					here++
 				}
 			}
-			if !reachable {
-				continue
-			}
-			a.Checked++
-			if o.Outcome == Fail && !o.Conflict {
-				a.Refused++
-				if len(a.Examples) < 3 {
-					a.Examples = append(a.Examples, fmt.Sprintf("%s during %q: %s", o, w.Fault, o.Error))
-				}
-			}
+			fn(w, o, reps, here)
 		}
 	}
-	return a
 }
 
 // Convergence is the result of waiting for ap replicas to become identical.
@@ -352,36 +363,17 @@ type CPCutOff struct {
 // replica majority. replicas returns a key's replica set.
 func CheckCPCutOff(ops []Op, windows []Window, addrToID map[string]string, replicas func(key string) []string) CPCutOff {
 	var r CPCutOff
-	for _, w := range windows {
-		if len(w.Sides) == 0 {
-			continue
+	sidedOps(ops, windows, addrToID, replicas, func(w Window, o Op, reps []string, here int) {
+		if len(reps) == 0 || here > len(reps)/2 {
+			return // this side may serve the key
 		}
-		for _, o := range ops {
-			if o.Call < w.Start+sideGrace || o.Return > w.End {
-				continue
-			}
-			side := w.Sides[addrToID[o.Node]]
-			if side == "" {
-				continue
-			}
-			reps := replicas(o.Key)
-			here := 0
-			for _, id := range reps {
-				if w.Sides[id] == side {
-					here++
-				}
-			}
-			if len(reps) == 0 || here > len(reps)/2 {
-				continue // this side may serve the key
-			}
-			r.Checked++
-			if o.Outcome == OK {
-				r.Served++
-				if len(r.Examples) < 3 {
-					r.Examples = append(r.Examples, fmt.Sprintf("%s via %s during %q (%d of %d replicas on its side)", o, addrToID[o.Node], w.Fault, here, len(reps)))
-				}
+		r.Checked++
+		if o.Outcome == OK {
+			r.Served++
+			if len(r.Examples) < 3 {
+				r.Examples = append(r.Examples, fmt.Sprintf("%s via %s during %q (%d of %d replicas on its side)", o, addrToID[o.Node], w.Fault, here, len(reps)))
 			}
 		}
-	}
+	})
 	return r
 }

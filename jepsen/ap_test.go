@@ -36,3 +36,33 @@ func TestStaleReads(t *testing.T) {
 		t.Errorf(">=1s bucket %+v, want 1 read, 0 stale", b)
 	}
 }
+
+// The per-side checkers judge only operations inside a window, past its
+// grace, on a node of one of its sides: ap must answer when a replica is on
+// the client's side, cp must not answer without a majority there.
+func TestSideCheckers(t *testing.T) {
+	w := Window{Fault: "split", Start: 0, End: int64(10 * time.Second),
+		Sides: map[string]string{"n1": "majority", "n2": "majority", "n3": "majority", "n4": "minority", "n5": "minority"}}
+	addr := map[string]string{"a1": "n1", "a4": "n4", "a5": "n5"}
+	reps := map[string][]string{"k1": {"n1", "n2", "n4"}, "k2": {"n1", "n2", "n3"}}
+	replicas := func(k string) []string { return reps[k] }
+	at := func(node, key string, out Outcome) Op {
+		return Op{Kind: Write, Key: key, Node: node, Outcome: out, Call: int64(5 * time.Second), Return: int64(6 * time.Second)}
+	}
+	ops := []Op{
+		at("a4", "k1", Fail), // ap: n4 holds a replica of k1: a refusal
+		at("a5", "k2", Fail), // ap: no replica of k2 on its side: not judged
+		at("a1", "k2", OK),   // majority side
+		at("a4", "k1", OK),   // cp: 1 of 3 replicas on its side: served, a violation
+		at("a5", "k2", OK),   // cp: 0 of 3: a violation
+		{Kind: Write, Key: "k1", Node: "a4", Outcome: OK, Call: 0, Return: int64(time.Second)}, // within the grace
+	}
+	a := CheckAPAvailability(ops, []Window{w}, addr, replicas)
+	if a.Checked != 3 || a.Refused != 1 {
+		t.Errorf("ap availability %+v, want 3 checked (the ops with a replica on their side), 1 refused", a)
+	}
+	c := CheckCPCutOff(ops, []Window{w}, addr, replicas)
+	if c.Checked != 4 || c.Served != 2 {
+		t.Errorf("cp cut-off %+v, want 4 checked (minority ops), 2 served", c)
+	}
+}
