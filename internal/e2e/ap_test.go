@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/client"
 	"github.com/capkv/capkv/consistency"
@@ -17,16 +19,23 @@ import (
 	"github.com/capkv/capkv/replication/ap"
 )
 
-// rawGet sends a Get straight to one node (no client routing).
-func rawGet(t *testing.T, addr, key, level string) (*api.GetResponse, error) {
+// dialNode connects to one node (no client routing) for one call with a
+// 3 s deadline; done closes the connection.
+func dialNode(t *testing.T, addr string) (*grpc.ClientConn, context.Context, func()) {
 	t.Helper()
 	cc, err := dial.Conn(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
+	return cc, ctx, func() { cancel(); cc.Close() }
+}
+
+// rawGet sends a Get straight to one node (no client routing).
+func rawGet(t *testing.T, addr, key, level string) (*api.GetResponse, error) {
+	t.Helper()
+	cc, ctx, done := dialNode(t, addr)
+	defer done()
 	return api.NewKVClient(cc).Get(ctx, &api.GetRequest{Key: key, Header: &api.RequestHeader{Consistency: level}})
 }
 
@@ -34,13 +43,8 @@ func rawGet(t *testing.T, addr, key, level string) (*api.GetResponse, error) {
 // service), without any coordination: what that replica really stores.
 func localValues(t *testing.T, addr, partition, key string) []string {
 	t.Helper()
-	cc, err := dial.Conn(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
+	cc, ctx, done := dialNode(t, addr)
+	defer done()
 	resp, err := api.NewReplicaClient(cc).Fetch(ctx, &api.ReplicaFetchRequest{Partition: partition, Key: key})
 	if err != nil || !resp.GetFound() {
 		return nil
@@ -59,13 +63,8 @@ func localValues(t *testing.T, addr, partition, key string) []string {
 
 func rawPut(t *testing.T, addr, key, value, level string, causal []byte) (*api.PutResponse, error) {
 	t.Helper()
-	cc, err := dial.Conn(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
+	cc, ctx, done := dialNode(t, addr)
+	defer done()
 	return api.NewKVClient(cc).Put(ctx, &api.PutRequest{Key: key, Value: []byte(value), Context: causal, Header: &api.RequestHeader{Consistency: level}})
 }
 

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,20 +10,14 @@ import (
 	"time"
 
 	"github.com/capkv/capkv/api"
-	"github.com/capkv/capkv/internal/dial"
 	"github.com/capkv/capkv/internal/kverrors"
 )
 
 // setFaults installs fault rules on one kvd (started with --test-faults).
 func setFaults(t *testing.T, addr string, rules []*api.FaultRule) {
 	t.Helper()
-	cc, err := dial.Conn(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
+	cc, ctx, done := dialNode(t, addr)
+	defer done()
 	if _, err := api.NewAdminClient(cc).SetFaults(ctx, &api.SetFaultsRequest{Rules: rules}); err != nil {
 		t.Fatalf("set faults on %s: %v", addr, err)
 	}
