@@ -72,33 +72,30 @@ func (f *serveFlags) addStorage(cmd *cobra.Command) {
 	cmd.Flags().DurationVar(&f.downAfter, "down-after", failure.DefaultDownAfter, "failure detector: a node silent this long is down (ap skips it, a cp minority refuses at once)")
 }
 
-// serveMetrics serves mux on addr until the process exits ("" : off).
-func serveMetrics(addr string, mux *http.ServeMux, log *slog.Logger) error {
+// serveHTTP serves h on addr, the value of flag, until the process exits
+// ("": off). The debug and metrics endpoints both use it.
+func serveHTTP(flag, addr string, h http.Handler, log *slog.Logger, what ...any) error {
 	if addr == "" {
 		return nil
 	}
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("--metrics-addr %s: %w", addr, err)
+		return fmt.Errorf("--%s %s: %w", flag, addr, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(lis)
-	log.Info("metrics endpoint", "addr", lis.Addr().String())
+	log.Info(strings.TrimSuffix(flag, "-addr")+" endpoint", append([]any{"addr", lis.Addr().String()}, what...)...)
 	return nil
 }
 
-// startDebug serves net/http/pprof on addr until the process exits.
+// serveMetrics serves mux (the nodes' /metrics handlers) on --metrics-addr.
+func serveMetrics(addr string, mux *http.ServeMux, log *slog.Logger) error {
+	return serveHTTP("metrics-addr", addr, mux, log)
+}
+
+// startDebug serves net/http/pprof (on the default mux) on --debug-addr.
 func startDebug(addr string, log *slog.Logger) error {
-	if addr == "" {
-		return nil
-	}
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("--debug-addr %s: %w", addr, err)
-	}
-	go http.Serve(lis, nil) // the default mux carries net/http/pprof's handlers
-	log.Info("debug endpoint", "addr", lis.Addr().String(), "pprof", "/debug/pprof/")
-	return nil
+	return serveHTTP("debug-addr", addr, http.DefaultServeMux, log, "pprof", "/debug/pprof/")
 }
 
 func rootCmd() *cobra.Command {
