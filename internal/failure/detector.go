@@ -117,7 +117,7 @@ func (d *Detector) States() []State {
 	d.mu.Lock()
 	out := make([]State, 0, len(d.p))
 	for id, p := range d.p {
-		out = append(out, State{ID: id, Up: !p.down, LastSeen: p.lastSeen, Since: p.since, LastErr: p.lastErr})
+		out = append(out, p.state(id))
 	}
 	d.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
@@ -132,7 +132,11 @@ func (d *Detector) State(id string) (State, bool) {
 	if !ok {
 		return State{ID: id, Up: true}, false
 	}
-	return State{ID: id, Up: !p.down, LastSeen: p.lastSeen, Since: p.since, LastErr: p.lastErr}, true
+	return p.state(id), true
+}
+
+func (p *peer) state(id string) State {
+	return State{ID: id, Up: !p.down, LastSeen: p.lastSeen, Since: p.since, LastErr: p.lastErr}
 }
 
 // Run probes until ctx ends.

@@ -108,19 +108,8 @@ func (n *Node) down(id string) error {
 	return fmt.Errorf("%w: node %s is down as seen from %s (%s)", kverrors.ErrUnavailable, id, n.cfg.ID, silent)
 }
 
-// reachable counts the nodes of replicas this node can reach (itself
-// included) by the failure detector's view.
-func (n *Node) reachable(replicas []string) int {
-	c := 0
-	for _, r := range replicas {
-		if r == n.cfg.ID || !n.fd.Down(r) {
-			c++
-		}
-	}
-	return c
-}
-
-// upReplicas are the replicas the failure detector does not hold down.
+// upReplicas are the replicas the failure detector does not hold down (this
+// node included).
 func (n *Node) upReplicas(replicas []string) []string {
 	out := make([]string, 0, len(replicas))
 	for _, r := range replicas {

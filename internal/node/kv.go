@@ -193,7 +193,7 @@ func (n *Node) serve(ctx context.Context, rt route, h *api.RequestHeader, leader
 			// its side, so refuse now rather than at the deadline. (A leader
 			// it can still reach would be tried again instead: in a bridge
 			// partition it may hold a majority this node cannot see.)
-			if r := n.reachable(rt.p.Replicas); r <= len(rt.p.Replicas)/2 {
+			if r := len(n.upReplicas(rt.p.Replicas)); r <= len(rt.p.Replicas)/2 {
 				return fmt.Errorf("%w: partition %s: %s reaches %d of its %d replicas %v, no majority (minority side of a partition)",
 					kverrors.ErrUnavailable, pid, n.cfg.ID, r, len(rt.p.Replicas), rt.p.Replicas)
 			}
