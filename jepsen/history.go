@@ -55,6 +55,17 @@ type Op struct {
 	Error    string   `json:"error,omitempty"`
 }
 
+// SetRead records what a successful Get returned: the value, and for an
+// ap key the other concurrent values (siblings) next to it.
+func (o *Op) SetRead(resp *api.GetResponse) {
+	o.Read, o.Found = string(resp.GetKv().GetValue()), true
+	for _, s := range resp.GetSiblings() {
+		if v := string(s.GetValue()); v != o.Read {
+			o.Siblings = append(o.Siblings, v)
+		}
+	}
+}
+
 func (o Op) String() string {
 	switch o.Kind {
 	case Read:

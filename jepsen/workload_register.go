@@ -112,12 +112,7 @@ func (w RegisterWorkload) do(ctx context.Context, c api.KVClient, h *History, op
 		var resp *api.GetResponse
 		resp, err = c.Get(octx, &api.GetRequest{Key: op.Key, Header: header(op.Level)})
 		if err == nil {
-			op.Read, op.Found = string(resp.GetKv().GetValue()), true
-			for _, s := range resp.GetSiblings() {
-				if v := string(s.GetValue()); v != op.Read {
-					op.Siblings = append(op.Siblings, v)
-				}
-			}
+			op.SetRead(resp)
 		}
 	case Write:
 		_, err = c.Put(octx, &api.PutRequest{Key: op.Key, Value: []byte(op.Value), Header: header(op.Level)})

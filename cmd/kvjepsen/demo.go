@@ -378,12 +378,8 @@ func demoClient(ctx context.Context, h *jepsen.History, kv api.KVClient, n jepse
 			if kind == jepsen.Read {
 				var r *api.GetResponse
 				if r, err = kv.Get(octx, &api.GetRequest{Key: key, Header: hdr}); err == nil {
-					o.Read, o.Found, causal = string(r.GetKv().GetValue()), true, r.GetContext()
-					for _, s := range r.GetSiblings() {
-						if v := string(s.GetValue()); v != o.Read {
-							o.Siblings = append(o.Siblings, v)
-						}
-					}
+					o.SetRead(r)
+					causal = r.GetContext()
 				}
 			} else {
 				o.Value = fmt.Sprintf("%s-%d-%d", n.ID, offset, seq)
