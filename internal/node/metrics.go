@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/capkv/capkv/api"
-	"github.com/capkv/capkv/internal/kverrors"
 	"github.com/capkv/capkv/internal/metrics"
 	"github.com/capkv/capkv/ring"
 )
@@ -21,13 +20,14 @@ func (n *Node) MetricsHandler() http.Handler { return n.metrics.Handler() }
 const kvMethodPrefix = "/capkv.v1.KV/"
 
 // observe records a KV request in the metrics: its keyspace and mode come
-// from the receipt when there is one, else from the key.
+// from the receipt when there is one, else from the key. err is the status
+// the caller gets.
 func (n *Node) observe(method string, req, resp any, err error, took time.Duration) {
 	op, ok := strings.CutPrefix(method, kvMethodPrefix)
 	if !ok {
 		return
 	}
-	r := metrics.Request{Op: op, Seconds: took.Seconds(), Code: status.Code(kverrors.ToStatus(err)).String()}
+	r := metrics.Request{Op: op, Seconds: took.Seconds(), Code: status.Code(err).String()}
 	var rc *api.Receipt
 	if x, ok := resp.(interface{ GetReceipt() *api.Receipt }); ok && err == nil {
 		rc = x.GetReceipt()

@@ -444,10 +444,11 @@ func (n *Node) unaryInterceptor(ctx context.Context, req any, info *grpc.UnarySe
 	}
 	start := time.Now()
 	resp, err := handler(ctx, req)
+	err = kverrors.ToStatus(err) // once, for the caller and the metrics
 	n.observe(info.FullMethod, req, resp, err, time.Since(start))
 	if err != nil {
 		n.log.Debug("request failed", "method", info.FullMethod, "err", err)
-		return nil, kverrors.ToStatus(err)
+		return nil, err
 	}
 	return resp, nil
 }
