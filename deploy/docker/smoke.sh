@@ -26,7 +26,10 @@ got=$($COMPOSE exec -T n4 /kvctl --endpoints n4:7001 get accounts/eu/1/smoke)
 if [ "$got" != hello ]; then echo "docker smoke: read back '$got'"; exit 1; fi
 # Metrics, scraped from the host at the container's address.
 ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$($COMPOSE ps -q n1)")
-if ! curl -fsS --max-time 5 "http://$ip:9100/metrics" | grep -q 'capkv_keyspace_info{.*keyspace="accounts",mode="cp"'; then
+# (Read it whole first: grep -q stops reading at its match, and with pipefail
+# curl's failed write would fail the check.)
+metrics=$(curl -fsS --max-time 5 "http://$ip:9100/metrics" || true)
+if ! grep -q 'capkv_keyspace_info{.*keyspace="accounts",mode="cp"' <<<"$metrics"; then
   echo "docker smoke: no capkv metrics at http://$ip:9100/metrics"; exit 1
 fi
 echo "docker smoke: 5 nodes up, write via n1 (eu) read back via n4 (us), metrics served: ok"
