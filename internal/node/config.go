@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/capkv/capkv/internal/failure"
+	"github.com/capkv/capkv/internal/fault"
 	"github.com/capkv/capkv/internal/kverrors"
 	"github.com/capkv/capkv/replication/cp"
 	"github.com/capkv/capkv/ring"
@@ -68,7 +69,7 @@ type Config struct {
 	ProbeInterval, DownAfter time.Duration
 	// Faults, when set, decides the fate of Raft messages between nodes
 	// (tests and the partition harness; nil delivers everything).
-	Faults cp.Faults
+	Faults fault.Injector
 	// TestFaults enables the SetFaults admin RPC, which installs network
 	// fault rules on this node's traffic to other nodes. TEST ONLY: it is how
 	// the partition harness cuts links between kvd processes without root.

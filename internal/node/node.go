@@ -22,6 +22,7 @@ import (
 	"github.com/capkv/capkv/consistency"
 	"github.com/capkv/capkv/internal/dial"
 	"github.com/capkv/capkv/internal/failure"
+	"github.com/capkv/capkv/internal/fault"
 	"github.com/capkv/capkv/internal/kverrors"
 	"github.com/capkv/capkv/internal/metrics"
 	"github.com/capkv/capkv/internal/watch"
@@ -55,8 +56,8 @@ type Node struct {
 	ringp   atomic.Pointer[ring.Ring]
 	mapMu   sync.Mutex
 	metaIDs atomic.Pointer[[]string]
-	stop    chan struct{}  // closed by Close; ends metaLoop
-	faults  *cp.FaultTable // the test-only fault hook's rules (nil: disabled)
+	stop    chan struct{} // closed by Close; ends metaLoop
+	faults  *fault.Table  // the test-only fault hook's rules (nil: disabled)
 	// clockSkew (ns) is added to the wall clock by the test-only fault hook.
 	clockSkew atomic.Int64
 
@@ -109,7 +110,7 @@ func New(cfg Config) (*Node, error) {
 	n.mu.peers = make(map[string]*grpc.ClientConn)
 	n.mu.byAddr = make(map[string]*grpc.ClientConn)
 	if cfg.Faults == nil && cfg.TestFaults {
-		n.faults = cp.NewFaultTable()
+		n.faults = fault.NewTable()
 		cfg.Faults = n.faults
 		n.cfg.Faults = n.faults
 	}
@@ -410,9 +411,9 @@ func (n *Node) SetFaults(_ context.Context, req *api.SetFaultsRequest) (*api.Set
 	if n.faults == nil {
 		return nil, fmt.Errorf("%w: fault injection is disabled on %s (start kvd with --test-faults)", kverrors.ErrWrongMode, n.cfg.ID)
 	}
-	var rules []cp.Rule
+	var rules []fault.Rule
 	for _, r := range req.GetRules() {
-		var rule cp.Rule
+		var rule fault.Rule
 		switch r.GetAction() {
 		case "drop":
 			rule.Drop = true

@@ -12,10 +12,10 @@ import (
 
 	"github.com/anishathalye/porcupine"
 
+	"github.com/capkv/capkv/internal/fault"
 	"github.com/capkv/capkv/internal/node"
 	"github.com/capkv/capkv/internal/nodetest"
 	"github.com/capkv/capkv/jepsen"
-	"github.com/capkv/capkv/replication/cp"
 )
 
 // runRegister runs the register workload against an in-process 3-node
@@ -54,7 +54,7 @@ func runRegister(t *testing.T, unsafeReads bool, isolateFor, period time.Duratio
 					rest = append(rest, id)
 				}
 			}
-			cl.Faults.Partition([]string{victim}, rest, cp.Rule{Drop: true})
+			cl.Faults.Partition([]string{victim}, rest, fault.Rule{Drop: true})
 			select {
 			case <-ctx.Done():
 				return

@@ -9,9 +9,9 @@ import (
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/client"
 	"github.com/capkv/capkv/internal/dial"
+	"github.com/capkv/capkv/internal/fault"
 	"github.com/capkv/capkv/internal/node"
 	"github.com/capkv/capkv/internal/nodetest"
-	"github.com/capkv/capkv/replication/cp"
 )
 
 // A follower cut off while the leader writes and compacts its log must catch
@@ -54,7 +54,7 @@ func TestFollowerCatchesUpFromSnapshotOverGRPC(t *testing.T) {
 			others = append(others, n.ID())
 		}
 	}
-	cl.Faults.Partition([]string{lagger.ID()}, append(others, leader), cp.Rule{Drop: true})
+	cl.Faults.Partition([]string{lagger.ID()}, append(others, leader), fault.Rule{Drop: true})
 	for i := 1; i <= 300; i++ {
 		if _, err := c.Put(ctx, key(i), []byte(fmt.Sprint(i))); err != nil {
 			t.Fatalf("put %d with one follower cut off: %v", i, err)

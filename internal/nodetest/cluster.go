@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/capkv/capkv/consistency"
+	"github.com/capkv/capkv/internal/fault"
 	"github.com/capkv/capkv/internal/node"
-	"github.com/capkv/capkv/replication/cp"
 	"github.com/capkv/capkv/ring"
 )
 
@@ -37,7 +37,7 @@ func DefaultKeyspaces() []ring.KeyspaceConfig {
 
 // Cluster is a running in-process cluster.
 type Cluster struct {
-	Faults *cp.FaultTable
+	Faults *fault.Table
 	Peers  []ring.Node
 	Nodes  []*node.Node
 	dir    string
@@ -59,7 +59,7 @@ func Start(o Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Faults: cp.NewFaultTable(), dir: dir}
+	c := &Cluster{Faults: fault.NewTable(), dir: dir}
 	var lis []net.Listener
 	for i := range o.Nodes {
 		l, err := net.Listen("tcp", "127.0.0.1:0")

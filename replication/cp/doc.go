@@ -24,7 +24,7 @@
 //     operation definitely did not happen; kverrors.ErrIndeterminate means it
 //     may commit later (deadline passed or leadership lost after appending).
 //
-// Faults: Network consults a Faults value for every message in both
+// Faults: Network consults a fault.Injector for every message in both
 // directions, and FaultyTransport wraps any raft.Transport the same way, so
 // tests cut, delay or blackhole chosen links, one way or both, in process.
 package cp

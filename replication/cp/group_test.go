@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/capkv/capkv/consistency"
+	"github.com/capkv/capkv/internal/fault"
 	"github.com/capkv/capkv/internal/kverrors"
 	"github.com/capkv/capkv/shard"
 )
@@ -98,7 +99,7 @@ func (s *memStorage) value(key string) string {
 type testGroup struct {
 	t      *testing.T
 	ids    []string
-	faults *FaultTable
+	faults *fault.Table
 	trans  map[string]*raft.InmemTransport
 	logs   map[string]*raft.InmemStore
 	stores map[string]*memStorage
@@ -116,7 +117,7 @@ func testTuning() Tuning {
 }
 
 func newTestGroup(t *testing.T, ids ...string) *testGroup {
-	g := &testGroup{t: t, ids: ids, faults: NewFaultTable(), trans: map[string]*raft.InmemTransport{},
+	g := &testGroup{t: t, ids: ids, faults: fault.NewTable(), trans: map[string]*raft.InmemTransport{},
 		logs: map[string]*raft.InmemStore{}, stores: map[string]*memStorage{}, reps: map[string]*Group{}, tuning: testTuning()}
 	for _, id := range ids {
 		_, tr := raft.NewInmemTransport(raft.ServerAddress(id))
@@ -203,7 +204,7 @@ func TestIsolatedLeaderCannotCommit(t *testing.T) {
 		}
 		cancel()
 
-		g.faults.Partition([]string{old.cfg.Self}, g.others(old.cfg.Self), Rule{Drop: true})
+		g.faults.Partition([]string{old.cfg.Self}, g.others(old.cfg.Self), fault.Rule{Drop: true})
 		ctx, cancel = ctxFor(2 * time.Second)
 		_, err := old.Propose(ctx, put("k", "lost", 2))
 		cancel()
@@ -246,7 +247,7 @@ func TestOneWayPartition(t *testing.T) {
 		g := newTestGroup(t, "a", "b", "c")
 		old := g.leader()
 		for _, o := range g.others(old.cfg.Self) {
-			g.faults.Set(o, old.cfg.Self, Rule{Blackhole: true})
+			g.faults.Set(o, old.cfg.Self, fault.Rule{Blackhole: true})
 		}
 		ctx, cancel := ctxFor(2 * time.Second)
 		_, err := old.Propose(ctx, put("k", "x", 1))
@@ -360,7 +361,7 @@ func TestLaggingFollowerInstallsSnapshot(t *testing.T) {
 		g := newTestGroup(t, "a", "b", "c")
 		l := g.leader()
 		lag := g.others(l.cfg.Self)[0]
-		g.faults.Partition([]string{lag}, g.others(lag), Rule{Drop: true})
+		g.faults.Partition([]string{lag}, g.others(lag), fault.Rule{Drop: true})
 		for i := range 100 {
 			ctx, cancel := ctxFor(2 * time.Second)
 			if _, err := l.Propose(ctx, put(fmt.Sprintf("k%03d", i), fmt.Sprint(i), 1)); err != nil {

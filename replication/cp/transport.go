@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/capkv/capkv/api"
+	"github.com/capkv/capkv/internal/fault"
 )
 
 // RPC kinds carried in api.RaftFrame.Kind.
@@ -50,7 +51,7 @@ type Dialer func(nodeID string) (*grpc.ClientConn, error)
 type Network struct {
 	self   string
 	dial   Dialer
-	faults Faults
+	faults fault.Injector
 	// HeartbeatPeriod is the shortest interval of raft's periodic
 	// heartbeats (HeartbeatTimeout/10 of the groups; 0: of DefaultTuning):
 	// a heartbeat sooner than that is a leadership check, sent at once.
@@ -67,9 +68,9 @@ type Network struct {
 }
 
 // NewNetwork creates the Raft network of node self. faults may be nil.
-func NewNetwork(self string, dial Dialer, faults Faults) *Network {
+func NewNetwork(self string, dial Dialer, faults fault.Injector) *Network {
 	if faults == nil {
-		faults = NoFaults{}
+		faults = fault.None{}
 	}
 	n := &Network{self: self, dial: dial, faults: faults}
 	n.mu.groups = make(map[string]*Transport)
