@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/internal/kverrors"
 	"github.com/capkv/capkv/internal/wire"
+	"github.com/capkv/capkv/ring"
 )
 
 // GetClusterMap returns the map clients build their ring from.
@@ -155,4 +157,74 @@ func (n *Node) Ring(_ context.Context, req *api.RingRequest) (*api.RingResponse,
 		}
 	}
 	return resp, nil
+}
+
+// Repair runs anti-entropy now for the partitions of a keyspace: here for
+// those this node replicates, through a replica for the others.
+func (n *Node) Repair(ctx context.Context, req *api.RepairRequest) (*api.RepairResponse, error) {
+	if err := n.ready(); err != nil {
+		return nil, err
+	}
+	ks, ok := n.r().Keyspace(req.GetKeyspace())
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", kverrors.ErrUnknownKeyspace, req.GetKeyspace())
+	}
+	start := time.Now()
+	out := &api.RepairResponse{}
+	for _, p := range n.r().Partitions(ks.Name) {
+		if p.Err != "" || (req.GetPartition() != "" && p.ID.String() != req.GetPartition()) {
+			continue
+		}
+		rt, err := n.routePlacement(ring.Placement{Keyspace: ks, Partition: p.ID, Replicas: p.Replicas}, nil)
+		if err != nil {
+			return nil, err
+		}
+		if rt.rep.Serves(rt.t) {
+			st, err := rt.rep.Repair(ctx, rt.t)
+			if err != nil {
+				return nil, fmt.Errorf("repair %s: %w", p.ID, err)
+			}
+			out.Partitions++
+			out.LeavesDiffering += uint32(st.LeavesDiffering)
+			out.KeysPulled += uint32(st.Pulled)
+			out.KeysPushed += uint32(st.Pushed)
+			out.TombstonesPurged += uint32(st.Purged)
+			continue
+		}
+		if req.GetHops() > 0 {
+			return nil, fmt.Errorf("%w: %s holds no replica of %s", kverrors.ErrStaleEpoch, n.cfg.ID, p.ID)
+		}
+		var last error
+		for _, r := range p.Replicas {
+			if err := n.down(r); err != nil {
+				last = err
+				continue
+			}
+			c, err := n.peer(r)
+			if err != nil {
+				last = err
+				continue
+			}
+			resp, err := api.NewAdminClient(c).Repair(ctx, &api.RepairRequest{Keyspace: ks.Name, Partition: p.ID.String(), Hops: 1})
+			if err != nil {
+				last = kverrors.FromStatus(err)
+				if errors.Is(last, kverrors.ErrWrongMode) {
+					return nil, last // the mode has no repair: every replica says so
+				}
+				continue
+			}
+			out.Partitions += resp.GetPartitions()
+			out.LeavesDiffering += resp.GetLeavesDiffering()
+			out.KeysPulled += resp.GetKeysPulled()
+			out.KeysPushed += resp.GetKeysPushed()
+			out.TombstonesPurged += resp.GetTombstonesPurged()
+			last = nil
+			break
+		}
+		if last != nil {
+			return nil, fmt.Errorf("repair %s: no replica reachable: %w", p.ID, last)
+		}
+	}
+	out.Millis = time.Since(start).Milliseconds()
+	return out, nil
 }

@@ -1,12 +1,12 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -14,10 +14,8 @@ import (
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/consistency"
 	"github.com/capkv/capkv/internal/kverrors"
-	"github.com/capkv/capkv/replication/ap"
-	"github.com/capkv/capkv/replication/cp"
+	"github.com/capkv/capkv/replication"
 	"github.com/capkv/capkv/ring"
-	"github.com/capkv/capkv/shard"
 )
 
 // maxHops bounds forwarding: client -> any node -> a replica -> the leader.
@@ -26,13 +24,14 @@ const maxHops = 2
 // leaderWait is how often a replica without a known leader looks again.
 const leaderWait = 20 * time.Millisecond
 
-// route is where a request goes: the placement of its key and its
-// effective consistency level.
+// route is where a request goes: its target (placement and effective level)
+// and the replicator of the keyspace's mode, chosen here and nowhere else.
 type route struct {
-	p     ring.Placement
-	level consistency.Level
+	t   replication.Target
+	rep replication.Replicator
 }
 
+// route resolves key -> keyspace -> partition -> replicator.
 func (n *Node) route(key string, h *api.RequestHeader) (route, error) {
 	if err := n.ready(); err != nil {
 		return route{}, err
@@ -44,11 +43,21 @@ func (n *Node) route(key string, h *api.RequestHeader) (route, error) {
 	if err != nil {
 		return route{}, err
 	}
+	return n.routePlacement(p, h)
+}
+
+// routePlacement is route for a known placement (scans, watches and repairs
+// name partitions, not keys).
+func (n *Node) routePlacement(p ring.Placement, h *api.RequestHeader) (route, error) {
 	lvl, err := n.level(p.Keyspace, h)
 	if err != nil {
 		return route{}, err
 	}
-	return route{p: p, level: lvl}, nil
+	rep, ok := n.modes[p.Keyspace.Mode]
+	if !ok {
+		return route{}, fmt.Errorf("%w: keyspace %q has mode %q, which this node does not run", kverrors.ErrInternal, p.Keyspace.Name, p.Keyspace.Mode)
+	}
+	return route{t: replication.Target{Placement: p, Level: lvl}, rep: rep}, nil
 }
 
 func (n *Node) level(ks *ring.KeyspaceConfig, h *api.RequestHeader) (consistency.Level, error) {
@@ -63,36 +72,31 @@ func (n *Node) level(ks *ring.KeyspaceConfig, h *api.RequestHeader) (consistency
 	return lvl, nil
 }
 
-// receipt describes a request this node served itself.
-func (n *Node) receipt(rt route) *api.Receipt {
+// receipt is the CAP receipt of a request this node served: where it was
+// routed, plus what the mode reported it cost.
+func (n *Node) receipt(rt route, m replication.Receipt) *api.Receipt {
+	p := rt.t.Placement
+	level := rt.t.Level
+	if m.Level != "" {
+		level = m.Level
+	}
 	return &api.Receipt{
-		Keyspace:    rt.p.Keyspace.Name,
-		Mode:        string(rt.p.Keyspace.Mode),
-		Level:       string(rt.level),
-		Partition:   rt.p.Partition.String(),
-		Replicas:    append([]string(nil), rt.p.Replicas...),
-		AckedBy:     []string{n.cfg.ID},
-		ServedBy:    n.cfg.ID,
-		Coordinator: n.cfg.ID,
-		Epoch:       n.r().Epoch(),
+		Keyspace:          p.Keyspace.Name,
+		Mode:              string(p.Keyspace.Mode),
+		Level:             string(level),
+		Partition:         p.Partition.String(),
+		Replicas:          append([]string(nil), p.Replicas...),
+		AckedBy:           m.AckedBy,
+		ServedBy:          n.cfg.ID,
+		Coordinator:       n.cfg.ID,
+		Epoch:             n.r().Epoch(),
+		Hinted:            m.Hinted,
+		SloppyQuorum:      m.Sloppy,
+		Siblings:          uint32(m.Siblings),
+		AppliedIndex:      m.AppliedIndex,
+		StalenessMs:       m.StalenessMs,
+		MajorityReachable: m.MajorityReachable,
 	}
-}
-
-// cpReceipt adds what Raft guaranteed: a committed write or a confirmed
-// read needed a majority; a stale read says how far behind it may be.
-func (n *Node) cpReceipt(rt route, g *cp.Group, index uint64, majority bool) *api.Receipt {
-	r := n.receipt(rt)
-	r.AppliedIndex = index
-	r.MajorityReachable = majority
-	if !majority {
-		r.AppliedIndex = g.AppliedIndex()
-		if lc := g.LastContact(); !lc.IsZero() {
-			r.StalenessMs = max(time.Since(lc).Milliseconds(), 0)
-		} else {
-			r.StalenessMs = -1 // never heard from a leader
-		}
-	}
-	return r
 }
 
 // forwarded marks a receipt that came back through this node.
@@ -123,10 +127,6 @@ func (n *Node) kvPeer(id string) (api.KVClient, error) {
 	return api.NewKVClient(c), nil
 }
 
-func (n *Node) replica(p ring.Placement) *shard.Replica {
-	return n.store.Replica(p.Partition.String())
-}
-
 // innerDeadline leaves a margin before the caller's deadline so that a
 // request that cannot be served gets a definite Unavailable answer instead
 // of the caller's own timeout.
@@ -139,43 +139,45 @@ func innerDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithDeadline(ctx, dl.Add(-margin))
 }
 
-// serve runs a request on the replica that must execute it.
-//
-// ap keyspaces (until leaderless replication lands): the first node of the
-// preference list. cp keyspaces: the Raft leader when leader is true (writes,
-// linearizable reads), any replica otherwise (stale reads). local runs the
-// request here; forward sends it on. A replica that knows no leader waits for
-// an election until shortly before the deadline, then answers Unavailable.
-func (n *Node) serve(ctx context.Context, rt route, h *api.RequestHeader, leader bool,
-	local func(ctx context.Context, g *cp.Group) error,
-	forward func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error) error {
+// forwardFunc sends a request on to another node's KV service.
+type forwardFunc func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error
 
-	if rt.p.Keyspace.Mode != consistency.CP {
-		return n.apServe(ctx, rt, h, func() error { return local(ctx, nil) }, forward)
+// call runs a request here when this node serves its partition (local) and
+// otherwise forwards it, following the mode's policy. This is the one
+// forwarding path of every KV operation.
+func (n *Node) call(ctx context.Context, rt route, h *api.RequestHeader, local func(ctx context.Context) error, forward forwardFunc) error {
+	if !rt.rep.Forwarding().WaitForLeader {
+		if rt.rep.Serves(rt.t) {
+			return local(ctx)
+		}
+		return n.forwardOnce(ctx, rt, h, forward)
 	}
+	return n.callLeader(ctx, rt, h, local, forward)
+}
+
+// callLeader serves a request of a leader-based mode. A replica runs it and
+// follows the redirect to the leader it names; any other node rotates
+// through the replicas the failure detector does not hold down. It waits for
+// an election until shortly before the deadline, then answers Unavailable.
+func (n *Node) callLeader(ctx context.Context, rt route, h *api.RequestHeader, local func(ctx context.Context) error, forward forwardFunc) error {
 	ictx, cancel := innerDeadline(ctx)
 	defer cancel()
-	pid := rt.p.Partition.String()
+	pid, replicas := rt.t.Partition(), rt.t.Placement.Replicas
 	for attempt := 0; ; attempt++ {
 		var to string
-		g, replica := n.host.Group(pid)
-		if replica {
-			if !leader {
-				return local(ctx, g)
-			}
-			err := local(ictx, g)
-			var nl *cp.NotLeaderError
-			if !errors.As(err, &nl) {
+		serves := rt.rep.Serves(rt.t)
+		if serves {
+			err := local(ictx)
+			var rd replication.Redirect
+			if !errors.As(err, &rd) {
 				return err
 			}
-			to = nl.Leader
+			to = rd.RedirectTo()
 		} else {
-			// Not a replica: any replica knows its leader; rotate through
-			// the ones the failure detector does not hold down.
-			up := n.upReplicas(rt.p.Replicas)
+			up := n.upReplicas(replicas)
 			if len(up) == 0 {
 				return fmt.Errorf("%w: partition %s: no replica of %v is reachable from %s (failure detector)",
-					kverrors.ErrUnavailable, pid, rt.p.Replicas, n.cfg.ID)
+					kverrors.ErrUnavailable, pid, replicas, n.cfg.ID)
 			}
 			to = up[attempt%len(up)]
 		}
@@ -187,15 +189,15 @@ func (n *Node) serve(ctx context.Context, rt route, h *api.RequestHeader, leader
 			// The node we forwarded to is unreachable; an election may be
 			// under way, or another replica can help.
 		}
-		if replica && (to == "" || n.fd.Down(to)) {
+		if serves && (to == "" || n.fd.Down(to)) {
 			// A replica that knows no reachable leader and reaches no
 			// majority of the group's replicas: no election can succeed on
 			// its side, so refuse now rather than at the deadline. (A leader
 			// it can still reach would be tried again instead: in a bridge
 			// partition it may hold a majority this node cannot see.)
-			if r := len(n.upReplicas(rt.p.Replicas)); r <= len(rt.p.Replicas)/2 {
+			if r := len(n.upReplicas(replicas)); r <= len(replicas)/2 {
 				return fmt.Errorf("%w: partition %s: %s reaches %d of its %d replicas %v, no majority (minority side of a partition)",
-					kverrors.ErrUnavailable, pid, n.cfg.ID, r, len(rt.p.Replicas), rt.p.Replicas)
+					kverrors.ErrUnavailable, pid, n.cfg.ID, r, len(replicas), replicas)
 			}
 		}
 		select {
@@ -207,8 +209,58 @@ func (n *Node) serve(ctx context.Context, rt route, h *api.RequestHeader, leader
 	}
 }
 
-func (n *Node) forwardTo(ctx context.Context, to string, h *api.RequestHeader,
-	forward func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error) error {
+// forwardOnce sends a request of a leaderless mode to the first replica
+// that answers.
+func (n *Node) forwardOnce(ctx context.Context, rt route, h *api.RequestHeader, forward forwardFunc) error {
+	var errs []error
+	maybe := false // some attempt may have reached a replica and been applied
+	// Replicas the failure detector holds down are tried last (they fail at
+	// once, without a network round trip), so the live ones share the time.
+	replicas := slices.Clone(rt.t.Placement.Replicas)
+	slices.SortStableFunc(replicas, func(a, b string) int { return cmpBool(n.fd.Down(a), n.fd.Down(b)) })
+	live := len(n.upReplicas(replicas))
+	for i, r := range replicas {
+		// A replica cut off by a partition may swallow the request until the
+		// deadline: give each live try a share of the time left, so the next
+		// replica is still tried (ap promises service while any answers).
+		// Down replicas come last and fail at once without a share.
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if dl, ok := ctx.Deadline(); ok && i < live-1 {
+			actx, cancel = context.WithTimeout(ctx, max(time.Until(dl)/time.Duration(live-i), 100*time.Millisecond))
+		}
+		err := n.forwardTo(actx, r, h, forward)
+		timedOut := actx.Err() != nil && ctx.Err() == nil
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, kverrors.ErrUnavailable) && !timedOut {
+			return err
+		}
+		maybe = maybe || timedOut || errors.Is(err, kverrors.ErrIndeterminate)
+		errs = append(errs, err)
+	}
+	if maybe {
+		// A replica may have applied it before its answer was lost: not a
+		// definite failure (kvjepsen's set checker caught this).
+		return fmt.Errorf("%w: no replica of %s answered %s in time; one may have applied the request: %w",
+			kverrors.ErrIndeterminate, rt.t.Partition(), n.cfg.ID, errors.Join(errs...))
+	}
+	return fmt.Errorf("%w: no replica of %s is reachable from %s: %w", kverrors.ErrUnavailable, rt.t.Partition(), n.cfg.ID, errors.Join(errs...))
+}
+
+// cmpBool orders false before true.
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}
+
+func (n *Node) forwardTo(ctx context.Context, to string, h *api.RequestHeader, forward forwardFunc) error {
 	if h.GetHops() >= maxHops {
 		return fmt.Errorf("%w: node %s received a request already forwarded %d times; its owner is %s (epoch %d, sender's %d)",
 			kverrors.ErrStaleEpoch, n.cfg.ID, h.GetHops(), to, n.r().Epoch(), h.GetEpoch())
@@ -223,39 +275,28 @@ func (n *Node) forwardTo(ctx context.Context, to string, h *api.RequestHeader,
 	return nil
 }
 
+func keyValue(it replication.Item) *api.KeyValue {
+	return &api.KeyValue{Key: it.Key, Value: it.Value, Version: it.Version, Timestamp: it.Timestamp}
+}
+
 // Get returns the current value of a key.
 func (n *Node) Get(ctx context.Context, req *api.GetRequest) (*api.GetResponse, error) {
 	rt, err := n.route(req.GetKey(), req.GetHeader())
 	if err != nil {
 		return nil, err
 	}
-	if rt.p.Keyspace.Mode == consistency.AP {
-		return n.apGet(ctx, rt, req)
-	}
 	var resp *api.GetResponse
-	err = n.serve(ctx, rt, req.GetHeader(), rt.level == consistency.Linearizable,
-		func(ctx context.Context, g *cp.Group) error {
-			var rc *api.Receipt
-			if g == nil {
-				rc = n.receipt(rt)
-			} else if rt.level == consistency.Linearizable && !n.cfg.UnsafeLocalReads {
-				idx, err := g.ReadBarrier(ctx)
-				if err != nil {
-					return err
-				}
-				rc = n.cpReceipt(rt, g, idx, true)
-			} else {
-				rc = n.cpReceipt(rt, g, 0, false)
-			}
-			rec, found, err := n.replica(rt.p).Get(req.GetKey())
+	err = n.call(ctx, rt, req.GetHeader(),
+		func(ctx context.Context) error {
+			res, err := rt.rep.Get(ctx, rt.t, req.GetKey())
 			if err != nil {
 				return err
 			}
-			if !found || rec.Tombstone {
-				return fmt.Errorf("%w: key %q", kverrors.ErrNotFound, req.GetKey())
+			resp = &api.GetResponse{Kv: keyValue(res.Item), Context: res.Context, DeletedConcurrently: res.DeletedConcurrently,
+				Receipt: n.receipt(rt, res.Receipt)}
+			for _, s := range res.Siblings {
+				resp.Siblings = append(resp.Siblings, &api.Sibling{Value: s.Value, Timestamp: s.Timestamp, Dot: s.Dot})
 			}
-			resp = &api.GetResponse{Receipt: rc,
-				Kv: &api.KeyValue{Key: req.GetKey(), Value: rec.Value, Version: rec.Version, Timestamp: uint64(rec.Timestamp)}}
 			return nil
 		},
 		func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error {
@@ -277,31 +318,22 @@ func (n *Node) checkValue(v []byte) error {
 	return nil
 }
 
-// write runs a mutation: through Raft for cp keyspaces, as a local
-// read-modify-write on the owner otherwise.
-func (n *Node) write(ctx context.Context, rt route, h *api.RequestHeader, cmd cp.Command,
-	forward func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error) (cp.Result, *api.Receipt, error) {
-	var res cp.Result
-	var rc *api.Receipt
+// write runs a put, delete or CAS: here when this node serves the key's
+// partition (res, rc set), else through the node forward sends it to (the
+// forward closure keeps that node's response; rc is nil).
+func (n *Node) write(ctx context.Context, rt route, h *api.RequestHeader, w replication.Write, forward forwardFunc) (replication.WriteResult, *api.Receipt, error) {
 	h = withRequestID(h)
-	err := n.serve(ctx, rt, h, true,
-		func(ctx context.Context, g *cp.Group) error {
-			cmd.Timestamp = n.clock.Now()
-			cmd.RequestID = h.GetRequestId()
-			if g == nil {
-				var err error
-				res, err = n.applyLocal(rt, cmd)
-				rc = n.receipt(rt)
-				return err
-			}
-			var err error
-			res, err = g.Propose(ctx, cmd)
-			if err != nil {
-				return err
-			}
-			rc = n.cpReceipt(rt, g, res.Version, true)
-			return nil
-		}, forward)
+	rt.t.RequestID = h.GetRequestId()
+	var res replication.WriteResult
+	var rc *api.Receipt
+	err := n.call(ctx, rt, h, func(ctx context.Context) error {
+		var err error
+		if res, err = rt.rep.Write(ctx, rt.t, w); err != nil {
+			return err
+		}
+		rc = n.receipt(rt, res.Receipt)
+		return nil
+	}, forward)
 	return res, rc, err
 }
 
@@ -320,40 +352,6 @@ func withRequestID(h *api.RequestHeader) *api.RequestHeader {
 	return out
 }
 
-// applyLocal executes a mutation on this node's copy without replication.
-func (n *Node) applyLocal(rt route, cmd cp.Command) (cp.Result, error) {
-	var res cp.Result
-	_, err := n.replica(rt.p).Update(cmd.Key, func(cur shard.Record, found bool) (shard.Record, error) {
-		live := found && !cur.Tombstone
-		next := cur.Version + 1
-		switch cmd.Op {
-		case cp.OpDelete:
-			if !live {
-				res = cp.Result{Version: cur.Version}
-				return cur, errNoChange
-			}
-			res = cp.Result{Version: next, Timestamp: cmd.Timestamp, Existed: true}
-			return shard.Record{Tombstone: true, Version: next, Timestamp: cmd.Timestamp}, nil
-		case cp.OpCAS:
-			if cmd.HasExpectedVer && (!live && cmd.ExpectedVersion != 0 || live && cur.Version != cmd.ExpectedVersion) {
-				return cur, fmt.Errorf("%w: key %q is at version %d, expected %d", kverrors.ErrConflict, cmd.Key, cur.Version, cmd.ExpectedVersion)
-			}
-			if cmd.HasExpectedVal && (!live || !bytes.Equal(cur.Value, cmd.ExpectedValue)) {
-				return cur, fmt.Errorf("%w: key %q does not hold the expected value %q", kverrors.ErrConflict, cmd.Key, cmd.ExpectedValue)
-			}
-		}
-		res = cp.Result{Version: next, Timestamp: cmd.Timestamp}
-		return shard.Record{Value: cmd.Value, Version: next, Timestamp: cmd.Timestamp}, nil
-	})
-	if errors.Is(err, errNoChange) {
-		err = nil
-	}
-	return res, err
-}
-
-// errNoChange aborts an Update that has nothing to write.
-var errNoChange = errors.New("no change")
-
 // Put writes a key.
 func (n *Node) Put(ctx context.Context, req *api.PutRequest) (*api.PutResponse, error) {
 	rt, err := n.route(req.GetKey(), req.GetHeader())
@@ -364,37 +362,20 @@ func (n *Node) Put(ctx context.Context, req *api.PutRequest) (*api.PutResponse, 
 		return nil, err
 	}
 	var fwd *api.PutResponse
-	if rt.p.Keyspace.Mode == consistency.AP {
-		res, rc, _, err := n.apWrite(ctx, rt, withRequestID(req.GetHeader()), req.GetKey(), req.GetContext(), consistency.Value{Data: req.GetValue()},
-			func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error {
-				var err error
-				fwd, err = c.Put(ctx, &api.PutRequest{Header: h, Key: req.GetKey(), Value: req.GetValue(), Context: req.GetContext()})
-				return err
-			})
-		if err != nil {
-			return nil, err
-		}
-		if fwd != nil {
-			n.forwarded(fwd.GetReceipt())
-			return fwd, nil
-		}
-		w, _ := res.Clock.LWW()
-		return &api.PutResponse{Version: w.Dot.Counter, Timestamp: uint64(w.Timestamp), Receipt: rc}, nil
-	}
-	res, rc, err := n.write(ctx, rt, req.GetHeader(), cp.Command{Op: cp.OpPut, Key: req.GetKey(), Value: req.GetValue()},
+	res, rc, err := n.write(ctx, rt, req.GetHeader(), replication.Write{Op: replication.OpPut, Key: req.GetKey(), Value: req.GetValue(), Context: req.GetContext()},
 		func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error {
 			var err error
-			fwd, err = c.Put(ctx, &api.PutRequest{Header: h, Key: req.GetKey(), Value: req.GetValue()})
+			fwd, err = c.Put(ctx, &api.PutRequest{Header: h, Key: req.GetKey(), Value: req.GetValue(), Context: req.GetContext()})
 			return err
 		})
-	if err != nil {
+	switch {
+	case err != nil:
 		return nil, err
-	}
-	if fwd != nil {
+	case rc == nil:
 		n.forwarded(fwd.GetReceipt())
 		return fwd, nil
 	}
-	return &api.PutResponse{Version: res.Version, Timestamp: uint64(res.Timestamp), Receipt: rc}, nil
+	return &api.PutResponse{Version: res.Version, Timestamp: res.Timestamp, Receipt: rc}, nil
 }
 
 // Delete removes a key, leaving a tombstone.
@@ -404,32 +385,16 @@ func (n *Node) Delete(ctx context.Context, req *api.DeleteRequest) (*api.DeleteR
 		return nil, err
 	}
 	var fwd *api.DeleteResponse
-	if rt.p.Keyspace.Mode == consistency.AP {
-		res, rc, _, err := n.apWrite(ctx, rt, withRequestID(req.GetHeader()), req.GetKey(), req.GetContext(), consistency.Value{Tombstone: true},
-			func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error {
-				var err error
-				fwd, err = c.Delete(ctx, &api.DeleteRequest{Header: h, Key: req.GetKey(), Context: req.GetContext()})
-				return err
-			})
-		if err != nil {
-			return nil, err
-		}
-		if fwd != nil {
-			n.forwarded(fwd.GetReceipt())
-			return fwd, nil
-		}
-		return &api.DeleteResponse{Existed: res.HadLive, Receipt: rc}, nil
-	}
-	res, rc, err := n.write(ctx, rt, req.GetHeader(), cp.Command{Op: cp.OpDelete, Key: req.GetKey()},
+	res, rc, err := n.write(ctx, rt, req.GetHeader(), replication.Write{Op: replication.OpDelete, Key: req.GetKey(), Context: req.GetContext()},
 		func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error {
 			var err error
-			fwd, err = c.Delete(ctx, &api.DeleteRequest{Header: h, Key: req.GetKey()})
+			fwd, err = c.Delete(ctx, &api.DeleteRequest{Header: h, Key: req.GetKey(), Context: req.GetContext()})
 			return err
 		})
-	if err != nil {
+	switch {
+	case err != nil:
 		return nil, err
-	}
-	if fwd != nil {
+	case rc == nil:
 		n.forwarded(fwd.GetReceipt())
 		return fwd, nil
 	}
@@ -442,56 +407,54 @@ func (n *Node) CAS(ctx context.Context, req *api.CASRequest) (*api.CASResponse, 
 	if err != nil {
 		return nil, err
 	}
-	if rt.p.Keyspace.Mode != consistency.CP {
-		return nil, fmt.Errorf("%w: compare-and-set needs a cp keyspace; %q is %s (leaderless replicas cannot agree on one current value)",
-			kverrors.ErrWrongMode, rt.p.Keyspace.Name, rt.p.Keyspace.Mode)
-	}
-	if req.ExpectedValue == nil && req.ExpectedVersion == nil {
-		return nil, fmt.Errorf("%w: compare-and-set needs an expected value or an expected version (0 = key absent)", kverrors.ErrInvalidArgument)
-	}
 	if err := n.checkValue(req.GetValue()); err != nil {
 		return nil, err
 	}
-	cmd := cp.Command{Op: cp.OpCAS, Key: req.GetKey(), Value: req.GetValue()}
-	if req.ExpectedValue != nil {
-		cmd.HasExpectedVal, cmd.ExpectedValue = true, req.ExpectedValue
-	}
-	if req.ExpectedVersion != nil {
-		cmd.HasExpectedVer, cmd.ExpectedVersion = true, *req.ExpectedVersion
-	}
+	w := replication.Write{Op: replication.OpCAS, Key: req.GetKey(), Value: req.GetValue(),
+		ExpectValue: req.ExpectedValue, HasExpectValue: req.ExpectedValue != nil,
+		ExpectVersion: req.GetExpectedVersion(), HasExpectVersion: req.ExpectedVersion != nil}
 	var fwd *api.CASResponse
-	res, rc, err := n.write(ctx, rt, req.GetHeader(), cmd,
+	res, rc, err := n.write(ctx, rt, req.GetHeader(), w,
 		func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error {
 			var err error
 			fwd, err = c.CAS(ctx, &api.CASRequest{Header: h, Key: req.GetKey(), ExpectedValue: req.ExpectedValue,
 				ExpectedVersion: req.ExpectedVersion, Value: req.GetValue()})
 			return err
 		})
-	if err != nil {
+	switch {
+	case err != nil:
 		return nil, err
-	}
-	if fwd != nil {
+	case rc == nil:
 		n.forwarded(fwd.GetReceipt())
 		return fwd, nil
 	}
-	return &api.CASResponse{Version: res.Version, Timestamp: uint64(res.Timestamp), Receipt: rc}, nil
+	return &api.CASResponse{Version: res.Version, Timestamp: res.Timestamp, Receipt: rc}, nil
+}
+
+// keyspace resolves the keyspace a prefix belongs to.
+func (n *Node) keyspace(prefix string) (*ring.KeyspaceConfig, error) {
+	if err := n.ready(); err != nil {
+		return nil, err
+	}
+	name, err := ring.SplitKeyspace(prefix)
+	if err != nil {
+		return nil, err
+	}
+	ks, ok := n.r().Keyspace(name)
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", kverrors.ErrUnknownKeyspace, name)
+	}
+	return ks, nil
 }
 
 // Scan lists keys with a prefix. The coordinating node asks, for every
 // partition of the keyspace, the replica that must serve it (the leader for
 // linearizable cp scans) and merges the answers in key order.
 func (n *Node) Scan(ctx context.Context, req *api.ScanRequest) (*api.ScanResponse, error) {
-	if err := n.ready(); err != nil {
-		return nil, err
-	}
 	prefix := req.GetPrefix()
-	ksName, err := ring.SplitKeyspace(prefix)
+	ks, err := n.keyspace(prefix)
 	if err != nil {
 		return nil, err
-	}
-	ks, ok := n.r().Keyspace(ksName)
-	if !ok {
-		return nil, fmt.Errorf("%w: %q", kverrors.ErrUnknownKeyspace, ksName)
 	}
 	lvl, err := n.level(ks, req.GetHeader())
 	if err != nil {
@@ -502,7 +465,7 @@ func (n *Node) Scan(ctx context.Context, req *api.ScanRequest) (*api.ScanRespons
 		limit = n.cfg.ScanLimit
 	}
 	var parts []ring.PartitionInfo
-	for _, p := range n.r().Partitions(ksName) {
+	for _, p := range n.r().Partitions(ks.Name) {
 		if p.Err == "" && len(p.Replicas) > 0 && (req.GetPartition() == "" || p.ID.String() == req.GetPartition()) {
 			parts = append(parts, p)
 		}
@@ -510,14 +473,14 @@ func (n *Node) Scan(ctx context.Context, req *api.ScanRequest) (*api.ScanRespons
 	if req.GetPartition() != "" && len(parts) == 0 {
 		return nil, fmt.Errorf("%w: partition %q is not in the map of %s", kverrors.ErrStaleEpoch, req.GetPartition(), n.cfg.ID)
 	}
-	rc := &api.Receipt{Keyspace: ks.Name, Mode: string(ks.Mode), Level: string(lvl), Coordinator: n.cfg.ID,
-		ServedBy: n.cfg.ID, Epoch: n.r().Epoch()}
 
 	type result struct {
-		kvs  []*api.KeyValue
-		more bool // the serving node cut its answer at the limit
-		by   string
-		err  error
+		kvs      []*api.KeyValue
+		more     bool // the serving node cut its answer at the limit
+		by       string
+		level    string
+		majority bool
+		err      error
 	}
 	results := make([]result, len(parts))
 	var wg sync.WaitGroup
@@ -525,44 +488,28 @@ func (n *Node) Scan(ctx context.Context, req *api.ScanRequest) (*api.ScanRespons
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rt := route{p: ring.Placement{Keyspace: ks, Partition: p.ID, Replicas: p.Replicas}, level: lvl}
+			res := &results[i]
+			rt, err := n.routePlacement(ring.Placement{Keyspace: ks, Partition: p.ID, Replicas: p.Replicas}, req.GetHeader())
+			if err != nil {
+				res.err = err
+				return
+			}
 			h := req.GetHeader()
 			if h == nil {
 				h = &api.RequestHeader{}
 			}
-			res := &results[i]
-			res.err = n.serve(ctx, rt, h, lvl == consistency.Linearizable,
-				func(ctx context.Context, g *cp.Group) error {
-					if g != nil && lvl == consistency.Linearizable && !n.cfg.UnsafeLocalReads {
-						if _, err := g.ReadBarrier(ctx); err != nil {
-							return err
-						}
+			res.err = n.call(ctx, rt, h,
+				func(ctx context.Context) error {
+					page, err := rt.rep.Scan(ctx, rt.t, prefix, req.GetStartAfter(), limit)
+					if err != nil {
+						return err
 					}
-					res.by = n.cfg.ID
-					var derr error
-					err := n.store.Replica(p.ID.String()).Scan(prefix, req.GetStartAfter(), limit+1, false, func(key string, rec shard.Record) bool {
-						if ks.Mode == consistency.AP {
-							// ap scans read one replica (level one) and show the
-							// last writer's value of each key.
-							d, err := consistency.DecodeDVV(rec.Value)
-							if err != nil {
-								derr = fmt.Errorf("%w: key %q: %v", kverrors.ErrInternal, key, err)
-								return false
-							}
-							v := ap.Resolve(d, ks.Resolve == ring.ResolveLWW)
-							if !v.Found {
-								return true
-							}
-							res.kvs = append(res.kvs, &api.KeyValue{Key: key, Value: v.Newest.Data, Version: v.Newest.Dot.Counter, Timestamp: uint64(v.Newest.Timestamp)})
-							return true
-						}
-						res.kvs = append(res.kvs, &api.KeyValue{Key: key, Value: rec.Value, Version: rec.Version, Timestamp: uint64(rec.Timestamp)})
-						return true
-					})
-					if err == nil {
-						err = derr
+					rc := n.receipt(rt, page.Receipt)
+					res.by, res.more, res.level, res.majority = n.cfg.ID, page.More, rc.Level, rc.MajorityReachable
+					for _, it := range page.Items {
+						res.kvs = append(res.kvs, keyValue(it))
 					}
-					return err
+					return nil
 				},
 				func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error {
 					resp, err := c.Scan(ctx, &api.ScanRequest{Header: h, Prefix: prefix, StartAfter: req.GetStartAfter(),
@@ -570,12 +517,15 @@ func (n *Node) Scan(ctx context.Context, req *api.ScanRequest) (*api.ScanRespons
 					if err != nil {
 						return err
 					}
-					res.kvs, res.more, res.by = resp.GetKvs(), resp.GetMore(), resp.GetReceipt().GetServedBy()
+					rc := resp.GetReceipt()
+					res.kvs, res.more, res.by, res.level, res.majority = resp.GetKvs(), resp.GetMore(), rc.GetServedBy(), rc.GetLevel(), rc.GetMajorityReachable()
 					return nil
 				})
 		}()
 	}
 	wg.Wait()
+	rc := &api.Receipt{Keyspace: ks.Name, Mode: string(ks.Mode), Level: string(lvl), Coordinator: n.cfg.ID,
+		ServedBy: n.cfg.ID, Epoch: n.r().Epoch(), MajorityReachable: len(results) > 0}
 	var all []*api.KeyValue
 	acked := map[string]bool{}
 	// A partition that cut its answer at the limit may hold more keys after
@@ -594,12 +544,15 @@ func (n *Node) Scan(ctx context.Context, req *api.ScanRequest) (*api.ScanRespons
 		}
 		all = append(all, r.kvs...)
 		acked[r.by] = true
+		if r.level != "" {
+			rc.Level = r.level // what the partitions did (ap scans read one replica)
+		}
+		rc.MajorityReachable = rc.MajorityReachable && r.majority
 	}
 	for id := range acked {
 		rc.AckedBy = append(rc.AckedBy, id)
 	}
 	sort.Strings(rc.AckedBy)
-	rc.MajorityReachable = ks.Mode == consistency.CP && lvl == consistency.Linearizable
 	sort.Slice(all, func(i, j int) bool { return all[i].Key < all[j].Key })
 	if cut {
 		i := sort.Search(len(all), func(i int) bool { return all[i].Key > cutoff })

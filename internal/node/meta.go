@@ -181,7 +181,7 @@ func (n *Node) adopt(m *clusterMap) {
 	n.metaIDs.Store(&m.Meta)
 	n.ringp.Store(r)
 	n.log.Info("cluster map", "epoch", m.Epoch, "nodes", len(m.Nodes), "keyspaces", len(m.Keyspaces))
-	if err := n.startGroups(); err != nil {
+	if err := n.adoptModes(); err != nil {
 		n.log.Error("start raft groups", "err", err)
 	}
 }
@@ -363,3 +363,6 @@ func (n *Node) joinCluster() error {
 	}
 	return fmt.Errorf("could not join the cluster via %v within %s: %w", n.cfg.Join, n.cfg.JoinTimeout, last)
 }
+
+// errNoChange aborts a map update that has nothing to change.
+var errNoChange = errors.New("no change")

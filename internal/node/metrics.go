@@ -102,7 +102,7 @@ func (n *Node) readState() []metrics.Gauge {
 			metrics.Gauge{Desc: descApplied, Value: float64(g.AppliedIndex()), Labels: []string{id}},
 			metrics.Gauge{Desc: descContact, Value: contact, Labels: []string{id}})
 	}
-	if c, err := n.hints.Count(); err == nil {
+	if c, err := n.apr.HintsPending(); err == nil {
 		out = append(out, metrics.Gauge{Desc: descHints, Value: float64(c)})
 	}
 	out = append(out, metrics.Gauge{Desc: descWatches, Value: float64(n.watch.Subscribers())})

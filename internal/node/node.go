@@ -26,6 +26,7 @@ import (
 	"github.com/capkv/capkv/internal/kverrors"
 	"github.com/capkv/capkv/internal/metrics"
 	"github.com/capkv/capkv/internal/watch"
+	"github.com/capkv/capkv/replication"
 	"github.com/capkv/capkv/replication/ap"
 	"github.com/capkv/capkv/replication/cp"
 	"github.com/capkv/capkv/ring"
@@ -37,13 +38,14 @@ const Version = "0.1.0-dev"
 
 // Node is one running kvd. Create with New, run with Start, stop with Close.
 type Node struct {
-	cfg     Config
-	log     *slog.Logger
-	store   *shard.Store
-	host    *cp.Host
-	clocks  *ap.ClockStore
-	hints   *ap.HintStore
-	apc     *ap.Coordinator
+	cfg   Config
+	log   *slog.Logger
+	store *shard.Store
+	host  *cp.Host
+	cpr   *cp.Replicator
+	apr   *ap.Replicator
+	// modes is the replicator of each keyspace mode; route picks from it.
+	modes   map[consistency.Mode]replication.Replicator
 	clock   *consistency.Clock
 	fd      *failure.Detector
 	watch   *watch.Hub // changes applied here, for Watch streams
@@ -116,14 +118,15 @@ func New(cfg Config) (*Node, error) {
 	}
 	net := cp.NewNetwork(cfg.ID, n.peer, cfg.Faults)
 	net.HeartbeatPeriod = cfg.Raft.HeartbeatTimeout / 10
-	n.clocks, n.hints = ap.NewClockStore(st), ap.NewHintStore(st)
 	n.watch = watch.NewHub(0)
-	n.clocks.Watch = n.watch
-	n.apc = ap.NewCoordinator(cfg.ID, n.clocks, n.hints, apPeers{n}, log)
-	n.apc.Clock = n.clock
-	n.apc.TombstoneGrace = cfg.TombstoneGrace
 	n.host = cp.NewHost(cfg.ID, st.DB(), st.WriteEntries, net, filepath.Join(cfg.DataDir, "raft-snapshots"), cfg.Raft, log)
 	n.host.Watch = n.watch
+	n.cpr = cp.NewReplicator(cp.ReplicatorConfig{Host: n.host, Clock: n.clock, UnsafeLocalReads: cfg.UnsafeLocalReads, Watch: n.watch,
+		Storage: func(id string) cp.Storage { return st.Replica(id) }})
+	n.apr = ap.New(ap.Config{Self: cfg.ID, Store: st, Clock: n.clock, Watch: n.watch, Dial: n.replicaPeer, Ring: n.r,
+		Down: func(id string) bool { return n.fd.Down(id) }, AntiEntropyInterval: cfg.AntiEntropyInterval,
+		TombstoneGrace: cfg.TombstoneGrace, Log: log})
+	n.modes = map[consistency.Mode]replication.Replicator{consistency.CP: n.cpr, consistency.AP: n.apr}
 	n.fd = failure.New(failure.Config{Interval: cfg.ProbeInterval, DownAfter: cfg.DownAfter,
 		Probe: n.probe, Peers: n.otherNodes, OnDown: n.dropPeer, Log: log})
 	n.metrics = metrics.New(cfg.ID, n.stateCollector())
@@ -157,7 +160,7 @@ func (n *Node) Start(lis net.Listener) error {
 	api.RegisterKVServer(n.srv, n)
 	api.RegisterAdminServer(n.srv, n)
 	api.RegisterRaftServer(n.srv, n.host.Network())
-	api.RegisterReplicaServer(n.srv, replicaServer{n: n})
+	api.RegisterReplicaServer(n.srv, n.apr.Server())
 	n.health = health.NewServer() // what other nodes' failure detectors probe
 	healthpb.RegisterHealthServer(n.srv, n.health)
 	n.wg.Add(1)
@@ -173,10 +176,9 @@ func (n *Node) Start(lis net.Listener) error {
 			return err
 		}
 	}
-	n.wg.Add(4)
+	n.apr.Start()
+	n.wg.Add(2)
 	go n.metaLoop()
-	go n.handoffLoop()
-	go n.antiEntropyLoop()
 	go n.detectLoop()
 	if len(n.cfg.Join) > 0 {
 		if err := n.joinCluster(); err != nil {
@@ -251,24 +253,14 @@ func (n *Node) dialAddr(addr string) (*grpc.ClientConn, error) {
 	return c, nil
 }
 
-// startGroups starts this node's replica of every placeable cp partition.
-func (n *Node) startGroups() error {
-	r := n.r()
-	for _, ks := range r.Keyspaces() {
-		if ks.Mode != consistency.CP {
-			continue
-		}
-		for _, p := range r.Partitions(ks.Name) {
-			if p.Err != "" {
-				continue
-			}
-			id := p.ID.String()
-			if _, err := n.host.Ensure(id, p.Replicas, n.store.Replica(id)); err != nil {
-				return err
-			}
-		}
+// adoptModes tells every replicator about the newest map (cp starts the
+// Raft replicas it assigns to this node).
+func (n *Node) adoptModes() error {
+	var errs []error
+	for _, rep := range n.modes {
+		errs = append(errs, rep.Adopt(n.r()))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Addr is the bound listen address (valid after Start).
@@ -337,7 +329,7 @@ func (n *Node) Close() error {
 		}
 		n.wg.Wait()
 	}
-	n.apc.Close() // background replica stores and repairs
+	n.apr.Close() // hint handoff, anti-entropy, background replica stores and repairs
 	n.mu.Lock()
 	peers := n.mu.peers
 	for a, c := range n.mu.byAddr {
@@ -355,6 +347,15 @@ func (n *Node) Close() error {
 	}
 	n.log.Info("stopped")
 	return errors.Join(errs...)
+}
+
+// replicaPeer is how the ap mode reaches another node: at once refused when
+// the failure detector holds it down, so a coordinator turns to a fallback.
+func (n *Node) replicaPeer(id string) (grpc.ClientConnInterface, error) {
+	if err := n.down(id); err != nil {
+		return nil, err
+	}
+	return n.peer(id)
 }
 
 // peer returns a connection to another node, dialing it on first use.

@@ -20,33 +20,27 @@ func (n *Node) Watch(req *api.WatchRequest, stream api.KV_WatchServer) error {
 }
 
 func (n *Node) watchPartition(req *api.WatchRequest, stream api.KV_WatchServer) error {
-	if err := n.ready(); err != nil {
-		return err
-	}
-	ksName, err := ring.SplitKeyspace(req.GetPrefix())
+	ks, err := n.keyspace(req.GetPrefix())
 	if err != nil {
 		return err
 	}
-	if _, ok := n.r().Keyspace(ksName); !ok {
-		return fmt.Errorf("%w: %q", kverrors.ErrUnknownKeyspace, ksName)
-	}
 	if req.GetPartition() == "" {
-		return fmt.Errorf("%w: watch names one partition of keyspace %q (kvctl watch and the Go client open one stream per partition)", kverrors.ErrInvalidArgument, ksName)
+		return fmt.Errorf("%w: watch names one partition of keyspace %q (kvctl watch and the Go client open one stream per partition)", kverrors.ErrInvalidArgument, ks.Name)
 	}
-	var replicas []string
-	found := false
-	for _, p := range n.r().Partitions(ksName) {
-		if p.ID.String() == req.GetPartition() {
-			replicas, found = p.Replicas, true
-		}
+	parts := n.r().Partitions(ks.Name)
+	i := slices.IndexFunc(parts, func(p ring.PartitionInfo) bool { return p.ID.String() == req.GetPartition() })
+	if i < 0 {
+		return fmt.Errorf("%w: partition %q is not in keyspace %q of %s's map", kverrors.ErrStaleEpoch, req.GetPartition(), ks.Name, n.cfg.ID)
 	}
-	if !found {
-		return fmt.Errorf("%w: partition %q is not in keyspace %q of %s's map", kverrors.ErrStaleEpoch, req.GetPartition(), ksName, n.cfg.ID)
+	p := parts[i]
+	if !slices.Contains(p.Replicas, n.cfg.ID) {
+		return fmt.Errorf("%w: %s holds no replica of %s; its replicas are %v", kverrors.ErrStaleEpoch, n.cfg.ID, req.GetPartition(), p.Replicas)
 	}
-	if !slices.Contains(replicas, n.cfg.ID) {
-		return fmt.Errorf("%w: %s holds no replica of %s; its replicas are %v", kverrors.ErrStaleEpoch, n.cfg.ID, req.GetPartition(), replicas)
+	rt, err := n.routePlacement(ring.Placement{Keyspace: ks, Partition: p.ID, Replicas: p.Replicas}, nil)
+	if err != nil {
+		return err
 	}
-	sub, err := n.watch.Subscribe(req.GetPartition(), req.GetPrefix())
+	sub, err := rt.rep.Watch(rt.t, req.GetPrefix())
 	if err != nil {
 		return fmt.Errorf("%w: %v", kverrors.ErrUnavailable, err)
 	}
