@@ -17,6 +17,7 @@ package replication
 
 import (
 	"context"
+	"time"
 
 	"github.com/capkv/capkv/consistency"
 	"github.com/capkv/capkv/internal/watch"
@@ -154,4 +155,16 @@ type Replicator interface {
 	// Adopt is told every newer cluster map (cp starts the Raft replicas the
 	// map assigns to this node).
 	Adopt(r *ring.Ring) error
+}
+
+// InnerDeadline leaves a margin before the caller's deadline so that a
+// request that cannot be served gets a definite Unavailable answer instead
+// of the caller's own timeout.
+func InnerDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	margin := min(time.Until(dl)/10, 200*time.Millisecond)
+	return context.WithDeadline(ctx, dl.Add(-margin))
 }

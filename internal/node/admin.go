@@ -18,7 +18,7 @@ func (n *Node) GetClusterMap(context.Context, *api.ClusterMapRequest) (*api.Clus
 	if err := n.ready(); err != nil {
 		return nil, err
 	}
-	return wire.MapToProto(n.r().Topology(), n.cfg.VNodes, n.meta()), nil
+	return n.meta.Proto(), nil
 }
 
 // GetNodeInfo describes this node.
@@ -227,4 +227,14 @@ func (n *Node) Repair(ctx context.Context, req *api.RepairRequest) (*api.RepairR
 	}
 	out.Millis = time.Since(start).Milliseconds()
 	return out, nil
+}
+
+// Join registers a node or updates its address and region (on the metadata leader).
+func (n *Node) Join(ctx context.Context, req *api.JoinRequest) (*api.ClusterMap, error) {
+	return n.meta.Join(ctx, req)
+}
+
+// CreateKeyspace adds a keyspace to the cluster map (on the metadata leader).
+func (n *Node) CreateKeyspace(ctx context.Context, req *api.CreateKeyspaceRequest) (*api.ClusterMap, error) {
+	return n.meta.CreateKeyspace(ctx, req)
 }

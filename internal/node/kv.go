@@ -127,18 +127,6 @@ func (n *Node) kvPeer(id string) (api.KVClient, error) {
 	return api.NewKVClient(c), nil
 }
 
-// innerDeadline leaves a margin before the caller's deadline so that a
-// request that cannot be served gets a definite Unavailable answer instead
-// of the caller's own timeout.
-func innerDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
-	dl, ok := ctx.Deadline()
-	if !ok {
-		return context.WithCancel(ctx)
-	}
-	margin := min(time.Until(dl)/10, 200*time.Millisecond)
-	return context.WithDeadline(ctx, dl.Add(-margin))
-}
-
 // forwardFunc sends a request on to another node's KV service.
 type forwardFunc func(ctx context.Context, c api.KVClient, h *api.RequestHeader) error
 
@@ -160,7 +148,7 @@ func (n *Node) call(ctx context.Context, rt route, h *api.RequestHeader, local f
 // through the replicas the failure detector does not hold down. It waits for
 // an election until shortly before the deadline, then answers Unavailable.
 func (n *Node) callLeader(ctx context.Context, rt route, h *api.RequestHeader, local func(ctx context.Context) error, forward forwardFunc) error {
-	ictx, cancel := innerDeadline(ctx)
+	ictx, cancel := replication.InnerDeadline(ctx)
 	defer cancel()
 	pid, replicas := rt.t.Partition(), rt.t.Placement.Replicas
 	for attempt := 0; ; attempt++ {

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +23,7 @@ import (
 	"github.com/capkv/capkv/internal/failure"
 	"github.com/capkv/capkv/internal/fault"
 	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/internal/meta"
 	"github.com/capkv/capkv/internal/metrics"
 	"github.com/capkv/capkv/internal/watch"
 	"github.com/capkv/capkv/replication"
@@ -53,13 +53,10 @@ type Node struct {
 	health  *health.Server
 	started time.Time
 
-	// ringp is the ring of the newest cluster map this node adopted; mapMu
-	// serializes adopting. Epoch 0 means no map yet (still joining).
-	ringp   atomic.Pointer[ring.Ring]
-	mapMu   sync.Mutex
-	metaIDs atomic.Pointer[[]string]
-	stop    chan struct{} // closed by Close; ends metaLoop
-	faults  *fault.Table  // the test-only fault hook's rules (nil: disabled)
+	// meta follows the cluster map (and changes it on metadata members).
+	meta   *meta.Service
+	stop   chan struct{} // closed by Close; ends detectLoop
+	faults *fault.Table  // the test-only fault hook's rules (nil: disabled)
 	// clockSkew (ns) is added to the wall clock by the test-only fault hook.
 	clockSkew atomic.Int64
 
@@ -144,18 +141,17 @@ func (n *Node) Start(lis net.Listener) error {
 	}
 	n.lis = lis
 	n.started = time.Now()
-	// Until the first map arrives the ring knows the initial cluster (so the
-	// metadata group can talk) or only this node, and no keyspaces.
-	boot := cfg0Nodes(n.cfg.Peers, ring.Node{ID: n.cfg.ID, Addr: n.advertise(), Region: n.cfg.Region})
-	r, err := ring.New(ring.Topology{Nodes: boot}, ring.Options{VNodes: n.cfg.VNodes})
+	m, err := meta.New(meta.Config{Self: n.cfg.ID, Region: n.cfg.Region, Advertise: n.advertise,
+		Peers: n.cfg.Peers, MetaSize: n.cfg.MetaSize, Keyspaces: n.cfg.Keyspaces, VNodes: n.cfg.VNodes,
+		Join: n.cfg.Join, JoinTimeout: n.cfg.JoinTimeout, Host: n.host, Storage: n.store.Replica(meta.GroupID), Clock: n.clock,
+		Peer:     func(id string) (grpc.ClientConnInterface, error) { return n.peer(id) },
+		DialAddr: func(addr string) (grpc.ClientConnInterface, error) { return n.dialAddr(addr) },
+		Down:     n.fd.Down, OnMap: n.adoptModes, Log: n.log},
+		ring.Node{ID: n.cfg.ID, Addr: n.advertise(), Region: n.cfg.Region})
 	if err != nil {
 		return err
 	}
-	n.ringp.Store(r)
-	if len(n.cfg.Peers) > 0 {
-		ids := metaMembers(n.cfg.Peers, n.cfg.MetaSize)
-		n.metaIDs.Store(&ids)
-	}
+	n.meta = m
 	n.srv = grpc.NewServer(append(dial.ServerOptions(), grpc.ChainUnaryInterceptor(n.unaryInterceptor))...)
 	api.RegisterKVServer(n.srv, n)
 	api.RegisterAdminServer(n.srv, n)
@@ -170,32 +166,15 @@ func (n *Node) Start(lis net.Listener) error {
 			n.log.Error("grpc server stopped", "err", err)
 		}
 	}()
-	if ids := n.meta(); slices.Contains(ids, n.cfg.ID) {
-		if _, err := n.host.Ensure(metaGroupID, ids, n.store.Replica(metaGroupID)); err != nil {
-			n.Close()
-			return err
-		}
-	}
 	n.apr.Start()
-	n.wg.Add(2)
-	go n.metaLoop()
+	n.wg.Add(1)
 	go n.detectLoop()
-	if len(n.cfg.Join) > 0 {
-		if err := n.joinCluster(); err != nil {
-			n.Close()
-			return err
-		}
+	if err := n.meta.Start(); err != nil {
+		n.Close()
+		return err
 	}
 	n.log.Info("serving", "addr", lis.Addr().String(), "region", n.cfg.Region)
 	return nil
-}
-
-// cfg0Nodes is the initial cluster, or just this node when joining.
-func cfg0Nodes(initial []ring.Node, self ring.Node) []ring.Node {
-	if len(initial) > 0 {
-		return initial
-	}
-	return []ring.Node{self}
 }
 
 // advertise is the address other nodes reach this one at.
@@ -225,7 +204,7 @@ func (n *Node) WaitReady(ctx context.Context) error {
 }
 
 // r is the current ring.
-func (n *Node) r() *ring.Ring { return n.ringp.Load() }
+func (n *Node) r() *ring.Ring { return n.meta.Ring() }
 
 // ready fails until this node has a cluster map.
 func (n *Node) ready() error {
@@ -255,10 +234,10 @@ func (n *Node) dialAddr(addr string) (*grpc.ClientConn, error) {
 
 // adoptModes tells every replicator about the newest map (cp starts the
 // Raft replicas it assigns to this node).
-func (n *Node) adoptModes() error {
+func (n *Node) adoptModes(r *ring.Ring) error {
 	var errs []error
 	for _, rep := range n.modes {
-		errs = append(errs, rep.Adopt(n.r()))
+		errs = append(errs, rep.Adopt(r))
 	}
 	return errors.Join(errs...)
 }
@@ -305,6 +284,9 @@ func (n *Node) Close() error {
 	n.mu.closed = true
 	n.mu.Unlock()
 	close(n.stop)
+	if n.meta != nil {
+		n.meta.Close()
+	}
 	if n.health != nil {
 		n.health.Shutdown() // peers' probes fail from now on
 	}
