@@ -1,7 +1,6 @@
 package ap
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"time"
@@ -32,15 +31,11 @@ const DefaultTombstoneGrace = 10 * time.Minute
 // Repair makes this replica and the others of a partition identical: it
 // pulls the differing leaves of every other replica and merges them here,
 // then pushes what the others lack. With every replica reachable, one call
-// leaves all of them equal (the merge of all their clocks).
+// leaves all of them equal (the merge of all their clocks). What to
+// exchange and purge is decided by repairplan.go; this is the RPC flow.
 func (c *Coordinator) Repair(ctx context.Context, peers AntiEntropyPeers, partition string, replicas []string, lww bool) (RepairStats, error) {
 	var st RepairStats
-	var others []string
-	for _, r := range replicas {
-		if r != c.Self {
-			others = append(others, r)
-		}
-	}
+	others := otherReplicas(c.Self, replicas)
 	// Pull: merge every differing leaf of every other replica into ours.
 	for _, node := range others {
 		mine, err := c.Clocks.Digest(partition)
@@ -51,12 +46,9 @@ func (c *Coordinator) Repair(ctx context.Context, peers AntiEntropyPeers, partit
 		if err != nil {
 			return st, fmt.Errorf("digest of %s from %s: %w", partition, node, err)
 		}
-		for leaf := range mine {
-			if mine[leaf] == theirs[leaf] {
-				continue
-			}
+		for _, leaf := range differingLeaves(mine, theirs) {
 			st.LeavesDiffering++
-			remote, err := peers.Leaf(ctx, node, partition, uint32(leaf))
+			remote, err := peers.Leaf(ctx, node, partition, leaf)
 			if err != nil {
 				return st, err
 			}
@@ -82,23 +74,17 @@ func (c *Coordinator) Repair(ctx context.Context, peers AntiEntropyPeers, partit
 		if err != nil {
 			return st, fmt.Errorf("digest of %s from %s: %w", partition, node, err)
 		}
-		for leaf := range mine {
-			if mine[leaf] == theirs[leaf] {
-				continue
-			}
-			local, err := c.Clocks.LeafEntries(partition, uint32(leaf))
+		for _, leaf := range differingLeaves(mine, theirs) {
+			local, err := c.Clocks.LeafEntries(partition, leaf)
 			if err != nil {
 				return st, err
 			}
-			remote, err := peers.Leaf(ctx, node, partition, uint32(leaf))
+			remote, err := peers.Leaf(ctx, node, partition, leaf)
 			if err != nil {
 				return st, err
 			}
-			for key, enc := range local {
-				if bytes.Equal(remote[key], enc) {
-					continue
-				}
-				if _, err := peers.Store(ctx, node, &api.ReplicaStoreRequest{Partition: partition, Key: key, Clock: enc, Lww: lww}); err != nil {
+			for _, key := range keysToPush(local, remote) {
+				if _, err := peers.Store(ctx, node, &api.ReplicaStoreRequest{Partition: partition, Key: key, Clock: local[key], Lww: lww}); err != nil {
 					return st, err
 				}
 				st.Pushed++
@@ -107,38 +93,35 @@ func (c *Coordinator) Repair(ctx context.Context, peers AntiEntropyPeers, partit
 	}
 	// Every replica answered and now holds what this one holds: tombstones
 	// old enough can go, from every replica, each only if unchanged since.
+	// Without an HLC there is no age to judge by: nothing is purged.
 	if c.Clock == nil {
 		return st, nil
 	}
-	grace := c.TombstoneGrace
-	if grace <= 0 {
-		grace = DefaultTombstoneGrace
-	}
-	cutoff := c.Clock.Now() - consistency.MakeTimestamp(grace.Milliseconds(), 0)
+	cutoff := purgeCutoff(c.Clock.Now(), c.TombstoneGrace)
 	for leaf := range uint32(Leaves) {
 		local, err := c.Clocks.LeafEntries(partition, leaf)
 		if err != nil {
 			return st, err
 		}
-		for key, enc := range local {
-			d, err := consistency.DecodeDVV(enc)
-			if err != nil || !purgeable(d, cutoff) {
-				continue
-			}
-			all := true
+		for _, key := range purgeCandidates(local, cutoff) {
+			enc := local[key]
+			// Every other replica is asked, even after one refused: one that
+			// dropped it gets any newer clock back from the next repair.
+			purged := map[string]bool{}
 			for _, node := range others {
 				ok, err := peers.Purge(ctx, node, partition, key, enc)
 				if err != nil {
 					return st, err
 				}
-				all = all && ok
+				purged[node] = ok
 			}
-			if all {
-				if ok, err := c.Clocks.Purge(partition, key, enc); err != nil {
-					return st, err
-				} else if ok {
-					st.Purged++
-				}
+			if !purgeLocally(others, purged) {
+				continue
+			}
+			if ok, err := c.Clocks.Purge(partition, key, enc); err != nil {
+				return st, err
+			} else if ok {
+				st.Purged++
 			}
 		}
 	}

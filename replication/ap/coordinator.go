@@ -53,17 +53,6 @@ func NewCoordinator(self string, clocks *ClockStore, hints *HintStore, peers Pee
 // Close waits for background stores and repairs.
 func (c *Coordinator) Close() { c.bg.Wait() }
 
-// Need is the number of acknowledgements a level asks of n replicas.
-func Need(level consistency.Level, n int) int {
-	switch level {
-	case consistency.One:
-		return 1
-	case consistency.All:
-		return n
-	}
-	return n/2 + 1
-}
-
 // WriteRequest is one coordinated write.
 type WriteRequest struct {
 	Partition, Key string
@@ -123,71 +112,49 @@ func (c *Coordinator) Write(ctx context.Context, w WriteRequest) (WriteResult, e
 	if err != nil {
 		return res, err
 	}
-	res.Acked = []string{c.Self}
 	clock := res.Clock.Encode(nil)
 
-	type ack struct {
-		node, hintFor string
-		err           error
-	}
-	acks := make(chan ack, len(w.Replicas)+len(w.Fallbacks))
+	// The round (quorum.go) decides; this loop only sends its stores and
+	// feeds it their answers and the caller's deadline. Every store gets a
+	// slot in the buffered channel, so one answering after the round is
+	// over never blocks.
+	round := newWriteRound(c.Self, w.Replicas, w.Fallbacks, w.Level)
+	answers := make(chan writeEvent, len(w.Replicas)+len(w.Fallbacks))
 	store := func(node, hintFor string) {
 		c.bg.Add(1)
 		go func() {
 			defer c.bg.Done()
+			// Stores outlive the request: a write the caller gave up on
+			// still spreads as far as it can.
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), replicaTimeout)
 			defer cancel()
 			_, err := c.Peers.Store(sctx, node, &api.ReplicaStoreRequest{Partition: w.Partition, Key: w.Key, Clock: clock, HintFor: hintFor, Lww: w.LWW})
-			acks <- ack{node, hintFor, err}
+			answers <- writeEvent{Kind: evStored, Node: node, HintFor: hintFor, Err: err}
 		}()
 	}
-	pending := 0
-	for _, r := range w.Replicas {
-		if r != c.Self {
-			store(r, "")
-			pending++
-		}
-	}
-	fallbacks := slices.Clone(w.Fallbacks)
-	counted := func() int {
-		n := len(res.Acked)
-		if w.Level != consistency.All {
-			n += len(res.Hinted)
-		}
-		return n
-	}
-	for counted() < res.Need && pending > 0 {
-		select {
-		case a := <-acks:
-			pending--
-			switch {
-			case a.err == nil && a.hintFor == "":
-				res.Acked = append(res.Acked, a.node)
-			case a.err == nil:
-				res.Hinted = append(res.Hinted, a.node)
-			case len(fallbacks) > 0:
-				// Sloppy quorum: the next healthy node keeps it for the replica.
-				target := a.hintFor
-				if target == "" {
-					target = a.node
+	acts := round.Step(writeEvent{Kind: evStart})
+	for {
+		for _, a := range acts {
+			switch a.Kind {
+			case actStore:
+				store(a.Node, a.HintFor)
+			case actFinish:
+				out := a.Result
+				res.Acked, res.Hinted, res.Sloppy = out.Acked, out.Hinted, out.Sloppy
+				if out.Err != nil {
+					return res, fmt.Errorf("%w: partition %s: %d of %d replicas acknowledged (level %s needs %d); the write is stored on %v and may spread",
+						out.Err, w.Partition, out.Counted, len(w.Replicas), w.Level, out.Need, slices.Concat(out.Acked, out.Hinted))
 				}
-				next := fallbacks[0]
-				fallbacks = fallbacks[1:]
-				store(next, target)
-				pending++
+				return res, nil
 			}
+		}
+		select {
+		case ev := <-answers:
+			acts = round.Step(ev)
 		case <-ctx.Done():
-			pending = 0
+			acts = round.Step(writeEvent{Kind: evDeadline})
 		}
 	}
-	res.Sloppy = len(res.Hinted) > 0 && w.Level != consistency.All && len(res.Acked) < res.Need
-	if counted() < res.Need {
-		// It is stored here (and maybe elsewhere): it will spread, so it is
-		// not a definite failure.
-		return res, fmt.Errorf("%w: partition %s: %d of %d replicas acknowledged (level %s needs %d); the write is stored on %v and may spread",
-			kverrors.ErrIndeterminate, w.Partition, counted(), len(w.Replicas), w.Level, res.Need, append(res.Acked, res.Hinted...))
-	}
-	return res, nil
 }
 
 // ReadRequest is one coordinated read.

@@ -32,4 +32,24 @@
 //     such a purge would bring the value back; the grace (default 10 minutes)
 //     is what bounds that risk.
 //   - Level one on a replica reads only its own copy (no read repair then).
+//
+// Pure cores and their drivers: the protocol's decisions take inputs and
+// return decisions, with no goroutines, clocks or network, and are tested by
+// scripts (testdata/round), tables and brute-force references.
+//
+//   - quorum.go: writeRound, one write's replication after the local store.
+//     Step takes an event (start; a store answered: node, hint target,
+//     error; the caller's deadline) and returns actions (send a store, as a
+//     hint for a replica or not; finish with acked, hinted, sloppy and nil
+//     or ErrIndeterminate), stores first, the finish once and last.
+//     Coordinator.Write is its driver: it mints the dot and stores locally,
+//     then runs each store in a goroutine that posts the answer to a
+//     channel, feeds answers and ctx.Done to Step, and returns at the
+//     finish; stores still in flight complete in the background (Close
+//     waits for them) and their answers are ignored.
+//   - fallback.go: FallbackOrder, the order in which a partition's
+//     fallbacks take hints, from which the node builds WriteRequest.Fallbacks.
+//   - repairplan.go: what a Repair exchanges and purges (differing leaves,
+//     keys to push, tombstones past the grace, purge here only if every
+//     other replica purged); Repair in antientropy.go does the RPCs.
 package ap
