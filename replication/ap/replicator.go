@@ -8,8 +8,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
-
 	"github.com/capkv/capkv/consistency"
 	"github.com/capkv/capkv/internal/kverrors"
 	"github.com/capkv/capkv/internal/watch"
@@ -179,34 +177,7 @@ func (r *Replicator) fallbacks(p ring.Placement) []string {
 		}
 		out = append(out, nd.ID)
 	}
-	return orderFallbacks(p.Partition.String(), out, r.cfg.Down)
-}
-
-// orderFallbacks spreads the fallback order by partition (so one down
-// replica's hints do not all land on one node) and puts the nodes held down
-// last: a hint is only useful on a node that takes it now.
-func orderFallbacks(partition string, nodes []string, down func(string) bool) []string {
-	slices.SortFunc(nodes, func(a, b string) int {
-		ha, hb := xxhash.Sum64String(partition+a), xxhash.Sum64String(partition+b)
-		switch {
-		case ha < hb:
-			return -1
-		case ha > hb:
-			return 1
-		}
-		return 0
-	})
-	slices.SortStableFunc(nodes, func(a, b string) int {
-		da, db := down(a), down(b)
-		switch {
-		case da == db:
-			return 0
-		case da:
-			return 1
-		}
-		return -1
-	})
-	return nodes
+	return FallbackOrder(p.Partition.String(), out, r.cfg.Down)
 }
 
 // Scan lists up to limit keys of t's partition with prefix after after from
