@@ -18,10 +18,13 @@ package failure
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/capkv/capkv/internal/kverrors"
 )
 
 // Defaults for Config.
@@ -225,4 +228,30 @@ func (d *Detector) tick(ctx context.Context, wg *sync.WaitGroup) {
 			d.mu.Unlock()
 		}()
 	}
+}
+
+// Unreachable returns an ErrUnavailable naming how long node id has been
+// silent when the detector holds it down (callers then skip it rather than
+// wait on it), nil otherwise. from names the node whose view it is.
+func (d *Detector) Unreachable(id, from string) error {
+	st, ok := d.State(id)
+	if !ok || st.Up {
+		return nil
+	}
+	silent := "never answered"
+	if !st.LastSeen.IsZero() {
+		silent = "silent for " + time.Since(st.LastSeen).Round(time.Millisecond).String()
+	}
+	return fmt.Errorf("%w: node %s is down as seen from %s (%s)", kverrors.ErrUnavailable, id, from, silent)
+}
+
+// Reachable filters ids to the nodes not held down; self always counts.
+func (d *Detector) Reachable(ids []string, self string) []string {
+	out := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if id == self || !d.Down(id) {
+			out = append(out, id)
+		}
+	}
+	return out
 }

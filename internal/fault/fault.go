@@ -16,6 +16,11 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/capkv/capkv/api"
+	"github.com/capkv/capkv/internal/kverrors"
 )
 
 // Injector decides the fate of each message between two nodes. The Raft
@@ -135,4 +140,58 @@ func (f *Table) Deliver(ctx context.Context, from, to string) error {
 		}
 	}
 	return nil
+}
+
+// UnaryClientInterceptor runs every unary call from node from to node to
+// through inj: the request may be lost on the way out, the answer on the way
+// back. Calls whose method starts with one of skip are left alone (they have
+// checks of their own, as the Raft transport does).
+func UnaryClientInterceptor(inj Injector, from, to string, skip ...string) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		for _, p := range skip {
+			if strings.HasPrefix(method, p) {
+				return invoker(ctx, method, req, reply, cc, opts...)
+			}
+		}
+		if err := inj.Deliver(ctx, from, to); err != nil {
+			return fmt.Errorf("%w: %v", kverrors.ErrUnavailable, err)
+		}
+		if err := invoker(ctx, method, req, reply, cc, opts...); err != nil {
+			return err
+		}
+		if err := inj.Deliver(ctx, to, from); err != nil {
+			return fmt.Errorf("%w: answer from %s lost: %v", kverrors.ErrIndeterminate, to, err)
+		}
+		return nil
+	}
+}
+
+// ParseRules turns the test-only SetFaults request into rules per link.
+func ParseRules(req *api.SetFaultsRequest) (map[[2]string]Rule, error) {
+	out := map[[2]string]Rule{}
+	for _, r := range req.GetRules() {
+		var rule Rule
+		switch r.GetAction() {
+		case "drop":
+			rule.Drop = true
+		case "blackhole":
+			rule.Blackhole = true
+		case "delay":
+			rule.Delay = time.Duration(r.GetDelayMs()) * time.Millisecond
+		default:
+			return nil, fmt.Errorf("%w: fault action %q: want drop, blackhole or delay", kverrors.ErrInvalidArgument, r.GetAction())
+		}
+		out[[2]string{r.GetFrom(), r.GetTo()}] = rule
+	}
+	return out, nil
+}
+
+// Replace installs rules instead of the current ones, at once.
+func (f *Table) Replace(rules map[[2]string]Rule) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rules = map[[2]string]Rule{}
+	for l, r := range rules {
+		f.rules[l] = r
+	}
 }

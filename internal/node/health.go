@@ -3,15 +3,8 @@ package node
 import (
 	"context"
 	"fmt"
-	"strings"
-	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/status"
-
-	"github.com/capkv/capkv/internal/kverrors"
 )
 
 // detectLoop runs the failure detector until the node closes.
@@ -49,73 +42,17 @@ func (n *Node) otherNodes() []string {
 	return ids
 }
 
-// dropPeer closes the connection to a node the detector found silent. A
-// partition that drops packets leaves TCP connections open but mute, and
-// TCP's retransmission backoff would keep them mute for seconds after the
-// heal; the next call dials a fresh connection instead.
+// dropPeer closes the connection to a node the detector found silent, so
+// the next call dials afresh (see dial.Pool.Drop).
 func (n *Node) dropPeer(id string) {
-	if !n.fd.Down(id) {
-		return // an answer arrived since the detector decided
-	}
-	n.mu.Lock()
-	c := n.mu.peers[id]
-	if c != nil {
-		delete(n.mu.peers, id)
-	}
-	n.mu.Unlock()
-	if c != nil {
-		c.Close()
+	if n.fd.Down(id) { // no answer arrived since the detector decided
+		n.peers.Drop(id)
 	}
 }
 
-// heardInterceptor tells the detector about every answer from node id: a
-// success or an error the node's own code returned proves the path works; a
-// transport failure, a timeout, or an error made on this side (the fault
-// hooks') does not. Health checks are left to the probe, which also reads
-// their status (a node shutting down answers NOT_SERVING).
-func (n *Node) heardInterceptor(id string) grpc.UnaryClientInterceptor {
-	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		err := invoker(ctx, method, req, reply, cc, opts...)
-		if strings.HasPrefix(method, "/grpc.health.v1.Health/") {
-			return err
-		}
-		if err == nil {
-			n.fd.Heard(id)
-			return nil
-		}
-		if st, ok := status.FromError(err); ok {
-			switch st.Code() {
-			case codes.NotFound, codes.AlreadyExists, codes.InvalidArgument, codes.FailedPrecondition,
-				codes.Aborted, codes.OutOfRange, codes.ResourceExhausted, codes.Unimplemented, codes.PermissionDenied:
-				n.fd.Heard(id)
-			}
-		}
-		return err
-	}
-}
-
-// down returns an Unavailable error when the detector holds node id down:
-// callers then skip it instead of waiting on it.
-func (n *Node) down(id string) error {
-	st, ok := n.fd.State(id)
-	if !ok || st.Up {
-		return nil
-	}
-	silent := "never answered"
-	if !st.LastSeen.IsZero() {
-		silent = "silent for " + time.Since(st.LastSeen).Round(time.Millisecond).String()
-	}
-	return fmt.Errorf("%w: node %s is down as seen from %s (%s)", kverrors.ErrUnavailable, id, n.cfg.ID, silent)
-}
+// down returns an Unavailable error when the detector holds node id down.
+func (n *Node) down(id string) error { return n.fd.Unreachable(id, n.cfg.ID) }
 
 // upReplicas are the replicas the failure detector does not hold down (this
 // node included).
-func (n *Node) upReplicas(replicas []string) []string {
-	out := make([]string, 0, len(replicas))
-	for _, r := range replicas {
-		if r == n.cfg.ID || !n.fd.Down(r) {
-			out = append(out, r)
-		}
-	}
-	return out
-}
+func (n *Node) upReplicas(replicas []string) []string { return n.fd.Reachable(replicas, n.cfg.ID) }

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,10 +63,10 @@ type Node struct {
 	lis net.Listener
 	wg  sync.WaitGroup // the serving goroutine
 
+	peers *dial.Pool // one connection per peer node, dialed lazily
+
 	mu struct {
 		sync.Mutex
-		peers  map[string]*grpc.ClientConn // node ID -> connection, dialed lazily
-		byAddr map[string]*grpc.ClientConn // join targets, by address
 		closed bool
 	}
 
@@ -106,8 +105,7 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, log: log, store: st, stop: make(chan struct{})}
 	// The wall clock behind the HLC; the test-only fault hook can skew it.
 	n.clock = consistency.NewClock(func() time.Time { return time.Now().Add(time.Duration(n.clockSkew.Load())) }, 0)
-	n.mu.peers = make(map[string]*grpc.ClientConn)
-	n.mu.byAddr = make(map[string]*grpc.ClientConn)
+	n.peers = &dial.Pool{Resolve: n.resolve, Options: n.peerOptions}
 	if cfg.Faults == nil && cfg.TestFaults {
 		n.faults = fault.NewTable()
 		cfg.Faults = n.faults
@@ -216,19 +214,10 @@ func (n *Node) ready() error {
 
 // dialAddr returns a connection to an address outside the map (join targets).
 func (n *Node) dialAddr(addr string) (*grpc.ClientConn, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.mu.byAddr == nil {
-		return nil, fmt.Errorf("%w: node %s is shutting down", kverrors.ErrUnavailable, n.cfg.ID)
-	}
-	if c, ok := n.mu.byAddr[addr]; ok {
-		return c, nil
-	}
-	c, err := dial.Conn(addr)
+	c, err := n.peers.Addr(addr)
 	if err != nil {
-		return nil, fmt.Errorf("%w: dial %s: %v", kverrors.ErrInvalidArgument, addr, err)
+		return nil, fmt.Errorf("%w: %v", kverrors.ErrInvalidArgument, err)
 	}
-	n.mu.byAddr[addr] = c
 	return c, nil
 }
 
@@ -312,17 +301,8 @@ func (n *Node) Close() error {
 		n.wg.Wait()
 	}
 	n.apr.Close() // hint handoff, anti-entropy, background replica stores and repairs
-	n.mu.Lock()
-	peers := n.mu.peers
-	for a, c := range n.mu.byAddr {
-		peers["addr:"+a] = c
-	}
-	n.mu.peers, n.mu.byAddr = nil, nil
-	n.mu.Unlock()
-	for id, c := range peers {
-		if err := c.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close connection to %s: %w", id, err))
-		}
+	if err := n.peers.Close(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := n.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close store: %w", err))
@@ -342,51 +322,34 @@ func (n *Node) replicaPeer(id string) (grpc.ClientConnInterface, error) {
 
 // peer returns a connection to another node, dialing it on first use.
 func (n *Node) peer(id string) (*grpc.ClientConn, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.mu.peers == nil {
+	c, err := n.peers.Peer(id)
+	switch {
+	case errors.Is(err, dial.ErrPoolClosed):
 		return nil, fmt.Errorf("%w: node %s is shutting down", kverrors.ErrUnavailable, n.cfg.ID)
+	case err != nil && !errors.Is(err, kverrors.ErrStaleEpoch):
+		return nil, fmt.Errorf("%w: %v", kverrors.ErrUnavailable, err)
 	}
-	if c, ok := n.mu.peers[id]; ok {
-		return c, nil
-	}
-	node, ok := n.r().Node(id)
-	if !ok {
-		return nil, fmt.Errorf("%w: node %q is not in the cluster map", kverrors.ErrStaleEpoch, id)
-	}
-	// Outermost: every answer that got back (through the fault hook too)
-	// tells the failure detector the node is reachable.
-	opts := []grpc.DialOption{grpc.WithChainUnaryInterceptor(n.heardInterceptor(id))}
-	if n.cfg.Faults != nil {
-		opts = append(opts, grpc.WithChainUnaryInterceptor(n.faultInterceptor(id)))
-	}
-	c, err := dial.Conn(node.Addr, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("%w: dial %s at %s: %v", kverrors.ErrUnavailable, id, node.Addr, err)
-	}
-	n.mu.peers[id] = c
-	return c, nil
+	return c, err
 }
 
-// faultInterceptor applies the fault rules to forwarded KV and admin calls
-// to node `to` (Raft traffic has its own check in the Raft network): the
-// request may be lost on the way out, the answer on the way back.
-func (n *Node) faultInterceptor(to string) grpc.UnaryClientInterceptor {
-	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		if strings.HasPrefix(method, "/capkv.v1.Raft/") {
-			return invoker(ctx, method, req, reply, cc, opts...)
-		}
-		if err := n.cfg.Faults.Deliver(ctx, n.cfg.ID, to); err != nil {
-			return fmt.Errorf("%w: %v", kverrors.ErrUnavailable, err)
-		}
-		if err := invoker(ctx, method, req, reply, cc, opts...); err != nil {
-			return err
-		}
-		if err := n.cfg.Faults.Deliver(ctx, to, n.cfg.ID); err != nil {
-			return fmt.Errorf("%w: answer from %s lost: %v", kverrors.ErrIndeterminate, to, err)
-		}
-		return nil
+func (n *Node) resolve(id string) (string, error) {
+	node, ok := n.r().Node(id)
+	if !ok {
+		return "", fmt.Errorf("%w: node %q is not in the cluster map", kverrors.ErrStaleEpoch, id)
 	}
+	return node.Addr, nil
+}
+
+// peerOptions: outermost, every answer that got back (through the fault
+// hook too) tells the failure detector the node is reachable; the test-only
+// fault rules apply to forwarded KV and admin calls (Raft traffic has its
+// own check in the Raft network).
+func (n *Node) peerOptions(id string) []grpc.DialOption {
+	opts := []grpc.DialOption{grpc.WithChainUnaryInterceptor(n.fd.Interceptor(id))}
+	if n.cfg.Faults != nil {
+		opts = append(opts, grpc.WithChainUnaryInterceptor(fault.UnaryClientInterceptor(n.cfg.Faults, n.cfg.ID, id, "/capkv.v1.Raft/")))
+	}
+	return opts
 }
 
 // SetFaults replaces the node's fault rules (test-only hook).
@@ -394,25 +357,11 @@ func (n *Node) SetFaults(_ context.Context, req *api.SetFaultsRequest) (*api.Set
 	if n.faults == nil {
 		return nil, fmt.Errorf("%w: fault injection is disabled on %s (start kvd with --test-faults)", kverrors.ErrWrongMode, n.cfg.ID)
 	}
-	var rules []fault.Rule
-	for _, r := range req.GetRules() {
-		var rule fault.Rule
-		switch r.GetAction() {
-		case "drop":
-			rule.Drop = true
-		case "blackhole":
-			rule.Blackhole = true
-		case "delay":
-			rule.Delay = time.Duration(r.GetDelayMs()) * time.Millisecond
-		default:
-			return nil, fmt.Errorf("%w: fault action %q: want drop, blackhole or delay", kverrors.ErrInvalidArgument, r.GetAction())
-		}
-		rules = append(rules, rule)
+	rules, err := fault.ParseRules(req)
+	if err != nil {
+		return nil, err
 	}
-	n.faults.Heal()
-	for i, r := range req.GetRules() {
-		n.faults.Set(r.GetFrom(), r.GetTo(), rules[i])
-	}
+	n.faults.Replace(rules)
 	n.clockSkew.Store(int64(time.Duration(req.GetClockOffsetMs()) * time.Millisecond))
 	n.log.Info("fault rules", "rules", n.faults.String(), "clock_offset_ms", req.GetClockOffsetMs())
 	return &api.SetFaultsResponse{Rules: uint32(len(rules))}, nil
