@@ -175,12 +175,12 @@ func (n *Node) Repair(ctx context.Context, req *api.RepairRequest) (*api.RepairR
 		if p.Err != "" || (req.GetPartition() != "" && p.ID.String() != req.GetPartition()) {
 			continue
 		}
-		rt, err := n.routePlacement(ring.Placement{Keyspace: ks, Partition: p.ID, Replicas: p.Replicas}, nil)
+		rt, err := n.router.Placement(ring.Placement{Keyspace: ks, Partition: p.ID, Replicas: p.Replicas}, nil)
 		if err != nil {
 			return nil, err
 		}
-		if rt.rep.Serves(rt.t) {
-			st, err := rt.rep.Repair(ctx, rt.t)
+		if rt.Rep.Serves(rt.T) {
+			st, err := rt.Rep.Repair(ctx, rt.T)
 			if err != nil {
 				return nil, fmt.Errorf("repair %s: %w", p.ID, err)
 			}

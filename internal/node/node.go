@@ -24,6 +24,7 @@ import (
 	"github.com/capkv/capkv/internal/kverrors"
 	"github.com/capkv/capkv/internal/meta"
 	"github.com/capkv/capkv/internal/metrics"
+	"github.com/capkv/capkv/internal/route"
 	"github.com/capkv/capkv/internal/watch"
 	"github.com/capkv/capkv/replication"
 	"github.com/capkv/capkv/replication/ap"
@@ -45,6 +46,7 @@ type Node struct {
 	apr   *ap.Replicator
 	// modes is the replicator of each keyspace mode; route picks from it.
 	modes   map[consistency.Mode]replication.Replicator
+	router  *route.Router
 	clock   *consistency.Clock
 	fd      *failure.Detector
 	watch   *watch.Hub // changes applied here, for Watch streams
@@ -122,6 +124,8 @@ func New(cfg Config) (*Node, error) {
 		Down: func(id string) bool { return n.fd.Down(id) }, AntiEntropyInterval: cfg.AntiEntropyInterval,
 		TombstoneGrace: cfg.TombstoneGrace, Log: log})
 	n.modes = map[consistency.Mode]replication.Replicator{consistency.CP: n.cpr, consistency.AP: n.apr}
+	n.router = route.New(route.Config{Self: cfg.ID, Ring: n.r, Modes: n.modes, MaxKeySize: cfg.MaxKeySize, KV: n.kvPeer,
+		Down: func(id string) bool { return n.fd.Down(id) }, Reachable: n.upReplicas})
 	n.fd = failure.New(failure.Config{Interval: cfg.ProbeInterval, DownAfter: cfg.DownAfter,
 		Probe: n.probe, Peers: n.otherNodes, OnDown: n.dropPeer, Log: log})
 	n.metrics = metrics.New(cfg.ID, n.stateCollector())
@@ -205,11 +209,19 @@ func (n *Node) WaitReady(ctx context.Context) error {
 func (n *Node) r() *ring.Ring { return n.meta.Ring() }
 
 // ready fails until this node has a cluster map.
-func (n *Node) ready() error {
-	if n.r().Epoch() == 0 {
-		return fmt.Errorf("%w: node %s has no cluster map yet (joining, or the metadata group has no leader)", kverrors.ErrUnavailable, n.cfg.ID)
+func (n *Node) ready() error { return n.router.Ready() }
+
+// kvPeer is a client of another node's KV service, refused at once for a
+// node the failure detector holds down.
+func (n *Node) kvPeer(id string) (api.KVClient, error) {
+	if err := n.down(id); err != nil {
+		return nil, err
 	}
-	return nil
+	c, err := n.peer(id)
+	if err != nil {
+		return nil, err
+	}
+	return api.NewKVClient(c), nil
 }
 
 // dialAddr returns a connection to an address outside the map (join targets).

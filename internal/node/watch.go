@@ -20,7 +20,7 @@ func (n *Node) Watch(req *api.WatchRequest, stream api.KV_WatchServer) error {
 }
 
 func (n *Node) watchPartition(req *api.WatchRequest, stream api.KV_WatchServer) error {
-	ks, err := n.keyspace(req.GetPrefix())
+	ks, err := n.router.Keyspace(req.GetPrefix())
 	if err != nil {
 		return err
 	}
@@ -36,11 +36,11 @@ func (n *Node) watchPartition(req *api.WatchRequest, stream api.KV_WatchServer) 
 	if !slices.Contains(p.Replicas, n.cfg.ID) {
 		return fmt.Errorf("%w: %s holds no replica of %s; its replicas are %v", kverrors.ErrStaleEpoch, n.cfg.ID, req.GetPartition(), p.Replicas)
 	}
-	rt, err := n.routePlacement(ring.Placement{Keyspace: ks, Partition: p.ID, Replicas: p.Replicas}, nil)
+	rt, err := n.router.Placement(ring.Placement{Keyspace: ks, Partition: p.ID, Replicas: p.Replicas}, nil)
 	if err != nil {
 		return err
 	}
-	sub, err := rt.rep.Watch(rt.t, req.GetPrefix())
+	sub, err := rt.Rep.Watch(rt.T, req.GetPrefix())
 	if err != nil {
 		return fmt.Errorf("%w: %v", kverrors.ErrUnavailable, err)
 	}
