@@ -13,14 +13,6 @@ import (
 	"github.com/capkv/capkv/ring"
 )
 
-// GetClusterMap returns the map clients build their ring from.
-func (n *Node) GetClusterMap(context.Context, *api.ClusterMapRequest) (*api.ClusterMap, error) {
-	if err := n.ready(); err != nil {
-		return nil, err
-	}
-	return n.meta.Proto(), nil
-}
-
 // GetNodeInfo describes this node.
 func (n *Node) GetNodeInfo(context.Context, *api.NodeInfoRequest) (*api.NodeInfo, error) {
 	if err := n.ready(); err != nil {
@@ -104,59 +96,27 @@ func (n *Node) peerInfo(ctx context.Context, id string) (*api.NodeInfo, error) {
 	return info, nil
 }
 
+// GetClusterMap returns the map clients build their ring from.
+func (n *Node) GetClusterMap(ctx context.Context, req *api.ClusterMapRequest) (*api.ClusterMap, error) {
+	return n.meta.GetClusterMap(ctx, req)
+}
+
 // Keyspaces lists the keyspaces.
-func (n *Node) Keyspaces(context.Context, *api.KeyspacesRequest) (*api.KeyspacesResponse, error) {
-	if err := n.ready(); err != nil {
-		return nil, err
-	}
-	resp := &api.KeyspacesResponse{}
-	for _, ks := range n.r().Keyspaces() {
-		resp.Keyspaces = append(resp.Keyspaces, wire.KeyspaceToProto(ks))
-	}
-	return resp, nil
+func (n *Node) Keyspaces(ctx context.Context, req *api.KeyspacesRequest) (*api.KeyspacesResponse, error) {
+	return n.meta.Keyspaces(ctx, req)
 }
 
 // Locate explains where a key lives.
-func (n *Node) Locate(_ context.Context, req *api.LocateRequest) (*api.LocateResponse, error) {
-	if err := n.ready(); err != nil {
-		return nil, err
-	}
+func (n *Node) Locate(ctx context.Context, req *api.LocateRequest) (*api.LocateResponse, error) {
 	if len(req.GetKey()) > n.cfg.MaxKeySize {
 		return nil, fmt.Errorf("%w: key is %d bytes, limit is %d", kverrors.ErrTooLarge, len(req.GetKey()), n.cfg.MaxKeySize)
 	}
-	p, err := n.r().Locate(req.GetKey())
-	if err != nil {
-		return nil, err
-	}
-	owner, _ := n.r().Node(p.Replicas[0])
-	return &api.LocateResponse{
-		Keyspace: p.Keyspace.Name, Mode: string(p.Keyspace.Mode), Partition: p.Partition.String(),
-		Region: p.Partition.Region, Replicas: append([]string(nil), p.Replicas...),
-		Owner: owner.ID, OwnerAddr: owner.Addr, Epoch: n.r().Epoch(), Leader: n.Leader(p.Partition.String()),
-	}, nil
+	return n.meta.Locate(ctx, req)
 }
 
 // Ring lists the partitions of one or every keyspace with their preference lists.
-func (n *Node) Ring(_ context.Context, req *api.RingRequest) (*api.RingResponse, error) {
-	if err := n.ready(); err != nil {
-		return nil, err
-	}
-	resp := &api.RingResponse{Epoch: n.r().Epoch(), Vnodes: uint32(n.cfg.VNodes)}
-	names := []string{req.GetKeyspace()}
-	if req.GetKeyspace() == "" {
-		names = names[:0]
-		for _, ks := range n.r().Keyspaces() {
-			names = append(names, ks.Name)
-		}
-	} else if _, ok := n.r().Keyspace(req.GetKeyspace()); !ok {
-		return nil, fmt.Errorf("%w: %q", kverrors.ErrUnknownKeyspace, req.GetKeyspace())
-	}
-	for _, name := range names {
-		for _, p := range n.r().Partitions(name) {
-			resp.Partitions = append(resp.Partitions, &api.PartitionPlacement{Id: p.ID.String(), Replicas: p.Replicas, Error: p.Err})
-		}
-	}
-	return resp, nil
+func (n *Node) Ring(ctx context.Context, req *api.RingRequest) (*api.RingResponse, error) {
+	return n.meta.RingInfo(ctx, req)
 }
 
 // Repair runs anti-entropy now for the partitions of a keyspace: here for

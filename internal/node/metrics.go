@@ -3,62 +3,26 @@ package node
 import (
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc/status"
 
-	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/internal/metrics"
-	"github.com/capkv/capkv/ring"
 )
 
 // MetricsHandler serves the node's Prometheus metrics.
 func (n *Node) MetricsHandler() http.Handler { return n.metrics.Handler() }
 
-const kvMethodPrefix = "/capkv.v1.KV/"
-
-// observe records a KV request in the metrics: its keyspace and mode come
-// from the receipt when there is one, else from the key. err is the status
-// the caller gets.
+// observe records a KV request in the metrics; err is the status the
+// caller gets.
 func (n *Node) observe(method string, req, resp any, err error, took time.Duration) {
-	op, ok := strings.CutPrefix(method, kvMethodPrefix)
-	if !ok {
-		return
-	}
-	r := metrics.Request{Op: op, Seconds: took.Seconds(), Code: status.Code(err).String()}
-	var rc *api.Receipt
-	if x, ok := resp.(interface{ GetReceipt() *api.Receipt }); ok && err == nil {
-		rc = x.GetReceipt()
-	}
-	if rc != nil {
-		r.Keyspace, r.Mode, r.Level = rc.GetKeyspace(), rc.GetMode(), rc.GetLevel()
-		r.Forwarded, r.Hinted, r.Sloppy, r.Siblings = rc.GetForwarded(), rc.GetHinted(), rc.GetSloppyQuorum(), int(rc.GetSiblings())
-	} else {
-		var key string
-		switch x := req.(type) {
-		case interface{ GetKey() string }:
-			key = x.GetKey()
-		case interface{ GetPrefix() string }:
-			key = x.GetPrefix()
+	n.metrics.ObserveRPC(method, req, resp, err, took, func(name string) (string, bool) {
+		ks, ok := n.r().Keyspace(name)
+		if !ok {
+			return "", false
 		}
-		if name, err := ring.SplitKeyspace(key); err == nil {
-			if ks, ok := n.r().Keyspace(name); ok {
-				r.Keyspace, r.Mode = ks.Name, string(ks.Mode)
-			}
-		}
-		if x, ok := req.(interface{ GetHeader() *api.RequestHeader }); ok {
-			r.Level = x.GetHeader().GetConsistency()
-		}
-	}
-	if x, ok := req.(interface{ GetHeader() *api.RequestHeader }); ok && x.GetHeader().GetHops() > 0 {
-		r.FromNode = true
-	}
-	if r.Keyspace == "" {
-		r.Keyspace = "unknown" // bounded: unknown keyspaces share one series
-	}
-	n.metrics.Observe(r)
+		return string(ks.Mode), true
+	})
 }
 
 var (

@@ -1,0 +1,90 @@
+package meta
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/capkv/capkv/api"
+	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/internal/wire"
+)
+
+// The cluster map's read side of the Admin service: every node answers from
+// the map it follows.
+
+// ready fails until this node has a cluster map.
+func (s *Service) ready() error {
+	if s.Ring().Epoch() == 0 {
+		return fmt.Errorf("%w: node %s has no cluster map yet (joining, or the metadata group has no leader)", kverrors.ErrUnavailable, s.cfg.Self)
+	}
+	return nil
+}
+
+// leader is the leader of cp partition id as this node sees it ("" if it
+// holds no replica or knows no leader).
+func (s *Service) leader(id string) string {
+	if g, ok := s.cfg.Host.Group(id); ok {
+		return g.Leader()
+	}
+	return ""
+}
+
+// GetClusterMap returns the map clients build their ring from.
+func (s *Service) GetClusterMap(context.Context, *api.ClusterMapRequest) (*api.ClusterMap, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	return s.Proto(), nil
+}
+
+// Keyspaces lists the keyspaces.
+func (s *Service) Keyspaces(context.Context, *api.KeyspacesRequest) (*api.KeyspacesResponse, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	resp := &api.KeyspacesResponse{}
+	for _, ks := range s.Ring().Keyspaces() {
+		resp.Keyspaces = append(resp.Keyspaces, wire.KeyspaceToProto(ks))
+	}
+	return resp, nil
+}
+
+// Locate explains where a key lives.
+func (s *Service) Locate(_ context.Context, req *api.LocateRequest) (*api.LocateResponse, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	p, err := s.Ring().Locate(req.GetKey())
+	if err != nil {
+		return nil, err
+	}
+	owner, _ := s.Ring().Node(p.Replicas[0])
+	return &api.LocateResponse{
+		Keyspace: p.Keyspace.Name, Mode: string(p.Keyspace.Mode), Partition: p.Partition.String(),
+		Region: p.Partition.Region, Replicas: append([]string(nil), p.Replicas...),
+		Owner: owner.ID, OwnerAddr: owner.Addr, Epoch: s.Ring().Epoch(), Leader: s.leader(p.Partition.String()),
+	}, nil
+}
+
+// RingInfo lists the partitions of one or every keyspace with their preference lists.
+func (s *Service) RingInfo(_ context.Context, req *api.RingRequest) (*api.RingResponse, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	resp := &api.RingResponse{Epoch: s.Ring().Epoch(), Vnodes: uint32(s.cfg.VNodes)}
+	names := []string{req.GetKeyspace()}
+	if req.GetKeyspace() == "" {
+		names = names[:0]
+		for _, ks := range s.Ring().Keyspaces() {
+			names = append(names, ks.Name)
+		}
+	} else if _, ok := s.Ring().Keyspace(req.GetKeyspace()); !ok {
+		return nil, fmt.Errorf("%w: %q", kverrors.ErrUnknownKeyspace, req.GetKeyspace())
+	}
+	for _, name := range names {
+		for _, p := range s.Ring().Partitions(name) {
+			resp.Partitions = append(resp.Partitions, &api.PartitionPlacement{Id: p.ID.String(), Replicas: p.Replicas, Error: p.Err})
+		}
+	}
+	return resp, nil
+}
