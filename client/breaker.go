@@ -154,7 +154,7 @@ func verdict(err error, expired bool) int {
 	}
 	switch st.Code() {
 	case codes.Unavailable:
-		if kverrors.FromNode(st.Message()) {
+		if kverrors.FromNode(err) { // the node's own answer, e.g. a minority's "no majority"
 			return answered
 		}
 		return noAnswer

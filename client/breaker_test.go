@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/capkv/capkv/internal/kverrors"
 	"github.com/capkv/capkv/internal/nodetest"
 )
 
@@ -73,9 +74,12 @@ func TestBreakerCountsOnlyMissingAnswers(t *testing.T) {
 		{status.Error(codes.Unavailable, "connection error: desc = \"transport: Error while dialing: dial tcp: connect: connection refused\""), false, noAnswer},
 		{status.Error(codes.Unavailable, "error reading from server: EOF"), false, noAnswer},
 		// The node answered, with its own errors: not a node failure.
-		{status.Error(codes.Unavailable, "unavailable: partition accounts/eu/3: no majority"), false, answered},
-		{status.Error(codes.NotFound, "not found: key"), false, answered},
-		{status.Error(codes.DeadlineExceeded, "outcome unknown: via n3: context deadline exceeded"), false, answered},
+		{kverrors.ToStatus(fmt.Errorf("partition accounts/eu/3: %w: no majority", kverrors.ErrUnavailable)), false, answered},
+		{kverrors.ToStatus(fmt.Errorf("%w: key", kverrors.ErrNotFound)), false, answered},
+		{kverrors.ToStatus(fmt.Errorf("%w: via n3: context deadline exceeded", kverrors.ErrIndeterminate)), false, answered},
+		// A transport failure keeps its code, and is no answer: the text
+		// of a node's error does not make it one.
+		{kverrors.FromTransport(status.Error(codes.Unavailable, "unavailable: looks like a node's"), true), false, noAnswer},
 		// The caller's deadline passed without an answer.
 		{status.Error(codes.DeadlineExceeded, "context deadline exceeded"), true, noAnswer},
 		// The caller gave up: says nothing about the node.

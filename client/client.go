@@ -315,7 +315,7 @@ func (c *Client) call(ctx context.Context, key string, retrySafe bool, op func(c
 			return errors.Join(err, rerr)
 		}
 	}
-	var last error
+	var last, unknown error // unknown: an attempt whose outcome is unknown
 	for attempt := 0; attempt < c.cfg.MaxAttempts; attempt++ {
 		addr, err := c.allowedTarget(key, attempt)
 		if err != nil {
@@ -339,10 +339,13 @@ func (c *Client) call(ctx context.Context, key string, retrySafe bool, op func(c
 			return nil
 		}
 		last = kverrors.FromStatus(err)
+		if errors.Is(last, ErrIndeterminate) {
+			unknown = last
+		}
 		switch {
 		case errors.Is(last, ErrStaleEpoch):
 			if err := c.Refresh(ctx); err != nil {
-				return errors.Join(last, err)
+				return settle(errors.Join(last, err), unknown)
 			}
 		case errors.Is(last, ErrUnavailable) && ctx.Err() == nil:
 			c.log.Debug("node unavailable, trying another", "addr", addr, "err", last)
@@ -352,13 +355,24 @@ func (c *Client) call(ctx context.Context, key string, retrySafe bool, op func(c
 			// the servers apply it at most once.
 			c.log.Debug("outcome unknown, retrying", "addr", addr, "err", last)
 		default:
-			return last
+			return settle(last, unknown)
 		}
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	return last
+	return settle(last, unknown)
+}
+
+// settle is a call's error after its attempts. A last attempt that was
+// definitely not applied (no node reached, or a stale map) says nothing of
+// an earlier one whose outcome is unknown and which may still take effect:
+// the call's outcome is then unknown too.
+func settle(last, unknown error) error {
+	if unknown == nil || errors.Is(last, ErrIndeterminate) || !(errors.Is(last, ErrUnavailable) || errors.Is(last, ErrStaleEpoch)) {
+		return last
+	}
+	return fmt.Errorf("%w; then: %v", unknown, last)
 }
 
 // learnLeader remembers which node served a cp request (the partition's

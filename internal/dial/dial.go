@@ -6,6 +6,12 @@
 // closed and replaced instead of waiting out TCP's retransmission backoff
 // (which grows to minutes). Node-to-node connections are also watched by the
 // failure detector, which acts within a second.
+//
+// Every connection also records, per call, whether the request was handed
+// to the transport, and gives a failed call's error its kind from that fact
+// (see delivery.go): ErrUnavailable when the request never left this
+// process, ErrIndeterminate when it may have reached the server. Errors a
+// capkv node sent keep the kind the node gave them (package kverrors).
 package dial
 
 import (
@@ -26,7 +32,10 @@ const (
 	KeepaliveTimeout = 2 * time.Second
 )
 
-// Conn returns a lazily connecting client connection to addr.
+// Conn returns a lazily connecting client connection to addr. Interceptors
+// in extra run inside the delivery classification: they see gRPC's own
+// errors (grpc.WithUnaryInterceptor, unlike WithChainUnaryInterceptor, would
+// put one outside it).
 func Conn(addr string, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
 	return grpc.NewClient(addr, append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -40,6 +49,9 @@ func Conn(addr string, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
 			MinConnectTimeout: time.Second,
 		}),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: KeepaliveTime, Timeout: KeepaliveTimeout, PermitWithoutStream: true}),
+		grpc.WithStatsHandler(deliveryStats{}),
+		grpc.WithChainUnaryInterceptor(unaryDelivery),
+		grpc.WithChainStreamInterceptor(streamDelivery),
 	}, extra...)...)
 }
 

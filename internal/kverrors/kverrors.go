@@ -1,19 +1,42 @@
 // Package kverrors holds capkv's error vocabulary: the sentinel errors every
 // layer wraps with %w, and the single place where they are mapped to and from
-// gRPC status codes, so that a client sees the same error kind the storage or
+// gRPC statuses, so that a client sees the same error kind the storage or
 // replication layer produced, across any number of forwarding hops.
 //
 // The distinction that matters most is between a definite failure (the
 // operation did not take effect: ErrUnavailable, ErrInvalidArgument, ...) and
 // ErrIndeterminate (it may or may not have taken effect). Retry logic and the
 // Jepsen checkers depend on that difference.
+//
+// # The wire contract
+//
+// A capkv server turns a handler's error into a status with ToStatus, once.
+// The status carries the error kind as data: an
+// errdetails.ErrorInfo{Domain: "capkv", Reason: "UNAVAILABLE", ...} in its
+// details (see the sentinels table for every reason). Its code is the kind's
+// gRPC code, for generic gRPC clients and metrics, and its message is the
+// full error text, for people; neither is parsed back.
+//
+// A capkv client turns a call's error back with FromStatus. A status with
+// our ErrorInfo was produced by a capkv node (FromNode reports it) and
+// restores exactly the sentinel the node wrapped. Any other failed call is a
+// transport or gRPC failure, and its kind is a fact about delivery, not about
+// the text: ErrUnavailable when the request never left this process,
+// ErrIndeterminate when it may have reached the server. The connections of
+// package dial record those facts per call and classify with FromTransport;
+// FromStatus, which lacks them, assumes the request may have been delivered.
+//
+// Restored and classified errors print the text they arrived with and keep
+// their gRPC status (a GRPCStatus method), so a node that returns one
+// unchanged forwards the same status, and one that wraps it with context
+// ("via n2: %w") forwards the same kind.
 package kverrors
 
 import (
 	"context"
 	"errors"
-	"strings"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -31,11 +54,13 @@ var (
 	ErrWrongMode = errors.New("operation not offered by this keyspace's mode")
 	// ErrConflict: a compare-and-set's expectation did not hold; nothing was written.
 	ErrConflict = errors.New("conflict")
-	// ErrUnavailable: the operation definitely did not take effect because the
-	// replicas it needs cannot be reached; it is safe to retry.
+	// ErrUnavailable: the operation definitely did not take effect, because
+	// the replicas it needs cannot be reached or because the request never
+	// left the caller; it is safe to retry.
 	ErrUnavailable = errors.New("unavailable")
 	// ErrIndeterminate: the operation may or may not have taken effect
-	// (a deadline passed after it was sent). Retrying may apply it twice.
+	// (a deadline passed or a connection broke after it was sent). Retrying
+	// may apply it twice.
 	ErrIndeterminate = errors.New("outcome unknown")
 	// ErrStaleEpoch: the caller routed with an outdated cluster map.
 	ErrStaleEpoch = errors.New("stale cluster map epoch")
@@ -43,141 +68,216 @@ var (
 	ErrInternal = errors.New("internal error")
 )
 
-// sentinels maps each sentinel to its gRPC code. Order matters for errors
-// wrapping several sentinels: the first match wins.
-var sentinels = []struct {
-	err  error
-	code codes.Code
-}{
-	{ErrNotFound, codes.NotFound},
-	{ErrTooLarge, codes.InvalidArgument},
-	{ErrUnknownKeyspace, codes.InvalidArgument},
-	{ErrInvalidArgument, codes.InvalidArgument},
-	{ErrWrongMode, codes.FailedPrecondition},
-	{ErrConflict, codes.Aborted},
-	{ErrStaleEpoch, codes.FailedPrecondition},
-	{ErrUnavailable, codes.Unavailable},
-	{ErrIndeterminate, codes.DeadlineExceeded},
-	{ErrInternal, codes.Internal},
+// Domain is the ErrorInfo domain of capkv's error kinds.
+const Domain = "capkv"
+
+// kind is one row of the mapping: a sentinel, the ErrorInfo reason it
+// travels as, and the gRPC code its statuses get.
+type kind struct {
+	err    error
+	reason string
+	code   codes.Code
 }
 
-// reasonKey is the detail we put in the status message prefix so that the
-// receiving side can recover the exact sentinel, not only the code.
-func reason(err error) (string, codes.Code) {
-	for _, s := range sentinels {
-		if errors.Is(err, s.err) {
-			return s.err.Error(), s.code
+// sentinels is the mapping, in one place. Order matters for errors wrapping
+// several sentinels: the first match wins.
+var sentinels = []kind{
+	{ErrNotFound, "NOT_FOUND", codes.NotFound},
+	{ErrTooLarge, "TOO_LARGE", codes.InvalidArgument},
+	{ErrUnknownKeyspace, "UNKNOWN_KEYSPACE", codes.InvalidArgument},
+	{ErrInvalidArgument, "INVALID_ARGUMENT", codes.InvalidArgument},
+	{ErrWrongMode, "WRONG_MODE", codes.FailedPrecondition},
+	{ErrConflict, "CONFLICT", codes.Aborted},
+	{ErrStaleEpoch, "STALE_EPOCH", codes.FailedPrecondition},
+	{ErrUnavailable, "UNAVAILABLE", codes.Unavailable},
+	{ErrIndeterminate, "INDETERMINATE", codes.DeadlineExceeded},
+	{ErrInternal, "INTERNAL", codes.Internal},
+}
+
+// kindOf finds the kind of an error that wraps a sentinel or a status with
+// our detail.
+func kindOf(err error) (kind, bool) {
+	for _, k := range sentinels {
+		if errors.Is(err, k.err) {
+			return k, true
 		}
 	}
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return ErrIndeterminate.Error(), codes.DeadlineExceeded
-	case errors.Is(err, context.Canceled):
-		return "", codes.Canceled
+	if st, ok := carried(err); ok {
+		return kindOfStatus(st)
 	}
-	return "", codes.Unknown
+	return kind{}, false
 }
 
-// ToStatus converts an error to a gRPC status error. The message keeps the
-// full error text; a trailer-free encoding of the sentinel ("kind") travels in
-// the status message as "kind: text" so that FromStatus can restore it.
+// kindOfStatus reads our ErrorInfo from a status's details. A reason this
+// build does not know (a newer node's) is indeterminate: nothing can be
+// assumed about what the node did.
+func kindOfStatus(st *status.Status) (kind, bool) {
+	for _, d := range st.Details() {
+		info, ok := d.(*errdetails.ErrorInfo)
+		if !ok || info.GetDomain() != Domain {
+			continue
+		}
+		for _, k := range sentinels {
+			if k.reason == info.GetReason() {
+				return k, true
+			}
+		}
+		return kind{ErrIndeterminate, info.GetReason(), st.Code()}, true
+	}
+	return kind{}, false
+}
+
+// carried returns the gRPC status err is or wraps, if any.
+func carried(err error) (*status.Status, bool) {
+	var gs interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &gs) || gs.GRPCStatus() == nil {
+		return nil, false
+	}
+	return gs.GRPCStatus(), true
+}
+
+// withKind returns a status of code with msg and k's ErrorInfo.
+func withKind(code codes.Code, msg string, k kind) *status.Status {
+	st := status.New(code, msg)
+	if ds, err := st.WithDetails(&errdetails.ErrorInfo{Reason: k.reason, Domain: Domain}); err == nil {
+		return ds
+	}
+	// WithDetails fails only for code OK, which no kind has.
+	return st
+}
+
+// ToStatus converts a handler's error to the gRPC status error the caller
+// receives: its kind as an ErrorInfo detail, its kind's code, its full text.
+// An error that is itself a status (restored or classified by this package)
+// keeps its code and text, so a node that returns a downstream error
+// unchanged forwards the same status. A bare status with no kind is gRPC's
+// own and passes through; a context error is indeterminate; any other error
+// wraps no sentinel, which the contract makes a bug: ErrInternal, with code
+// Unknown as gRPC gives a handler's plain error.
 func ToStatus(err error) error {
 	if err == nil {
 		return nil
 	}
-	if _, ok := status.FromError(err); ok && !isOurs(err) {
-		return err // already a status from a lower hop; pass it through unchanged
+	k, ok := kindOf(err)
+	gs, isStatus := err.(interface{ GRPCStatus() *status.Status })
+	switch {
+	case ok && isStatus && gs.GRPCStatus() != nil:
+		if _, has := kindOfStatus(gs.GRPCStatus()); has {
+			return err
+		}
+		st := gs.GRPCStatus()
+		return withKind(st.Code(), st.Message(), k).Err()
+	case ok:
+		return withKind(k.code, err.Error(), k).Err()
+	case errors.Is(err, context.DeadlineExceeded):
+		return withKind(codes.DeadlineExceeded, err.Error(), indeterminate).Err()
+	case errors.Is(err, context.Canceled):
+		// The node gave up (it is shutting down, or its caller left) with
+		// the operation possibly under way.
+		return withKind(codes.Canceled, err.Error(), indeterminate).Err()
 	}
-	_, code := reason(err)
-	return status.Error(code, err.Error())
+	if _, isStatus := carried(err); isStatus {
+		return err
+	}
+	return withKind(codes.Unknown, err.Error(), internal).Err()
 }
 
-// isOurs reports whether err wraps one of our sentinels (as opposed to being
-// a bare status error produced by gRPC itself).
-func isOurs(err error) bool {
-	for _, s := range sentinels {
-		if errors.Is(err, s.err) {
-			return true
+// The rows ToStatus needs by name; looked up at init, so a row missing from
+// the table fails every test instead of one request.
+var indeterminate, internal = rowOf(ErrIndeterminate), rowOf(ErrInternal)
+
+func rowOf(sentinel error) kind {
+	for _, k := range sentinels {
+		if k.err == sentinel {
+			return k
 		}
 	}
-	return false
+	panic("kverrors: " + sentinel.Error() + " is missing from the sentinels table")
 }
 
-// statusErr is an error restored from a gRPC status: it prints the remote
-// message and matches the sentinel the remote side wrapped.
-type statusErr struct {
-	msg      string
+// kindErr is an error whose kind this package decided: restored from a
+// node's status, or classified from a transport failure. It prints the text
+// it arrived with, matches its sentinel and the error it came from, and
+// carries its gRPC status for forwarding.
+type kindErr struct {
+	text     string
 	sentinel error
-	code     codes.Code
+	st       *status.Status
+	cause    error // the gRPC error of a transport failure; nil when restored
 }
 
-func (e *statusErr) Error() string { return e.msg }
-func (e *statusErr) Unwrap() error { return e.sentinel }
+func (e *kindErr) Error() string { return e.text }
 
-// GRPCStatus lets a restored error be forwarded again as the same status.
-func (e *statusErr) GRPCStatus() *status.Status { return status.New(e.code, e.msg) }
+func (e *kindErr) Unwrap() []error {
+	if e.cause == nil {
+		return []error{e.sentinel}
+	}
+	return []error{e.sentinel, e.cause}
+}
 
-// FromStatus converts an error returned by a gRPC call back into an error that
-// matches the right sentinel with errors.Is. Transport failures become
-// ErrUnavailable when the request cannot have been delivered, and
-// ErrIndeterminate when it may have been.
+// GRPCStatus lets the error be forwarded again as the same status.
+func (e *kindErr) GRPCStatus() *status.Status { return e.st }
+
+// FromStatus converts the error of a gRPC call back into an error that
+// matches the right sentinel with errors.Is. A status with our detail
+// restores the node's sentinel. Any other gRPC failure that reaches it
+// unclassified (a connection not made by package dial) is indeterminate,
+// since nothing is known about delivery; so is a bare context deadline.
+// Errors that already have a kind, and non-gRPC errors, are returned as is.
 func FromStatus(err error) error {
 	if err == nil {
 		return nil
 	}
-	if isOurs(err) {
-		return err
-	}
-	st, ok := status.FromError(err)
-	if !ok {
-		if errors.Is(err, context.DeadlineExceeded) {
-			return &statusErr{msg: err.Error(), sentinel: ErrIndeterminate, code: codes.DeadlineExceeded}
-		}
-		return err
-	}
-	msg := st.Message()
-	// Prefer the exact sentinel named at the start of the message.
-	for _, s := range sentinels {
-		if s.code == st.Code() && hasPrefix(msg, s.err.Error()) {
-			return &statusErr{msg: msg, sentinel: s.err, code: st.Code()}
+	for _, k := range sentinels {
+		if errors.Is(err, k.err) {
+			return err
 		}
 	}
-	var sentinel error
-	switch st.Code() {
-	case codes.NotFound:
-		sentinel = ErrNotFound
-	case codes.InvalidArgument, codes.OutOfRange:
-		sentinel = ErrInvalidArgument
-	case codes.FailedPrecondition:
-		sentinel = ErrWrongMode
-	case codes.Aborted:
-		sentinel = ErrConflict
-	case codes.Unavailable:
-		// gRPC reports Unavailable both when it could not connect (the
-		// request was never sent) and when a connection broke mid-call (it
-		// may have been executed). Only the first is a definite failure.
-		if strings.Contains(msg, "dial") || strings.Contains(msg, "connection refused") || strings.Contains(msg, "no such host") {
-			sentinel = ErrUnavailable
-		} else {
-			sentinel = ErrIndeterminate
+	if st, ok := carried(err); ok {
+		k, ours := kindOfStatus(st)
+		if !ours {
+			return FromTransport(err, true)
 		}
-	case codes.DeadlineExceeded, codes.Canceled:
-		sentinel = ErrIndeterminate
-	default:
-		sentinel = ErrInternal
+		text := err.Error()
+		if _, top := err.(interface{ GRPCStatus() *status.Status }); top {
+			text = st.Message() // the node's error text, without gRPC's "rpc error: code = ..." frame
+		}
+		return &kindErr{text: text, sentinel: k.err, st: st}
 	}
-	return &statusErr{msg: msg, sentinel: sentinel, code: st.Code()}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return FromTransport(err, true)
+	}
+	return err
 }
 
-func hasPrefix(s, p string) bool { return len(s) >= len(p) && s[:len(p)] == p }
-
-// FromNode reports whether a status message was written by a capkv node (it
-// starts with one of the sentinels' texts) rather than by gRPC's transport.
-func FromNode(msg string) bool {
-	for _, s := range sentinels {
-		if hasPrefix(msg, s.err.Error()) {
-			return true
-		}
+// FromTransport classifies the error of a gRPC call from what the transport
+// did: sent says whether any of the request may have reached the server. An
+// error that already has a kind (a node's status, an error made on this side
+// around the call) is returned unchanged; any other becomes ErrUnavailable
+// when nothing was sent and ErrIndeterminate when something was, printing the
+// original text and keeping the original status.
+func FromTransport(err error, sent bool) error {
+	if err == nil {
+		return nil
 	}
-	return false
+	if _, ok := kindOf(err); ok {
+		return err
+	}
+	sentinel := ErrUnavailable
+	if sent {
+		sentinel = ErrIndeterminate
+	}
+	return &kindErr{text: err.Error(), sentinel: sentinel, st: status.Convert(err), cause: err}
+}
+
+// FromNode reports whether err carries a status a capkv node produced (with
+// our detail), that is, whether a node answered, as opposed to a failure of
+// the transport or an error made on this side of the call.
+func FromNode(err error) bool {
+	st, ok := carried(err)
+	if !ok {
+		return false
+	}
+	_, ours := kindOfStatus(st)
+	return ours
 }

@@ -9,12 +9,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
 	"github.com/capkv/capkv/internal/kverrors"
@@ -144,7 +142,7 @@ func StartGroup(cfg GroupConfig) (*Group, error) {
 	rc.TrailingLogs = cfg.Tuning.TrailingLogs
 	rc.BatchApplyCh = true
 	rc.NoSnapshotRestoreOnStart = true // the FSM's state is durable in Badger already
-	rc.Logger = hclogAdapter(log)
+	rc.Logger = newRaftLogger(log, time.Now)
 	if err := raft.ValidateConfig(rc); err != nil {
 		return nil, fmt.Errorf("raft config of %s: %w", cfg.ID, err)
 	}
@@ -403,28 +401,4 @@ func closeTransport(t raft.Transport) {
 	if c, ok := t.(raft.WithClose); ok {
 		c.Close()
 	}
-}
-
-// hclogAdapter routes hashicorp/raft's logs into slog; raft's INFO chatter
-// (elections, pipelines) goes to debug.
-func hclogAdapter(l *slog.Logger) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{
-		Name:   "raft",
-		Level:  hclog.Warn,
-		Output: slogWriter{l},
-	})
-}
-
-type slogWriter struct{ l *slog.Logger }
-
-func (w slogWriter) Write(p []byte) (int, error) {
-	msg := strings.TrimSpace(string(p))
-	// Raft's warnings are routine (elections, unreachable peers while a node
-	// restarts): debug. Its errors are worth a warning, not an alarm.
-	lvl := slog.LevelDebug
-	if strings.Contains(msg, "[ERROR]") {
-		lvl = slog.LevelWarn
-	}
-	w.l.Log(context.Background(), lvl, msg)
-	return len(p), nil
 }
