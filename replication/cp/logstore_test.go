@@ -3,12 +3,16 @@ package cp
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
+
+	"github.com/capkv/capkv/shard"
 )
 
 func openBadger(t *testing.T, dir string) *badger.DB {
@@ -157,4 +161,89 @@ func FuzzDecodeLog(f *testing.F) {
 			t.Fatalf("re-encode of a decoded entry failed: %v", err)
 		}
 	})
+}
+
+// The log path benchmarks run over a real shard.Store with its defaults
+// (SyncWrites on), so they measure what a node pays: encoding, the group
+// commit and one fsync per commit.
+func benchStore(b *testing.B) *shard.Store {
+	b.Helper()
+	st, err := shard.Open(shard.DefaultOptions(b.TempDir()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	return st
+}
+
+func benchLogs(n int, first uint64) []*raft.Log {
+	logs := make([]*raft.Log, n)
+	for i := range logs {
+		logs[i] = &raft.Log{Index: first + uint64(i), Term: 3, Type: raft.LogCommand, Data: bytes.Repeat([]byte{'v'}, 256)}
+	}
+	return logs
+}
+
+// BenchmarkStoreLogs appends batches of 16 entries of 256 bytes to one group.
+func BenchmarkStoreLogs(b *testing.B) {
+	s := benchLogStore(b, benchStore(b), "bench/eu/1")
+	logs := benchLogs(16, 1)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := s.StoreLogs(logs); err != nil {
+			b.Fatal(err)
+		}
+		for _, l := range logs {
+			l.Index += uint64(len(logs))
+		}
+	}
+}
+
+// BenchmarkStoreLogParallel appends single entries from 16 groups at once:
+// what the group commit is for.
+func BenchmarkStoreLogParallel(b *testing.B) {
+	st := benchStore(b)
+	var next atomic.Int64
+	b.SetParallelism(8)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		s := benchLogStore(b, st, fmt.Sprintf("bench/eu/%d", next.Add(1)))
+		l := benchLogs(1, 1)[0]
+		for pb.Next() {
+			if err := s.StoreLog(l); err != nil {
+				b.Error(err)
+				return
+			}
+			l.Index++
+		}
+	})
+}
+
+// BenchmarkGetLog reads entries of a 10k-entry log in a scattered order.
+func BenchmarkGetLog(b *testing.B) {
+	s := benchLogStore(b, benchStore(b), "bench/eu/1")
+	const n = 10_000
+	for i := uint64(1); i <= n; i += 100 {
+		if err := s.StoreLogs(benchLogs(100, i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	var l raft.Log
+	i := 0
+	for b.Loop() {
+		if err := s.GetLog(uint64(1+(i*7919)%n), &l); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+func benchLogStore(b *testing.B, st *shard.Store, group string) *LogStore {
+	b.Helper()
+	s, err := NewLogStore(st.DB(), group, st.WriteEntries)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s
 }
