@@ -121,7 +121,7 @@ func New(cfg Config) (*Node, error) {
 	n.apc = ap.NewCoordinator(cfg.ID, n.clocks, n.hints, apPeers{n}, log)
 	n.apc.Clock = n.clock
 	n.apc.TombstoneGrace = cfg.TombstoneGrace
-	n.host = cp.NewHost(cfg.ID, st.DB(), st.WriteEntries, net, filepath.Join(cfg.DataDir, "raft-snapshots"), cfg.Raft, log)
+	n.host = cp.NewHost(cfg.ID, st, net, filepath.Join(cfg.DataDir, "raft-snapshots"), cfg.Raft, log)
 	n.host.Watch = n.watch
 	n.fd = failure.New(failure.Config{Interval: cfg.ProbeInterval, DownAfter: cfg.DownAfter,
 		Probe: n.probe, Peers: n.otherNodes, OnDown: n.dropPeer, Log: log})
