@@ -14,7 +14,8 @@
 // Every Badger key starts with a one-byte namespace:
 //
 //	'd' | uvarint(len(partition)) | partition | user key   partition records
-//	'r' | ...                                            Raft log and stable store (owned by replication/cp)
+//	'r' | uvarint(len(group)) | group | 'l' | be64(index)  Raft log entry (RaftLog)
+//	'r' | uvarint(len(group)) | group | 's' | key          Raft stable value (RaftLog)
 //	'm' | 'p' | uvarint(len(partition)) | partition      pending Drop/Import marker
 //	't' | uvarint(len(partition)) | partition | 8-byte staging id | user key   Import staging
 //
@@ -32,6 +33,19 @@
 // that replication and anti-entropy see deletes; Badger's own delete is used
 // only by Drop and Import.
 //
+// # Raft log
+//
+// The 'r' namespace is shard's like the others: replication/cp reaches it
+// only through Store.RaftLog, so Badger stays inside this package. A RaftLog
+// stores opaque bytes (cp encodes raft.Log) by index, plus a few stable
+// values (term, vote), for one group. Its bounds are loaded with one seek
+// each when it is opened and then cached. Append and SetStable go through the
+// same group commit as Put and Apply, so concurrent groups share one
+// transaction and one fsync; they return only after it committed (fsynced,
+// with SyncWrites), which is what lets a follower acknowledge an entry.
+// DeleteRange and Drop use Badger's batch and prefix deletes instead (large,
+// rare, not atomic); a crash during them can leave part of the range.
+//
 // # Durability contract
 //
 // Put, Update and Apply return only after Badger committed the write; with
@@ -45,10 +59,10 @@
 //
 // # Errors
 //
-//   - kverrors.ErrInvalidArgument: bad options, empty key or partition id,
-//     tombstone with a value, import from another partition.
-//   - kverrors.ErrTooLarge: a key, value, causal metadata or Apply batch over
-//     the limits; nothing was written.
+//   - kverrors.ErrInvalidArgument: bad options, empty key or partition (or
+//     Raft group) id, tombstone with a value, import from another partition.
+//   - kverrors.ErrTooLarge: a key, value, causal metadata, Raft stable key,
+//     Apply batch or Append batch over the limits; nothing was written.
 //   - kverrors.ErrUnavailable: the Store is closed, or Update's conflict
 //     retries ran out; nothing was written, retrying is safe.
 //   - kverrors.ErrIndeterminate: a commit failed after it may have reached disk.
@@ -56,10 +70,12 @@
 //
 // # Concurrency
 //
-// Store and Replica are safe for concurrent use. Updates of one key are
+// Store, Replica and RaftLog are safe for concurrent use; open one RaftLog
+// per group at a time (it caches the bounds). Updates of one key are
 // serialised in-process and checked by Badger's conflict detection against
 // other writers. Scan and Export read one snapshot and hold no lock while
 // calling back or writing; Scan's callback may call the Store but not Close.
 // Update's callback must not call the Store. Close waits for in-flight
-// operations; operations started after Close fail with ErrUnavailable.
+// operations; operations started after Close fail with ErrUnavailable
+// (RaftLog.FirstIndex and LastIndex, which read cached bounds, excepted).
 package shard

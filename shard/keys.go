@@ -12,7 +12,7 @@ import (
 // iteration over one kind never sees another.
 const (
 	NamespaceData    byte = 'd' // partition records: d | uvarint(len(pid)) | pid | user key
-	NamespaceRaft    byte = 'r' // reserved: Raft log and stable store of CP partitions
+	NamespaceRaft    byte = 'r' // Raft log and stable store of CP partitions (RaftLog)
 	NamespaceMeta    byte = 'm' // shard bookkeeping (pending import/drop markers)
 	NamespaceStaging byte = 't' // Import staging area, never visible to readers
 )
@@ -26,7 +26,7 @@ const maxBadgerKey = 65000
 
 // PartitionPrefix returns ns | uvarint(len(partition)) | partition. The length
 // prefix makes "a/x/1" and "a/x/10" disjoint: neither prefix is a prefix of
-// the other. Other packages (the Raft log store) use it with NamespaceRaft.
+// the other.
 func PartitionPrefix(ns byte, partition string) []byte {
 	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(partition))
 	b = append(b, ns)

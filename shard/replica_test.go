@@ -501,9 +501,6 @@ func TestStoreAppliesDefaults(t *testing.T) {
 	if got.MaxKeySize != defaultMaxKeySize || got.MaxValueSize != defaultMaxValueSize || got.MemTableSize != defaultMemTableSize {
 		t.Fatalf("defaults not applied: %+v", got)
 	}
-	if s.DB() == nil {
-		t.Fatal("DB() is nil")
-	}
 }
 
 func TestSize(t *testing.T) {

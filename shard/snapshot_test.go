@@ -20,7 +20,7 @@ func assertNoStagingOrMarkers(t *testing.T, s *Store) {
 	t.Helper()
 	for _, p := range [][]byte{{NamespaceStaging}, {NamespaceMeta, 'p'}} {
 		n := 0
-		_ = s.DB().View(func(txn *badger.Txn) error {
+		_ = s.db.View(func(txn *badger.Txn) error {
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: p})
 			defer it.Close()
 			for it.Rewind(); it.Valid(); it.Next() {

@@ -50,7 +50,7 @@ type Store struct {
 	gcStop chan struct{}
 	gcDone chan struct{}
 
-	gc *groupCommit // every Put/Apply/WriteEntries goes through it
+	gc *groupCommit // every Put, Apply, RaftLog.Append and SetStable goes through it
 }
 
 var errClosed = fmt.Errorf("%w: shard store is closed", kverrors.ErrUnavailable)
@@ -109,22 +109,6 @@ func (s *Store) Close() error {
 	}
 	return nil
 }
-
-// WriteEntries commits raw entries atomically through the store's group
-// commit, sharing one transaction and one WAL sync with concurrent writers.
-// It is for other namespaces of the same Badger (the Raft log, see
-// PartitionPrefix); partition data goes through Replica.
-func (s *Store) WriteEntries(entries []*badger.Entry) error {
-	if err := s.enter(); err != nil {
-		return err
-	}
-	defer s.leave()
-	return s.gc.write(entries)
-}
-
-// DB exposes the Badger instance for the Raft log and stable store, which
-// must confine themselves to NamespaceRaft keys (see PartitionPrefix).
-func (s *Store) DB() *badger.DB { return s.db }
 
 // Options returns the effective options (defaults applied).
 func (s *Store) Options() Options { return s.opts }

@@ -116,7 +116,7 @@ func New(cfg Config) (*Node, error) {
 	net := cp.NewNetwork(cfg.ID, n.peer, cfg.Faults)
 	net.HeartbeatPeriod = cfg.Raft.HeartbeatTimeout / 10
 	n.watch = watch.NewHub(0)
-	n.host = cp.NewHost(cfg.ID, st.DB(), st.WriteEntries, net, filepath.Join(cfg.DataDir, "raft-snapshots"), cfg.Raft, log)
+	n.host = cp.NewHost(cfg.ID, st, net, filepath.Join(cfg.DataDir, "raft-snapshots"), cfg.Raft, log)
 	n.host.Watch = n.watch
 	n.cpr = cp.NewReplicator(cp.ReplicatorConfig{Host: n.host, Clock: n.clock, UnsafeLocalReads: cfg.UnsafeLocalReads, Watch: n.watch,
 		Storage: func(id string) cp.Storage { return st.Replica(id) }})

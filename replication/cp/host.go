@@ -7,17 +7,21 @@ import (
 	"sort"
 	"sync"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"github.com/capkv/capkv/internal/watch"
+	"github.com/capkv/capkv/shard"
 )
 
-// Host runs every cp group replica of one node over one Badger instance and
-// one Raft network.
+// LogOpener opens the Raft log of one group; *shard.Store implements it, so
+// every group's log shares the node's store and its group commit.
+type LogOpener interface {
+	RaftLog(group string) (*shard.RaftLog, error)
+}
+
+// Host runs every cp group replica of one node over one store and one Raft
+// network.
 type Host struct {
 	self        string
-	db          *badger.DB
-	write       func([]*badger.Entry) error
+	logs        LogOpener
 	net         *Network
 	snapshotDir string
 	tuning      Tuning
@@ -32,10 +36,10 @@ type Host struct {
 	}
 }
 
-// NewHost creates the host of node self. write is the store's group commit
-// for raft log entries (nil: a transaction per write).
-func NewHost(self string, db *badger.DB, write func([]*badger.Entry) error, net *Network, snapshotDir string, tuning Tuning, log *slog.Logger) *Host {
-	h := &Host{self: self, db: db, write: write, net: net, snapshotDir: snapshotDir, tuning: tuning, log: log}
+// NewHost creates the host of node self, keeping the groups' Raft logs in
+// logs.
+func NewHost(self string, logs LogOpener, net *Network, snapshotDir string, tuning Tuning, log *slog.Logger) *Host {
+	h := &Host{self: self, logs: logs, net: net, snapshotDir: snapshotDir, tuning: tuning, log: log}
 	h.mu.groups = make(map[string]*Group)
 	return h
 }
@@ -64,11 +68,11 @@ func (h *Host) Ensure(id string, peers []string, storage Storage) (*Group, error
 	if g, ok := h.mu.groups[id]; ok {
 		return g, nil
 	}
-	ls, err := NewLogStore(h.db, id, h.write)
+	rl, err := h.logs.RaftLog(id)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("open raft log of %s: %w", id, err)
 	}
-	g, err := StartGroup(GroupConfig{ID: id, Self: h.self, Peers: peers, Storage: storage, LogStore: ls,
+	g, err := StartGroup(GroupConfig{ID: id, Self: h.self, Peers: peers, Storage: storage, LogStore: NewLogStore(rl),
 		Network: h.net, SnapshotDir: h.snapshotDir, Tuning: h.tuning, Logger: h.log, Watch: h.Watch})
 	if err != nil {
 		return nil, fmt.Errorf("start replica of %s: %w", id, err)

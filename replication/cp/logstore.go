@@ -4,220 +4,114 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sync"
+	"math/bits"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
+
+	"github.com/capkv/capkv/shard"
 )
 
-// Badger key layout of one group's Raft state, inside the node's single
-// Badger instance (namespace 'r', reserved by package shard for Raft):
-//
-//	'r' uvarint(len(group)) group 'l' be64(index)  -> encoded raft.Log
-//	'r' uvarint(len(group)) group 's' key          -> stable-store value
-//
-// Big-endian indexes make Badger's key order the log order, so FirstIndex and
-// LastIndex are one seek each.
-const (
-	nsRaft    = 'r'
-	kindLog   = 'l'
-	kindStore = 's'
-)
-
-func groupPrefix(group string, kind byte) []byte {
-	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(group)+1+8)
-	b = append(b, nsRaft)
-	b = binary.AppendUvarint(b, uint64(len(group)))
-	b = append(b, group...)
-	return append(b, kind)
+// LogBackend is the storage under a LogStore: one group's log entries by
+// index and its stable values, already confined to the group's namespace,
+// with cached bounds. *shard.RaftLog is the real one (see shard's doc.go for
+// its durability); tests may fake it.
+type LogBackend interface {
+	FirstIndex() uint64
+	LastIndex() uint64
+	Entry(index uint64) (data []byte, found bool, err error)
+	// Append stores entries atomically and durably; it does not keep their Data.
+	Append(entries []shard.LogEntry) error
+	DeleteRange(min, max uint64) error
+	SetStable(key, val []byte) error
+	Stable(key []byte) (val []byte, found bool, err error)
+	Drop() error
 }
 
-// LogStore is a raft.LogStore and raft.StableStore for one Raft group, kept
-// in the node's Badger. Writes are durable when the Badger instance was
-// opened with SyncWrites: a log entry is acknowledged to the leader only
-// after it is fsynced.
-type LogStore struct {
-	db        *badger.DB
-	write     func([]*badger.Entry) error // the store's group commit
-	logPrefix []byte
-	stPrefix  []byte
+var _ LogBackend = (*shard.RaftLog)(nil)
 
-	// mu guards the cached bounds; hashicorp/raft calls the store from
-	// several goroutines (replication, apply, snapshot compaction).
-	mu          sync.Mutex
-	first, last uint64
+// LogStore is a raft.LogStore and raft.StableStore for one Raft group. It
+// only encodes Raft's types; storage, bounds and durability are the
+// backend's. Over a shard.RaftLog of a store with SyncWrites, a log entry is
+// acknowledged to the leader only after it is fsynced.
+type LogStore struct {
+	log LogBackend
 }
 
 var _ raft.LogStore = (*LogStore)(nil)
 var _ raft.StableStore = (*LogStore)(nil)
 
-// NewLogStore opens the log store of group in db. write commits a batch of
-// entries atomically (shard.Store.WriteEntries shares commits and syncs with
-// every other group); nil writes with a transaction of its own.
-func NewLogStore(db *badger.DB, group string, write func([]*badger.Entry) error) (*LogStore, error) {
-	if write == nil {
-		write = func(es []*badger.Entry) error {
-			return db.Update(func(txn *badger.Txn) error {
-				for _, e := range es {
-					if err := txn.SetEntry(e); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-		}
-	}
-	s := &LogStore{db: db, write: write, logPrefix: groupPrefix(group, kindLog), stPrefix: groupPrefix(group, kindStore)}
-	err := db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.PrefetchValues = false
-		opts.Prefix = s.logPrefix
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		it.Seek(s.logPrefix)
-		if it.ValidForPrefix(s.logPrefix) {
-			s.first = s.indexOf(it.Item().Key())
-		}
-		it.Close()
-		opts.Reverse = true
-		rit := txn.NewIterator(opts)
-		defer rit.Close()
-		rit.Seek(append(append([]byte{}, s.logPrefix...), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff))
-		if rit.ValidForPrefix(s.logPrefix) {
-			s.last = s.indexOf(rit.Item().Key())
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("open raft log of %s: %w", group, err)
-	}
-	return s, nil
-}
-
-func (s *LogStore) logKey(index uint64) []byte {
-	k := make([]byte, len(s.logPrefix)+8)
-	copy(k, s.logPrefix)
-	binary.BigEndian.PutUint64(k[len(s.logPrefix):], index)
-	return k
-}
-
-func (s *LogStore) indexOf(key []byte) uint64 {
-	return binary.BigEndian.Uint64(key[len(s.logPrefix):])
-}
+// NewLogStore returns the log store of the group whose storage is log.
+func NewLogStore(log LogBackend) *LogStore { return &LogStore{log: log} }
 
 // FirstIndex returns the first index written, 0 for none.
-func (s *LogStore) FirstIndex() (uint64, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.first, nil
-}
+func (s *LogStore) FirstIndex() (uint64, error) { return s.log.FirstIndex(), nil }
 
 // LastIndex returns the last index written, 0 for none.
-func (s *LogStore) LastIndex() (uint64, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.last, nil
-}
+func (s *LogStore) LastIndex() (uint64, error) { return s.log.LastIndex(), nil }
 
 // GetLog reads one entry; raft.ErrLogNotFound when absent.
 func (s *LogStore) GetLog(index uint64, log *raft.Log) error {
-	return s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(s.logKey(index))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return raft.ErrLogNotFound
-		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error { return decodeLog(v, log) })
-	})
+	b, ok, err := s.log.Entry(index)
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return raft.ErrLogNotFound
+	}
+	// b is ours (a copy), so the decoded entry may point into it.
+	return decodeLog(b, log)
 }
 
 // StoreLog stores one entry.
 func (s *LogStore) StoreLog(log *raft.Log) error { return s.StoreLogs([]*raft.Log{log}) }
 
-// StoreLogs stores entries in one Badger transaction (one fsync), splitting
-// only when a batch exceeds Badger's transaction size.
+// StoreLogs stores entries in one atomic append (one fsync, shared with the
+// other groups writing at the same time).
 func (s *LogStore) StoreLogs(logs []*raft.Log) error {
 	if len(logs) == 0 {
 		return nil
 	}
-	entries := make([]*badger.Entry, len(logs))
-	for i, l := range logs {
-		entries[i] = badger.NewEntry(s.logKey(l.Index), encodeLog(nil, l))
-	}
-	if err := s.write(entries); err != nil {
-		return fmt.Errorf("store raft logs %d-%d: %w", logs[0].Index, logs[len(logs)-1].Index, err)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	// Encode the whole batch into one buffer: one allocation per batch, not
+	// per entry. The backend does not keep it after Append returns.
+	size := 0
 	for _, l := range logs {
-		if s.first == 0 || l.Index < s.first {
-			s.first = l.Index
-		}
-		if l.Index > s.last {
-			s.last = l.Index
-		}
+		size += encodedLogLen(l)
+	}
+	buf := make([]byte, 0, size)
+	entries := make([]shard.LogEntry, len(logs))
+	for i, l := range logs {
+		start := len(buf)
+		buf = encodeLog(buf, l)
+		entries[i] = shard.LogEntry{Index: l.Index, Data: buf[start:len(buf):len(buf)]}
+	}
+	if err := s.log.Append(entries); err != nil {
+		return fmt.Errorf("store raft logs %d-%d: %w", logs[0].Index, logs[len(logs)-1].Index, err)
 	}
 	return nil
 }
 
 // DeleteRange deletes entries min..max inclusive.
 func (s *LogStore) DeleteRange(min, max uint64) error {
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
-	for i := min; i <= max && i != 0; i++ {
-		if err := wb.Delete(s.logKey(i)); err != nil {
-			return err
-		}
-		if i == ^uint64(0) {
-			break
-		}
-	}
-	if err := wb.Flush(); err != nil {
+	if err := s.log.DeleteRange(min, max); err != nil {
 		return fmt.Errorf("delete raft logs %d-%d: %w", min, max, err)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch {
-	case min <= s.first && max >= s.last:
-		s.first, s.last = 0, 0
-	case min <= s.first:
-		s.first = max + 1
-	case max >= s.last:
-		s.last = min - 1
 	}
 	return nil
 }
 
-func (s *LogStore) stableKey(key []byte) []byte {
-	return append(append([]byte{}, s.stPrefix...), key...)
-}
-
 // Set stores a stable-store value durably.
-func (s *LogStore) Set(key, val []byte) error {
-	return s.write([]*badger.Entry{badger.NewEntry(s.stableKey(key), append([]byte{}, val...))})
-}
+func (s *LogStore) Set(key, val []byte) error { return s.log.SetStable(key, val) }
 
 // Get returns a stable-store value, or an empty slice when absent.
 func (s *LogStore) Get(key []byte) ([]byte, error) {
-	var out []byte
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(s.stableKey(key))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		out, err = item.ValueCopy(nil)
-		return err
-	})
-	if out == nil && err == nil {
-		out = []byte{}
+	v, _, err := s.log.Stable(key)
+	if err != nil {
+		return nil, err
 	}
-	return out, err
+	if v == nil {
+		v = []byte{}
+	}
+	return v, nil
 }
 
 // SetUint64 stores a uint64 stable-store value.
@@ -238,17 +132,7 @@ func (s *LogStore) GetUint64(key []byte) (uint64, error) {
 }
 
 // Drop deletes every log entry and stable value of the group.
-func (s *LogStore) Drop() error {
-	for _, p := range [][]byte{s.logPrefix, s.stPrefix} {
-		if err := s.db.DropPrefix(p); err != nil {
-			return err
-		}
-	}
-	s.mu.Lock()
-	s.first, s.last = 0, 0
-	s.mu.Unlock()
-	return nil
-}
+func (s *LogStore) Drop() error { return s.log.Drop() }
 
 // Log entry encoding: version byte, then uvarints for index, term, type,
 // appended-at (unix nanos, zigzag), then length-prefixed data and extensions.
@@ -259,19 +143,36 @@ func encodeLog(dst []byte, l *raft.Log) []byte {
 	dst = binary.AppendUvarint(dst, l.Index)
 	dst = binary.AppendUvarint(dst, l.Term)
 	dst = binary.AppendUvarint(dst, uint64(l.Type))
-	var at int64
-	if !l.AppendedAt.IsZero() {
-		at = l.AppendedAt.UnixNano()
-	}
-	dst = binary.AppendVarint(dst, at)
+	dst = binary.AppendVarint(dst, appendedAt(l))
 	dst = binary.AppendUvarint(dst, uint64(len(l.Data)))
 	dst = append(dst, l.Data...)
 	dst = binary.AppendUvarint(dst, uint64(len(l.Extensions)))
 	return append(dst, l.Extensions...)
 }
 
+func appendedAt(l *raft.Log) int64 {
+	if l.AppendedAt.IsZero() {
+		return 0
+	}
+	return l.AppendedAt.UnixNano()
+}
+
+// encodedLogLen is len(encodeLog(nil, l)), so that StoreLogs can size its
+// buffer exactly (TestLogEncodingRoundTrip checks they agree).
+func encodedLogLen(l *raft.Log) int {
+	at := appendedAt(l)
+	return 1 + uvarintLen(l.Index) + uvarintLen(l.Term) + uvarintLen(uint64(l.Type)) +
+		uvarintLen(uint64(at<<1)^uint64(at>>63)) + // zigzag, as binary.AppendVarint
+		uvarintLen(uint64(len(l.Data))) + len(l.Data) + uvarintLen(uint64(len(l.Extensions))) + len(l.Extensions)
+}
+
+func uvarintLen(x uint64) int { return (bits.Len64(x|1) + 6) / 7 }
+
 var errCorruptLog = errors.New("corrupt raft log entry")
 
+// decodeLog decodes b into l. Data and Extensions point into b, which the
+// caller hands over: GetLog decodes a copy made for it, so copying again
+// would cost an allocation per read.
 func decodeLog(b []byte, l *raft.Log) error {
 	if len(b) == 0 || b[0] != logFormat {
 		return fmt.Errorf("%w: unknown format", errCorruptLog)
@@ -298,7 +199,8 @@ func decodeLog(b []byte, l *raft.Log) error {
 		}
 		b = b[n:]
 		if ln > 0 {
-			bufs[i] = append([]byte(nil), b[:ln]...)
+			// Capped, so appending to Data cannot overwrite Extensions.
+			bufs[i] = b[:ln:ln]
 		}
 		b = b[ln:]
 	}

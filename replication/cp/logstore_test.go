@@ -3,36 +3,42 @@ package cp
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
+
+	"github.com/capkv/capkv/shard"
 )
 
-func openBadger(t *testing.T, dir string) *badger.DB {
+func openShard(t testing.TB, dir string) *shard.Store {
 	t.Helper()
-	opts := badger.DefaultOptions(dir).WithLogger(nil).WithSyncWrites(true).WithMemTableSize(8 << 20).WithValueThreshold(64 << 10).WithNumMemtables(2)
-	db, err := badger.Open(opts)
+	st, err := shard.Open(shard.DefaultOptions(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return db
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func openLogStore(t testing.TB, st *shard.Store, group string) *LogStore {
+	t.Helper()
+	rl, err := st.RaftLog(group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewLogStore(rl)
 }
 
 func TestLogStoreContract(t *testing.T) {
 	dir := t.TempDir()
-	db := openBadger(t, dir)
-	s, err := NewLogStore(db, "accounts/eu/1", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openShard(t, dir)
+	s := openLogStore(t, st, "accounts/eu/1")
 	// A group whose id is a prefix of another must not see its entries.
-	other, err := NewLogStore(db, "accounts/eu/10", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := openLogStore(t, st, "accounts/eu/10")
 	if f, _ := s.FirstIndex(); f != 0 {
 		t.Fatalf("empty FirstIndex = %d", f)
 	}
@@ -94,13 +100,11 @@ func TestLogStoreContract(t *testing.T) {
 	}
 
 	// Everything survives a reopen, bounds included.
-	db.Close()
-	db = openBadger(t, dir)
-	defer db.Close()
-	s, err = NewLogStore(db, "accounts/eu/1", nil)
-	if err != nil {
+	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
+	st = openShard(t, dir)
+	s = openLogStore(t, st, "accounts/eu/1")
 	check(31, 90)
 	if v, _ := s.GetUint64([]byte("CurrentTerm")); v != 7 {
 		t.Fatalf("term after reopen = %d", v)
@@ -108,9 +112,52 @@ func TestLogStoreContract(t *testing.T) {
 	if v, _ := s.Get([]byte("LastVoteCand")); string(v) != "n2" {
 		t.Fatalf("vote after reopen = %q", v)
 	}
-	other, _ = NewLogStore(db, "accounts/eu/10", nil)
+	other = openLogStore(t, st, "accounts/eu/10")
 	if f, _ := other.FirstIndex(); f != 500 {
 		t.Fatalf("other group first = %d", f)
+	}
+}
+
+// failingBackend is a LogBackend whose every I/O fails, to check that
+// LogStore passes storage errors on instead of turning them into "not found"
+// or an empty value.
+type failingBackend struct{ err error }
+
+func (f failingBackend) FirstIndex() uint64                  { return 3 }
+func (f failingBackend) LastIndex() uint64                   { return 9 }
+func (f failingBackend) Entry(uint64) ([]byte, bool, error)  { return nil, false, f.err }
+func (f failingBackend) Append([]shard.LogEntry) error       { return f.err }
+func (f failingBackend) DeleteRange(uint64, uint64) error    { return f.err }
+func (f failingBackend) SetStable([]byte, []byte) error      { return f.err }
+func (f failingBackend) Stable([]byte) ([]byte, bool, error) { return nil, false, f.err }
+func (f failingBackend) Drop() error                         { return f.err }
+
+func TestLogStorePassesBackendErrors(t *testing.T) {
+	boom := errors.New("disk on fire")
+	s := NewLogStore(failingBackend{boom})
+	if f, err := s.FirstIndex(); f != 3 || err != nil {
+		t.Fatalf("FirstIndex = %d, %v", f, err)
+	}
+	if l, err := s.LastIndex(); l != 9 || err != nil {
+		t.Fatalf("LastIndex = %d, %v", l, err)
+	}
+	var l raft.Log
+	for what, err := range map[string]error{
+		"GetLog":      s.GetLog(4, &l),
+		"StoreLogs":   s.StoreLogs([]*raft.Log{{Index: 10}, {Index: 11}}),
+		"DeleteRange": s.DeleteRange(3, 5),
+		"Set":         s.Set([]byte("k"), []byte("v")),
+		"Drop":        s.Drop(),
+	} {
+		if !errors.Is(err, boom) || errors.Is(err, raft.ErrLogNotFound) {
+			t.Errorf("%s err = %v, want the backend's error", what, err)
+		}
+	}
+	if v, err := s.Get([]byte("k")); !errors.Is(err, boom) || v != nil {
+		t.Errorf("Get = %q, %v, want the backend's error", v, err)
+	}
+	if v, err := s.GetUint64([]byte("k")); !errors.Is(err, boom) || v != 0 {
+		t.Errorf("GetUint64 = %d, %v, want the backend's error", v, err)
 	}
 }
 
@@ -129,17 +176,37 @@ func TestLogEncodingRoundTrip(t *testing.T) {
 		if rng.IntN(3) == 0 {
 			l.Extensions = []byte("ext")
 		}
-		if rng.IntN(2) == 0 {
+		switch rng.IntN(3) {
+		case 0:
 			l.AppendedAt = time.Unix(0, rng.Int64())
+		case 1: // before 1970: a negative varint
+			l.AppendedAt = time.Unix(0, -rng.Int64())
+		}
+		enc := encodeLog(nil, &l)
+		if n := encodedLogLen(&l); n != len(enc) {
+			t.Fatalf("encodedLogLen(%+v) = %d, encoding is %d bytes", l, n, len(enc))
 		}
 		var got raft.Log
-		if err := decodeLog(encodeLog(nil, &l), &got); err != nil {
+		if err := decodeLog(enc, &got); err != nil {
 			t.Fatal(err)
 		}
 		if got.Index != l.Index || got.Term != l.Term || got.Type != l.Type || !bytes.Equal(got.Data, l.Data) ||
 			!bytes.Equal(got.Extensions, l.Extensions) || !got.AppendedAt.Equal(l.AppendedAt) {
 			t.Fatalf("round trip: %+v -> %+v", l, got)
 		}
+	}
+}
+
+// decodeLog's Data and Extensions share the input buffer; appending to Data
+// (raft's callers may) must not overwrite Extensions.
+func TestDecodeLogCapsData(t *testing.T) {
+	var l raft.Log
+	if err := decodeLog(encodeLog(nil, &raft.Log{Index: 1, Data: []byte("data"), Extensions: []byte("ext")}), &l); err != nil {
+		t.Fatal(err)
+	}
+	_ = append(l.Data, "XXXXXXXX"...)
+	if string(l.Extensions) != "ext" {
+		t.Fatalf("Extensions = %q after appending to Data", l.Extensions)
 	}
 }
 
@@ -157,4 +224,75 @@ func FuzzDecodeLog(f *testing.F) {
 			t.Fatalf("re-encode of a decoded entry failed: %v", err)
 		}
 	})
+}
+
+// The log path benchmarks run over a real shard.Store with its defaults
+// (SyncWrites on), so they measure what a node pays: encoding, the group
+// commit and one fsync per commit.
+func benchLogs(n int, first uint64) []*raft.Log {
+	logs := make([]*raft.Log, n)
+	for i := range logs {
+		logs[i] = &raft.Log{Index: first + uint64(i), Term: 3, Type: raft.LogCommand, Data: bytes.Repeat([]byte{'v'}, 256)}
+	}
+	return logs
+}
+
+// BenchmarkStoreLogs appends batches of 16 entries of 256 bytes to one group.
+func BenchmarkStoreLogs(b *testing.B) {
+	s := openLogStore(b, openShard(b, b.TempDir()), "bench/eu/1")
+	logs := benchLogs(16, 1)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := s.StoreLogs(logs); err != nil {
+			b.Fatal(err)
+		}
+		for _, l := range logs {
+			l.Index += uint64(len(logs))
+		}
+	}
+}
+
+// BenchmarkStoreLogParallel appends single entries from 16 groups at once:
+// what the group commit is for.
+func BenchmarkStoreLogParallel(b *testing.B) {
+	st := openShard(b, b.TempDir())
+	var next atomic.Int64
+	b.SetParallelism(8)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		rl, err := st.RaftLog(fmt.Sprintf("bench/eu/%d", next.Add(1)))
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		s := NewLogStore(rl)
+		l := benchLogs(1, 1)[0]
+		for pb.Next() {
+			if err := s.StoreLog(l); err != nil {
+				b.Error(err)
+				return
+			}
+			l.Index++
+		}
+	})
+}
+
+// BenchmarkGetLog reads entries of a 10k-entry log in a scattered order.
+func BenchmarkGetLog(b *testing.B) {
+	s := openLogStore(b, openShard(b, b.TempDir()), "bench/eu/1")
+	const n = 10_000
+	for i := uint64(1); i <= n; i += 100 {
+		if err := s.StoreLogs(benchLogs(100, i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	var l raft.Log
+	i := 0
+	for b.Loop() {
+		if err := s.GetLog(uint64(1+(i*7919)%n), &l); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
 }

@@ -1,0 +1,5 @@
+package scratch
+
+import "github.com/dgraph-io/badger/v4"
+
+var _ *badger.DB

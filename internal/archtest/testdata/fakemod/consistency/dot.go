@@ -1,0 +1,5 @@
+package consistency
+
+import . "time"
+
+var _ Duration

@@ -1,0 +1,5 @@
+package skipped
+
+import "net"
+
+var _ net.Conn

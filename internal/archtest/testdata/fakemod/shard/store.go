@@ -1,0 +1,6 @@
+// Package shard may use Badger.
+package shard
+
+import "github.com/dgraph-io/badger/v4"
+
+var _ *badger.DB

@@ -1,0 +1,3 @@
+module example.com/fakemod/tools
+
+go 1.26
