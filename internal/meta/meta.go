@@ -71,8 +71,12 @@ type Config struct {
 	// Peer reaches a node of the map; DialAddr an address outside it (join targets).
 	Peer     func(id string) (grpc.ClientConnInterface, error)
 	DialAddr func(addr string) (grpc.ClientConnInterface, error)
-	// Down reports nodes the failure detector holds unreachable (polls skip them).
-	Down func(id string) bool
+	// Down reports nodes the failure detector holds unreachable (polls skip
+	// them); Unreachable says why, for the cluster status.
+	Down        func(id string) bool
+	Unreachable func(id string) error
+	// Info describes this node for the cluster status.
+	Info func() (*api.NodeInfo, error)
 	// OnMap is called with every newer ring this node adopts, in epoch order.
 	OnMap func(*ring.Ring) error
 	Log   *slog.Logger

@@ -3,6 +3,8 @@ package meta
 import (
 	"context"
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/internal/kverrors"
@@ -87,4 +89,65 @@ func (s *Service) RingInfo(_ context.Context, req *api.RingRequest) (*api.RingRe
 		}
 	}
 	return resp, nil
+}
+
+// ClusterStatus asks every node for its info (bounded by a short timeout)
+// and reports which ones answered.
+func (s *Service) ClusterStatus(ctx context.Context, _ *api.ClusterStatusRequest) (*api.ClusterStatusResponse, error) {
+	topo := s.Ring().Topology()
+	primaries := map[string]uint32{}
+	replicas := map[string]uint32{}
+	for _, ks := range s.Ring().Keyspaces() {
+		for _, p := range s.Ring().Partitions(ks.Name) {
+			for i, id := range p.Replicas {
+				if i == 0 {
+					primaries[id]++
+				}
+				replicas[id]++
+			}
+		}
+	}
+	resp := &api.ClusterStatusResponse{Epoch: s.Ring().Epoch(), AnsweredBy: s.cfg.Self}
+	resp.Nodes = make([]*api.NodeStatus, len(topo.Nodes))
+	var wg sync.WaitGroup
+	for i, nd := range topo.Nodes {
+		st := &api.NodeStatus{Node: wire.NodeToProto(nd), Primaries: primaries[nd.ID], Replicas: replicas[nd.ID]}
+		resp.Nodes[i] = st
+		if err := s.cfg.Unreachable(nd.ID); err != nil {
+			st.State, st.Error = "down", err.Error()
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			info, err := s.peerInfo(ctx, nd.ID)
+			if err != nil {
+				st.State, st.Error = "down", err.Error()
+				return
+			}
+			st.State, st.Info = "up", info
+		}()
+	}
+	wg.Wait()
+	for _, ks := range s.Ring().Keyspaces() {
+		resp.Keyspaces = append(resp.Keyspaces, wire.KeyspaceToProto(ks))
+	}
+	return resp, nil
+}
+
+func (s *Service) peerInfo(ctx context.Context, id string) (*api.NodeInfo, error) {
+	if id == s.cfg.Self {
+		return s.cfg.Info()
+	}
+	c, err := s.cfg.Peer(id)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	info, err := api.NewAdminClient(c).GetNodeInfo(ctx, &api.NodeInfoRequest{})
+	if err != nil {
+		return nil, kverrors.FromStatus(err)
+	}
+	return info, nil
 }

@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/internal/kverrors"
-	"github.com/capkv/capkv/internal/wire"
 	"github.com/capkv/capkv/ring"
 )
 
@@ -35,65 +33,9 @@ func (n *Node) info() (*api.NodeInfo, error) {
 	}, nil
 }
 
-// ClusterStatus asks every node for its info (bounded by a short timeout)
-// and reports which ones answered.
-func (n *Node) ClusterStatus(ctx context.Context, _ *api.ClusterStatusRequest) (*api.ClusterStatusResponse, error) {
-	topo := n.r().Topology()
-	primaries := map[string]uint32{}
-	replicas := map[string]uint32{}
-	for _, ks := range n.r().Keyspaces() {
-		for _, p := range n.r().Partitions(ks.Name) {
-			for i, id := range p.Replicas {
-				if i == 0 {
-					primaries[id]++
-				}
-				replicas[id]++
-			}
-		}
-	}
-	resp := &api.ClusterStatusResponse{Epoch: n.r().Epoch(), AnsweredBy: n.cfg.ID}
-	resp.Nodes = make([]*api.NodeStatus, len(topo.Nodes))
-	var wg sync.WaitGroup
-	for i, nd := range topo.Nodes {
-		st := &api.NodeStatus{Node: wire.NodeToProto(nd), Primaries: primaries[nd.ID], Replicas: replicas[nd.ID]}
-		resp.Nodes[i] = st
-		if err := n.down(nd.ID); err != nil {
-			st.State, st.Error = "down", err.Error()
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			info, err := n.peerInfo(ctx, nd.ID)
-			if err != nil {
-				st.State, st.Error = "down", err.Error()
-				return
-			}
-			st.State, st.Info = "up", info
-		}()
-	}
-	wg.Wait()
-	for _, ks := range n.r().Keyspaces() {
-		resp.Keyspaces = append(resp.Keyspaces, wire.KeyspaceToProto(ks))
-	}
-	return resp, nil
-}
-
-func (n *Node) peerInfo(ctx context.Context, id string) (*api.NodeInfo, error) {
-	if id == n.cfg.ID {
-		return n.info()
-	}
-	c, err := n.peer(id)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	info, err := api.NewAdminClient(c).GetNodeInfo(ctx, &api.NodeInfoRequest{})
-	if err != nil {
-		return nil, kverrors.FromStatus(err)
-	}
-	return info, nil
+// ClusterStatus asks every node for its info and reports which answered.
+func (n *Node) ClusterStatus(ctx context.Context, req *api.ClusterStatusRequest) (*api.ClusterStatusResponse, error) {
+	return n.meta.ClusterStatus(ctx, req)
 }
 
 // GetClusterMap returns the map clients build their ring from.

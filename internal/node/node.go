@@ -148,7 +148,7 @@ func (n *Node) Start(lis net.Listener) error {
 		Join: n.cfg.Join, JoinTimeout: n.cfg.JoinTimeout, Host: n.host, Storage: n.store.Replica(meta.GroupID), Clock: n.clock,
 		Peer:     func(id string) (grpc.ClientConnInterface, error) { return n.peer(id) },
 		DialAddr: func(addr string) (grpc.ClientConnInterface, error) { return n.dialAddr(addr) },
-		Down:     n.fd.Down, OnMap: n.adoptModes, Log: n.log},
+		Down:     n.fd.Down, Unreachable: n.down, Info: n.info, OnMap: n.adoptModes, Log: n.log},
 		ring.Node{ID: n.cfg.ID, Addr: n.advertise(), Region: n.cfg.Region})
 	if err != nil {
 		return err
