@@ -24,9 +24,14 @@ type runner struct {
 func newRunner(r *Replicator) *runner { return &runner{r: r, stop: make(chan struct{})} }
 
 func (u *runner) start() {
-	u.wg.Add(2)
-	go u.handoffLoop()
-	go u.antiEntropyLoop()
+	handoff := u.r.cfg.HandoffInterval
+	if handoff <= 0 {
+		handoff = time.Second
+	}
+	u.every(handoff, u.handoff)
+	if u.r.cfg.AntiEntropyInterval > 0 {
+		u.every(u.r.cfg.AntiEntropyInterval, u.antiEntropy)
+	}
 }
 
 func (u *runner) close() {
@@ -34,22 +39,22 @@ func (u *runner) close() {
 	u.wg.Wait()
 }
 
-func (u *runner) handoffLoop() {
-	defer u.wg.Done()
-	every := u.r.cfg.HandoffInterval
-	if every <= 0 {
-		every = time.Second
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-u.stop:
-			return
-		case <-t.C:
+// every runs fn each period until close.
+func (u *runner) every(period time.Duration, fn func()) {
+	u.wg.Add(1)
+	go func() {
+		defer u.wg.Done()
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-u.stop:
+				return
+			case <-t.C:
+			}
+			fn()
 		}
-		u.handoff()
-	}
+	}()
 }
 
 // handoff offers every pending hint to its target once.
@@ -75,23 +80,6 @@ func (u *runner) lww(partition string) bool {
 	}
 	ks, ok := u.r.cfg.Ring().Keyspace(pid.Keyspace)
 	return ok && ks.Resolve == ring.ResolveLWW
-}
-
-func (u *runner) antiEntropyLoop() {
-	defer u.wg.Done()
-	if u.r.cfg.AntiEntropyInterval <= 0 {
-		return
-	}
-	t := time.NewTicker(u.r.cfg.AntiEntropyInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-u.stop:
-			return
-		case <-t.C:
-		}
-		u.antiEntropy()
-	}
 }
 
 // antiEntropy repairs the ap partitions this node heads the preference list of.
