@@ -203,7 +203,15 @@ func TestSentThenConnectionKilledIsIndeterminate(t *testing.T) {
 func TestDeadlineAfterSendIsIndeterminate(t *testing.T) {
 	s := newTestServer(t)
 	hc := healthClient(t, s.addr)
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	// Connect first: on a loaded machine (CI, -race) a short deadline can
+	// pass before the connection is up, and an unsent request is rightly a
+	// definite failure, not the case under test.
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	if _, err := hc.Check(wctx, &healthpb.HealthCheckRequest{Service: "ok"}, grpc.WaitForReady(true)); err != nil {
+		t.Fatalf("warm-up call: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	_, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "block"}, grpc.WaitForReady(true))
 	if !errors.Is(err, kverrors.ErrIndeterminate) || errors.Is(err, kverrors.ErrUnavailable) || status.Code(err) != codes.DeadlineExceeded {
