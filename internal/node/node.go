@@ -249,15 +249,6 @@ func (n *Node) Addr() string { return n.lis.Addr().String() }
 // ID is the node's ID.
 func (n *Node) ID() string { return n.cfg.ID }
 
-// Leader returns the leader of cp partition id as this node sees it ("" if
-// it holds no replica or knows no leader).
-func (n *Node) Leader(id string) string {
-	if g, ok := n.host.Group(id); ok {
-		return g.Leader()
-	}
-	return ""
-}
-
 // RaftSnapshot makes this node's replica of cp partition id take a Raft
 // snapshot now (operators and tests; raft also snapshots on its own).
 func (n *Node) RaftSnapshot(id string) error {
