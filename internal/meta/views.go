@@ -14,8 +14,8 @@ import (
 // The cluster map's read side of the Admin service: every node answers from
 // the map it follows.
 
-// ready fails until this node has a cluster map.
-func (s *Service) ready() error {
+// Ready fails until this node has a cluster map.
+func (s *Service) Ready() error {
 	if s.Ring().Epoch() == 0 {
 		return fmt.Errorf("%w: node %s has no cluster map yet (joining, or the metadata group has no leader)", kverrors.ErrUnavailable, s.cfg.Self)
 	}
@@ -33,7 +33,7 @@ func (s *Service) leader(id string) string {
 
 // GetClusterMap returns the map clients build their ring from.
 func (s *Service) GetClusterMap(context.Context, *api.ClusterMapRequest) (*api.ClusterMap, error) {
-	if err := s.ready(); err != nil {
+	if err := s.Ready(); err != nil {
 		return nil, err
 	}
 	return s.Proto(), nil
@@ -41,7 +41,7 @@ func (s *Service) GetClusterMap(context.Context, *api.ClusterMapRequest) (*api.C
 
 // Keyspaces lists the keyspaces.
 func (s *Service) Keyspaces(context.Context, *api.KeyspacesRequest) (*api.KeyspacesResponse, error) {
-	if err := s.ready(); err != nil {
+	if err := s.Ready(); err != nil {
 		return nil, err
 	}
 	resp := &api.KeyspacesResponse{}
@@ -53,7 +53,7 @@ func (s *Service) Keyspaces(context.Context, *api.KeyspacesRequest) (*api.Keyspa
 
 // Locate explains where a key lives.
 func (s *Service) Locate(_ context.Context, req *api.LocateRequest) (*api.LocateResponse, error) {
-	if err := s.ready(); err != nil {
+	if err := s.Ready(); err != nil {
 		return nil, err
 	}
 	p, err := s.Ring().Locate(req.GetKey())
@@ -70,7 +70,7 @@ func (s *Service) Locate(_ context.Context, req *api.LocateRequest) (*api.Locate
 
 // RingInfo lists the partitions of one or every keyspace with their preference lists.
 func (s *Service) RingInfo(_ context.Context, req *api.RingRequest) (*api.RingResponse, error) {
-	if err := s.ready(); err != nil {
+	if err := s.Ready(); err != nil {
 		return nil, err
 	}
 	resp := &api.RingResponse{Epoch: s.Ring().Epoch(), Vnodes: uint32(s.cfg.VNodes)}

@@ -32,8 +32,10 @@ import (
 // Config wires a Router.
 type Config struct {
 	Self string
-	// Ring is the newest cluster map (epoch 0: none yet).
-	Ring func() *ring.Ring
+	// Ring is the newest cluster map (epoch 0: none yet); Ready fails
+	// until there is one.
+	Ring  func() *ring.Ring
+	Ready func() error
 	// Modes is the replicator of each keyspace mode.
 	Modes      map[consistency.Mode]replication.Replicator
 	MaxKeySize int
@@ -52,12 +54,7 @@ type Router struct{ cfg Config }
 func New(cfg Config) *Router { return &Router{cfg: cfg} }
 
 // Ready fails until this node has a cluster map.
-func (r *Router) Ready() error {
-	if r.cfg.Ring().Epoch() == 0 {
-		return fmt.Errorf("%w: node %s has no cluster map yet (joining, or the metadata group has no leader)", kverrors.ErrUnavailable, r.cfg.Self)
-	}
-	return nil
-}
+func (r *Router) Ready() error { return r.cfg.Ready() }
 
 // maxHops bounds forwarding: client -> any node -> a replica -> the leader.
 const maxHops = 2
