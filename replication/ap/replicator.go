@@ -153,7 +153,7 @@ func (r *Replicator) Write(ctx context.Context, t replication.Target, w replicat
 			return replication.WriteResult{}, fmt.Errorf("%w: causal context: %v", kverrors.ErrInvalidArgument, err)
 		}
 	}
-	v.Timestamp = r.cfg.Clock.Now()
+	// The coordinator stamps the write with the HLC under the key's lock.
 	res, err := r.coord.Write(ctx, WriteRequest{Partition: t.Partition(), Key: w.Key, Replicas: t.Placement.Replicas,
 		Fallbacks: r.fallbacks(t.Placement), Level: t.Level, LWW: lww(t), Context: causal, Value: v})
 	if err != nil {
