@@ -123,8 +123,11 @@ func TestClockRefusesFarFutureRemote(t *testing.T) {
 	}
 }
 
+// A wall clock that stands still (or a logical clock, nil wall) still
+// gives every caller a distinct, increasing timestamp.
 func TestClockConcurrentUnique(t *testing.T) {
-	c := NewClock(nil, 0)
+	still := time.UnixMilli(1_000_000)
+	c := NewClock(func() time.Time { return still }, 0)
 	const workers, per = 8, 5000
 	out := make([][]Timestamp, workers)
 	var wg sync.WaitGroup
@@ -149,5 +152,22 @@ func TestClockConcurrentUnique(t *testing.T) {
 				t.Fatal("per-goroutine order violated")
 			}
 		}
+	}
+}
+
+// Without a wall clock the clock is logical: it still orders its own
+// events and everything it was told about.
+func TestClockWithoutWallIsLogical(t *testing.T) {
+	c := NewClock(nil, 0)
+	a, b := c.Now(), c.Now()
+	if b <= a || a.Physical() != 0 {
+		t.Fatalf("Now = %s then %s, want increasing with no physical part", a, b)
+	}
+	remote := MakeTimestamp(5_000, 3)
+	if err := c.Update(remote); err != nil {
+		t.Fatal(err)
+	}
+	if next := c.Now(); next <= remote {
+		t.Fatalf("Now after Update(%s) = %s, want later", remote, next)
 	}
 }

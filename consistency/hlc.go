@@ -53,12 +53,15 @@ type Clock struct {
 	}
 }
 
-// NewClock returns a clock reading physical time from wall (time.Now when nil).
-// A remote timestamp more than maxOffset ahead of wall is refused by Update;
-// maxOffset 0 disables the check.
+// NewClock returns a clock reading physical time from wall, which the
+// caller provides (a node passes its own, skewable wall clock; tests pass a
+// fake one): consistency never reads the machine's clock itself. A nil wall
+// makes a purely logical clock, whose physical part only moves on
+// overflow or with Update. A remote timestamp more than maxOffset ahead of
+// wall is refused by Update; maxOffset 0 disables the check.
 func NewClock(wall func() time.Time, maxOffset time.Duration) *Clock {
 	if wall == nil {
-		wall = time.Now
+		wall = func() time.Time { return time.UnixMilli(0) }
 	}
 	return &Clock{wall: wall, maxOffset: maxOffset}
 }

@@ -48,7 +48,11 @@ type Config struct {
 	// node drops its connection to it, which a partition may have left
 	// open but silent, so that the next call dials afresh.
 	OnDown func(id string)
-	Log    *slog.Logger
+	// Now is the clock the detector stamps what it hears with (default
+	// time.Now). Probe deadlines and the probing interval use the runtime's
+	// timers, which testing/synctest fakes.
+	Now func() time.Time
+	Log *slog.Logger
 }
 
 // State is one node as the detector sees it.
@@ -87,12 +91,15 @@ func New(cfg Config) *Detector {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	return &Detector{cfg: cfg, p: map[string]*peer{}}
 }
 
 // Heard records an answer from id (a probe or any other call).
 func (d *Detector) Heard(id string) {
-	now := time.Now()
+	now := d.cfg.Now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	p := d.p[id]
@@ -164,7 +171,7 @@ func (d *Detector) maxInflight() int { return int(d.cfg.DownAfter/d.cfg.Interval
 // tick syncs the watched set with the map, marks silent nodes down, and
 // probes the quiet ones (one probe per node in flight at most).
 func (d *Detector) tick(ctx context.Context, wg *sync.WaitGroup) {
-	now := time.Now()
+	now := d.cfg.Now()
 	want := map[string]bool{}
 	for _, id := range d.cfg.Peers() {
 		want[id] = true
@@ -240,7 +247,7 @@ func (d *Detector) Unreachable(id, from string) error {
 	}
 	silent := "never answered"
 	if !st.LastSeen.IsZero() {
-		silent = "silent for " + time.Since(st.LastSeen).Round(time.Millisecond).String()
+		silent = "silent for " + d.cfg.Now().Sub(st.LastSeen).Round(time.Millisecond).String()
 	}
 	return fmt.Errorf("%w: node %s is down as seen from %s (%s)", kverrors.ErrUnavailable, id, from, silent)
 }

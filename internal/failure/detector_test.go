@@ -3,11 +3,14 @@ package failure
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/capkv/capkv/internal/kverrors"
 )
 
 // fakeNet answers probes for the nodes that are reachable.
@@ -239,4 +242,36 @@ func TestDownNodeSeenUpWithinAnInterval(t *testing.T) {
 			t.Errorf("up %s after it answered again, want within an interval", took)
 		}
 	})
+}
+
+// What the detector reports is stamped by the clock it is given, so a
+// node's clock (or a test's) decides LastSeen, Since and the silence it
+// reports, never the machine's wall time.
+func TestStatesUseTheGivenClock(t *testing.T) {
+	base := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	now := base
+	d := New(Config{Now: func() time.Time { return now }, Peers: func() []string { return []string{"n2"} },
+		Probe: func(ctx context.Context, _ string) error { <-ctx.Done(); return ctx.Err() }})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // probes give up at once
+	var wg sync.WaitGroup
+	d.tick(ctx, &wg) // starts watching n2
+	wg.Wait()
+	now = base.Add(time.Second)
+	d.Heard("n2")
+	now = base.Add(time.Second + DefaultDownAfter)
+	d.tick(ctx, &wg)
+	wg.Wait()
+	st, ok := d.State("n2")
+	if !ok || st.Up {
+		t.Fatalf("state %+v, want n2 down after %v of silence", st, DefaultDownAfter)
+	}
+	if !st.LastSeen.Equal(base.Add(time.Second)) || !st.Since.Equal(now) {
+		t.Fatalf("LastSeen %v Since %v, want %v and %v", st.LastSeen, st.Since, base.Add(time.Second), now)
+	}
+	now = now.Add(2 * time.Second)
+	err := d.Unreachable("n2", "n1")
+	if !errors.Is(err, kverrors.ErrUnavailable) || !strings.Contains(err.Error(), "silent for 3.5s") {
+		t.Fatalf("Unreachable = %v, want unavailable, silent for 3.5s", err)
+	}
 }
