@@ -62,7 +62,10 @@ type GroupConfig struct {
 	// SnapshotDir holds raft snapshots; "" keeps them in memory (tests).
 	SnapshotDir string
 	Tuning      Tuning
-	Logger      *slog.Logger
+	// Join starts a replica that is being added to a running group
+	// (membership.go): it waits for the leader instead of bootstrapping.
+	Join   bool
+	Logger *slog.Logger
 	// Watch, when set, receives the changes this replica applies.
 	Watch *watch.Hub
 }
@@ -173,7 +176,7 @@ func StartGroup(cfg GroupConfig) (*Group, error) {
 	}
 	g := &Group{cfg: cfg, raft: r, fsm: fsm, trans: trans, log: log, stop: make(chan struct{}), obsCh: make(chan raft.Observation, 16)}
 	g.ready.Store(notReady)
-	if !has {
+	if !has && !cfg.Join {
 		var servers []raft.Server
 		for _, p := range cfg.Peers {
 			servers = append(servers, raft.Server{ID: raft.ServerID(p), Address: raft.ServerAddress(p), Suffrage: raft.Voter})
@@ -297,6 +300,10 @@ func (g *Group) Propose(ctx context.Context, cmd Command) (Result, error) {
 		case err == nil:
 		case errors.Is(err, raft.ErrNotLeader):
 			return Result{}, g.notLeader()
+		case errors.Is(err, raft.ErrLeadershipTransferInProgress):
+			// Refused before appending (a move hands leadership on): definite,
+			// and the caller's leader wait retries it on the next leader.
+			return Result{}, &NotLeaderError{Group: g.cfg.ID}
 		case errors.Is(err, raft.ErrEnqueueTimeout):
 			return Result{}, fmt.Errorf("%w: partition %s: %v", kverrors.ErrUnavailable, g.cfg.ID, err)
 		default:
