@@ -315,7 +315,10 @@ func (c *Client) call(ctx context.Context, key string, retrySafe bool, op func(c
 			return errors.Join(err, rerr)
 		}
 	}
-	var last, unknown error // unknown: an attempt whose outcome is unknown
+	// unknown: an attempt whose outcome is unknown; refusal: the latest
+	// Unavailable a node itself sent, which says why (no majority, say)
+	// where an unreachable node's dial error says only which one was down.
+	var last, unknown, refusal error
 	for attempt := 0; attempt < c.cfg.MaxAttempts; attempt++ {
 		addr, err := c.allowedTarget(key, attempt)
 		if err != nil {
@@ -342,6 +345,9 @@ func (c *Client) call(ctx context.Context, key string, retrySafe bool, op func(c
 		if errors.Is(last, ErrIndeterminate) {
 			unknown = last
 		}
+		if errors.Is(last, ErrUnavailable) && kverrors.FromNode(last) {
+			refusal = last
+		}
 		switch {
 		case errors.Is(last, ErrStaleEpoch):
 			if err := c.Refresh(ctx); err != nil {
@@ -361,7 +367,17 @@ func (c *Client) call(ctx context.Context, key string, retrySafe bool, op func(c
 			break
 		}
 	}
-	return settle(last, unknown)
+	return settle(informative(last, refusal), unknown)
+}
+
+// informative picks the error a call reports after its attempts: a node's
+// own refusal over a later attempt's failure to reach another node, both
+// definite, so that a cut-off partition reports why it refused.
+func informative(last, refusal error) error {
+	if refusal != nil && errors.Is(last, ErrUnavailable) && !kverrors.FromNode(last) {
+		return refusal
+	}
+	return last
 }
 
 // settle is a call's error after its attempts. A last attempt that was

@@ -239,7 +239,7 @@ func (c *Client) Scan(ctx context.Context, prefix string, opts ...Option) ([]Ite
 // it is unreachable.
 func (c *Client) scanPage(ctx context.Context, prefix, after string, limit int, o callOptions) (*api.ScanResponse, error) {
 	nodes := c.Ring().Topology().Nodes
-	var last error
+	var last, refusal error
 	for attempt := 0; attempt < c.cfg.MaxAttempts && attempt < max(len(nodes), 1); attempt++ {
 		addr := c.cfg.Endpoints[0]
 		for i := range len(nodes) { // the next node whose breaker lets the call through
@@ -259,8 +259,11 @@ func (c *Client) scanPage(ctx context.Context, prefix, after string, limit int, 
 		}
 		last = kverrors.FromStatus(err)
 		if !errors.Is(last, ErrUnavailable) || ctx.Err() != nil {
-			return nil, last
+			return nil, informative(last, refusal)
+		}
+		if kverrors.FromNode(last) {
+			refusal = last
 		}
 	}
-	return nil, last
+	return nil, informative(last, refusal)
 }

@@ -309,5 +309,16 @@ func printBench(g *globals, f benchFlags, lvl consistency.Level, per []benchStat
 			fmt.Fprintf(g.errOut, "bench: %d %s errors, e.g. %s\n", r.Errors, r.Op, r.Example)
 		}
 	}
+	// A run in which no operation succeeded is not a measurement: it fails
+	// the command, so that scripts see it.
+	ok, failed := 0, 0
+	for _, r := range rows {
+		ok, failed = ok+r.Ops, failed+r.Errors
+	}
+	if ok == 0 {
+		return fmt.Errorf("%w: every operation failed (%d errors, none succeeded)", errBenchFailed, failed)
+	}
 	return nil
 }
+
+var errBenchFailed = errors.New("bench failed")
