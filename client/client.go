@@ -17,6 +17,7 @@ import (
 	"github.com/capkv/capkv/consistency"
 	"github.com/capkv/capkv/internal/dial"
 	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/internal/limits"
 	"github.com/capkv/capkv/internal/wire"
 	"github.com/capkv/capkv/ring"
 )
@@ -36,8 +37,8 @@ var (
 
 // Config configures a Client.
 type Config struct {
-	// Endpoints are host:port addresses of any nodes of the cluster; the
-	// client learns the rest from the cluster map.
+	// Endpoints are host:port (or http://host:port) addresses of any nodes
+	// of the cluster; the client learns the rest from the cluster map.
 	Endpoints []string
 	// DialTimeout bounds fetching the first cluster map (default 5s).
 	DialTimeout time.Duration
@@ -52,6 +53,10 @@ type Config struct {
 	BreakerThreshold int
 	// BreakerCooldown is the first cooldown of an open breaker (default 1s).
 	BreakerCooldown time.Duration
+	// MaxKeySize and MaxValueSize are the largest key and value the client
+	// sends (default: the limits nodes enforce by default, 4 KiB and 1 MiB);
+	// larger ones fail with ErrTooLarge before any request is made.
+	MaxKeySize, MaxValueSize int
 	// DialOptions are added to every connection (custom dialers, tests).
 	DialOptions []grpc.DialOption
 	// Logger receives debug logs; nil discards them.
@@ -70,6 +75,12 @@ func (c *Config) applyDefaults() {
 	}
 	if c.BreakerThreshold == 0 {
 		c.BreakerThreshold = 3
+	}
+	if c.MaxKeySize <= 0 {
+		c.MaxKeySize = limits.DefaultMaxKeySize
+	}
+	if c.MaxValueSize <= 0 {
+		c.MaxValueSize = limits.DefaultMaxValueSize
 	}
 	if c.BreakerCooldown <= 0 {
 		c.BreakerCooldown = time.Second
@@ -102,6 +113,15 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if len(cfg.Endpoints) == 0 {
 		return nil, fmt.Errorf("%w: no endpoints given", ErrInvalidArgument)
 	}
+	eps := make([]string, 0, len(cfg.Endpoints))
+	for _, e := range cfg.Endpoints {
+		addr, err := ParseEndpoint(e)
+		if err != nil {
+			return nil, err
+		}
+		eps = append(eps, addr)
+	}
+	cfg.Endpoints = eps
 	c := &Client{cfg: cfg, log: cfg.Logger, breakers: newBreakers(cfg.BreakerThreshold, cfg.BreakerCooldown, 30*time.Second)}
 	c.mu.conns = make(map[string]*grpc.ClientConn)
 	c.mu.leaders = make(map[string]string)
@@ -171,7 +191,12 @@ func (c *Client) refresh(ctx context.Context, newest bool) error {
 		m, err := api.NewAdminClient(cc).GetClusterMap(qctx, &api.ClusterMapRequest{})
 		cancel()
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", addr, kverrors.FromStatus(err)))
+			err = kverrors.FromStatus(err)
+			if errors.Is(err, ErrUnavailable) && !kverrors.FromNode(err) && speaksHTTP1(ctx, addr) {
+				// gRPC's text here would be about HTTP/2 frames.
+				err = fmt.Errorf("%w: it answers plain HTTP, not capkv's gRPC (a --metrics-addr or --debug-addr port?); use a node's --listen address", ErrInvalidArgument)
+			}
+			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
 			if ctx.Err() != nil {
 				break
 			}

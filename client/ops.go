@@ -116,6 +116,9 @@ func (c *Client) isCP(key string) bool {
 
 // Get reads a key. A missing key is ErrNotFound.
 func (c *Client) Get(ctx context.Context, key string, opts ...Option) (*Item, error) {
+	if err := c.checkKey(key); err != nil {
+		return nil, err
+	}
 	o := collect(opts)
 	var out *Item
 	err := c.call(ctx, key, true, func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
@@ -136,6 +139,9 @@ func (c *Client) Get(ctx context.Context, key string, opts ...Option) (*Item, er
 
 // Put writes a key.
 func (c *Client) Put(ctx context.Context, key string, value []byte, opts ...Option) (*WriteResult, error) {
+	if err := errors.Join(c.checkKey(key), c.checkValue("value", value)); err != nil {
+		return nil, err
+	}
 	o := collect(opts)
 	o.ensureRequestID()
 	var out *WriteResult
@@ -152,6 +158,9 @@ func (c *Client) Put(ctx context.Context, key string, value []byte, opts ...Opti
 
 // Delete removes a key. Deleting a missing key succeeds with Existed false.
 func (c *Client) Delete(ctx context.Context, key string, opts ...Option) (*WriteResult, error) {
+	if err := c.checkKey(key); err != nil {
+		return nil, err
+	}
 	o := collect(opts)
 	o.ensureRequestID()
 	var out *WriteResult
@@ -188,6 +197,9 @@ func (c *Client) CAS(ctx context.Context, key string, cond Condition, value []by
 	if cond.value == nil && cond.version == nil {
 		return nil, fmt.Errorf("%w: CAS needs a condition (IfValue, IfVersion or IfAbsent)", ErrInvalidArgument)
 	}
+	if err := errors.Join(c.checkKey(key), c.checkValue("value", value), c.checkValue("expected value", cond.value)); err != nil {
+		return nil, err
+	}
 	o := collect(opts)
 	o.ensureRequestID()
 	var out *WriteResult
@@ -207,6 +219,9 @@ func (c *Client) CAS(ctx context.Context, key string, cond Condition, value []by
 // in key order, following pages until WithLimit keys were returned or the
 // prefix is exhausted.
 func (c *Client) Scan(ctx context.Context, prefix string, opts ...Option) ([]Item, error) {
+	if err := c.checkKey(prefix); err != nil {
+		return nil, fmt.Errorf("scan prefix: %w", err)
+	}
 	o := collect(opts)
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

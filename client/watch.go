@@ -70,6 +70,9 @@ const (
 // the serving replica merged them. There is no order across partitions, and
 // no replay of changes made before the watch began.
 func (c *Client) Watch(ctx context.Context, prefix string) (<-chan WatchEvent, error) {
+	if err := c.checkKey(prefix); err != nil {
+		return nil, fmt.Errorf("watch prefix: %w", err)
+	}
 	ksName, err := ring.SplitKeyspace(prefix)
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/internal/limits"
 )
 
 // Options configure a Store. Build them with DefaultOptions and change fields:
@@ -42,8 +43,8 @@ type Options struct {
 }
 
 const (
-	defaultMaxKeySize       = 4 << 10
-	defaultMaxValueSize     = 1 << 20
+	defaultMaxKeySize       = limits.DefaultMaxKeySize
+	defaultMaxValueSize     = limits.DefaultMaxValueSize
 	defaultMemTableSize     = 8 << 20
 	defaultBlockCacheSize   = 16 << 20
 	defaultIndexCacheSize   = 8 << 20
@@ -53,7 +54,7 @@ const (
 
 	// Bounds checked by Validate.
 	maxKeySizeLimit   = maxBadgerKey - 1 - 2 - MaxPartitionIDLen - 16 // leave room for the prefix
-	maxValueSizeLimit = 256 << 20
+	maxValueSizeLimit = limits.MaxValueSizeLimit
 	minMemTableSize   = 1 << 20
 )
 

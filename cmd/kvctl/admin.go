@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/capkv/capkv/api"
+	"github.com/capkv/capkv/client"
 	"github.com/capkv/capkv/consistency"
 	"github.com/capkv/capkv/internal/kverrors"
 	"github.com/capkv/capkv/internal/wire"
@@ -66,6 +67,9 @@ func locateCmd(g *globals) *cobra.Command {
 		Short: "show where a key lives: keyspace, partition, preference list, owner",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := client.CheckKey(args[0], 0); err != nil {
+				return err
+			}
 			return g.withAdmin(func(ctx context.Context, a api.AdminClient) error {
 				r, err := a.Locate(ctx, &api.LocateRequest{Key: args[0]})
 				if err != nil {

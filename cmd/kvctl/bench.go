@@ -88,6 +88,10 @@ func runBench(g *globals, f benchFlags) error {
 		return usageError{fmt.Errorf("--consistency: %w", err)}
 	}
 	opts := []client.Option{client.WithConsistency(lvl)}
+	eps, err := g.endpointList()
+	if err != nil {
+		return err
+	}
 	var clients []*client.Client
 	defer func() {
 		for _, c := range clients {
@@ -96,7 +100,7 @@ func runBench(g *globals, f benchFlags) error {
 	}()
 	for range f.conns {
 		ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
-		c, err := client.New(ctx, client.Config{Endpoints: splitEndpoints(g.endpoints)})
+		c, err := client.New(ctx, client.Config{Endpoints: eps})
 		cancel()
 		if err != nil {
 			return fmt.Errorf("connect: %w", err)

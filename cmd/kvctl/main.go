@@ -90,24 +90,38 @@ func rootCmd(g *globals) *cobra.Command {
 
 // connect builds a client and a context bounded by --timeout.
 func (g *globals) connect() (context.Context, context.CancelFunc, *client.Client, []client.Option, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
-	var eps []string
-	for _, e := range strings.Split(g.endpoints, ",") {
-		if e = strings.TrimSpace(e); e != "" {
-			eps = append(eps, e)
-		}
+	eps, err := g.endpointList()
+	if err != nil {
+		return nil, nil, nil, nil, err
 	}
 	lvl, err := consistency.ParseLevel(g.consistency)
 	if err != nil {
-		cancel()
 		return nil, nil, nil, nil, usageError{fmt.Errorf("--consistency: %w", err)}
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
 	c, err := client.New(ctx, client.Config{Endpoints: eps, DialTimeout: g.timeout})
 	if err != nil {
 		cancel()
 		return nil, nil, nil, nil, fmt.Errorf("connect to %s: %w", strings.Join(eps, ","), err)
 	}
 	return ctx, cancel, c, []client.Option{client.WithConsistency(lvl)}, nil
+}
+
+// endpointList parses --endpoints: a malformed one is a usage error that
+// says what is wanted, not a gRPC resolver error.
+func (g *globals) endpointList() ([]string, error) {
+	var eps []string
+	for _, e := range splitEndpoints(g.endpoints) {
+		addr, err := client.ParseEndpoint(e)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--endpoints: %w", err)}
+		}
+		eps = append(eps, addr)
+	}
+	if len(eps) == 0 {
+		return nil, usageError{fmt.Errorf("--endpoints is empty: give host:port of one or more nodes")}
+	}
+	return eps, nil
 }
 
 // withClient runs fn with a connected client, the command's deadline and the

@@ -21,6 +21,8 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/capkv/capkv/internal/limits"
 )
 
 // Keepalive timing: a connection with nothing received for KeepaliveTime
@@ -49,17 +51,21 @@ func Conn(addr string, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
 			MinConnectTimeout: time.Second,
 		}),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: KeepaliveTime, Timeout: KeepaliveTimeout, PermitWithoutStream: true}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(limits.MaxMessageSize), grpc.MaxCallSendMsgSize(limits.MaxMessageSize)),
 		grpc.WithStatsHandler(deliveryStats{}),
 		grpc.WithChainUnaryInterceptor(unaryDelivery),
 		grpc.WithChainStreamInterceptor(streamDelivery),
 	}, extra...)...)
 }
 
-// ServerOptions are the options every capkv gRPC server needs to accept the
+// ServerOptions are the options every capkv gRPC server needs: to accept the
 // clients' keepalive pings (gRPC's default policy answers pings more often
-// than every 5 minutes with GOAWAY).
+// than every 5 minutes with GOAWAY), and to let an oversize request reach
+// the handler, which refuses it with capkv's own error (package limits).
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveTime / 2, PermitWithoutStream: true}),
+		grpc.MaxRecvMsgSize(limits.MaxMessageSize),
+		grpc.MaxSendMsgSize(limits.MaxMessageSize),
 	}
 }
