@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -161,15 +162,25 @@ func ringCmd(g *globals) *cobra.Command {
 
 func clusterCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "cluster", Short: "cluster administration"}
-	cmd.AddCommand(&cobra.Command{
+	var check bool
+	status := &cobra.Command{
 		Use:   "status",
 		Short: "show every node (up or down), its region and load, and the keyspaces",
-		Args:  exactArgs(0),
+		Long: `status shows every node (up or down), its region and load, and the keyspaces.
+With --check it also exits 1 when any node is not up, for scripts and probes.`,
+		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withAdmin(func(ctx context.Context, a api.AdminClient) error {
+			return g.withAdmin(func(ctx context.Context, a api.AdminClient) (err error) {
 				r, err := a.ClusterStatus(ctx, &api.ClusterStatusRequest{})
 				if err != nil {
 					return kverrors.FromStatus(err)
+				}
+				if check { // after the status is printed, text or JSON
+					defer func() {
+						if err == nil {
+							err = checkNodesUp(r.Nodes)
+						}
+					}()
 				}
 				if g.json {
 					nodes := make([]map[string]any, 0, len(r.Nodes))
@@ -209,8 +220,27 @@ func clusterCmd(g *globals) *cobra.Command {
 				return nil
 			})
 		},
-	})
+	}
+	status.Flags().BoolVar(&check, "check", false, "exit 1 when any node is not up")
+	cmd.AddCommand(status)
 	return cmd
+}
+
+// errNodesDown is cluster status --check's failure.
+var errNodesDown = errors.New("cluster check failed")
+
+// checkNodesUp fails when any node is not up, naming them.
+func checkNodesUp(nodes []*api.NodeStatus) error {
+	var down []string
+	for _, n := range nodes {
+		if n.State != "up" {
+			down = append(down, fmt.Sprintf("%s (%s)", n.Node.Id, n.State))
+		}
+	}
+	if len(down) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %d of %d nodes not up: %s", errNodesDown, len(down), len(nodes), strings.Join(down, ", "))
 }
 
 func keyspacesJSON(ks []*api.Keyspace) []map[string]any {

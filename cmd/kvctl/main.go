@@ -11,7 +11,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -48,13 +47,9 @@ func run(args []string, in io.Reader, out, errOut io.Writer) int {
 	g := &globals{in: in, out: out, errOut: errOut}
 	root := rootCmd(g)
 	root.SetArgs(args)
-	root.SetIn(in)
-	root.SetOut(out)
-	root.SetErr(errOut)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(errOut, "kvctl:", err)
-		var ue usageError
-		if errors.As(err, &ue) {
+		if isUsage(err) {
 			return 2
 		}
 		return 1
@@ -65,10 +60,6 @@ func run(args []string, in io.Reader, out, errOut io.Writer) int {
 type usageError struct{ error }
 
 func rootCmd(g *globals) *cobra.Command {
-	env := os.Getenv("CAPKV_ENDPOINTS")
-	if env == "" {
-		env = defaultEndpoints
-	}
 	root := &cobra.Command{
 		Use:           "kvctl",
 		Short:         "capkv command-line client and admin tool",
@@ -76,8 +67,13 @@ func rootCmd(g *globals) *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	// Set before setupCLI: cobra's completion command keeps the writer it
+	// sees when it is made.
+	root.SetIn(g.in)
+	root.SetOut(g.out)
+	root.SetErr(g.errOut)
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.endpoints, "endpoints", env, "comma-separated node addresses (env CAPKV_ENDPOINTS)")
+	pf.StringVar(&g.endpoints, "endpoints", defaultEndpoints, "comma-separated node addresses, host:port or http://host:port")
 	pf.StringVar(&g.consistency, "consistency", "", "consistency level: linearizable, stale (cp); one, quorum, all (ap); default: the keyspace's")
 	pf.BoolVar(&g.json, "json", false, "print JSON, including the CAP receipt")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "print the CAP receipt as one line on stderr")
@@ -85,6 +81,7 @@ func rootCmd(g *globals) *cobra.Command {
 
 	root.AddCommand(putCmd(g), getCmd(g), delCmd(g), casCmd(g), scanCmd(g), locateCmd(g), ringCmd(g),
 		clusterCmd(g), keyspaceCmd(g), benchCmd(g), repairCmd(g), watchCmd(g), certsCmd(g))
+	setupCLI(root, g)
 	return root
 }
 

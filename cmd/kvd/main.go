@@ -21,6 +21,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/capkv/capkv/internal/buildinfo"
 	"github.com/capkv/capkv/internal/failure"
 	"github.com/capkv/capkv/internal/node"
 	"github.com/capkv/capkv/ring"
@@ -112,6 +113,7 @@ Raft group. Any other node registers itself with --join ADDR (any node's
 address). 'kvd dev' starts a whole local cluster in one process the same way.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       buildinfo.Version(),
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runServe(cmd, f)
@@ -131,6 +133,7 @@ address). 'kvd dev' starts a whole local cluster in one process the same way.`,
 	cmd.Flags().MarkHidden("unsafe-local-reads")
 	f.addStorage(cmd)
 	cmd.AddCommand(devCmd())
+	cmd.SetVersionTemplate("{{.Name}} {{.Version}}\n")
 	return cmd
 }
 

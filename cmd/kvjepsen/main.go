@@ -27,12 +27,15 @@ import (
 
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/client"
+	"github.com/capkv/capkv/internal/buildinfo"
 	"github.com/capkv/capkv/jepsen"
 )
 
 func main() {
 	code := 0
-	root := &cobra.Command{Use: "kvjepsen", Short: "partition tests for capkv", SilenceUsage: true, SilenceErrors: true}
+	root := &cobra.Command{Use: "kvjepsen", Short: "partition tests for capkv", SilenceUsage: true, SilenceErrors: true,
+		Version: buildinfo.Version()}
+	root.SetVersionTemplate("{{.Name}} {{.Version}}\n")
 	root.AddCommand(runCmd(&code), demoCmd(&code))
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "kvjepsen:", err)
