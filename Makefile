@@ -15,8 +15,10 @@ RACE_PKGS := ./consistency/... ./shard/... ./client/... ./internal/... ./replica
 
 all: build
 
+# -buildvcs=auto: --version reports the git revision even where GOFLAGS turns
+# stamping off (it still stays off outside a git checkout, and in worktrees).
 build:
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -buildvcs=auto -o $(BIN)/ ./cmd/...
 
 ## run: start a local 3-node cluster on loopback (Ctrl-C stops it; data stays in data/dev)
 run: build

@@ -126,6 +126,8 @@ func TestBadInputErrors(t *testing.T) {
 			want: []string{"no path"}, notWant: grpcLeaks},
 		{name: "metrics port", args: []string{"--endpoints", metrics.URL, "--timeout", "3s", "get", "sessions/h"}, code: 1,
 			want: []string{strings.TrimPrefix(metrics.URL, "http://"), "answers plain HTTP, not capkv's gRPC", "--listen"}, notWant: grpcLeaks},
+		{name: "metrics port as host:port", args: []string{"--endpoints", strings.TrimPrefix(metrics.URL, "http://"), "--timeout", "3s", "get", "sessions/h"}, code: 1,
+			want: []string{"answers plain HTTP, not capkv's gRPC"}, notWant: grpcLeaks},
 		{name: "bench with a bad endpoint", args: []string{"--endpoints", "127.0.0.1", "bench", "--duration", "1s"}, code: 2,
 			want: []string{"no port"}, notWant: grpcLeaks},
 	} {

@@ -33,10 +33,7 @@ import (
 
 func main() {
 	code := 0
-	root := &cobra.Command{Use: "kvjepsen", Short: "partition tests for capkv", SilenceUsage: true, SilenceErrors: true,
-		Version: buildinfo.Version()}
-	root.SetVersionTemplate("{{.Name}} {{.Version}}\n")
-	root.AddCommand(runCmd(&code), demoCmd(&code))
+	root := rootCmd(&code)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "kvjepsen:", err)
 		if code == 0 {
@@ -44,6 +41,16 @@ func main() {
 		}
 	}
 	os.Exit(code)
+}
+
+// rootCmd is kvjepsen's command tree; the commands set *code to the exit
+// status a run earned.
+func rootCmd(code *int) *cobra.Command {
+	root := &cobra.Command{Use: "kvjepsen", Short: "partition tests for capkv", SilenceUsage: true, SilenceErrors: true,
+		Version: buildinfo.Version()}
+	root.SetVersionTemplate("{{.Name}} {{.Version}}\n")
+	root.AddCommand(runCmd(code), demoCmd(code))
+	return root
 }
 
 type runFlags struct {
