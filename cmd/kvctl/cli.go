@@ -56,6 +56,17 @@ func setupCLI(root *cobra.Command, g *globals) {
 			c.Args = cobra.ArbitraryArgs
 			c.RunE = groupRun
 		}
+		// Wrong arguments are a usage error whichever check found them
+		// (cobra.NoArgs and the like return plain errors).
+		if check := c.Args; check != nil {
+			c.Args = func(cmd *cobra.Command, args []string) error {
+				err := check(cmd, args)
+				if err != nil && !isUsage(err) {
+					return usageError{err}
+				}
+				return err
+			}
+		}
 	})
 	registerCompletions(root, g)
 }

@@ -33,6 +33,8 @@ func TestUsageErrors(t *testing.T) {
 		{name: "unknown global flag with a value", args: []string{"--bogus=1", "get", "x"}, code: 2, want: []string{"unknown flag: --bogus"}},
 		{name: "global flag without its value", args: []string{"get", "x", "--timeout"}, code: 2, want: []string{"needs an argument"}},
 		{name: "wrong argument count", args: []string{"get"}, code: 2, want: []string{"want 1 argument(s), got 0"}},
+		{name: "argument to a command that takes none", args: []string{"certs", "foo"}, code: 2, want: []string{`unknown command "foo" for "kvctl certs"`}},
+		{name: "ring takes at most one keyspace", args: []string{"ring", "a", "b"}, code: 2, want: []string{"accepts at most 1 arg(s), received 2"}},
 		{name: "help of a group", args: []string{"cluster", "--help"}, code: 0, want: []string{"status"}},
 		{name: "help", args: []string{"--help"}, code: 0, want: []string{"CAPKV_TIMEOUT", "Exit status", "(env CAPKV_ENDPOINTS)", "(env CAPKV_JSON)"}},
 		{name: "version", args: []string{"--version"}, code: 0, want: []string{"kvctl ", runtime.Version()}},
