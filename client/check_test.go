@@ -77,3 +77,23 @@ func TestOversizeValueGetsTheNodesError(t *testing.T) {
 		t.Errorf("put of 10 MB with the default client: %v; want ErrTooLarge from the client's own check", err)
 	}
 }
+
+// ParseEndpoint never panics, and what it accepts is a host:port it accepts
+// again unchanged; what it refuses is ErrInvalidArgument.
+func FuzzParseEndpoint(f *testing.F) {
+	for _, s := range []string{"127.0.0.1:7001", "http://[::1]:7001/", "localhost", "https://x:1", "::::", "a b:1", "http://u@h:1", ":0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := client.ParseEndpoint(s)
+		if err != nil {
+			if !errors.Is(err, client.ErrInvalidArgument) {
+				t.Fatalf("ParseEndpoint(%q): %v is not ErrInvalidArgument", s, err)
+			}
+			return
+		}
+		if again, err := client.ParseEndpoint(got); err != nil || again != got {
+			t.Fatalf("ParseEndpoint(%q) = %q, which parses again as %q, %v", s, got, again, err)
+		}
+	})
+}
