@@ -283,3 +283,37 @@ func (l *RaftLog) Drop() error {
 	l.mu.Unlock()
 	return nil
 }
+
+// RaftGroups lists the groups that have a Raft log or stable value in the
+// store, in key order (running or not: a node restarted after its group was
+// removed from the map still holds them).
+func (s *Store) RaftGroups() ([]string, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	var out []string
+	err := s.db.View(func(txn *badger.Txn) error {
+		opts := badger.IteratorOptions{PrefetchValues: false, Prefix: []byte{NamespaceRaft}}
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		// Seek from one group to the next instead of walking every entry.
+		for it.Seek(opts.Prefix); it.Valid(); {
+			g, _, ok := parsePartitionPrefix(NamespaceRaft, it.Item().Key())
+			if !ok {
+				return fmt.Errorf("%w: malformed raft key %q", kverrors.ErrInternal, it.Item().Key())
+			}
+			out = append(out, g)
+			next := prefixSuccessor(PartitionPrefix(NamespaceRaft, g))
+			if next == nil {
+				break
+			}
+			it.Seek(next)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, badgerErr("list raft groups", err)
+	}
+	return out, nil
+}

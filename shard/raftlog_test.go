@@ -273,3 +273,32 @@ func TestRaftLogConcurrentGroups(t *testing.T) {
 		}
 	}
 }
+
+func TestRaftGroups(t *testing.T) {
+	s := openTest(t)
+	for _, g := range []string{"a/x/10", "a/x/1", "b/*/0"} {
+		appendRange(t, openRaftLog(t, s, g), 1, 3)
+	}
+	if err := openRaftLog(t, s, "c/*/0").SetStable([]byte("CurrentTerm"), []byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	// Data of another partition is not a raft group.
+	if err := s.Replica("d/*/0").Put("k", rec("v")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.RaftGroups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Key order: the length prefix sorts "a/x/1" (5 bytes) before "a/x/10".
+	want := []string{"a/x/1", "b/*/0", "c/*/0", "a/x/10"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("RaftGroups = %q, want %q", got, want)
+	}
+	if err := openRaftLog(t, s, "b/*/0").Drop(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.RaftGroups(); strings.Join(got, " ") != "a/x/1 c/*/0 a/x/10" {
+		t.Fatalf("RaftGroups after a Drop = %q", got)
+	}
+}

@@ -124,7 +124,8 @@ func New(cfg Config) (*Node, error) {
 		Down: func(id string) bool { return n.fd.Down(id) }, AntiEntropyInterval: cfg.AntiEntropyInterval,
 		TombstoneGrace: cfg.TombstoneGrace, Log: log})
 	n.modes = map[consistency.Mode]replication.Replicator{consistency.CP: n.cpr, consistency.AP: n.apr}
-	n.router = route.New(route.Config{Self: cfg.ID, Ring: n.r, Ready: func() error { return n.meta.Ready() }, Modes: n.modes, MaxKeySize: cfg.MaxKeySize, KV: n.kvPeer,
+	n.router = route.New(route.Config{Self: cfg.ID, Ring: n.r, Ready: func() error { return n.meta.Ready() },
+		Refresh: func(ctx context.Context) error { return n.meta.Refresh(ctx) }, Modes: n.modes, MaxKeySize: cfg.MaxKeySize, KV: n.kvPeer,
 		Down: func(id string) bool { return n.fd.Down(id) }, Reachable: n.upReplicas})
 	n.fd = failure.New(failure.Config{Interval: cfg.ProbeInterval, DownAfter: cfg.DownAfter,
 		Probe: n.probe, Peers: n.otherNodes, OnDown: n.dropPeer, Log: log})
