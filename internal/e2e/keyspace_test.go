@@ -168,9 +168,26 @@ func TestKeyspaceDrop(t *testing.T) {
 			t.Errorf("%s holds %d keys of dropped d2", p.id, n)
 		}
 	}
+	// Until a drop has found every node up, the name cannot come back: n3
+	// could bring the old data (or an old Raft log) into the new keyspace.
+	apCreate := []string{"keyspace", "create", "d2", "--mode", "ap", "--replicas", "3", "--partitions", "1"}
+	if _, errOut, code := kvctl(t, eps[:2], "", apCreate...); code == 0 || !strings.Contains(errOut, "was dropped at epoch") ||
+		!strings.Contains(errOut, "keyspace drop d2 --yes") {
+		t.Errorf("re-create while n3 has not confirmed the drop: exit %d, %s", code, errOut)
+	}
 	cl.start(n3)
 	cl.waitReady(n3)
 	waitFor(t, 15*time.Second, "n3 to delete dropped d2", func() bool { return stored(n3, "d2") == 0 })
+	waitFor(t, 15*time.Second, "a drop that finds every node up", func() bool {
+		_, _, code := kvctl(t, eps, "", "keyspace", "drop", "d2", "--yes")
+		return code == 0
+	})
+	run(apCreate...)
+	for _, p := range cl.procs {
+		if n := stored(p, "d2"); n != 0 {
+			t.Errorf("re-created d2 on %s holds %d of the dropped keys", p.id, n)
+		}
+	}
 	var info *api.NodeInfo
 	cc, ctx, done := dialNode(t, n3.addr)
 	info, err := api.NewAdminClient(cc).GetNodeInfo(ctx, &api.NodeInfoRequest{})

@@ -120,13 +120,19 @@ func (s *Service) adoptProto(pm *api.ClusterMap) {
 func (s *Service) AdoptedEpoch() uint64 { return s.adopted.Load() }
 
 // DropKeyspace removes a keyspace and its replica assignments from the map
-// (a later keyspace of the same name is placed afresh), then, on the node
-// the client asked, waits until every reachable node has deleted its data.
+// (a later keyspace of the same name is placed afresh). The metadata leader
+// then waits until every reachable node has deleted its data; once every
+// node of the map has, it forgets the drop, and only then may the name be
+// created again. Dropping it again while some node has not confirmed waits
+// again.
 func (s *Service) DropKeyspace(ctx context.Context, req *api.DropKeyspaceRequest) (*api.ClusterMap, error) {
 	name := req.GetName()
-	pm, err := s.onLeader(ctx, req.GetHops(), func(g *cp.Group) (*clusterMap, error) {
-		return s.updateMap(ctx, g, func(m *clusterMap) error {
+	return s.onLeader(ctx, req.GetHops(), func(g *cp.Group) (*clusterMap, error) {
+		m, err := s.updateMap(ctx, g, func(m *clusterMap) error {
 			i := slices.IndexFunc(m.Keyspaces, func(k ring.KeyspaceConfig) bool { return k.Name == name })
+			if _, ok := m.Dropped[name]; ok && i < 0 {
+				return errNoChange // dropped before, not yet confirmed everywhere
+			}
 			if i < 0 {
 				var names []string
 				for _, k := range m.Keyspaces {
@@ -140,28 +146,37 @@ func (s *Service) DropKeyspace(ctx context.Context, req *api.DropKeyspaceRequest
 					delete(m.Assignments, id)
 				}
 			}
+			if m.Dropped == nil {
+				m.Dropped = map[string]uint64{}
+			}
+			m.Dropped[name] = m.Epoch + 1 // the epoch updateMap gives this map
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		var nodes []string
+		for _, nd := range m.Nodes {
+			nodes = append(nodes, nd.ID)
+		}
+		down, err := s.waitNodes(ctx, nodes, m.Dropped[name], nil)
+		if err == nil && len(down) > 0 {
+			err = fmt.Errorf("%w: node(s) %s are down (failure detector); they delete it when they next adopt the map, "+
+				"and the name can be created again after a drop that finds every node up", kverrors.ErrUnavailable, strings.Join(down, ", "))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("keyspace %q is dropped from the cluster map (epoch %d), but not every node has deleted its data yet: %w", name, m.Dropped[name], err)
+		}
+		return s.updateMap(ctx, g, func(m *clusterMap) error {
+			if _, ok := m.Dropped[name]; !ok {
+				return errNoChange
+			}
+			delete(m.Dropped, name)
 			return nil
 		})
 	}, func(ctx context.Context, c api.AdminClient, hops uint32) (*api.ClusterMap, error) {
 		return c.DropKeyspace(ctx, &api.DropKeyspaceRequest{Name: name, Hops: hops})
 	})
-	if err != nil || req.GetHops() > 0 {
-		return pm, err
-	}
-	s.adoptProto(pm)
-	var nodes []string
-	for _, nd := range s.Ring().Topology().Nodes {
-		nodes = append(nodes, nd.ID)
-	}
-	down, err := s.waitNodes(ctx, nodes, pm.GetEpoch(), nil)
-	if err == nil && len(down) > 0 {
-		err = fmt.Errorf("%w: node(s) %s are down (failure detector); they delete it when they next adopt the map",
-			kverrors.ErrUnavailable, strings.Join(down, ", "))
-	}
-	if err != nil {
-		return nil, fmt.Errorf("keyspace %q is dropped from the cluster map (epoch %d), but not every node has deleted its data yet: %w", name, pm.GetEpoch(), err)
-	}
-	return pm, nil
 }
 
 // waitUsable waits until keyspace name can serve requests through any node:

@@ -180,6 +180,11 @@ type clusterMap struct {
 	Nodes       []ring.Node           `json:"nodes"`
 	Keyspaces   []ring.KeyspaceConfig `json:"keyspaces"`
 	Assignments map[string][]string   `json:"assignments,omitempty"`
+	// Dropped: keyspaces dropped (name -> epoch of the drop) that some node
+	// may still hold data of. Their names cannot be created again until
+	// every node has deleted it: a node that comes back with the old Raft log
+	// of a re-created partition could win an election in the new group.
+	Dropped map[string]uint64 `json:"dropped,omitempty"`
 }
 
 func (m *clusterMap) topology() ring.Topology {
@@ -456,6 +461,10 @@ func (s *Service) CreateKeyspace(ctx context.Context, req *api.CreateKeyspaceReq
 				}
 				return fmt.Errorf("%w: keyspace %q already exists with another configuration (mode %s, %d replicas, %d partitions, template %s)",
 					kverrors.ErrInvalidArgument, ks.Name, x.Mode, x.Replicas, x.Partitions, x.Template)
+			}
+			if e, ok := m.Dropped[ks.Name]; ok {
+				return fmt.Errorf("%w: keyspace %q was dropped at epoch %d and not every node has confirmed deleting its data yet (one was down); "+
+					"run `kvctl keyspace drop %s --yes` again once every node is up", kverrors.ErrUnavailable, ks.Name, e, ks.Name)
 			}
 			// A keyspace no partition of which can be placed could never be
 			// used (only dropped): refuse it with the numbers.
