@@ -120,14 +120,14 @@ func (s *Service) adoptProto(pm *api.ClusterMap) {
 func (s *Service) AdoptedEpoch() uint64 { return s.adopted.Load() }
 
 // DropKeyspace removes a keyspace and its replica assignments from the map
-// (a later keyspace of the same name is placed afresh). The metadata leader
-// then waits until every reachable node has deleted its data; once every
-// node of the map has, it forgets the drop, and only then may the name be
-// created again. Dropping it again while some node has not confirmed waits
-// again.
+// (a later keyspace of the same name is placed afresh) and returns once
+// every node has deleted its data. The metadata leader keeps the name as
+// dropped until it has seen every node of the map confirm that (adopt the
+// drop's epoch); only then may the name be created again. Dropping it again
+// while some node has not confirmed waits again.
 func (s *Service) DropKeyspace(ctx context.Context, req *api.DropKeyspaceRequest) (*api.ClusterMap, error) {
 	name := req.GetName()
-	return s.onLeader(ctx, req.GetHops(), func(g *cp.Group) (*clusterMap, error) {
+	pm, err := s.onLeader(ctx, req.GetHops(), func(g *cp.Group) (*clusterMap, error) {
 		m, err := s.updateMap(ctx, g, func(m *clusterMap) error {
 			i := slices.IndexFunc(m.Keyspaces, func(k ring.KeyspaceConfig) bool { return k.Name == name })
 			if _, ok := m.Dropped[name]; ok && i < 0 {
@@ -155,17 +155,12 @@ func (s *Service) DropKeyspace(ctx context.Context, req *api.DropKeyspaceRequest
 		if err != nil {
 			return nil, err
 		}
-		var nodes []string
-		for _, nd := range m.Nodes {
-			nodes = append(nodes, nd.ID)
-		}
-		down, err := s.waitNodes(ctx, nodes, m.Dropped[name], nil)
-		if err == nil && len(down) > 0 {
-			err = fmt.Errorf("%w: node(s) %s are down (failure detector); they delete it when they next adopt the map, "+
-				"and the name can be created again after a drop that finds every node up", kverrors.ErrUnavailable, strings.Join(down, ", "))
-		}
-		if err != nil {
-			return nil, fmt.Errorf("keyspace %q is dropped from the cluster map (epoch %d), but not every node has deleted its data yet: %w", name, m.Dropped[name], err)
+		// Half the time left: the node the client asked needs the rest to
+		// say which nodes have not confirmed, if any.
+		wctx, cancel := halfDeadline(ctx)
+		defer cancel()
+		if down, err := s.waitNodes(wctx, nodeIDs(m), m.Dropped[name], nil); err != nil || len(down) > 0 {
+			return m, nil // dropped; the name stays reserved
 		}
 		return s.updateMap(ctx, g, func(m *clusterMap) error {
 			if _, ok := m.Dropped[name]; !ok {
@@ -177,6 +172,36 @@ func (s *Service) DropKeyspace(ctx context.Context, req *api.DropKeyspaceRequest
 	}, func(ctx context.Context, c api.AdminClient, hops uint32) (*api.ClusterMap, error) {
 		return c.DropKeyspace(ctx, &api.DropKeyspaceRequest{Name: name, Hops: hops})
 	})
+	if err != nil || req.GetHops() > 0 {
+		return pm, err
+	}
+	s.adoptProto(pm)
+	down, err := s.waitNodes(ctx, nodeIDs(&clusterMap{Nodes: wire.TopologyFromProto(pm).Nodes}), pm.GetEpoch(), nil)
+	if err == nil && len(down) > 0 {
+		err = fmt.Errorf("%w: node(s) %s are down (failure detector); they delete it when they next adopt the map, "+
+			"and the name can be created again after a drop that finds every node up", kverrors.ErrUnavailable, strings.Join(down, ", "))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("keyspace %q is dropped from the cluster map, but not every node has deleted its data yet: %w", name, err)
+	}
+	return pm, nil
+}
+
+func nodeIDs(m *clusterMap) []string {
+	var out []string
+	for _, nd := range m.Nodes {
+		out = append(out, nd.ID)
+	}
+	return out
+}
+
+// halfDeadline bounds ctx to half of the time it has left.
+func halfDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, time.Until(dl)/2)
 }
 
 // waitUsable waits until keyspace name can serve requests through any node:

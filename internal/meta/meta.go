@@ -464,7 +464,7 @@ func (s *Service) CreateKeyspace(ctx context.Context, req *api.CreateKeyspaceReq
 			}
 			if e, ok := m.Dropped[ks.Name]; ok {
 				return fmt.Errorf("%w: keyspace %q was dropped at epoch %d and not every node has confirmed deleting its data yet (one was down); "+
-					"run `kvctl keyspace drop %s --yes` again once every node is up", kverrors.ErrUnavailable, ks.Name, e, ks.Name)
+					"run `kvctl keyspace drop %s --yes` again once every node is up", kverrors.ErrInvalidArgument, ks.Name, e, ks.Name)
 			}
 			// A keyspace no partition of which can be placed could never be
 			// used (only dropped): refuse it with the numbers.
