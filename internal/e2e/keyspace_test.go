@@ -160,7 +160,9 @@ func TestKeyspaceDrop(t *testing.T) {
 	// A node down during the drop deletes its copy when it comes back.
 	n3 := cl.proc("n3")
 	cl.kill(n3)
-	if _, errOut, code := kvctl(t, eps[:2], "", "keyspace", "drop", "d2", "--yes"); code == 0 || !strings.Contains(errOut, "n3") {
+	_, errOut, code = kvctl(t, eps[:2], "", "keyspace", "drop", "d2", "--yes")
+	t.Logf("drop with n3 down: exit %d: %s", code, errOut)
+	if code == 0 || !strings.Contains(errOut, "n3") {
 		t.Errorf("drop with n3 down: exit %d, %s; want a failure naming n3", code, errOut)
 	}
 	for _, p := range cl.procs[:2] {

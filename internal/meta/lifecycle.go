@@ -138,6 +138,7 @@ func (s *Service) DropKeyspace(ctx context.Context, req *api.DropKeyspaceRequest
 				for _, k := range m.Keyspaces {
 					names = append(names, k.Name)
 				}
+				slices.Sort(names)
 				return fmt.Errorf("%w %q (known keyspaces: %s)", kverrors.ErrUnknownKeyspace, name, strings.Join(names, ", "))
 			}
 			m.Keyspaces = slices.Delete(m.Keyspaces, i, i+1)
@@ -159,7 +160,7 @@ func (s *Service) DropKeyspace(ctx context.Context, req *api.DropKeyspaceRequest
 		// say which nodes have not confirmed, if any.
 		wctx, cancel := halfDeadline(ctx)
 		defer cancel()
-		if down, err := s.waitNodes(wctx, nodeIDs(m), m.Dropped[name], nil); err != nil || len(down) > 0 {
+		if down, err := s.waitNodes(wctx, nodeIDs(m.Nodes), m.Dropped[name], nil); err != nil || len(down) > 0 {
 			return m, nil // dropped; the name stays reserved
 		}
 		return s.updateMap(ctx, g, func(m *clusterMap) error {
@@ -176,7 +177,7 @@ func (s *Service) DropKeyspace(ctx context.Context, req *api.DropKeyspaceRequest
 		return pm, err
 	}
 	s.adoptProto(pm)
-	down, err := s.waitNodes(ctx, nodeIDs(&clusterMap{Nodes: wire.TopologyFromProto(pm).Nodes}), pm.GetEpoch(), nil)
+	down, err := s.waitNodes(ctx, nodeIDs(wire.TopologyFromProto(pm).Nodes), pm.GetEpoch(), nil)
 	if err == nil && len(down) > 0 {
 		err = fmt.Errorf("%w: node(s) %s are down (failure detector); they delete it when they next adopt the map, "+
 			"and the name can be created again after a drop that finds every node up", kverrors.ErrUnavailable, strings.Join(down, ", "))
@@ -187,9 +188,9 @@ func (s *Service) DropKeyspace(ctx context.Context, req *api.DropKeyspaceRequest
 	return pm, nil
 }
 
-func nodeIDs(m *clusterMap) []string {
+func nodeIDs(nodes []ring.Node) []string {
 	var out []string
-	for _, nd := range m.Nodes {
+	for _, nd := range nodes {
 		out = append(out, nd.ID)
 	}
 	return out
