@@ -269,14 +269,19 @@ func (l *RaftLog) Stable(key []byte) (val []byte, found bool, err error) {
 }
 
 // Drop deletes every entry and stable value of the group (the replica left
-// this node). Badger's DropPrefix pauses the store's writes while it runs.
+// this node; its group must be stopped). It deletes in write batches, not
+// with Badger's DropPrefix, which makes every other write of the store fail
+// while it runs: the other groups' state machines would stop on it. It is not
+// atomic: after a crash part of the log may remain, and Drop again removes it.
 func (l *RaftLog) Drop() error {
 	if err := l.s.enter(); err != nil {
 		return err
 	}
 	defer l.s.leave()
-	if err := l.s.db.DropPrefix(l.logPrefix, l.stPrefix); err != nil {
-		return badgerErr(fmt.Sprintf("drop raft log of %q", l.group), err)
+	for _, p := range [][]byte{l.logPrefix, l.stPrefix} {
+		if err := l.s.deletePrefix(p); err != nil {
+			return fmt.Errorf("drop raft log of %q: %w", l.group, err)
+		}
 	}
 	l.mu.Lock()
 	l.mu.first, l.mu.last = 0, 0

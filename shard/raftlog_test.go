@@ -302,3 +302,45 @@ func TestRaftGroups(t *testing.T) {
 		t.Fatalf("RaftGroups after a Drop = %q", got)
 	}
 }
+
+// Dropping one group's log must not fail the writes of the others (Badger's
+// DropPrefix blocks every write of the store while it runs; a cp state
+// machine that cannot write stops the node).
+func TestRaftLogDropLeavesOtherWritesAlone(t *testing.T) {
+	s := openTest(t)
+	gone := openRaftLog(t, s, "gone/*/0")
+	for i := uint64(0); i < 20; i++ {
+		appendRange(t, gone, i*100+1, i*100+100)
+	}
+	keep := openRaftLog(t, s, "keep/*/0")
+	errc := make(chan error, 1)
+	stop := make(chan struct{})
+	go func() {
+		defer close(errc)
+		for i := uint64(1); i <= 100000; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := keep.Append([]LogEntry{{Index: i, Data: []byte("x")}}); err != nil {
+				errc <- fmt.Errorf("append %d while another group's log is dropped: %w", i, err)
+				return
+			}
+			if err := s.Replica("keep/*/0").Put(fmt.Sprint(i), rec("v")); err != nil {
+				errc <- fmt.Errorf("put %d while another group's log is dropped: %w", i, err)
+				return
+			}
+		}
+	}()
+	for range 5 {
+		if err := gone.Drop(); err != nil {
+			t.Fatal(err)
+		}
+		appendRange(t, gone, 1, 500)
+	}
+	close(stop)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
