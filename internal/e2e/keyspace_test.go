@@ -173,7 +173,9 @@ func TestKeyspaceDrop(t *testing.T) {
 	// Until a drop has found every node up, the name cannot come back: n3
 	// could bring the old data (or an old Raft log) into the new keyspace.
 	apCreate := []string{"keyspace", "create", "d2", "--mode", "ap", "--replicas", "3", "--partitions", "1"}
-	if _, errOut, code := kvctl(t, eps[:2], "", apCreate...); code == 0 || !strings.Contains(errOut, "was dropped at epoch") ||
+	_, errOut, code = kvctl(t, eps[:2], "", apCreate...)
+	t.Logf("re-create while n3 has not confirmed: exit %d: %s", code, errOut)
+	if code == 0 || !strings.Contains(errOut, "was dropped at epoch") ||
 		!strings.Contains(errOut, "keyspace drop d2 --yes") {
 		t.Errorf("re-create while n3 has not confirmed the drop: exit %d, %s", code, errOut)
 	}
