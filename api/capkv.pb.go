@@ -1768,7 +1768,11 @@ func (x *CreateKeyspaceRequest) GetHops() uint32 {
 }
 
 type ClusterMapRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// fresh reads the map through the metadata group's leader (a read index)
+	// instead of the answering node's copy, which may be behind.
+	Fresh         bool   `protobuf:"varint,1,opt,name=fresh,proto3" json:"fresh,omitempty"`
+	Hops          uint32 `protobuf:"varint,2,opt,name=hops,proto3" json:"hops,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1803,6 +1807,72 @@ func (*ClusterMapRequest) Descriptor() ([]byte, []int) {
 	return file_capkv_proto_rawDescGZIP(), []int{24}
 }
 
+func (x *ClusterMapRequest) GetFresh() bool {
+	if x != nil {
+		return x.Fresh
+	}
+	return false
+}
+
+func (x *ClusterMapRequest) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
+type DropKeyspaceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Hops          uint32                 `protobuf:"varint,2,opt,name=hops,proto3" json:"hops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DropKeyspaceRequest) Reset() {
+	*x = DropKeyspaceRequest{}
+	mi := &file_capkv_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DropKeyspaceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DropKeyspaceRequest) ProtoMessage() {}
+
+func (x *DropKeyspaceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DropKeyspaceRequest.ProtoReflect.Descriptor instead.
+func (*DropKeyspaceRequest) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *DropKeyspaceRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DropKeyspaceRequest) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
 type NodeInfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1811,7 +1881,7 @@ type NodeInfoRequest struct {
 
 func (x *NodeInfoRequest) Reset() {
 	*x = NodeInfoRequest{}
-	mi := &file_capkv_proto_msgTypes[25]
+	mi := &file_capkv_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1823,7 +1893,7 @@ func (x *NodeInfoRequest) String() string {
 func (*NodeInfoRequest) ProtoMessage() {}
 
 func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[25]
+	mi := &file_capkv_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1836,27 +1906,30 @@ func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoRequest.ProtoReflect.Descriptor instead.
 func (*NodeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{25}
+	return file_capkv_proto_rawDescGZIP(), []int{26}
 }
 
 type NodeInfo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
-	Region        string                 `protobuf:"bytes,3,opt,name=region,proto3" json:"region,omitempty"`
-	Epoch         uint64                 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	UptimeMs      int64                  `protobuf:"varint,5,opt,name=uptime_ms,json=uptimeMs,proto3" json:"uptime_ms,omitempty"`
-	Partitions    uint32                 `protobuf:"varint,6,opt,name=partitions,proto3" json:"partitions,omitempty"` // partitions with data on this node
-	LsmBytes      int64                  `protobuf:"varint,7,opt,name=lsm_bytes,json=lsmBytes,proto3" json:"lsm_bytes,omitempty"`
-	VlogBytes     int64                  `protobuf:"varint,8,opt,name=vlog_bytes,json=vlogBytes,proto3" json:"vlog_bytes,omitempty"`
-	Version       string                 `protobuf:"bytes,9,opt,name=version,proto3" json:"version,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Addr       string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	Region     string                 `protobuf:"bytes,3,opt,name=region,proto3" json:"region,omitempty"`
+	Epoch      uint64                 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	UptimeMs   int64                  `protobuf:"varint,5,opt,name=uptime_ms,json=uptimeMs,proto3" json:"uptime_ms,omitempty"`
+	Partitions uint32                 `protobuf:"varint,6,opt,name=partitions,proto3" json:"partitions,omitempty"` // partitions with data on this node
+	LsmBytes   int64                  `protobuf:"varint,7,opt,name=lsm_bytes,json=lsmBytes,proto3" json:"lsm_bytes,omitempty"`
+	VlogBytes  int64                  `protobuf:"varint,8,opt,name=vlog_bytes,json=vlogBytes,proto3" json:"vlog_bytes,omitempty"`
+	Version    string                 `protobuf:"bytes,9,opt,name=version,proto3" json:"version,omitempty"`
+	// The newest map this node's replicators have adopted: cp groups started
+	// or stopped, dropped keyspaces' data removed (epoch may be ahead of it).
+	AdoptedEpoch  uint64 `protobuf:"varint,10,opt,name=adopted_epoch,json=adoptedEpoch,proto3" json:"adopted_epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_capkv_proto_msgTypes[26]
+	mi := &file_capkv_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1868,7 +1941,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[26]
+	mi := &file_capkv_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1881,7 +1954,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{26}
+	return file_capkv_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *NodeInfo) GetId() string {
@@ -1947,6 +2020,13 @@ func (x *NodeInfo) GetVersion() string {
 	return ""
 }
 
+func (x *NodeInfo) GetAdoptedEpoch() uint64 {
+	if x != nil {
+		return x.AdoptedEpoch
+	}
+	return 0
+}
+
 type ClusterStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1955,7 +2035,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_capkv_proto_msgTypes[27]
+	mi := &file_capkv_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1967,7 +2047,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[27]
+	mi := &file_capkv_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1980,7 +2060,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{27}
+	return file_capkv_proto_rawDescGZIP(), []int{28}
 }
 
 type NodeStatus struct {
@@ -1997,7 +2077,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_capkv_proto_msgTypes[28]
+	mi := &file_capkv_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2009,7 +2089,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[28]
+	mi := &file_capkv_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2022,7 +2102,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{28}
+	return file_capkv_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *NodeStatus) GetNode() *Node {
@@ -2079,7 +2159,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_capkv_proto_msgTypes[29]
+	mi := &file_capkv_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2091,7 +2171,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[29]
+	mi := &file_capkv_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2104,7 +2184,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{29}
+	return file_capkv_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ClusterStatusResponse) GetEpoch() uint64 {
@@ -2143,7 +2223,7 @@ type KeyspacesRequest struct {
 
 func (x *KeyspacesRequest) Reset() {
 	*x = KeyspacesRequest{}
-	mi := &file_capkv_proto_msgTypes[30]
+	mi := &file_capkv_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2155,7 +2235,7 @@ func (x *KeyspacesRequest) String() string {
 func (*KeyspacesRequest) ProtoMessage() {}
 
 func (x *KeyspacesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[30]
+	mi := &file_capkv_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2168,7 +2248,7 @@ func (x *KeyspacesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyspacesRequest.ProtoReflect.Descriptor instead.
 func (*KeyspacesRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{30}
+	return file_capkv_proto_rawDescGZIP(), []int{31}
 }
 
 type KeyspacesResponse struct {
@@ -2180,7 +2260,7 @@ type KeyspacesResponse struct {
 
 func (x *KeyspacesResponse) Reset() {
 	*x = KeyspacesResponse{}
-	mi := &file_capkv_proto_msgTypes[31]
+	mi := &file_capkv_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2192,7 +2272,7 @@ func (x *KeyspacesResponse) String() string {
 func (*KeyspacesResponse) ProtoMessage() {}
 
 func (x *KeyspacesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[31]
+	mi := &file_capkv_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2205,7 +2285,7 @@ func (x *KeyspacesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyspacesResponse.ProtoReflect.Descriptor instead.
 func (*KeyspacesResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{31}
+	return file_capkv_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *KeyspacesResponse) GetKeyspaces() []*Keyspace {
@@ -2224,7 +2304,7 @@ type LocateRequest struct {
 
 func (x *LocateRequest) Reset() {
 	*x = LocateRequest{}
-	mi := &file_capkv_proto_msgTypes[32]
+	mi := &file_capkv_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2236,7 +2316,7 @@ func (x *LocateRequest) String() string {
 func (*LocateRequest) ProtoMessage() {}
 
 func (x *LocateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[32]
+	mi := &file_capkv_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2249,7 +2329,7 @@ func (x *LocateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateRequest.ProtoReflect.Descriptor instead.
 func (*LocateRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{32}
+	return file_capkv_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *LocateRequest) GetKey() string {
@@ -2276,7 +2356,7 @@ type LocateResponse struct {
 
 func (x *LocateResponse) Reset() {
 	*x = LocateResponse{}
-	mi := &file_capkv_proto_msgTypes[33]
+	mi := &file_capkv_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2288,7 +2368,7 @@ func (x *LocateResponse) String() string {
 func (*LocateResponse) ProtoMessage() {}
 
 func (x *LocateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[33]
+	mi := &file_capkv_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2301,7 +2381,7 @@ func (x *LocateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateResponse.ProtoReflect.Descriptor instead.
 func (*LocateResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{33}
+	return file_capkv_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *LocateResponse) GetKeyspace() string {
@@ -2376,7 +2456,7 @@ type RingRequest struct {
 
 func (x *RingRequest) Reset() {
 	*x = RingRequest{}
-	mi := &file_capkv_proto_msgTypes[34]
+	mi := &file_capkv_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2388,7 +2468,7 @@ func (x *RingRequest) String() string {
 func (*RingRequest) ProtoMessage() {}
 
 func (x *RingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[34]
+	mi := &file_capkv_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2401,7 +2481,7 @@ func (x *RingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingRequest.ProtoReflect.Descriptor instead.
 func (*RingRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{34}
+	return file_capkv_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RingRequest) GetKeyspace() string {
@@ -2415,14 +2495,15 @@ type PartitionPlacement struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Replicas      []string               `protobuf:"bytes,2,rep,name=replicas,proto3" json:"replicas,omitempty"`
-	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"` // why the partition cannot be placed (too few nodes)
+	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`   // why the partition cannot be placed (too few nodes)
+	Leader        string                 `protobuf:"bytes,4,opt,name=leader,proto3" json:"leader,omitempty"` // cp: the Raft leader as the answering node sees it ("" if it holds no replica)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PartitionPlacement) Reset() {
 	*x = PartitionPlacement{}
-	mi := &file_capkv_proto_msgTypes[35]
+	mi := &file_capkv_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2434,7 +2515,7 @@ func (x *PartitionPlacement) String() string {
 func (*PartitionPlacement) ProtoMessage() {}
 
 func (x *PartitionPlacement) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[35]
+	mi := &file_capkv_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2447,7 +2528,7 @@ func (x *PartitionPlacement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionPlacement.ProtoReflect.Descriptor instead.
 func (*PartitionPlacement) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{35}
+	return file_capkv_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PartitionPlacement) GetId() string {
@@ -2471,6 +2552,13 @@ func (x *PartitionPlacement) GetError() string {
 	return ""
 }
 
+func (x *PartitionPlacement) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
 type RingResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
@@ -2482,7 +2570,7 @@ type RingResponse struct {
 
 func (x *RingResponse) Reset() {
 	*x = RingResponse{}
-	mi := &file_capkv_proto_msgTypes[36]
+	mi := &file_capkv_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2494,7 +2582,7 @@ func (x *RingResponse) String() string {
 func (*RingResponse) ProtoMessage() {}
 
 func (x *RingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[36]
+	mi := &file_capkv_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2507,7 +2595,7 @@ func (x *RingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingResponse.ProtoReflect.Descriptor instead.
 func (*RingResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{36}
+	return file_capkv_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RingResponse) GetEpoch() uint64 {
@@ -2544,7 +2632,7 @@ type FaultRule struct {
 
 func (x *FaultRule) Reset() {
 	*x = FaultRule{}
-	mi := &file_capkv_proto_msgTypes[37]
+	mi := &file_capkv_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2556,7 +2644,7 @@ func (x *FaultRule) String() string {
 func (*FaultRule) ProtoMessage() {}
 
 func (x *FaultRule) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[37]
+	mi := &file_capkv_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2569,7 +2657,7 @@ func (x *FaultRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FaultRule.ProtoReflect.Descriptor instead.
 func (*FaultRule) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{37}
+	return file_capkv_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *FaultRule) GetFrom() string {
@@ -2612,7 +2700,7 @@ type SetFaultsRequest struct {
 
 func (x *SetFaultsRequest) Reset() {
 	*x = SetFaultsRequest{}
-	mi := &file_capkv_proto_msgTypes[38]
+	mi := &file_capkv_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2624,7 +2712,7 @@ func (x *SetFaultsRequest) String() string {
 func (*SetFaultsRequest) ProtoMessage() {}
 
 func (x *SetFaultsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[38]
+	mi := &file_capkv_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2637,7 +2725,7 @@ func (x *SetFaultsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFaultsRequest.ProtoReflect.Descriptor instead.
 func (*SetFaultsRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{38}
+	return file_capkv_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SetFaultsRequest) GetRules() []*FaultRule {
@@ -2663,7 +2751,7 @@ type SetFaultsResponse struct {
 
 func (x *SetFaultsResponse) Reset() {
 	*x = SetFaultsResponse{}
-	mi := &file_capkv_proto_msgTypes[39]
+	mi := &file_capkv_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2675,7 +2763,7 @@ func (x *SetFaultsResponse) String() string {
 func (*SetFaultsResponse) ProtoMessage() {}
 
 func (x *SetFaultsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[39]
+	mi := &file_capkv_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2688,7 +2776,7 @@ func (x *SetFaultsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFaultsResponse.ProtoReflect.Descriptor instead.
 func (*SetFaultsResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{39}
+	return file_capkv_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SetFaultsResponse) GetRules() uint32 {
@@ -2709,7 +2797,7 @@ type RepairRequest struct {
 
 func (x *RepairRequest) Reset() {
 	*x = RepairRequest{}
-	mi := &file_capkv_proto_msgTypes[40]
+	mi := &file_capkv_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2721,7 +2809,7 @@ func (x *RepairRequest) String() string {
 func (*RepairRequest) ProtoMessage() {}
 
 func (x *RepairRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[40]
+	mi := &file_capkv_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2734,7 +2822,7 @@ func (x *RepairRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairRequest.ProtoReflect.Descriptor instead.
 func (*RepairRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{40}
+	return file_capkv_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RepairRequest) GetKeyspace() string {
@@ -2772,7 +2860,7 @@ type RepairResponse struct {
 
 func (x *RepairResponse) Reset() {
 	*x = RepairResponse{}
-	mi := &file_capkv_proto_msgTypes[41]
+	mi := &file_capkv_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2784,7 +2872,7 @@ func (x *RepairResponse) String() string {
 func (*RepairResponse) ProtoMessage() {}
 
 func (x *RepairResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[41]
+	mi := &file_capkv_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2797,7 +2885,7 @@ func (x *RepairResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairResponse.ProtoReflect.Descriptor instead.
 func (*RepairResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{41}
+	return file_capkv_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RepairResponse) GetPartitions() uint32 {
@@ -2853,7 +2941,7 @@ type PurgeRequest struct {
 
 func (x *PurgeRequest) Reset() {
 	*x = PurgeRequest{}
-	mi := &file_capkv_proto_msgTypes[42]
+	mi := &file_capkv_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2865,7 +2953,7 @@ func (x *PurgeRequest) String() string {
 func (*PurgeRequest) ProtoMessage() {}
 
 func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[42]
+	mi := &file_capkv_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2878,7 +2966,7 @@ func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeRequest.ProtoReflect.Descriptor instead.
 func (*PurgeRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{42}
+	return file_capkv_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *PurgeRequest) GetPartition() string {
@@ -2911,7 +2999,7 @@ type PurgeResponse struct {
 
 func (x *PurgeResponse) Reset() {
 	*x = PurgeResponse{}
-	mi := &file_capkv_proto_msgTypes[43]
+	mi := &file_capkv_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2923,7 +3011,7 @@ func (x *PurgeResponse) String() string {
 func (*PurgeResponse) ProtoMessage() {}
 
 func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[43]
+	mi := &file_capkv_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2936,7 +3024,7 @@ func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeResponse.ProtoReflect.Descriptor instead.
 func (*PurgeResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{43}
+	return file_capkv_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *PurgeResponse) GetPurged() bool {
@@ -2955,7 +3043,7 @@ type DigestRequest struct {
 
 func (x *DigestRequest) Reset() {
 	*x = DigestRequest{}
-	mi := &file_capkv_proto_msgTypes[44]
+	mi := &file_capkv_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2967,7 +3055,7 @@ func (x *DigestRequest) String() string {
 func (*DigestRequest) ProtoMessage() {}
 
 func (x *DigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[44]
+	mi := &file_capkv_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2980,7 +3068,7 @@ func (x *DigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
 func (*DigestRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{44}
+	return file_capkv_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *DigestRequest) GetPartition() string {
@@ -2999,7 +3087,7 @@ type DigestResponse struct {
 
 func (x *DigestResponse) Reset() {
 	*x = DigestResponse{}
-	mi := &file_capkv_proto_msgTypes[45]
+	mi := &file_capkv_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3011,7 +3099,7 @@ func (x *DigestResponse) String() string {
 func (*DigestResponse) ProtoMessage() {}
 
 func (x *DigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[45]
+	mi := &file_capkv_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3024,7 +3112,7 @@ func (x *DigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestResponse.ProtoReflect.Descriptor instead.
 func (*DigestResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{45}
+	return file_capkv_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *DigestResponse) GetLeaves() []uint64 {
@@ -3044,7 +3132,7 @@ type LeafRequest struct {
 
 func (x *LeafRequest) Reset() {
 	*x = LeafRequest{}
-	mi := &file_capkv_proto_msgTypes[46]
+	mi := &file_capkv_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3056,7 +3144,7 @@ func (x *LeafRequest) String() string {
 func (*LeafRequest) ProtoMessage() {}
 
 func (x *LeafRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[46]
+	mi := &file_capkv_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3069,7 +3157,7 @@ func (x *LeafRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeafRequest.ProtoReflect.Descriptor instead.
 func (*LeafRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{46}
+	return file_capkv_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *LeafRequest) GetPartition() string {
@@ -3096,7 +3184,7 @@ type KeyClock struct {
 
 func (x *KeyClock) Reset() {
 	*x = KeyClock{}
-	mi := &file_capkv_proto_msgTypes[47]
+	mi := &file_capkv_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3108,7 +3196,7 @@ func (x *KeyClock) String() string {
 func (*KeyClock) ProtoMessage() {}
 
 func (x *KeyClock) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[47]
+	mi := &file_capkv_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3121,7 +3209,7 @@ func (x *KeyClock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyClock.ProtoReflect.Descriptor instead.
 func (*KeyClock) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{47}
+	return file_capkv_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *KeyClock) GetKey() string {
@@ -3147,7 +3235,7 @@ type LeafResponse struct {
 
 func (x *LeafResponse) Reset() {
 	*x = LeafResponse{}
-	mi := &file_capkv_proto_msgTypes[48]
+	mi := &file_capkv_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3159,7 +3247,7 @@ func (x *LeafResponse) String() string {
 func (*LeafResponse) ProtoMessage() {}
 
 func (x *LeafResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[48]
+	mi := &file_capkv_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3172,7 +3260,7 @@ func (x *LeafResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeafResponse.ProtoReflect.Descriptor instead.
 func (*LeafResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{48}
+	return file_capkv_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *LeafResponse) GetEntries() []*KeyClock {
@@ -3195,7 +3283,7 @@ type ReplicaStoreRequest struct {
 
 func (x *ReplicaStoreRequest) Reset() {
 	*x = ReplicaStoreRequest{}
-	mi := &file_capkv_proto_msgTypes[49]
+	mi := &file_capkv_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3207,7 +3295,7 @@ func (x *ReplicaStoreRequest) String() string {
 func (*ReplicaStoreRequest) ProtoMessage() {}
 
 func (x *ReplicaStoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[49]
+	mi := &file_capkv_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3220,7 +3308,7 @@ func (x *ReplicaStoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStoreRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaStoreRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{49}
+	return file_capkv_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ReplicaStoreRequest) GetPartition() string {
@@ -3267,7 +3355,7 @@ type ReplicaStoreResponse struct {
 
 func (x *ReplicaStoreResponse) Reset() {
 	*x = ReplicaStoreResponse{}
-	mi := &file_capkv_proto_msgTypes[50]
+	mi := &file_capkv_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3279,7 +3367,7 @@ func (x *ReplicaStoreResponse) String() string {
 func (*ReplicaStoreResponse) ProtoMessage() {}
 
 func (x *ReplicaStoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[50]
+	mi := &file_capkv_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3292,7 +3380,7 @@ func (x *ReplicaStoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStoreResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaStoreResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{50}
+	return file_capkv_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ReplicaStoreResponse) GetClock() []byte {
@@ -3312,7 +3400,7 @@ type ReplicaFetchRequest struct {
 
 func (x *ReplicaFetchRequest) Reset() {
 	*x = ReplicaFetchRequest{}
-	mi := &file_capkv_proto_msgTypes[51]
+	mi := &file_capkv_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3324,7 +3412,7 @@ func (x *ReplicaFetchRequest) String() string {
 func (*ReplicaFetchRequest) ProtoMessage() {}
 
 func (x *ReplicaFetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[51]
+	mi := &file_capkv_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3337,7 +3425,7 @@ func (x *ReplicaFetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaFetchRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaFetchRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{51}
+	return file_capkv_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ReplicaFetchRequest) GetPartition() string {
@@ -3364,7 +3452,7 @@ type ReplicaFetchResponse struct {
 
 func (x *ReplicaFetchResponse) Reset() {
 	*x = ReplicaFetchResponse{}
-	mi := &file_capkv_proto_msgTypes[52]
+	mi := &file_capkv_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3376,7 +3464,7 @@ func (x *ReplicaFetchResponse) String() string {
 func (*ReplicaFetchResponse) ProtoMessage() {}
 
 func (x *ReplicaFetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[52]
+	mi := &file_capkv_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3389,7 +3477,7 @@ func (x *ReplicaFetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaFetchResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaFetchResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{52}
+	return file_capkv_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ReplicaFetchResponse) GetClock() []byte {
@@ -3551,9 +3639,14 @@ const file_capkv_proto_rawDesc = "" +
 	"\x04hops\x18\x02 \x01(\rR\x04hops\"[\n" +
 	"\x15CreateKeyspaceRequest\x12.\n" +
 	"\bkeyspace\x18\x01 \x01(\v2\x12.capkv.v1.KeyspaceR\bkeyspace\x12\x12\n" +
-	"\x04hops\x18\x02 \x01(\rR\x04hops\"\x13\n" +
-	"\x11ClusterMapRequest\"\x11\n" +
-	"\x0fNodeInfoRequest\"\xef\x01\n" +
+	"\x04hops\x18\x02 \x01(\rR\x04hops\"=\n" +
+	"\x11ClusterMapRequest\x12\x14\n" +
+	"\x05fresh\x18\x01 \x01(\bR\x05fresh\x12\x12\n" +
+	"\x04hops\x18\x02 \x01(\rR\x04hops\"=\n" +
+	"\x13DropKeyspaceRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04hops\x18\x02 \x01(\rR\x04hops\"\x11\n" +
+	"\x0fNodeInfoRequest\"\x94\x02\n" +
 	"\bNodeInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x16\n" +
@@ -3566,7 +3659,9 @@ const file_capkv_proto_rawDesc = "" +
 	"\tlsm_bytes\x18\a \x01(\x03R\blsmBytes\x12\x1d\n" +
 	"\n" +
 	"vlog_bytes\x18\b \x01(\x03R\tvlogBytes\x12\x18\n" +
-	"\aversion\x18\t \x01(\tR\aversion\"\x16\n" +
+	"\aversion\x18\t \x01(\tR\aversion\x12#\n" +
+	"\radopted_epoch\x18\n" +
+	" \x01(\x04R\fadoptedEpoch\"\x16\n" +
 	"\x14ClusterStatusRequest\"\xbe\x01\n" +
 	"\n" +
 	"NodeStatus\x12\"\n" +
@@ -3599,11 +3694,12 @@ const file_capkv_proto_rawDesc = "" +
 	"\x06leader\x18\b \x01(\tR\x06leader\x12\x14\n" +
 	"\x05epoch\x18\t \x01(\x04R\x05epoch\")\n" +
 	"\vRingRequest\x12\x1a\n" +
-	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\"V\n" +
+	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\"n\n" +
 	"\x12PartitionPlacement\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\breplicas\x18\x02 \x03(\tR\breplicas\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error\"z\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12\x16\n" +
+	"\x06leader\x18\x04 \x01(\tR\x06leader\"z\n" +
 	"\fRingResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x16\n" +
 	"\x06vnodes\x18\x02 \x01(\rR\x06vnodes\x12<\n" +
@@ -3673,7 +3769,7 @@ const file_capkv_proto_rawDesc = "" +
 	"\x06Delete\x12\x17.capkv.v1.DeleteRequest\x1a\x18.capkv.v1.DeleteResponse\x122\n" +
 	"\x03CAS\x12\x14.capkv.v1.CASRequest\x1a\x15.capkv.v1.CASResponse\x125\n" +
 	"\x04Scan\x12\x15.capkv.v1.ScanRequest\x1a\x16.capkv.v1.ScanResponse\x12:\n" +
-	"\x05Watch\x12\x16.capkv.v1.WatchRequest\x1a\x17.capkv.v1.WatchResponse0\x012\x96\x05\n" +
+	"\x05Watch\x12\x16.capkv.v1.WatchRequest\x1a\x17.capkv.v1.WatchResponse0\x012\xdb\x05\n" +
 	"\x05Admin\x12B\n" +
 	"\rGetClusterMap\x12\x1b.capkv.v1.ClusterMapRequest\x1a\x14.capkv.v1.ClusterMap\x12<\n" +
 	"\vGetNodeInfo\x12\x19.capkv.v1.NodeInfoRequest\x1a\x12.capkv.v1.NodeInfo\x12P\n" +
@@ -3682,7 +3778,8 @@ const file_capkv_proto_rawDesc = "" +
 	"\x06Locate\x12\x17.capkv.v1.LocateRequest\x1a\x18.capkv.v1.LocateResponse\x125\n" +
 	"\x04Ring\x12\x15.capkv.v1.RingRequest\x1a\x16.capkv.v1.RingResponse\x123\n" +
 	"\x04Join\x12\x15.capkv.v1.JoinRequest\x1a\x14.capkv.v1.ClusterMap\x12G\n" +
-	"\x0eCreateKeyspace\x12\x1f.capkv.v1.CreateKeyspaceRequest\x1a\x14.capkv.v1.ClusterMap\x12D\n" +
+	"\x0eCreateKeyspace\x12\x1f.capkv.v1.CreateKeyspaceRequest\x1a\x14.capkv.v1.ClusterMap\x12C\n" +
+	"\fDropKeyspace\x12\x1d.capkv.v1.DropKeyspaceRequest\x1a\x14.capkv.v1.ClusterMap\x12D\n" +
 	"\tSetFaults\x12\x1a.capkv.v1.SetFaultsRequest\x1a\x1b.capkv.v1.SetFaultsResponse\x12;\n" +
 	"\x06Repair\x12\x17.capkv.v1.RepairRequest\x1a\x18.capkv.v1.RepairResponse2\xc7\x02\n" +
 	"\aReplica\x12F\n" +
@@ -3705,7 +3802,7 @@ func file_capkv_proto_rawDescGZIP() []byte {
 }
 
 var file_capkv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_capkv_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_capkv_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_capkv_proto_goTypes = []any{
 	(WatchEvent_Kind)(0),          // 0: capkv.v1.WatchEvent.Kind
 	(*RequestHeader)(nil),         // 1: capkv.v1.RequestHeader
@@ -3733,34 +3830,35 @@ var file_capkv_proto_goTypes = []any{
 	(*JoinRequest)(nil),           // 23: capkv.v1.JoinRequest
 	(*CreateKeyspaceRequest)(nil), // 24: capkv.v1.CreateKeyspaceRequest
 	(*ClusterMapRequest)(nil),     // 25: capkv.v1.ClusterMapRequest
-	(*NodeInfoRequest)(nil),       // 26: capkv.v1.NodeInfoRequest
-	(*NodeInfo)(nil),              // 27: capkv.v1.NodeInfo
-	(*ClusterStatusRequest)(nil),  // 28: capkv.v1.ClusterStatusRequest
-	(*NodeStatus)(nil),            // 29: capkv.v1.NodeStatus
-	(*ClusterStatusResponse)(nil), // 30: capkv.v1.ClusterStatusResponse
-	(*KeyspacesRequest)(nil),      // 31: capkv.v1.KeyspacesRequest
-	(*KeyspacesResponse)(nil),     // 32: capkv.v1.KeyspacesResponse
-	(*LocateRequest)(nil),         // 33: capkv.v1.LocateRequest
-	(*LocateResponse)(nil),        // 34: capkv.v1.LocateResponse
-	(*RingRequest)(nil),           // 35: capkv.v1.RingRequest
-	(*PartitionPlacement)(nil),    // 36: capkv.v1.PartitionPlacement
-	(*RingResponse)(nil),          // 37: capkv.v1.RingResponse
-	(*FaultRule)(nil),             // 38: capkv.v1.FaultRule
-	(*SetFaultsRequest)(nil),      // 39: capkv.v1.SetFaultsRequest
-	(*SetFaultsResponse)(nil),     // 40: capkv.v1.SetFaultsResponse
-	(*RepairRequest)(nil),         // 41: capkv.v1.RepairRequest
-	(*RepairResponse)(nil),        // 42: capkv.v1.RepairResponse
-	(*PurgeRequest)(nil),          // 43: capkv.v1.PurgeRequest
-	(*PurgeResponse)(nil),         // 44: capkv.v1.PurgeResponse
-	(*DigestRequest)(nil),         // 45: capkv.v1.DigestRequest
-	(*DigestResponse)(nil),        // 46: capkv.v1.DigestResponse
-	(*LeafRequest)(nil),           // 47: capkv.v1.LeafRequest
-	(*KeyClock)(nil),              // 48: capkv.v1.KeyClock
-	(*LeafResponse)(nil),          // 49: capkv.v1.LeafResponse
-	(*ReplicaStoreRequest)(nil),   // 50: capkv.v1.ReplicaStoreRequest
-	(*ReplicaStoreResponse)(nil),  // 51: capkv.v1.ReplicaStoreResponse
-	(*ReplicaFetchRequest)(nil),   // 52: capkv.v1.ReplicaFetchRequest
-	(*ReplicaFetchResponse)(nil),  // 53: capkv.v1.ReplicaFetchResponse
+	(*DropKeyspaceRequest)(nil),   // 26: capkv.v1.DropKeyspaceRequest
+	(*NodeInfoRequest)(nil),       // 27: capkv.v1.NodeInfoRequest
+	(*NodeInfo)(nil),              // 28: capkv.v1.NodeInfo
+	(*ClusterStatusRequest)(nil),  // 29: capkv.v1.ClusterStatusRequest
+	(*NodeStatus)(nil),            // 30: capkv.v1.NodeStatus
+	(*ClusterStatusResponse)(nil), // 31: capkv.v1.ClusterStatusResponse
+	(*KeyspacesRequest)(nil),      // 32: capkv.v1.KeyspacesRequest
+	(*KeyspacesResponse)(nil),     // 33: capkv.v1.KeyspacesResponse
+	(*LocateRequest)(nil),         // 34: capkv.v1.LocateRequest
+	(*LocateResponse)(nil),        // 35: capkv.v1.LocateResponse
+	(*RingRequest)(nil),           // 36: capkv.v1.RingRequest
+	(*PartitionPlacement)(nil),    // 37: capkv.v1.PartitionPlacement
+	(*RingResponse)(nil),          // 38: capkv.v1.RingResponse
+	(*FaultRule)(nil),             // 39: capkv.v1.FaultRule
+	(*SetFaultsRequest)(nil),      // 40: capkv.v1.SetFaultsRequest
+	(*SetFaultsResponse)(nil),     // 41: capkv.v1.SetFaultsResponse
+	(*RepairRequest)(nil),         // 42: capkv.v1.RepairRequest
+	(*RepairResponse)(nil),        // 43: capkv.v1.RepairResponse
+	(*PurgeRequest)(nil),          // 44: capkv.v1.PurgeRequest
+	(*PurgeResponse)(nil),         // 45: capkv.v1.PurgeResponse
+	(*DigestRequest)(nil),         // 46: capkv.v1.DigestRequest
+	(*DigestResponse)(nil),        // 47: capkv.v1.DigestResponse
+	(*LeafRequest)(nil),           // 48: capkv.v1.LeafRequest
+	(*KeyClock)(nil),              // 49: capkv.v1.KeyClock
+	(*LeafResponse)(nil),          // 50: capkv.v1.LeafResponse
+	(*ReplicaStoreRequest)(nil),   // 51: capkv.v1.ReplicaStoreRequest
+	(*ReplicaStoreResponse)(nil),  // 52: capkv.v1.ReplicaStoreResponse
+	(*ReplicaFetchRequest)(nil),   // 53: capkv.v1.ReplicaFetchRequest
+	(*ReplicaFetchResponse)(nil),  // 54: capkv.v1.ReplicaFetchResponse
 }
 var file_capkv_proto_depIdxs = []int32{
 	1,  // 0: capkv.v1.GetRequest.header:type_name -> capkv.v1.RequestHeader
@@ -3785,13 +3883,13 @@ var file_capkv_proto_depIdxs = []int32{
 	18, // 19: capkv.v1.JoinRequest.node:type_name -> capkv.v1.Node
 	20, // 20: capkv.v1.CreateKeyspaceRequest.keyspace:type_name -> capkv.v1.Keyspace
 	18, // 21: capkv.v1.NodeStatus.node:type_name -> capkv.v1.Node
-	27, // 22: capkv.v1.NodeStatus.info:type_name -> capkv.v1.NodeInfo
-	29, // 23: capkv.v1.ClusterStatusResponse.nodes:type_name -> capkv.v1.NodeStatus
+	28, // 22: capkv.v1.NodeStatus.info:type_name -> capkv.v1.NodeInfo
+	30, // 23: capkv.v1.ClusterStatusResponse.nodes:type_name -> capkv.v1.NodeStatus
 	20, // 24: capkv.v1.ClusterStatusResponse.keyspaces:type_name -> capkv.v1.Keyspace
 	20, // 25: capkv.v1.KeyspacesResponse.keyspaces:type_name -> capkv.v1.Keyspace
-	36, // 26: capkv.v1.RingResponse.partitions:type_name -> capkv.v1.PartitionPlacement
-	38, // 27: capkv.v1.SetFaultsRequest.rules:type_name -> capkv.v1.FaultRule
-	48, // 28: capkv.v1.LeafResponse.entries:type_name -> capkv.v1.KeyClock
+	37, // 26: capkv.v1.RingResponse.partitions:type_name -> capkv.v1.PartitionPlacement
+	39, // 27: capkv.v1.SetFaultsRequest.rules:type_name -> capkv.v1.FaultRule
+	49, // 28: capkv.v1.LeafResponse.entries:type_name -> capkv.v1.KeyClock
 	4,  // 29: capkv.v1.KV.Get:input_type -> capkv.v1.GetRequest
 	7,  // 30: capkv.v1.KV.Put:input_type -> capkv.v1.PutRequest
 	9,  // 31: capkv.v1.KV.Delete:input_type -> capkv.v1.DeleteRequest
@@ -3799,43 +3897,45 @@ var file_capkv_proto_depIdxs = []int32{
 	13, // 33: capkv.v1.KV.Scan:input_type -> capkv.v1.ScanRequest
 	15, // 34: capkv.v1.KV.Watch:input_type -> capkv.v1.WatchRequest
 	25, // 35: capkv.v1.Admin.GetClusterMap:input_type -> capkv.v1.ClusterMapRequest
-	26, // 36: capkv.v1.Admin.GetNodeInfo:input_type -> capkv.v1.NodeInfoRequest
-	28, // 37: capkv.v1.Admin.ClusterStatus:input_type -> capkv.v1.ClusterStatusRequest
-	31, // 38: capkv.v1.Admin.Keyspaces:input_type -> capkv.v1.KeyspacesRequest
-	33, // 39: capkv.v1.Admin.Locate:input_type -> capkv.v1.LocateRequest
-	35, // 40: capkv.v1.Admin.Ring:input_type -> capkv.v1.RingRequest
+	27, // 36: capkv.v1.Admin.GetNodeInfo:input_type -> capkv.v1.NodeInfoRequest
+	29, // 37: capkv.v1.Admin.ClusterStatus:input_type -> capkv.v1.ClusterStatusRequest
+	32, // 38: capkv.v1.Admin.Keyspaces:input_type -> capkv.v1.KeyspacesRequest
+	34, // 39: capkv.v1.Admin.Locate:input_type -> capkv.v1.LocateRequest
+	36, // 40: capkv.v1.Admin.Ring:input_type -> capkv.v1.RingRequest
 	23, // 41: capkv.v1.Admin.Join:input_type -> capkv.v1.JoinRequest
 	24, // 42: capkv.v1.Admin.CreateKeyspace:input_type -> capkv.v1.CreateKeyspaceRequest
-	39, // 43: capkv.v1.Admin.SetFaults:input_type -> capkv.v1.SetFaultsRequest
-	41, // 44: capkv.v1.Admin.Repair:input_type -> capkv.v1.RepairRequest
-	50, // 45: capkv.v1.Replica.Store:input_type -> capkv.v1.ReplicaStoreRequest
-	52, // 46: capkv.v1.Replica.Fetch:input_type -> capkv.v1.ReplicaFetchRequest
-	45, // 47: capkv.v1.Replica.Digest:input_type -> capkv.v1.DigestRequest
-	47, // 48: capkv.v1.Replica.Leaf:input_type -> capkv.v1.LeafRequest
-	43, // 49: capkv.v1.Replica.Purge:input_type -> capkv.v1.PurgeRequest
-	5,  // 50: capkv.v1.KV.Get:output_type -> capkv.v1.GetResponse
-	8,  // 51: capkv.v1.KV.Put:output_type -> capkv.v1.PutResponse
-	10, // 52: capkv.v1.KV.Delete:output_type -> capkv.v1.DeleteResponse
-	12, // 53: capkv.v1.KV.CAS:output_type -> capkv.v1.CASResponse
-	14, // 54: capkv.v1.KV.Scan:output_type -> capkv.v1.ScanResponse
-	17, // 55: capkv.v1.KV.Watch:output_type -> capkv.v1.WatchResponse
-	21, // 56: capkv.v1.Admin.GetClusterMap:output_type -> capkv.v1.ClusterMap
-	27, // 57: capkv.v1.Admin.GetNodeInfo:output_type -> capkv.v1.NodeInfo
-	30, // 58: capkv.v1.Admin.ClusterStatus:output_type -> capkv.v1.ClusterStatusResponse
-	32, // 59: capkv.v1.Admin.Keyspaces:output_type -> capkv.v1.KeyspacesResponse
-	34, // 60: capkv.v1.Admin.Locate:output_type -> capkv.v1.LocateResponse
-	37, // 61: capkv.v1.Admin.Ring:output_type -> capkv.v1.RingResponse
-	21, // 62: capkv.v1.Admin.Join:output_type -> capkv.v1.ClusterMap
-	21, // 63: capkv.v1.Admin.CreateKeyspace:output_type -> capkv.v1.ClusterMap
-	40, // 64: capkv.v1.Admin.SetFaults:output_type -> capkv.v1.SetFaultsResponse
-	42, // 65: capkv.v1.Admin.Repair:output_type -> capkv.v1.RepairResponse
-	51, // 66: capkv.v1.Replica.Store:output_type -> capkv.v1.ReplicaStoreResponse
-	53, // 67: capkv.v1.Replica.Fetch:output_type -> capkv.v1.ReplicaFetchResponse
-	46, // 68: capkv.v1.Replica.Digest:output_type -> capkv.v1.DigestResponse
-	49, // 69: capkv.v1.Replica.Leaf:output_type -> capkv.v1.LeafResponse
-	44, // 70: capkv.v1.Replica.Purge:output_type -> capkv.v1.PurgeResponse
-	50, // [50:71] is the sub-list for method output_type
-	29, // [29:50] is the sub-list for method input_type
+	26, // 43: capkv.v1.Admin.DropKeyspace:input_type -> capkv.v1.DropKeyspaceRequest
+	40, // 44: capkv.v1.Admin.SetFaults:input_type -> capkv.v1.SetFaultsRequest
+	42, // 45: capkv.v1.Admin.Repair:input_type -> capkv.v1.RepairRequest
+	51, // 46: capkv.v1.Replica.Store:input_type -> capkv.v1.ReplicaStoreRequest
+	53, // 47: capkv.v1.Replica.Fetch:input_type -> capkv.v1.ReplicaFetchRequest
+	46, // 48: capkv.v1.Replica.Digest:input_type -> capkv.v1.DigestRequest
+	48, // 49: capkv.v1.Replica.Leaf:input_type -> capkv.v1.LeafRequest
+	44, // 50: capkv.v1.Replica.Purge:input_type -> capkv.v1.PurgeRequest
+	5,  // 51: capkv.v1.KV.Get:output_type -> capkv.v1.GetResponse
+	8,  // 52: capkv.v1.KV.Put:output_type -> capkv.v1.PutResponse
+	10, // 53: capkv.v1.KV.Delete:output_type -> capkv.v1.DeleteResponse
+	12, // 54: capkv.v1.KV.CAS:output_type -> capkv.v1.CASResponse
+	14, // 55: capkv.v1.KV.Scan:output_type -> capkv.v1.ScanResponse
+	17, // 56: capkv.v1.KV.Watch:output_type -> capkv.v1.WatchResponse
+	21, // 57: capkv.v1.Admin.GetClusterMap:output_type -> capkv.v1.ClusterMap
+	28, // 58: capkv.v1.Admin.GetNodeInfo:output_type -> capkv.v1.NodeInfo
+	31, // 59: capkv.v1.Admin.ClusterStatus:output_type -> capkv.v1.ClusterStatusResponse
+	33, // 60: capkv.v1.Admin.Keyspaces:output_type -> capkv.v1.KeyspacesResponse
+	35, // 61: capkv.v1.Admin.Locate:output_type -> capkv.v1.LocateResponse
+	38, // 62: capkv.v1.Admin.Ring:output_type -> capkv.v1.RingResponse
+	21, // 63: capkv.v1.Admin.Join:output_type -> capkv.v1.ClusterMap
+	21, // 64: capkv.v1.Admin.CreateKeyspace:output_type -> capkv.v1.ClusterMap
+	21, // 65: capkv.v1.Admin.DropKeyspace:output_type -> capkv.v1.ClusterMap
+	41, // 66: capkv.v1.Admin.SetFaults:output_type -> capkv.v1.SetFaultsResponse
+	43, // 67: capkv.v1.Admin.Repair:output_type -> capkv.v1.RepairResponse
+	52, // 68: capkv.v1.Replica.Store:output_type -> capkv.v1.ReplicaStoreResponse
+	54, // 69: capkv.v1.Replica.Fetch:output_type -> capkv.v1.ReplicaFetchResponse
+	47, // 70: capkv.v1.Replica.Digest:output_type -> capkv.v1.DigestResponse
+	50, // 71: capkv.v1.Replica.Leaf:output_type -> capkv.v1.LeafResponse
+	45, // 72: capkv.v1.Replica.Purge:output_type -> capkv.v1.PurgeResponse
+	51, // [51:73] is the sub-list for method output_type
+	29, // [29:51] is the sub-list for method input_type
 	29, // [29:29] is the sub-list for extension type_name
 	29, // [29:29] is the sub-list for extension extendee
 	0,  // [0:29] is the sub-list for field type_name
@@ -3853,7 +3953,7 @@ func file_capkv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_capkv_proto_rawDesc), len(file_capkv_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   53,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -330,6 +330,7 @@ const (
 	Admin_Ring_FullMethodName           = "/capkv.v1.Admin/Ring"
 	Admin_Join_FullMethodName           = "/capkv.v1.Admin/Join"
 	Admin_CreateKeyspace_FullMethodName = "/capkv.v1.Admin/CreateKeyspace"
+	Admin_DropKeyspace_FullMethodName   = "/capkv.v1.Admin/DropKeyspace"
 	Admin_SetFaults_FullMethodName      = "/capkv.v1.Admin/SetFaults"
 	Admin_Repair_FullMethodName         = "/capkv.v1.Admin/Repair"
 )
@@ -349,7 +350,13 @@ type AdminClient interface {
 	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*ClusterMap, error)
 	// CreateKeyspace adds a keyspace to the cluster map. Creating an existing
 	// keyspace with the identical configuration succeeds (idempotent).
+	// It returns once the keyspace is usable: every reachable replica node
+	// has adopted the map and, for cp, every partition has a leader.
 	CreateKeyspace(ctx context.Context, in *CreateKeyspaceRequest, opts ...grpc.CallOption) (*ClusterMap, error)
+	// DropKeyspace removes a keyspace from the cluster map; every node then
+	// deletes its data (partition records, Raft logs and snapshots, hints).
+	// It returns once every reachable node has done so.
+	DropKeyspace(ctx context.Context, in *DropKeyspaceRequest, opts ...grpc.CallOption) (*ClusterMap, error)
 	// SetFaults installs network fault rules on this node's traffic to other
 	// nodes. TEST ONLY: refused unless kvd runs with --test-faults.
 	SetFaults(ctx context.Context, in *SetFaultsRequest, opts ...grpc.CallOption) (*SetFaultsResponse, error)
@@ -446,6 +453,16 @@ func (c *adminClient) CreateKeyspace(ctx context.Context, in *CreateKeyspaceRequ
 	return out, nil
 }
 
+func (c *adminClient) DropKeyspace(ctx context.Context, in *DropKeyspaceRequest, opts ...grpc.CallOption) (*ClusterMap, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClusterMap)
+	err := c.cc.Invoke(ctx, Admin_DropKeyspace_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) SetFaults(ctx context.Context, in *SetFaultsRequest, opts ...grpc.CallOption) (*SetFaultsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(SetFaultsResponse)
@@ -481,7 +498,13 @@ type AdminServer interface {
 	Join(context.Context, *JoinRequest) (*ClusterMap, error)
 	// CreateKeyspace adds a keyspace to the cluster map. Creating an existing
 	// keyspace with the identical configuration succeeds (idempotent).
+	// It returns once the keyspace is usable: every reachable replica node
+	// has adopted the map and, for cp, every partition has a leader.
 	CreateKeyspace(context.Context, *CreateKeyspaceRequest) (*ClusterMap, error)
+	// DropKeyspace removes a keyspace from the cluster map; every node then
+	// deletes its data (partition records, Raft logs and snapshots, hints).
+	// It returns once every reachable node has done so.
+	DropKeyspace(context.Context, *DropKeyspaceRequest) (*ClusterMap, error)
 	// SetFaults installs network fault rules on this node's traffic to other
 	// nodes. TEST ONLY: refused unless kvd runs with --test-faults.
 	SetFaults(context.Context, *SetFaultsRequest) (*SetFaultsResponse, error)
@@ -521,6 +544,9 @@ func (UnimplementedAdminServer) Join(context.Context, *JoinRequest) (*ClusterMap
 }
 func (UnimplementedAdminServer) CreateKeyspace(context.Context, *CreateKeyspaceRequest) (*ClusterMap, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method CreateKeyspace not implemented")
+}
+func (UnimplementedAdminServer) DropKeyspace(context.Context, *DropKeyspaceRequest) (*ClusterMap, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DropKeyspace not implemented")
 }
 func (UnimplementedAdminServer) SetFaults(context.Context, *SetFaultsRequest) (*SetFaultsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method SetFaults not implemented")
@@ -693,6 +719,24 @@ func _Admin_CreateKeyspace_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_DropKeyspace_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DropKeyspaceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).DropKeyspace(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_DropKeyspace_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).DropKeyspace(ctx, req.(*DropKeyspaceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_SetFaults_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(SetFaultsRequest)
 	if err := dec(in); err != nil {
@@ -767,6 +811,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CreateKeyspace",
 			Handler:    _Admin_CreateKeyspace_Handler,
+		},
+		{
+			MethodName: "DropKeyspace",
+			Handler:    _Admin_DropKeyspace_Handler,
 		},
 		{
 			MethodName: "SetFaults",

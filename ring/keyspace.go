@@ -3,6 +3,7 @@ package ring
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -225,3 +226,43 @@ func FormatRanges(rs []Range) string {
 }
 
 func formatRange(r Range) string { return fmt.Sprintf("%d-%d:%d", r.Lo, r.Hi, r.Partition) }
+
+// CheckPlacement reports whether k (after WithDefaults) could ever be placed
+// on nodes: a keyspace with more replicas than eligible nodes has partitions
+// that no request can use. Eligible are all nodes, or for a keyspace whose
+// template has a locality attribute the nodes of one region; one region
+// large enough suffices (keys of a smaller region are refused one by one,
+// naming it). The error wraps kverrors.ErrInvalidArgument and names both
+// numbers.
+func (k KeyspaceConfig) CheckPlacement(nodes []Node) error {
+	tmpl, err := ParseTemplate(k.Template)
+	if err != nil {
+		return err
+	}
+	if tmpl.LocalityAttr() == "" {
+		if k.Replicas > len(nodes) {
+			return fmt.Errorf("%w: keyspace %q: replicas = %d, but the cluster has %d node(s); a partition needs that many distinct nodes",
+				kverrors.ErrInvalidArgument, k.Name, k.Replicas, len(nodes))
+		}
+		return nil
+	}
+	perRegion := map[string]int{}
+	for _, n := range nodes {
+		if n.Region != "" {
+			perRegion[n.Region]++
+		}
+	}
+	regions := slices.Sorted(maps.Keys(perRegion))
+	var counts []string
+	for _, reg := range regions {
+		if perRegion[reg] >= k.Replicas {
+			return nil
+		}
+		counts = append(counts, fmt.Sprintf("%s: %d", reg, perRegion[reg]))
+	}
+	if len(counts) == 0 {
+		counts = append(counts, "no node has a region")
+	}
+	return fmt.Errorf("%w: keyspace %q: replicas = %d, but template %q places replicas within one region and no region has that many nodes (%s)",
+		kverrors.ErrInvalidArgument, k.Name, k.Replicas, k.Template, strings.Join(counts, ", "))
+}

@@ -138,3 +138,33 @@ func TestParseRanges(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckPlacement(t *testing.T) {
+	three := []Node{{ID: "n1", Region: "eu"}, {ID: "n2", Region: "eu"}, {ID: "n3", Region: "us"}}
+	for _, tc := range []struct {
+		name     string
+		ks       KeyspaceConfig
+		wantErr  bool
+		contains []string
+	}{
+		{"global fits", KeyspaceConfig{Name: "o1", Mode: consistency.CP, Replicas: 3}, false, nil},
+		{"global too many", KeyspaceConfig{Name: "o1", Mode: consistency.CP, Replicas: 5}, true, []string{"replicas = 5", "has 3 node(s)"}},
+		{"region fits in eu", KeyspaceConfig{Name: "o1", Mode: consistency.AP, Replicas: 2, Template: "o1/{region}/{id}/..."}, false, nil},
+		{"no region large enough", KeyspaceConfig{Name: "o1", Mode: consistency.AP, Replicas: 3, Template: "o1/{region}/{id}/..."}, true,
+			[]string{"replicas = 3", "eu: 2", "us: 1"}},
+	} {
+		err := tc.ks.WithDefaults().CheckPlacement(three)
+		if (err != nil) != tc.wantErr {
+			t.Errorf("%s: err = %v, want error %v", tc.name, err, tc.wantErr)
+			continue
+		}
+		if err != nil && !errors.Is(err, kverrors.ErrInvalidArgument) {
+			t.Errorf("%s: %v does not wrap ErrInvalidArgument", tc.name, err)
+		}
+		for _, s := range tc.contains {
+			if !strings.Contains(err.Error(), s) {
+				t.Errorf("%s: %q does not name %q", tc.name, err, s)
+			}
+		}
+	}
+}

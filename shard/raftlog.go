@@ -269,17 +269,56 @@ func (l *RaftLog) Stable(key []byte) (val []byte, found bool, err error) {
 }
 
 // Drop deletes every entry and stable value of the group (the replica left
-// this node). Badger's DropPrefix pauses the store's writes while it runs.
+// this node; its group must be stopped). It deletes in write batches, not
+// with Badger's DropPrefix, which makes every other write of the store fail
+// while it runs: the other groups' state machines would stop on it. It is not
+// atomic: after a crash part of the log may remain, and Drop again removes it.
 func (l *RaftLog) Drop() error {
 	if err := l.s.enter(); err != nil {
 		return err
 	}
 	defer l.s.leave()
-	if err := l.s.db.DropPrefix(l.logPrefix, l.stPrefix); err != nil {
-		return badgerErr(fmt.Sprintf("drop raft log of %q", l.group), err)
+	for _, p := range [][]byte{l.logPrefix, l.stPrefix} {
+		if err := l.s.deletePrefix(p); err != nil {
+			return fmt.Errorf("drop raft log of %q: %w", l.group, err)
+		}
 	}
 	l.mu.Lock()
 	l.mu.first, l.mu.last = 0, 0
 	l.mu.Unlock()
 	return nil
+}
+
+// RaftGroups lists the groups that have a Raft log or stable value in the
+// store, in key order (running or not: a node restarted after its group was
+// removed from the map still holds them).
+func (s *Store) RaftGroups() ([]string, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	var out []string
+	err := s.db.View(func(txn *badger.Txn) error {
+		opts := badger.IteratorOptions{PrefetchValues: false, Prefix: []byte{NamespaceRaft}}
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		// Seek from one group to the next instead of walking every entry.
+		for it.Seek(opts.Prefix); it.Valid(); {
+			g, _, ok := parsePartitionPrefix(NamespaceRaft, it.Item().Key())
+			if !ok {
+				return fmt.Errorf("%w: malformed raft key %q", kverrors.ErrInternal, it.Item().Key())
+			}
+			out = append(out, g)
+			next := prefixSuccessor(PartitionPrefix(NamespaceRaft, g))
+			if next == nil {
+				break
+			}
+			it.Seek(next)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, badgerErr("list raft groups", err)
+	}
+	return out, nil
 }

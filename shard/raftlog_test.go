@@ -273,3 +273,74 @@ func TestRaftLogConcurrentGroups(t *testing.T) {
 		}
 	}
 }
+
+func TestRaftGroups(t *testing.T) {
+	s := openTest(t)
+	for _, g := range []string{"a/x/10", "a/x/1", "b/*/0"} {
+		appendRange(t, openRaftLog(t, s, g), 1, 3)
+	}
+	if err := openRaftLog(t, s, "c/*/0").SetStable([]byte("CurrentTerm"), []byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	// Data of another partition is not a raft group.
+	if err := s.Replica("d/*/0").Put("k", rec("v")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.RaftGroups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Key order: the length prefix sorts "a/x/1" (5 bytes) before "a/x/10".
+	want := []string{"a/x/1", "b/*/0", "c/*/0", "a/x/10"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("RaftGroups = %q, want %q", got, want)
+	}
+	if err := openRaftLog(t, s, "b/*/0").Drop(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.RaftGroups(); strings.Join(got, " ") != "a/x/1 c/*/0 a/x/10" {
+		t.Fatalf("RaftGroups after a Drop = %q", got)
+	}
+}
+
+// Dropping one group's log must not fail the writes of the others (Badger's
+// DropPrefix blocks every write of the store while it runs; a cp state
+// machine that cannot write stops the node).
+func TestRaftLogDropLeavesOtherWritesAlone(t *testing.T) {
+	s := openTest(t)
+	gone := openRaftLog(t, s, "gone/*/0")
+	for i := uint64(0); i < 20; i++ {
+		appendRange(t, gone, i*100+1, i*100+100)
+	}
+	keep := openRaftLog(t, s, "keep/*/0")
+	errc := make(chan error, 1)
+	stop := make(chan struct{})
+	go func() {
+		defer close(errc)
+		for i := uint64(1); i <= 100000; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := keep.Append([]LogEntry{{Index: i, Data: []byte("x")}}); err != nil {
+				errc <- fmt.Errorf("append %d while another group's log is dropped: %w", i, err)
+				return
+			}
+			if err := s.Replica("keep/*/0").Put(fmt.Sprint(i), rec("v")); err != nil {
+				errc <- fmt.Errorf("put %d while another group's log is dropped: %w", i, err)
+				return
+			}
+		}
+	}()
+	for range 5 {
+		if err := gone.Drop(); err != nil {
+			t.Fatal(err)
+		}
+		appendRange(t, gone, 1, 500)
+	}
+	close(stop)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -276,7 +276,7 @@ func keyspaceCmd(g *globals) *cobra.Command {
 		})
 		return ks, err
 	}
-	cmd.AddCommand(createKeyspaceCmd(g))
+	cmd.AddCommand(createKeyspaceCmd(g), dropKeyspaceCmd(g))
 	cmd.AddCommand(&cobra.Command{
 		Use:   "list",
 		Short: "list keyspaces with their mode",
@@ -343,7 +343,10 @@ func createKeyspaceCmd(g *globals) *cobra.Command {
                                                 that region; customer is hashed
   --ranges '0-999:0,1000-1999:1'                partition by numeric ID range instead
 
-Creating a keyspace that exists with the same configuration succeeds.`,
+Creating a keyspace that exists with the same configuration succeeds. It
+returns once the keyspace is usable through every node (cp: every partition
+has a Raft leader). More replicas than any eligible set of nodes (the
+cluster, or one region when the template names {region}) is refused.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, err := consistency.ParseMode(mode)
@@ -353,6 +356,13 @@ Creating a keyspace that exists with the same configuration succeeds.`,
 			lvl, err := consistency.ParseLevel(level)
 			if err != nil {
 				return usageError{fmt.Errorf("--default-level: %w", err)}
+			}
+			// 0 would silently become the default: say so instead.
+			if replicas < 1 {
+				return usageError{fmt.Errorf("--replicas %d: must be at least 1 (default %d)", replicas, ring.DefaultReplicas)}
+			}
+			if partitions < 1 || partitions > ring.MaxPartitions {
+				return usageError{fmt.Errorf("--partitions %d: must be in [1, %d] (default %d)", partitions, ring.MaxPartitions, ring.DefaultPartitions)}
 			}
 			ks := ring.KeyspaceConfig{Name: args[0], Mode: m, Replicas: replicas, Partitions: partitions,
 				Template: template, DefaultLevel: lvl, Resolve: resolve}
@@ -380,12 +390,46 @@ Creating a keyspace that exists with the same configuration succeeds.`,
 		},
 	}
 	cmd.Flags().StringVar(&mode, "mode", "", "cp (Raft, linearizable) or ap (leaderless, always writable)")
-	cmd.Flags().IntVar(&replicas, "replicas", 3, "replication factor")
-	cmd.Flags().IntVar(&partitions, "partitions", 8, "partitions per region")
+	cmd.Flags().IntVar(&replicas, "replicas", ring.DefaultReplicas, "replication factor")
+	cmd.Flags().IntVar(&partitions, "partitions", ring.DefaultPartitions, "partitions per region")
 	cmd.Flags().StringVar(&template, "template", "", "placement template (default NAME/...: hash the rest of the key)")
 	cmd.Flags().StringVar(&ranges, "ranges", "", "ID ranges instead of hashing: lo-hi:partition,...")
 	cmd.Flags().StringVar(&level, "default-level", "", "default consistency level (cp: linearizable|stale; ap: one|quorum|all)")
 	cmd.Flags().StringVar(&resolve, "resolve", "", "ap conflict resolution: siblings (default) or lww")
+	return cmd
+}
+
+func dropKeyspaceCmd(g *globals) *cobra.Command {
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "drop NAME --yes",
+		Short: "delete a keyspace and all its data from every node",
+		Long: `drop removes a keyspace from the cluster map; every node then deletes its
+data: every key of every partition, the Raft logs and snapshots of cp
+partitions, and the hints held for ap replicas. It returns once every
+reachable node has done so (a node that is down does it when it next adopts
+the map). There is no undo: --yes is required.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if !yes {
+				return usageError{fmt.Errorf("keyspace drop %s: refusing without --yes: it deletes keyspace %q and every key in it from every node "+
+					"(all partitions, cp Raft logs and snapshots, ap hints), and cannot be undone", name, name)}
+			}
+			return g.withAdmin(func(ctx context.Context, a api.AdminClient) error {
+				cm, err := a.DropKeyspace(ctx, &api.DropKeyspaceRequest{Name: name})
+				if err != nil {
+					return kverrors.FromStatus(err)
+				}
+				if g.json {
+					return g.printJSON(map[string]any{"dropped": name, "epoch": cm.GetEpoch(), "nodes": len(cm.GetNodes())})
+				}
+				fmt.Fprintf(g.out, "keyspace %s dropped at epoch %d; its data is deleted on all %d nodes\n", name, cm.GetEpoch(), len(cm.GetNodes()))
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&yes, "yes", false, "confirm: delete the keyspace and all its data")
 	return cmd
 }
 

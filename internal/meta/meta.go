@@ -88,10 +88,20 @@ type Service struct {
 	cfg     Config
 	ringp   atomic.Pointer[ring.Ring] // the newest map adopted; epoch 0: none yet
 	members atomic.Pointer[[]string]
-	mapMu   sync.Mutex // serializes adopting
+	mapMu   sync.Mutex    // serializes adopting
+	adopted atomic.Uint64 // epoch of the newest map OnMap accepted
 	stop    chan struct{}
+	ctx     context.Context // canceled by Close: background reads of the map
+	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	once    sync.Once
+
+	refreshMu struct {
+		sync.Mutex
+		next    *refresh // the read the next callers wait for; not begun yet
+		running bool     // runRefreshes is serving reads
+		closed  bool
+	}
 }
 
 // New returns the service; until the first map arrives its ring knows the
@@ -102,6 +112,7 @@ func New(cfg Config, self ring.Node) (*Service, error) {
 		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s := &Service{cfg: cfg, stop: make(chan struct{})}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	boot := cfg.Peers
 	if len(boot) == 0 {
 		boot = []ring.Node{self}
@@ -136,7 +147,13 @@ func (s *Service) Start() error {
 
 // Close stops following the map.
 func (s *Service) Close() {
-	s.once.Do(func() { close(s.stop) })
+	s.once.Do(func() {
+		close(s.stop)
+		s.cancel()
+		s.refreshMu.Lock()
+		s.refreshMu.closed = true // no refresh starts after the Wait below
+		s.refreshMu.Unlock()
+	})
 	s.wg.Wait()
 }
 
@@ -163,6 +180,11 @@ type clusterMap struct {
 	Nodes       []ring.Node           `json:"nodes"`
 	Keyspaces   []ring.KeyspaceConfig `json:"keyspaces"`
 	Assignments map[string][]string   `json:"assignments,omitempty"`
+	// Dropped: keyspaces dropped (name -> epoch of the drop) that some node
+	// may still hold data of. Their names cannot be created again until
+	// every node has deleted it: a node that comes back with the old Raft log
+	// of a re-created partition could win an election in the new group.
+	Dropped map[string]uint64 `json:"dropped,omitempty"`
 }
 
 func (m *clusterMap) topology() ring.Topology {
@@ -310,7 +332,9 @@ func (s *Service) adopt(m *clusterMap) {
 	s.cfg.Log.Info("cluster map", "epoch", m.Epoch, "nodes", len(m.Nodes), "keyspaces", len(m.Keyspaces))
 	if err := s.cfg.OnMap(r); err != nil {
 		s.cfg.Log.Error("adopt cluster map", "epoch", m.Epoch, "err", err)
+		return
 	}
+	s.adopted.Store(m.Epoch)
 }
 
 // updateMap changes the map on the metadata leader with compare-and-set,
@@ -426,7 +450,7 @@ func (s *Service) CreateKeyspace(ctx context.Context, req *api.CreateKeyspaceReq
 	if err := ks.Validate(); err != nil {
 		return nil, err
 	}
-	return s.onLeader(ctx, req.GetHops(), func(g *cp.Group) (*clusterMap, error) {
+	pm, err := s.onLeader(ctx, req.GetHops(), func(g *cp.Group) (*clusterMap, error) {
 		return s.updateMap(ctx, g, func(m *clusterMap) error {
 			for _, x := range m.Keyspaces {
 				if x.Name != ks.Name {
@@ -438,12 +462,31 @@ func (s *Service) CreateKeyspace(ctx context.Context, req *api.CreateKeyspaceReq
 				return fmt.Errorf("%w: keyspace %q already exists with another configuration (mode %s, %d replicas, %d partitions, template %s)",
 					kverrors.ErrInvalidArgument, ks.Name, x.Mode, x.Replicas, x.Partitions, x.Template)
 			}
+			if e, ok := m.Dropped[ks.Name]; ok {
+				return fmt.Errorf("%w: keyspace %q was dropped at epoch %d and not every node has confirmed deleting its data yet (one was down); "+
+					"run `kvctl keyspace drop %s --yes` again once every node is up", kverrors.ErrInvalidArgument, ks.Name, e, ks.Name)
+			}
+			// A keyspace no partition of which can be placed could never be
+			// used (only dropped): refuse it with the numbers.
+			if err := ks.CheckPlacement(m.Nodes); err != nil {
+				return err
+			}
 			m.Keyspaces = append(m.Keyspaces, ks)
 			return nil
 		})
 	}, func(ctx context.Context, c api.AdminClient, hops uint32) (*api.ClusterMap, error) {
 		return c.CreateKeyspace(ctx, &api.CreateKeyspaceRequest{Keyspace: req.GetKeyspace(), Hops: hops})
 	})
+	if err != nil || req.GetHops() > 0 {
+		return pm, err
+	}
+	// The node the client asked waits, so that the client can use the
+	// keyspace through any node as soon as this returns.
+	s.adoptProto(pm)
+	if err := s.waitUsable(ctx, ks.Name, pm.GetEpoch()); err != nil {
+		return nil, err
+	}
+	return pm, nil
 }
 
 // join registers this node through the addresses in cfg.Join, retrying

@@ -2,6 +2,7 @@ package meta
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -32,7 +33,16 @@ func (s *Service) leader(id string) string {
 }
 
 // GetClusterMap returns the map clients build their ring from.
-func (s *Service) GetClusterMap(context.Context, *api.ClusterMapRequest) (*api.ClusterMap, error) {
+// With fresh set it reads the map through the metadata leader first.
+func (s *Service) GetClusterMap(ctx context.Context, req *api.ClusterMapRequest) (*api.ClusterMap, error) {
+	if req.GetFresh() {
+		pm, err := s.freshMap(ctx, req.GetHops())
+		if err != nil {
+			return nil, err
+		}
+		s.adoptProto(pm)
+		return pm, nil
+	}
 	if err := s.Ready(); err != nil {
 		return nil, err
 	}
@@ -52,11 +62,14 @@ func (s *Service) Keyspaces(context.Context, *api.KeyspacesRequest) (*api.Keyspa
 }
 
 // Locate explains where a key lives.
-func (s *Service) Locate(_ context.Context, req *api.LocateRequest) (*api.LocateResponse, error) {
+func (s *Service) Locate(ctx context.Context, req *api.LocateRequest) (*api.LocateResponse, error) {
 	if err := s.Ready(); err != nil {
 		return nil, err
 	}
 	p, err := s.Ring().Locate(req.GetKey())
+	if errors.Is(err, kverrors.ErrUnknownKeyspace) && s.Refresh(ctx) == nil {
+		p, err = s.Ring().Locate(req.GetKey()) // created since this node's last poll?
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -85,7 +98,7 @@ func (s *Service) RingInfo(_ context.Context, req *api.RingRequest) (*api.RingRe
 	}
 	for _, name := range names {
 		for _, p := range s.Ring().Partitions(name) {
-			resp.Partitions = append(resp.Partitions, &api.PartitionPlacement{Id: p.ID.String(), Replicas: p.Replicas, Error: p.Err})
+			resp.Partitions = append(resp.Partitions, &api.PartitionPlacement{Id: p.ID.String(), Replicas: p.Replicas, Error: p.Err, Leader: s.leader(p.ID.String())})
 		}
 	}
 	return resp, nil

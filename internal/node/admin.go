@@ -29,7 +29,7 @@ func (n *Node) info() (*api.NodeInfo, error) {
 	return &api.NodeInfo{
 		Id: n.cfg.ID, Addr: self.Addr, Region: n.cfg.Region, Epoch: n.r().Epoch(),
 		UptimeMs: time.Since(n.started).Milliseconds(), Partitions: uint32(len(parts)),
-		LsmBytes: lsm, VlogBytes: vlog, Version: Version,
+		LsmBytes: lsm, VlogBytes: vlog, Version: Version, AdoptedEpoch: n.meta.AdoptedEpoch(),
 	}, nil
 }
 
@@ -136,7 +136,14 @@ func (n *Node) Join(ctx context.Context, req *api.JoinRequest) (*api.ClusterMap,
 	return n.meta.Join(ctx, req)
 }
 
-// CreateKeyspace adds a keyspace to the cluster map (on the metadata leader).
+// CreateKeyspace adds a keyspace to the cluster map (on the metadata leader)
+// and returns once it is usable.
 func (n *Node) CreateKeyspace(ctx context.Context, req *api.CreateKeyspaceRequest) (*api.ClusterMap, error) {
 	return n.meta.CreateKeyspace(ctx, req)
+}
+
+// DropKeyspace removes a keyspace from the cluster map (on the metadata
+// leader) and returns once every reachable node has deleted its data.
+func (n *Node) DropKeyspace(ctx context.Context, req *api.DropKeyspaceRequest) (*api.ClusterMap, error) {
+	return n.meta.DropKeyspace(ctx, req)
 }

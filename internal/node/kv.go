@@ -23,7 +23,7 @@ func keyValue(it replication.Item) *api.KeyValue {
 
 // Get returns the current value of a key.
 func (n *Node) Get(ctx context.Context, req *api.GetRequest) (*api.GetResponse, error) {
-	rt, err := n.router.Key(req.GetKey(), req.GetHeader())
+	rt, err := n.router.Key(ctx, req.GetKey(), req.GetHeader())
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +81,7 @@ func (n *Node) write(ctx context.Context, rt route.Route, h *api.RequestHeader, 
 
 // Put writes a key.
 func (n *Node) Put(ctx context.Context, req *api.PutRequest) (*api.PutResponse, error) {
-	rt, err := n.router.Key(req.GetKey(), req.GetHeader())
+	rt, err := n.router.Key(ctx, req.GetKey(), req.GetHeader())
 	if err != nil {
 		return nil, err
 	}
@@ -107,7 +107,7 @@ func (n *Node) Put(ctx context.Context, req *api.PutRequest) (*api.PutResponse, 
 
 // Delete removes a key, leaving a tombstone.
 func (n *Node) Delete(ctx context.Context, req *api.DeleteRequest) (*api.DeleteResponse, error) {
-	rt, err := n.router.Key(req.GetKey(), req.GetHeader())
+	rt, err := n.router.Key(ctx, req.GetKey(), req.GetHeader())
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +130,7 @@ func (n *Node) Delete(ctx context.Context, req *api.DeleteRequest) (*api.DeleteR
 
 // CAS writes a key only if its current state matches the expectation.
 func (n *Node) CAS(ctx context.Context, req *api.CASRequest) (*api.CASResponse, error) {
-	rt, err := n.router.Key(req.GetKey(), req.GetHeader())
+	rt, err := n.router.Key(ctx, req.GetKey(), req.GetHeader())
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +163,7 @@ func (n *Node) CAS(ctx context.Context, req *api.CASRequest) (*api.CASResponse, 
 // linearizable cp scans) and merges the answers in key order.
 func (n *Node) Scan(ctx context.Context, req *api.ScanRequest) (*api.ScanResponse, error) {
 	prefix := req.GetPrefix()
-	ks, err := n.router.Keyspace(prefix)
+	ks, err := n.router.Keyspace(ctx, prefix)
 	if err != nil {
 		return nil, err
 	}

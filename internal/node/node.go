@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -124,7 +125,8 @@ func New(cfg Config) (*Node, error) {
 		Down: func(id string) bool { return n.fd.Down(id) }, AntiEntropyInterval: cfg.AntiEntropyInterval,
 		TombstoneGrace: cfg.TombstoneGrace, Log: log})
 	n.modes = map[consistency.Mode]replication.Replicator{consistency.CP: n.cpr, consistency.AP: n.apr}
-	n.router = route.New(route.Config{Self: cfg.ID, Ring: n.r, Ready: func() error { return n.meta.Ready() }, Modes: n.modes, MaxKeySize: cfg.MaxKeySize, KV: n.kvPeer,
+	n.router = route.New(route.Config{Self: cfg.ID, Ring: n.r, Ready: func() error { return n.meta.Ready() },
+		Refresh: func(ctx context.Context) error { return n.meta.Refresh(ctx) }, Modes: n.modes, MaxKeySize: cfg.MaxKeySize, KV: n.kvPeer,
 		Down: func(id string) bool { return n.fd.Down(id) }, Reachable: n.upReplicas})
 	n.fd = failure.New(failure.Config{Interval: cfg.ProbeInterval, DownAfter: cfg.DownAfter,
 		Probe: n.probe, Peers: n.otherNodes, OnDown: n.dropPeer, Log: log})
@@ -234,11 +236,41 @@ func (n *Node) dialAddr(addr string) (*grpc.ClientConn, error) {
 }
 
 // adoptModes tells every replicator about the newest map (cp starts the
-// Raft replicas it assigns to this node).
+// Raft replicas it assigns to this node and stops those of dropped
+// keyspaces), then deletes the data of every keyspace the map no longer has.
 func (n *Node) adoptModes(r *ring.Ring) error {
 	var errs []error
 	for _, rep := range n.modes {
 		errs = append(errs, rep.Adopt(r))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return n.dropGone(r)
+}
+
+// dropGone deletes the stored partitions of keyspaces r does not have (a
+// drop; also one that happened while this node was down). Partition ids
+// starting with '_' are the node's own (metadata, hints).
+func (n *Node) dropGone(r *ring.Ring) error {
+	parts, err := n.store.Partitions()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, p := range parts {
+		pid, err := ring.ParsePartitionID(p)
+		if strings.HasPrefix(p, "_") || err != nil {
+			continue
+		}
+		if _, ok := r.Keyspace(pid.Keyspace); ok {
+			continue
+		}
+		if err := n.store.Replica(p).Drop(); err != nil {
+			errs = append(errs, fmt.Errorf("drop data of %s: %w", p, err))
+			continue
+		}
+		n.log.Info("data of dropped keyspace deleted", "partition", p, "epoch", r.Epoch())
 	}
 	return errors.Join(errs...)
 }

@@ -20,7 +20,7 @@ func (n *Node) Watch(req *api.WatchRequest, stream api.KV_WatchServer) error {
 }
 
 func (n *Node) watchPartition(req *api.WatchRequest, stream api.KV_WatchServer) error {
-	ks, err := n.router.Keyspace(req.GetPrefix())
+	ks, err := n.router.Keyspace(stream.Context(), req.GetPrefix())
 	if err != nil {
 		return err
 	}

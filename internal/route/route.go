@@ -36,6 +36,10 @@ type Config struct {
 	// until there is one.
 	Ring  func() *ring.Ring
 	Ready func() error
+	// Refresh reads the newest map from the metadata group; it is asked
+	// before a key or prefix is refused for an unknown keyspace, which may
+	// have been created since this node's map (nil: never).
+	Refresh func(ctx context.Context) error
 	// Modes is the replicator of each keyspace mode.
 	Modes      map[consistency.Mode]replication.Replicator
 	MaxKeySize int
@@ -70,7 +74,7 @@ type Route struct {
 }
 
 // Key resolves key -> keyspace -> partition -> replicator.
-func (r *Router) Key(key string, h *api.RequestHeader) (Route, error) {
+func (r *Router) Key(ctx context.Context, key string, h *api.RequestHeader) (Route, error) {
 	if err := r.Ready(); err != nil {
 		return Route{}, err
 	}
@@ -78,6 +82,11 @@ func (r *Router) Key(key string, h *api.RequestHeader) (Route, error) {
 		return Route{}, fmt.Errorf("%w: key is %d bytes, limit is %d", kverrors.ErrTooLarge, len(key), r.cfg.MaxKeySize)
 	}
 	p, err := r.cfg.Ring().Locate(key)
+	if errors.Is(err, kverrors.ErrUnknownKeyspace) {
+		if err = r.refresh(ctx, err); err == nil {
+			p, err = r.cfg.Ring().Locate(key)
+		}
+	}
 	if err != nil {
 		return Route{}, err
 	}
@@ -307,7 +316,7 @@ func WithRequestID(h *api.RequestHeader) *api.RequestHeader {
 }
 
 // Keyspace resolves the keyspace a prefix belongs to.
-func (r *Router) Keyspace(prefix string) (*ring.KeyspaceConfig, error) {
+func (r *Router) Keyspace(ctx context.Context, prefix string) (*ring.KeyspaceConfig, error) {
 	if err := r.Ready(); err != nil {
 		return nil, err
 	}
@@ -317,7 +326,25 @@ func (r *Router) Keyspace(prefix string) (*ring.KeyspaceConfig, error) {
 	}
 	ks, ok := r.cfg.Ring().Keyspace(name)
 	if !ok {
-		return nil, fmt.Errorf("%w: %q", kverrors.ErrUnknownKeyspace, name)
+		if err := r.refresh(ctx, fmt.Errorf("%w: %q", kverrors.ErrUnknownKeyspace, name)); err != nil {
+			return nil, err
+		}
+		if ks, ok = r.cfg.Ring().Keyspace(name); !ok {
+			return nil, fmt.Errorf("%w: %q", kverrors.ErrUnknownKeyspace, name)
+		}
 	}
 	return ks, nil
+}
+
+// refresh asks the metadata group for the newest map after unknown, an
+// unknown-keyspace error: nil means look again; otherwise the error to
+// return (unknown, saying that the metadata group could not be asked).
+func (r *Router) refresh(ctx context.Context, unknown error) error {
+	if r.cfg.Refresh == nil {
+		return unknown
+	}
+	if err := r.cfg.Refresh(ctx); err != nil {
+		return fmt.Errorf("%w (the metadata group could not be asked for a newer map: %v)", unknown, err)
+	}
+	return nil
 }

@@ -3,7 +3,9 @@ package route
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -254,4 +256,48 @@ func TestLeaderlessTimeoutsAreIndeterminate(t *testing.T) {
 			t.Fatalf("err = %v, want Indeterminate", err)
 		}
 	})
+}
+
+// A key or prefix of a keyspace this node's map lacks is refused only after
+// asking for a newer map: the keyspace may have been created since.
+func TestUnknownKeyspaceRefreshesFirst(t *testing.T) {
+	mk := func(epoch uint64, ks ...ring.KeyspaceConfig) *ring.Ring {
+		rg, err := ring.New(ring.Topology{Epoch: epoch, Nodes: []ring.Node{{ID: "n1"}}, Keyspaces: ks}, ring.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rg
+	}
+	var cur atomic.Pointer[ring.Ring]
+	cur.Store(mk(1))
+	refreshes := 0
+	refreshErr := error(nil)
+	r := New(Config{Self: "n1", Ring: cur.Load, Ready: func() error { return nil }, MaxKeySize: 1024,
+		Modes: map[consistency.Mode]replication.Replicator{consistency.CP: fakeRep{leader: true, serves: true}},
+		Refresh: func(context.Context) error {
+			refreshes++
+			if refreshErr == nil {
+				cur.Store(mk(2, ring.KeyspaceConfig{Name: "o1", Mode: consistency.CP, Replicas: 1, Partitions: 1}))
+			}
+			return refreshErr
+		}})
+	ctx := context.Background()
+	refreshErr = errors.New("metadata leader unreachable")
+	if _, err := r.Key(ctx, "o1/1", nil); !errors.Is(err, kverrors.ErrUnknownKeyspace) || !strings.Contains(err.Error(), "could not be asked") {
+		t.Fatalf("Key with the metadata group unreachable: %v", err)
+	}
+	refreshErr = nil
+	rt, err := r.Key(ctx, "o1/1", nil)
+	if err != nil || rt.T.Partition() != "o1/*/0" {
+		t.Fatalf("Key after a refresh: %+v, %v", rt.T, err)
+	}
+	if ks, err := r.Keyspace(ctx, "o1/"); err != nil || ks.Name != "o1" {
+		t.Fatalf("Keyspace: %v, %v", ks, err)
+	}
+	if refreshes != 2 {
+		t.Errorf("%d refreshes, want 2 (none once the keyspace is known)", refreshes)
+	}
+	if _, err := r.Key(ctx, "nosuch/1", nil); !errors.Is(err, kverrors.ErrUnknownKeyspace) || refreshes != 3 {
+		t.Errorf("unknown keyspace after a refresh: %v (%d refreshes)", err, refreshes)
+	}
 }

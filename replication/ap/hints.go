@@ -130,3 +130,19 @@ func (h *HintStore) Handoff(ctx context.Context, store func(ctx context.Context,
 	}
 	return done, nil
 }
+
+// Forget removes every hint whose partition keep rejects (its keyspace was
+// dropped: handing it over would bring the data back) and returns how many.
+func (h *HintStore) Forget(keep func(partition string) bool) (int, error) {
+	var gone []string
+	err := h.st.Replica(hintPartition).Scan("", "", 0, false, func(k string, _ shard.Record) bool {
+		if parts := strings.SplitN(k, "\x00", 3); len(parts) == 3 && !keep(parts[1]) {
+			gone = append(gone, k)
+		}
+		return true
+	})
+	if err != nil || len(gone) == 0 {
+		return 0, err
+	}
+	return len(gone), h.st.Replica(hintPartition).Remove(gone...)
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/consistency"
 	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/ring"
 )
 
 func pending(t *testing.T, h *HintStore) []Hint {
@@ -291,5 +292,35 @@ func TestHintStoreLWWAndOddKeys(t *testing.T) {
 	// Hints are not partition data.
 	if parts, err := st.Partitions(); err != nil || !slices.Equal(parts, []string{hintPartition}) {
 		t.Fatalf("partitions %v %v", parts, err)
+	}
+}
+
+// Adopting a map without a keyspace forgets the hints held for it: handing
+// them over later would bring a dropped keyspace's data back.
+func TestAdoptForgetsHintsOfDroppedKeyspaces(t *testing.T) {
+	st := openStore(t)
+	t.Cleanup(func() { st.Close() })
+	r := New(Config{Self: "a", Store: st})
+	d := mint(t, consistency.DVV{}, consistency.VV{}, "a", "v", ts(1), false)
+	for _, p := range []string{"gone/*/0", "kept/*/1", "gone/eu/3", "not a partition id"} {
+		if err := r.hints.Add("b", p, "k", d, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rg, err := ring.New(ring.Topology{Epoch: 2, Nodes: []ring.Node{{ID: "a"}, {ID: "b"}},
+		Keyspaces: []ring.KeyspaceConfig{{Name: "kept", Mode: consistency.AP, Replicas: 2}}}, ring.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Adopt(rg); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, h := range pending(t, r.hints) {
+		left = append(left, h.Partition)
+	}
+	slices.Sort(left)
+	if want := []string{"kept/*/1", "not a partition id"}; !slices.Equal(left, want) {
+		t.Fatalf("hints left for %q, want %q", left, want)
 	}
 }

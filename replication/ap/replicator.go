@@ -219,5 +219,20 @@ func (r *Replicator) Repair(ctx context.Context, t replication.Target) (replicat
 	return replication.RepairResult{LeavesDiffering: st.LeavesDiffering, Pulled: st.Pulled, Pushed: st.Pushed, Purged: st.Purged}, err
 }
 
-// Adopt has nothing to start: the loops read the newest map on every round.
-func (r *Replicator) Adopt(*ring.Ring) error { return nil }
+// Adopt has nothing to start (the loops read the newest map on every
+// round); it forgets the hints of keyspaces rg no longer has. (Their data is
+// removed by the node, whatever the keyspace's mode was.)
+func (r *Replicator) Adopt(rg *ring.Ring) error {
+	n, err := r.hints.Forget(func(partition string) bool {
+		pid, err := ring.ParsePartitionID(partition)
+		if err != nil {
+			return true // not a keyspace's: not ours to judge
+		}
+		_, ok := rg.Keyspace(pid.Keyspace)
+		return ok
+	})
+	if n > 0 {
+		r.cfg.Log.Info("hints of dropped keyspaces forgotten", "hints", n)
+	}
+	return err
+}

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 
@@ -99,6 +102,36 @@ func (h *Host) Groups() []*Group {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID() < out[j].ID() })
 	return out
+}
+
+// Remove stops this node's replica of partition id, if it runs, and deletes
+// its Raft log, stable values and snapshots: the partition left the map (its
+// keyspace was dropped). The partition's data is its storage owner's.
+func (h *Host) Remove(id string) error {
+	h.mu.Lock()
+	g, ok := h.mu.groups[id]
+	delete(h.mu.groups, id)
+	h.mu.Unlock()
+	var errs []error
+	if ok {
+		if err := g.Shutdown(); err != nil {
+			errs = append(errs, fmt.Errorf("stop replica of %s: %w", id, err))
+		}
+	}
+	// After Shutdown: the group's own RaftLog is no longer used.
+	rl, err := h.logs.RaftLog(id)
+	if err == nil {
+		err = rl.Drop()
+	}
+	if err != nil {
+		errs = append(errs, fmt.Errorf("drop raft log of %s: %w", id, err))
+	}
+	if h.snapshotDir != "" {
+		if err := os.RemoveAll(filepath.Join(h.snapshotDir, url.PathEscape(id))); err != nil {
+			errs = append(errs, fmt.Errorf("remove raft snapshots of %s: %w", id, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Close shuts every replica down and waits for them.

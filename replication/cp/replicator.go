@@ -2,7 +2,9 @@ package cp
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/capkv/capkv/consistency"
@@ -184,8 +186,12 @@ func (r *Replicator) Repair(_ context.Context, t replication.Target) (replicatio
 }
 
 // Adopt starts this node's replica of every placeable partition of every cp
-// keyspace in r.
+// keyspace in r, and removes the groups (running or only stored) of
+// keyspaces r no longer has.
 func (r *Replicator) Adopt(rg *ring.Ring) error {
+	if err := r.removeDropped(rg); err != nil {
+		return err
+	}
 	for _, ks := range rg.Keyspaces() {
 		if ks.Mode != consistency.CP {
 			continue
@@ -201,6 +207,37 @@ func (r *Replicator) Adopt(rg *ring.Ring) error {
 		}
 	}
 	return nil
+}
+
+// removeDropped removes every group whose keyspace is not in rg. Names
+// starting with '_' are the node's own groups (the metadata group), never a
+// keyspace's.
+func (r *Replicator) removeDropped(rg *ring.Ring) error {
+	ids := map[string]bool{}
+	for _, g := range r.host.Groups() {
+		ids[g.ID()] = true
+	}
+	if l, ok := r.host.logs.(interface{ RaftGroups() ([]string, error) }); ok {
+		stored, err := l.RaftGroups()
+		if err != nil {
+			return err
+		}
+		for _, id := range stored {
+			ids[id] = true
+		}
+	}
+	var errs []error
+	for id := range ids {
+		pid, err := ring.ParsePartitionID(id)
+		if strings.HasPrefix(id, "_") || err != nil {
+			continue
+		}
+		if _, ok := rg.Keyspace(pid.Keyspace); ok {
+			continue
+		}
+		errs = append(errs, r.host.Remove(id))
+	}
+	return errors.Join(errs...)
 }
 
 // RedirectTo names the leader a request should go to ("" when unknown).
