@@ -131,39 +131,69 @@ func (c *Client) Get(ctx context.Context, key string, opts ...Option) (*Item, er
 		}
 		return resp.GetReceipt(), nil
 	})
+	if err == nil && len(out.Context) > 0 && c.sessionKey(key) {
+		c.sessions.put(key, out.Context)
+	}
 	return out, err
 }
 
-// Put writes a key.
+// Put writes a key. On an ap key without WithContext it replaces what this
+// client has seen of the key (see WithBlindWrite); the receipt's Siblings
+// counts the values the key holds afterwards.
 func (c *Client) Put(ctx context.Context, key string, value []byte, opts ...Option) (*WriteResult, error) {
 	o := collect(opts)
 	o.ensureRequestID()
+	causal, err := c.writeContext(ctx, key, o)
+	if err != nil {
+		return nil, err
+	}
 	var out *WriteResult
-	err := c.call(ctx, key, c.isCP(key), func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
-		resp, err := kv.Put(ctx, &api.PutRequest{Header: c.header(o), Key: key, Value: value, Context: o.causal})
+	err = c.call(ctx, key, c.isCP(key), func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
+		resp, err := kv.Put(ctx, &api.PutRequest{Header: c.header(o), Key: key, Value: value, Context: causal})
 		if err != nil {
 			return nil, err
 		}
 		out = &WriteResult{Version: resp.GetVersion(), Timestamp: consistency.Timestamp(resp.GetTimestamp()), Receipt: receiptFrom(resp.GetReceipt())}
 		return resp.GetReceipt(), nil
 	})
+	c.wroteOrForget(key, causal, o, out, err, false)
 	return out, err
 }
 
 // Delete removes a key. Deleting a missing key succeeds with Existed false.
+// On an ap key without WithContext it deletes what this client has seen of
+// the key (reading it first when it has seen nothing); a value written
+// concurrently survives it, and the receipt's Siblings counts such values.
 func (c *Client) Delete(ctx context.Context, key string, opts ...Option) (*WriteResult, error) {
 	o := collect(opts)
 	o.ensureRequestID()
+	causal, err := c.writeContext(ctx, key, o)
+	if err != nil {
+		return nil, err
+	}
 	var out *WriteResult
-	err := c.call(ctx, key, c.isCP(key), func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
-		resp, err := kv.Delete(ctx, &api.DeleteRequest{Header: c.header(o), Key: key, Context: o.causal})
+	err = c.call(ctx, key, c.isCP(key), func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
+		resp, err := kv.Delete(ctx, &api.DeleteRequest{Header: c.header(o), Key: key, Context: causal})
 		if err != nil {
 			return nil, err
 		}
 		out = &WriteResult{Version: resp.GetVersion(), Existed: resp.GetExisted(), Receipt: receiptFrom(resp.GetReceipt())}
 		return resp.GetReceipt(), nil
 	})
+	c.wroteOrForget(key, causal, o, out, err, true)
 	return out, err
+}
+
+// wroteOrForget updates the session after a write; after a failed one the
+// key's context is unknown (the write may have happened).
+func (c *Client) wroteOrForget(key string, causal []byte, o callOptions, res *WriteResult, err error, deleted bool) {
+	if err != nil {
+		if c.sessionKey(key) {
+			c.sessions.forget(key)
+		}
+		return
+	}
+	c.wrote(key, causal, o, res, deleted)
 }
 
 // Condition is the expectation of a compare-and-set.
