@@ -1,0 +1,106 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// kvctl on an ap key behaves like a register for one writer: a delete
+// without --context deletes what kvctl reads first, watch sees a DELETE,
+// and sequential puts from one shell leave one value, not a sibling each.
+func TestKvctlAPSequentialWrites(t *testing.T) {
+	cl := startCluster(t, 3)
+	eps := cl.endpoints()
+	run := func(args ...string) (string, string, int) {
+		t.Helper()
+		return kvctl(t, eps, "", args...)
+	}
+	must := func(args ...string) string {
+		t.Helper()
+		out, errOut, code := run(args...)
+		if code != 0 {
+			t.Fatalf("kvctl %s: exit %d, stderr %s", strings.Join(args, " "), code, errOut)
+		}
+		return out
+	}
+
+	watch := exec.Command(bins.kvctl, "--endpoints", strings.Join(eps, ","), "watch", "sessions/fresh/", "--count", "2", "--for", "30s")
+	stdout, err := watch.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := watch.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := false
+	defer func() {
+		if !waited {
+			watch.Process.Kill()
+			watch.Wait()
+		}
+	}()
+	sc := bufio.NewScanner(stderr)
+	if !sc.Scan() || !strings.Contains(sc.Text(), "watching sessions/fresh/") {
+		t.Fatalf("kvctl watch did not start: %q", sc.Text())
+	}
+	go func() {
+		for sc.Scan() {
+			t.Logf("kvctl watch stderr: %s", sc.Text())
+		}
+	}()
+
+	if out := must("put", "sessions/fresh/k", "one"); out != "OK\n" {
+		t.Errorf("put printed %q", out)
+	}
+	if out := must("del", "sessions/fresh/k"); out != "deleted\n" {
+		t.Errorf("del printed %q, want deleted", out)
+	}
+	if out, errOut, code := run("get", "sessions/fresh/k"); code != 1 || !strings.Contains(errOut, "not found") {
+		t.Errorf("get after del: exit %d, stdout %q, stderr %q; want exit 1 and not found", code, out, errOut)
+	}
+	var lines []string
+	outSc := bufio.NewScanner(stdout)
+	for outSc.Scan() {
+		lines = append(lines, outSc.Text())
+	}
+	err = watch.Wait()
+	waited = true
+	if err != nil {
+		t.Fatalf("kvctl watch: %v", err)
+	}
+	if want := []string{"PUT sessions/fresh/k one", "DELETE sessions/fresh/k"}; !slices.Equal(lines, want) {
+		t.Errorf("kvctl watch printed %q, want %q", lines, want)
+	}
+	if out := must("del", "sessions/fresh/k"); out != "not found (nothing deleted)\n" {
+		t.Errorf("second del printed %q", out)
+	}
+
+	// 30 sequential puts from one shell: one value.
+	for i := range 30 {
+		must("put", "sessions/seq/k", "v"+string(rune('a'+i%26)))
+	}
+	var it struct {
+		Value    string            `json:"value"`
+		Siblings []json.RawMessage `json:"siblings"`
+		Receipt  struct {
+			Siblings int `json:"siblings"`
+		} `json:"receipt"`
+	}
+	if err := json.Unmarshal([]byte(must("get", "--json", "--consistency", "all", "sessions/seq/k")), &it); err != nil {
+		t.Fatal(err)
+	}
+	if it.Value != "vd" || len(it.Siblings) != 0 || it.Receipt.Siblings != 1 {
+		t.Errorf("after 30 sequential puts: value %q, %d siblings, receipt siblings %d; want vd and one value", it.Value, len(it.Siblings), it.Receipt.Siblings)
+	}
+	if _, errOut, _ := run("-v", "put", "sessions/seq/k", "last"); !strings.Contains(errOut, "sessions ap/quorum") || !strings.Contains(errOut, " siblings=1 ") {
+		t.Errorf("put -v receipt: %q", errOut)
+	}
+}
