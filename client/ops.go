@@ -143,20 +143,17 @@ func (c *Client) Get(ctx context.Context, key string, opts ...Option) (*Item, er
 func (c *Client) Put(ctx context.Context, key string, value []byte, opts ...Option) (*WriteResult, error) {
 	o := collect(opts)
 	o.ensureRequestID()
-	causal, err := c.writeContext(ctx, key, o)
-	if err != nil {
-		return nil, err
-	}
 	var out *WriteResult
-	err = c.call(ctx, key, c.isCP(key), func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
-		resp, err := kv.Put(ctx, &api.PutRequest{Header: c.header(o), Key: key, Value: value, Context: causal})
-		if err != nil {
-			return nil, err
-		}
-		out = &WriteResult{Version: resp.GetVersion(), Timestamp: consistency.Timestamp(resp.GetTimestamp()), Receipt: receiptFrom(resp.GetReceipt())}
-		return resp.GetReceipt(), nil
-	})
-	c.wroteOrForget(key, causal, o, out, err, false)
+	err := c.sessionWrite(ctx, key, o, false, func(causal []byte) error {
+		return c.call(ctx, key, c.isCP(key), func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
+			resp, err := kv.Put(ctx, &api.PutRequest{Header: c.header(o), Key: key, Value: value, Context: causal})
+			if err != nil {
+				return nil, err
+			}
+			out = &WriteResult{Version: resp.GetVersion(), Timestamp: consistency.Timestamp(resp.GetTimestamp()), Receipt: receiptFrom(resp.GetReceipt())}
+			return resp.GetReceipt(), nil
+		})
+	}, func() *WriteResult { return out })
 	return out, err
 }
 
@@ -167,33 +164,18 @@ func (c *Client) Put(ctx context.Context, key string, value []byte, opts ...Opti
 func (c *Client) Delete(ctx context.Context, key string, opts ...Option) (*WriteResult, error) {
 	o := collect(opts)
 	o.ensureRequestID()
-	causal, err := c.writeContext(ctx, key, o)
-	if err != nil {
-		return nil, err
-	}
 	var out *WriteResult
-	err = c.call(ctx, key, c.isCP(key), func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
-		resp, err := kv.Delete(ctx, &api.DeleteRequest{Header: c.header(o), Key: key, Context: causal})
-		if err != nil {
-			return nil, err
-		}
-		out = &WriteResult{Version: resp.GetVersion(), Existed: resp.GetExisted(), Receipt: receiptFrom(resp.GetReceipt())}
-		return resp.GetReceipt(), nil
-	})
-	c.wroteOrForget(key, causal, o, out, err, true)
+	err := c.sessionWrite(ctx, key, o, true, func(causal []byte) error {
+		return c.call(ctx, key, c.isCP(key), func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
+			resp, err := kv.Delete(ctx, &api.DeleteRequest{Header: c.header(o), Key: key, Context: causal})
+			if err != nil {
+				return nil, err
+			}
+			out = &WriteResult{Version: resp.GetVersion(), Existed: resp.GetExisted(), Receipt: receiptFrom(resp.GetReceipt())}
+			return resp.GetReceipt(), nil
+		})
+	}, func() *WriteResult { return out })
 	return out, err
-}
-
-// wroteOrForget updates the session after a write; after a failed one the
-// key's context is unknown (the write may have happened).
-func (c *Client) wroteOrForget(key string, causal []byte, o callOptions, res *WriteResult, err error, deleted bool) {
-	if err != nil {
-		if c.sessionKey(key) {
-			c.sessions.forget(key)
-		}
-		return
-	}
-	c.wrote(key, causal, o, res, deleted)
 }
 
 // Condition is the expectation of a compare-and-set.

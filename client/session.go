@@ -94,6 +94,35 @@ func (c *Client) writeContext(ctx context.Context, key string, o callOptions) ([
 	return it.Context, nil
 }
 
+// sessionWrite sends one write of key with the context writeContext picks
+// and records what it taught the session. A write refused for the sibling
+// cap (ErrConflict; nothing was written) whose context was the session's
+// is sent once more with the context of a fresh read: concurrent writers
+// added siblings since the session last saw the key, and the caller asked
+// to replace what it can see, not to add one more.
+func (c *Client) sessionWrite(ctx context.Context, key string, o callOptions, deleted bool, send func(causal []byte) error, result func() *WriteResult) error {
+	causal, err := c.writeContext(ctx, key, o)
+	if err != nil {
+		return err
+	}
+	err = send(causal)
+	if errors.Is(err, ErrConflict) && len(o.causal) == 0 && !o.blind && c.sessionKey(key) {
+		c.sessions.forget(key)
+		if causal, err = c.writeContext(ctx, key, o); err != nil {
+			return err
+		}
+		err = send(causal)
+	}
+	if err != nil {
+		if c.sessionKey(key) {
+			c.sessions.forget(key) // the write may have happened: the context is unknown
+		}
+		return err
+	}
+	c.wrote(key, causal, o, result(), deleted)
+	return nil
+}
+
 // wrote records what a write of key with causal taught this client: the
 // context plus the write's dot, when the write left no value beside its own.
 func (c *Client) wrote(key string, causal []byte, o callOptions, res *WriteResult, deleted bool) {

@@ -149,4 +149,23 @@ func TestSiblingCapThroughClient(t *testing.T) {
 	if err != nil || res.Receipt.Siblings != 1 {
 		t.Fatalf("put that reads first: %+v, %v; want one value", res, err)
 	}
+	// The session's context is now stale: another client fills the key to
+	// the cap. The session's next put would be the fifth value; refused, it
+	// is sent again with a fresh read's context and replaces them all.
+	other := newClient(t, ctx, cl)
+	if _, err := other.Put(ctx, key, []byte("other")); err != nil { // replaces "resolved"
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := other.Put(ctx, key, []byte{byte('a' + i)}, client.WithBlindWrite()); err != nil {
+			t.Fatalf("other client's blind put %d: %v", i, err)
+		}
+	}
+	if got := siblings(t, ctx, other, key); len(got) != 4 {
+		t.Fatalf("before the session's put: %q, want 4 values", got)
+	}
+	res, err = c.Put(ctx, key, []byte("after-cap"))
+	if err != nil || res.Receipt.Siblings != 1 {
+		t.Fatalf("session put at the cap: %+v, %v; want it retried with a read's context and one value", res, err)
+	}
 }
