@@ -83,6 +83,7 @@ func TestKvctlAPSequentialWrites(t *testing.T) {
 		t.Errorf("second del printed %q", out)
 	}
 
+	must("put", "sessions/conc/k", "seen")
 	// 30 sequential puts from one shell: one value.
 	for i := range 30 {
 		must("put", "sessions/seq/k", "v"+string(rune('a'+i%26)))
@@ -99,6 +100,23 @@ func TestKvctlAPSequentialWrites(t *testing.T) {
 	}
 	if it.Value != "vd" || len(it.Siblings) != 0 || it.Receipt.Siblings != 1 {
 		t.Errorf("after 30 sequential puts: value %q, %d siblings, receipt siblings %d; want vd and one value", it.Value, len(it.Siblings), it.Receipt.Siblings)
+	}
+	// A delete with the context of an earlier read leaves a value written
+	// since without that context: kvctl says the key is not gone.
+	var seen struct {
+		Context string `json:"context"`
+	}
+	if err := json.Unmarshal([]byte(must("get", "--json", "sessions/conc/k")), &seen); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rawPut(t, eps[0], "sessions/conc/k", "concurrent", "all", nil); err != nil {
+		t.Fatal(err)
+	}
+	if out := must("del", "--context", seen.Context, "sessions/conc/k"); !strings.HasPrefix(out, "not deleted: 1 concurrent value(s) remain") {
+		t.Errorf("del beside a concurrent write printed %q", out)
+	}
+	if out := must("get", "sessions/conc/k"); out != "concurrent" {
+		t.Errorf("after the stale-context del: get printed %q, want the concurrent value", out)
 	}
 	if _, errOut, _ := run("-v", "put", "sessions/seq/k", "last"); !strings.Contains(errOut, "sessions ap/quorum") || !strings.Contains(errOut, " siblings=1 ") {
 		t.Errorf("put -v receipt: %q", errOut)
