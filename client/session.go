@@ -138,26 +138,10 @@ func (c *Client) wrote(key string, causal []byte, o callOptions, res *WriteResul
 		c.sessions.forget(key)
 		return
 	}
-	next, err := withDot(causal, rc.ServedBy, res.Version)
+	next, err := consistency.ExtendContext(causal, rc.ServedBy, res.Version)
 	if err != nil {
 		c.sessions.forget(key)
 		return
 	}
 	c.sessions.put(key, next)
-}
-
-// withDot adds the write (node, counter) to an encoded version vector.
-func withDot(causal []byte, node string, counter uint64) ([]byte, error) {
-	var vv consistency.VV
-	if len(causal) > 0 {
-		var err error
-		if vv, err = consistency.DecodeVV(causal); err != nil {
-			return nil, err
-		}
-	}
-	dot, err := consistency.NewVV(map[string]uint64{node: counter})
-	if err != nil {
-		return nil, err
-	}
-	return vv.Merge(dot).Encode(nil), nil
 }

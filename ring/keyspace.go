@@ -59,6 +59,10 @@ type KeyspaceConfig struct {
 // writers pile up (Riak warns at 25 and refuses at 100).
 const DefaultMaxSiblings = 16
 
+// MaxMaxSiblings bounds the cap a keyspace may set: every read returns all
+// of a key's siblings and every write stores them.
+const MaxMaxSiblings = 1000
+
 // SiblingCap is the keyspace's effective sibling cap (configs stored before
 // the field existed carry 0).
 func (k KeyspaceConfig) SiblingCap() int {
@@ -163,8 +167,8 @@ func (k KeyspaceConfig) Validate() error {
 		bad("resolve %q, want %q or %q", k.Resolve, ResolveSiblings, ResolveLWW)
 	}
 	switch {
-	case k.MaxSiblings < 0:
-		bad("max_siblings = %d, must be at least 1 (0: the default %d)", k.MaxSiblings, DefaultMaxSiblings)
+	case k.MaxSiblings < 0 || k.MaxSiblings > MaxMaxSiblings:
+		bad("max_siblings = %d, must be in [1, %d] (0: the default %d)", k.MaxSiblings, MaxMaxSiblings, DefaultMaxSiblings)
 	case k.MaxSiblings > 0 && k.Mode == consistency.CP:
 		bad("max_siblings %d is set but cp keyspaces keep one value per key", k.MaxSiblings)
 	}

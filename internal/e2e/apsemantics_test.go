@@ -3,10 +3,12 @@ package e2e
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // kvctl on an ap key behaves like a register for one writer: a delete
@@ -120,5 +122,53 @@ func TestKvctlAPSequentialWrites(t *testing.T) {
 	}
 	if _, errOut, _ := run("-v", "put", "sessions/seq/k", "last"); !strings.Contains(errOut, "sessions ap/quorum") || !strings.Contains(errOut, " siblings=1 ") {
 		t.Errorf("put -v receipt: %q", errOut)
+	}
+}
+
+// A keyspace created with --max-siblings refuses the blind write that would
+// pass the cap, naming the key and the cap; describe shows the cap.
+func TestKvctlKeyspaceSiblingCap(t *testing.T) {
+	cl := startCluster(t, 3)
+	eps := cl.endpoints()
+	if _, errOut, code := kvctl(t, eps, "", "keyspace", "create", "carts", "--mode", "ap", "--max-siblings", "2"); code != 0 {
+		t.Fatal(errOut)
+	}
+	if out, errOut, code := kvctl(t, eps, "", "keyspace", "create", "bad", "--mode", "ap", "--max-siblings", "-1"); code == 0 || !strings.Contains(errOut, "max_siblings = -1") {
+		t.Errorf("create with --max-siblings -1: exit %d, %q %q", code, out, errOut)
+	}
+	var d struct {
+		MaxSiblings int `json:"max_siblings"`
+	}
+	var out string
+	waitFor(t, 10*time.Second, "keyspace carts in the map", func() bool {
+		var code int
+		out, _, code = kvctl(t, eps, "", "keyspace", "describe", "carts", "--json")
+		return code == 0
+	})
+	if json.Unmarshal([]byte(out), &d) != nil || d.MaxSiblings != 2 {
+		t.Fatalf("describe carts: %s; want max_siblings 2", out)
+	}
+	out, _, _ = kvctl(t, eps, "", "keyspace", "describe", "sessions", "--json")
+	if json.Unmarshal([]byte(out), &d) != nil || d.MaxSiblings != 16 {
+		t.Errorf("describe sessions: %s; want the default max_siblings 16", out)
+	}
+	// Blind writes through every node (each learns the keyspace by epoch).
+	for i, p := range cl.procs[:2] {
+		waitFor(t, 10*time.Second, "blind write via "+p.id, func() bool {
+			_, err := rawPut(t, p.addr, "carts/u1", fmt.Sprintf("v%d", i), "all", nil)
+			return err == nil
+		})
+	}
+	var err error
+	waitFor(t, 10*time.Second, "n3 knows keyspace carts", func() bool {
+		_, err = rawPut(t, cl.procs[2].addr, "carts/u1", "v3", "all", nil)
+		return err == nil || !strings.Contains(err.Error(), "unknown keyspace")
+	})
+	if err == nil || !strings.Contains(err.Error(), `key "carts/u1" would have 3 concurrent values (siblings), over keyspace cap 2`) {
+		t.Fatalf("third blind write: %v, want refused by the cap", err)
+	}
+	// kvctl reads the context first: its put resolves them.
+	if out, errOut, code := kvctl(t, eps, "", "-v", "put", "carts/u1", "merged"); code != 0 || !strings.Contains(errOut, " siblings=1 ") {
+		t.Errorf("kvctl put at the cap: exit %d, %q %q", code, out, errOut)
 	}
 }
