@@ -1432,6 +1432,7 @@ type Keyspace struct {
 	Ranges        []*Range               `protobuf:"bytes,6,rep,name=ranges,proto3" json:"ranges,omitempty"`
 	DefaultLevel  string                 `protobuf:"bytes,7,opt,name=default_level,json=defaultLevel,proto3" json:"default_level,omitempty"`
 	Resolve       string                 `protobuf:"bytes,8,opt,name=resolve,proto3" json:"resolve,omitempty"`
+	MaxSiblings   uint32                 `protobuf:"varint,9,opt,name=max_siblings,json=maxSiblings,proto3" json:"max_siblings,omitempty"` // ap: live siblings a key may keep (0: the default, 16)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1520,6 +1521,13 @@ func (x *Keyspace) GetResolve() string {
 		return x.Resolve
 	}
 	return ""
+}
+
+func (x *Keyspace) GetMaxSiblings() uint32 {
+	if x != nil {
+		return x.MaxSiblings
+	}
+	return 0
 }
 
 // ClusterMap is everything a client needs to build the same ring as the
@@ -3610,7 +3618,7 @@ const file_capkv_proto_rawDesc = "" +
 	"\x05Range\x12\x0e\n" +
 	"\x02lo\x18\x01 \x01(\x04R\x02lo\x12\x0e\n" +
 	"\x02hi\x18\x02 \x01(\x04R\x02hi\x12\x1c\n" +
-	"\tpartition\x18\x03 \x01(\rR\tpartition\"\xf2\x01\n" +
+	"\tpartition\x18\x03 \x01(\rR\tpartition\"\x95\x02\n" +
 	"\bKeyspace\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\x1a\n" +
@@ -3621,7 +3629,8 @@ const file_capkv_proto_rawDesc = "" +
 	"\btemplate\x18\x05 \x01(\tR\btemplate\x12'\n" +
 	"\x06ranges\x18\x06 \x03(\v2\x0f.capkv.v1.RangeR\x06ranges\x12#\n" +
 	"\rdefault_level\x18\a \x01(\tR\fdefaultLevel\x12\x18\n" +
-	"\aresolve\x18\b \x01(\tR\aresolve\"\xde\x01\n" +
+	"\aresolve\x18\b \x01(\tR\aresolve\x12!\n" +
+	"\fmax_siblings\x18\t \x01(\rR\vmaxSiblings\"\xde\x01\n" +
 	"\n" +
 	"ClusterMap\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12$\n" +

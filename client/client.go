@@ -95,6 +95,7 @@ type Client struct {
 	cfg      Config
 	log      *slog.Logger
 	breakers *breakers // per node address
+	sessions sessions  // ap: the causal context of each key this client last read or wrote
 
 	mu struct {
 		sync.Mutex
@@ -283,6 +284,7 @@ type callOptions struct {
 	startAfter string
 	requestID  string
 	causal     []byte
+	blind      bool
 }
 
 // WithContext passes the causal context of a previous Get (Item.Context) with

@@ -134,10 +134,15 @@ func (c *Client) Get(ctx context.Context, key string, opts ...Option) (*Item, er
 		}
 		return resp.GetReceipt(), nil
 	})
+	if err == nil && len(out.Context) > 0 && c.sessionKey(key) {
+		c.sessions.put(key, out.Context)
+	}
 	return out, err
 }
 
-// Put writes a key.
+// Put writes a key. On an ap key without WithContext it replaces what this
+// client has seen of the key (see WithBlindWrite); the receipt's Siblings
+// counts the values the key holds afterwards.
 func (c *Client) Put(ctx context.Context, key string, value []byte, opts ...Option) (*WriteResult, error) {
 	if err := errors.Join(c.checkKey(key), c.checkValue("value", value)); err != nil {
 		return nil, err
@@ -145,18 +150,23 @@ func (c *Client) Put(ctx context.Context, key string, value []byte, opts ...Opti
 	o := collect(opts)
 	o.ensureRequestID()
 	var out *WriteResult
-	err := c.call(ctx, key, c.isCP(key), func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
-		resp, err := kv.Put(ctx, &api.PutRequest{Header: c.header(o), Key: key, Value: value, Context: o.causal})
-		if err != nil {
-			return nil, err
-		}
-		out = &WriteResult{Version: resp.GetVersion(), Timestamp: consistency.Timestamp(resp.GetTimestamp()), Receipt: receiptFrom(resp.GetReceipt())}
-		return resp.GetReceipt(), nil
-	})
+	err := c.sessionWrite(ctx, key, o, false, func(causal []byte) error {
+		return c.call(ctx, key, c.isCP(key), func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
+			resp, err := kv.Put(ctx, &api.PutRequest{Header: c.header(o), Key: key, Value: value, Context: causal})
+			if err != nil {
+				return nil, err
+			}
+			out = &WriteResult{Version: resp.GetVersion(), Timestamp: consistency.Timestamp(resp.GetTimestamp()), Receipt: receiptFrom(resp.GetReceipt())}
+			return resp.GetReceipt(), nil
+		})
+	}, func() *WriteResult { return out })
 	return out, err
 }
 
 // Delete removes a key. Deleting a missing key succeeds with Existed false.
+// On an ap key without WithContext it deletes what this client has seen of
+// the key (reading it first when it has seen nothing); a value written
+// concurrently survives it, and the receipt's Siblings counts such values.
 func (c *Client) Delete(ctx context.Context, key string, opts ...Option) (*WriteResult, error) {
 	if err := c.checkKey(key); err != nil {
 		return nil, err
@@ -164,14 +174,16 @@ func (c *Client) Delete(ctx context.Context, key string, opts ...Option) (*Write
 	o := collect(opts)
 	o.ensureRequestID()
 	var out *WriteResult
-	err := c.call(ctx, key, c.isCP(key), func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
-		resp, err := kv.Delete(ctx, &api.DeleteRequest{Header: c.header(o), Key: key, Context: o.causal})
-		if err != nil {
-			return nil, err
-		}
-		out = &WriteResult{Version: resp.GetVersion(), Existed: resp.GetExisted(), Receipt: receiptFrom(resp.GetReceipt())}
-		return resp.GetReceipt(), nil
-	})
+	err := c.sessionWrite(ctx, key, o, true, func(causal []byte) error {
+		return c.call(ctx, key, c.isCP(key), func(ctx context.Context, kv api.KVClient) (*api.Receipt, error) {
+			resp, err := kv.Delete(ctx, &api.DeleteRequest{Header: c.header(o), Key: key, Context: causal})
+			if err != nil {
+				return nil, err
+			}
+			out = &WriteResult{Version: resp.GetVersion(), Existed: resp.GetExisted(), Receipt: receiptFrom(resp.GetReceipt())}
+			return resp.GetReceipt(), nil
+		})
+	}, func() *WriteResult { return out })
 	return out, err
 }
 

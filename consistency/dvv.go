@@ -699,3 +699,23 @@ func (d DVV) Keep(dot Dot) DVV {
 	}
 	return out
 }
+
+// ExtendContext returns the encoded causal context ctx (empty: none) with
+// the write (node, counter) added: what a client that wrote with ctx has
+// seen once that write is acknowledged. It is a safe context for the
+// client's next write only when the write left no other live sibling: the
+// counter also covers any unseen concurrent dot the same node minted.
+func ExtendContext(ctx []byte, node string, counter uint64) ([]byte, error) {
+	var vv VV
+	if len(ctx) > 0 {
+		var err error
+		if vv, err = DecodeVV(ctx); err != nil {
+			return nil, err
+		}
+	}
+	dot, err := NewVV(map[string]uint64{node: counter})
+	if err != nil {
+		return nil, err
+	}
+	return vv.Merge(dot).Encode(nil), nil
+}

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/capkv/capkv/api"
+	"github.com/capkv/capkv/consistency"
 	"github.com/capkv/capkv/internal/kverrors"
 )
 
@@ -66,6 +67,11 @@ func (w RegisterWorkload) Run(ctx context.Context, h *History) error {
 			rng := rand.New(rand.NewPCG(w.Seed, uint64(c)))
 			process := c
 			last := map[string]string{} // last value this client saw per key
+			// ap: the causal context of this client's last read of each key,
+			// sent with its next write so that the write replaces what the
+			// client read (as a Riak client does) instead of piling up one
+			// sibling per blind write until the keyspace's cap refuses them.
+			seen := map[string][]byte{}
 			for seq := 0; ctx.Err() == nil; seq++ {
 				if w.Ops > 0 && budget.Add(-1) < 0 {
 					return
@@ -85,9 +91,14 @@ func (w RegisterWorkload) Run(ctx context.Context, h *History) error {
 				default:
 					op.Kind, op.Value, op.Expected = CAS, fmt.Sprintf("%d-%d", c, seq), last[key]
 				}
-				w.do(ctx, conns[node], h, &op)
-				if op.Kind == Read && op.Outcome == OK {
-					last[key] = op.Read
+				cx := w.do(ctx, conns[node], h, &op, seen[key])
+				switch {
+				case op.Kind == Read && op.Outcome == OK:
+					last[key], seen[key] = op.Read, cx
+				case op.Kind == Write && cx != nil:
+					seen[key] = cx
+				case op.Kind == Write:
+					delete(seen, key) // a second write with it would sit beside the first
 				}
 				h.Add(op)
 				if op.Outcome == Unknown {
@@ -102,7 +113,9 @@ func (w RegisterWorkload) Run(ctx context.Context, h *History) error {
 	return nil
 }
 
-func (w RegisterWorkload) do(ctx context.Context, c api.KVClient, h *History, op *Op) {
+// do runs op, a write with the causal context causal; it returns the
+// context the client has after it (nil when unknown).
+func (w RegisterWorkload) do(ctx context.Context, c api.KVClient, h *History, op *Op, causal []byte) (readContext []byte) {
 	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.OpTimeout)
 	defer cancel()
 	op.Call = h.Now()
@@ -113,9 +126,16 @@ func (w RegisterWorkload) do(ctx context.Context, c api.KVClient, h *History, op
 		resp, err = c.Get(octx, &api.GetRequest{Key: op.Key, Header: header(op.Level)})
 		if err == nil {
 			op.SetRead(resp)
+			readContext = resp.GetContext()
 		}
 	case Write:
-		_, err = c.Put(octx, &api.PutRequest{Key: op.Key, Value: []byte(op.Value), Header: header(op.Level)})
+		var resp *api.PutResponse
+		resp, err = c.Put(octx, &api.PutRequest{Key: op.Key, Value: []byte(op.Value), Header: header(op.Level), Context: causal})
+		if rc := resp.GetReceipt(); err == nil && rc.GetMode() == string(consistency.AP) && rc.GetSiblings() == 1 {
+			// The write replaced everything else: the context and its dot
+			// are exactly what this client has seen (see ExtendContext).
+			readContext, _ = consistency.ExtendContext(causal, rc.GetServedBy(), resp.GetVersion())
+		}
 	case CAS:
 		req := &api.CASRequest{Key: op.Key, Value: []byte(op.Value), Header: header(op.Level)}
 		if op.Expected == "" {
@@ -128,6 +148,7 @@ func (w RegisterWorkload) do(ctx context.Context, c api.KVClient, h *History, op
 	}
 	op.Return = h.Now()
 	op.Outcome = Classify(op, kverrors.FromStatus(err))
+	return readContext
 }
 
 func (w RegisterWorkload) pickLevel(rng *rand.Rand) string {

@@ -48,6 +48,29 @@ type KeyspaceConfig struct {
 	DefaultLevel consistency.Level
 	// Resolve is the AP conflict rule: ResolveSiblings (default) or ResolveLWW.
 	Resolve string
+	// MaxSiblings caps the live siblings an AP key may keep: a write that
+	// would add one beyond it is refused (0: DefaultMaxSiblings, which
+	// SiblingCap applies; WithDefaults leaves it 0 so that configs stored
+	// before the field existed compare equal).
+	MaxSiblings int `json:",omitempty"`
+}
+
+// DefaultMaxSiblings is the sibling cap of an AP keyspace that sets none:
+// well above what truly concurrent writers leave, far below what blind
+// writers pile up (Riak warns at 25 and refuses at 100).
+const DefaultMaxSiblings = 16
+
+// MaxMaxSiblings bounds the cap a keyspace may set: every read returns all
+// of a key's siblings and every write stores them.
+const MaxMaxSiblings = 1000
+
+// SiblingCap is the keyspace's effective sibling cap (configs stored before
+// the field existed carry 0).
+func (k KeyspaceConfig) SiblingCap() int {
+	if k.MaxSiblings > 0 {
+		return k.MaxSiblings
+	}
+	return DefaultMaxSiblings
 }
 
 // WithDefaults returns a copy of k with every unset field given its default:
@@ -143,6 +166,12 @@ func (k KeyspaceConfig) Validate() error {
 		bad("resolve %q is set but cp keyspaces have no conflicts to resolve", k.Resolve)
 	case k.Resolve != ResolveSiblings && k.Resolve != ResolveLWW:
 		bad("resolve %q, want %q or %q", k.Resolve, ResolveSiblings, ResolveLWW)
+	}
+	switch {
+	case k.MaxSiblings < 0 || k.MaxSiblings > MaxMaxSiblings:
+		bad("max_siblings = %d, must be in [1, %d] (0: the default %d)", k.MaxSiblings, MaxMaxSiblings, DefaultMaxSiblings)
+	case k.MaxSiblings > 0 && k.Mode == consistency.CP:
+		bad("max_siblings %d is set but cp keyspaces keep one value per key", k.MaxSiblings)
 	}
 	return errors.Join(errs...)
 }

@@ -48,6 +48,7 @@ func TestValidateReportsEveryField(t *testing.T) {
 		DefaultLevel: consistency.Quorum,
 		Ranges:       []Range{{10, 5, 0}, {0, 100, 1}, {50, 60, 99999}},
 		Resolve:      "newest",
+		MaxSiblings:  -1,
 	}
 	err := k.Validate()
 	if !errors.Is(err, kverrors.ErrInvalidArgument) {
@@ -64,13 +65,14 @@ func TestValidateReportsEveryField(t *testing.T) {
 		"partition 99999 out of [0, 70000)",
 		"ranges 0-100:1 and 50-60:99999 overlap",
 		`resolve "newest"`,
+		"max_siblings = -1",
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("Validate() error lacks %q:\n%s", want, msg)
 		}
 	}
-	if n := len(err.(interface{ Unwrap() []error }).Unwrap()); n != 9 {
-		t.Errorf("Validate() joined %d errors, want 9:\n%s", n, msg)
+	if n := len(err.(interface{ Unwrap() []error }).Unwrap()); n != 10 {
+		t.Errorf("Validate() joined %d errors, want 10:\n%s", n, msg)
 	}
 
 	tests := []struct {

@@ -251,6 +251,9 @@ func keyspacesJSON(ks []*api.Keyspace) []map[string]any {
 		if k.Resolve != "" {
 			m["resolve"] = k.Resolve
 		}
+		if k.Mode == string(consistency.AP) {
+			m["max_siblings"] = wire.KeyspaceFromProto(k).SiblingCap()
+		}
 		if len(k.Ranges) > 0 {
 			var rs []string
 			for _, r := range k.Ranges {
@@ -314,7 +317,7 @@ func keyspaceCmd(g *globals) *cobra.Command {
 					return g.printJSON(m)
 				}
 				w := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
-				for _, f := range []string{"name", "mode", "replicas", "partitions", "template", "default_level", "resolve", "ranges"} {
+				for _, f := range []string{"name", "mode", "replicas", "partitions", "template", "default_level", "resolve", "max_siblings", "ranges"} {
 					if v, ok := m[f]; ok {
 						fmt.Fprintf(w, "%s\t%v\n", f, v)
 					}
@@ -333,7 +336,7 @@ func keyspaceCmd(g *globals) *cobra.Command {
 
 func createKeyspaceCmd(g *globals) *cobra.Command {
 	var mode, template, ranges, level, resolve string
-	var replicas, partitions int
+	var replicas, partitions, maxSiblings int
 	cmd := &cobra.Command{
 		Use:   "create NAME --mode cp|ap [--replicas N] [--partitions Q] [--template T]",
 		Short: "create a keyspace at run time (every node and client learns it by epoch)",
@@ -365,7 +368,7 @@ cluster, or one region when the template names {region}) is refused.`,
 				return usageError{fmt.Errorf("--partitions %d: must be in [1, %d] (default %d)", partitions, ring.MaxPartitions, ring.DefaultPartitions)}
 			}
 			ks := ring.KeyspaceConfig{Name: args[0], Mode: m, Replicas: replicas, Partitions: partitions,
-				Template: template, DefaultLevel: lvl, Resolve: resolve}
+				Template: template, DefaultLevel: lvl, Resolve: resolve, MaxSiblings: maxSiblings}
 			if ranges != "" {
 				if ks.Ranges, err = ring.ParseRanges(ranges); err != nil {
 					return usageError{fmt.Errorf("--ranges: %w", err)}
@@ -396,6 +399,7 @@ cluster, or one region when the template names {region}) is refused.`,
 	cmd.Flags().StringVar(&ranges, "ranges", "", "ID ranges instead of hashing: lo-hi:partition,...")
 	cmd.Flags().StringVar(&level, "default-level", "", "default consistency level (cp: linearizable|stale; ap: one|quorum|all)")
 	cmd.Flags().StringVar(&resolve, "resolve", "", "ap conflict resolution: siblings (default) or lww")
+	cmd.Flags().IntVar(&maxSiblings, "max-siblings", 0, fmt.Sprintf("ap: concurrent values a key may keep; a write that would add one more is refused (0: %d)", ring.DefaultMaxSiblings))
 	return cmd
 }
 

@@ -64,6 +64,9 @@ type benchStats struct {
 	lat  map[string][]time.Duration
 	errs map[string]int
 	last map[string]string // one example error per op
+	// maxSiblings: the most values an ap put's receipt reported for its
+	// key (1 when every write superseded the ones it followed).
+	maxSiblings int
 }
 
 func runBench(g *globals, f benchFlags) error {
@@ -184,7 +187,12 @@ func runBench(g *globals, f benchFlags) error {
 				t0 := time.Now()
 				var err error
 				if op == "put" {
-					_, err = cl.Put(octx, key(k), val, opts...)
+					// Without a context the client writes with what it has
+					// seen of the key, so a put supersedes the ones before it.
+					var res *client.WriteResult
+					if res, err = cl.Put(octx, key(k), val, opts...); err == nil {
+						st.maxSiblings = max(st.maxSiblings, res.Receipt.Siblings)
+					}
 				} else {
 					_, err = cl.Get(octx, key(k), opts...)
 					if errors.Is(err, client.ErrNotFound) {
@@ -274,6 +282,10 @@ func printBench(g *globals, f benchFlags, lvl consistency.Level, per []benchStat
 		Example   string  `json:"example_error,omitempty"`
 	}
 	var rows []row
+	maxSib := 0
+	for _, st := range per {
+		maxSib = max(maxSib, st.maxSiblings)
+	}
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	for _, op := range []string{"put", "get"} {
 		var all []time.Duration
@@ -298,7 +310,7 @@ func printBench(g *globals, f benchFlags, lvl consistency.Level, per []benchStat
 	if g.json {
 		return g.printJSON(map[string]any{"workload": f.workload, "dist": f.dist, "clients": f.clients, "conns": f.conns,
 			"duration_s": elapsed.Seconds(), "value_size": f.valueSize, "keys": f.keys, "key_format": f.keyFmt,
-			"consistency": orDefault(string(lvl)), "seed": f.seed, "results": rows})
+			"consistency": orDefault(string(lvl)), "seed": f.seed, "results": rows, "max_siblings": maxSib})
 	}
 	w := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(w, "op\tops\terrors\tops/s\tp50 ms\tp99 ms\tp99.9 ms\tmax ms\t\n")
@@ -307,6 +319,9 @@ func printBench(g *globals, f benchFlags, lvl consistency.Level, per []benchStat
 	}
 	if err := w.Flush(); err != nil {
 		return err
+	}
+	if maxSib > 0 {
+		fmt.Fprintf(g.errOut, "bench: at most %d value(s) on a key after a put (ap siblings: concurrent writes)\n", maxSib)
 	}
 	for _, r := range rows {
 		if r.Example != "" {

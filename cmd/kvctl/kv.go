@@ -63,7 +63,7 @@ func putCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().StringVar(&causal, "context", "", "ap: the context from 'get --json', so this write replaces the siblings that get saw")
+	cmd.Flags().StringVar(&causal, "context", "", "ap: the context from 'get --json', so this write replaces the siblings that get saw (default: the context of a read made first)")
 	return cmd
 }
 
@@ -125,19 +125,27 @@ func delCmd(g *globals) *cobra.Command {
 					return err
 				}
 				g.receipt(res.Receipt)
+				// An ap delete removes what it saw; a value written
+				// concurrently survives it (the receipt counts the live
+				// values left), and then the key is not gone.
+				left := res.Receipt.Siblings
 				if g.json {
-					return g.printJSON(map[string]any{"key": args[0], "existed": res.Existed, "receipt": toJSONReceipt(res.Receipt)})
+					return g.printJSON(map[string]any{"key": args[0], "existed": res.Existed, "deleted": res.Existed && left == 0,
+						"values_left": left, "receipt": toJSONReceipt(res.Receipt)})
 				}
-				if res.Existed {
+				switch {
+				case left > 0:
+					fmt.Fprintf(g.out, "not deleted: %d concurrent value(s) remain, written without seeing what this delete saw ('get --json' shows them; 'del --context' deletes them)\n", left)
+				case res.Existed:
 					fmt.Fprintln(g.out, "deleted")
-				} else {
+				default:
 					fmt.Fprintln(g.out, "not found (nothing deleted)")
 				}
 				return nil
 			})
 		},
 	}
-	cmd.Flags().StringVar(&causal, "context", "", "ap: the context from 'get --json', so the delete covers the siblings that get saw")
+	cmd.Flags().StringVar(&causal, "context", "", "ap: the context from 'get --json', so the delete covers the siblings that get saw (default: the context of a read made first)")
 	return cmd
 }
 

@@ -46,6 +46,7 @@ type fileKeyspace struct {
 	Ranges       string `json:"ranges"` // "0-999999:0,1000000-1999999:1"
 	DefaultLevel string `json:"default_level"`
 	Resolve      string `json:"resolve"`
+	MaxSiblings  int    `json:"max_siblings"`
 }
 
 func loadConfigFile(path string, cfg *node.Config) error {
@@ -66,7 +67,8 @@ func loadConfigFile(path string, cfg *node.Config) error {
 	}
 	for _, k := range fc.Keyspaces {
 		ks := ring.KeyspaceConfig{Name: k.Name, Mode: consistency.Mode(k.Mode), Replicas: k.Replicas, Partitions: k.Partitions,
-			Template: k.Template, DefaultLevel: consistency.Level(k.DefaultLevel), Resolve: k.Resolve}
+			Template: k.Template, DefaultLevel: consistency.Level(k.DefaultLevel), Resolve: k.Resolve,
+			MaxSiblings: k.MaxSiblings}
 		if k.Ranges != "" {
 			r, err := ring.ParseRanges(k.Ranges)
 			if err != nil {

@@ -104,8 +104,8 @@ func TestAPSiblingsAndContext(t *testing.T) {
 	if err != nil || string(it.Value) != "merged" || len(it.Siblings) != 1 {
 		t.Fatalf("after a write with the context: %+v %v", it, err)
 	}
-	// A blind write (stale, no context) does not erase: it becomes a sibling.
-	if _, err := c.Put(ctx, key, []byte("blind")); err != nil {
+	// A blind write (no context, no read first) does not erase: it becomes a sibling.
+	if _, err := c.Put(ctx, key, []byte("blind"), client.WithBlindWrite()); err != nil {
 		t.Fatal(err)
 	}
 	it, _ = c.Get(ctx, key, client.WithConsistency("all"))

@@ -52,7 +52,8 @@ var (
 	ErrUnknownKeyspace = errors.New("unknown keyspace")
 	// ErrWrongMode: the operation is not offered by the keyspace's mode (CAS on ap).
 	ErrWrongMode = errors.New("operation not offered by this keyspace's mode")
-	// ErrConflict: a compare-and-set's expectation did not hold; nothing was written.
+	// ErrConflict: a compare-and-set's expectation did not hold, or an ap write
+	// would grow a key's siblings past its keyspace's cap; nothing was written.
 	ErrConflict = errors.New("conflict")
 	// ErrUnavailable: the operation definitely did not take effect, because
 	// the replicas it needs cannot be reached or because the request never

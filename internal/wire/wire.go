@@ -23,6 +23,7 @@ func KeyspaceToProto(k *ring.KeyspaceConfig) *api.Keyspace {
 		Template:     k.Template,
 		DefaultLevel: string(k.DefaultLevel),
 		Resolve:      k.Resolve,
+		MaxSiblings:  uint32(max(k.MaxSiblings, 0)),
 	}
 	for _, r := range k.Ranges {
 		out.Ranges = append(out.Ranges, &api.Range{Lo: r.Lo, Hi: r.Hi, Partition: uint32(r.Partition)})
@@ -40,6 +41,7 @@ func KeyspaceFromProto(k *api.Keyspace) ring.KeyspaceConfig {
 		Template:     k.GetTemplate(),
 		DefaultLevel: consistency.Level(k.GetDefaultLevel()),
 		Resolve:      k.GetResolve(),
+		MaxSiblings:  int(k.GetMaxSiblings()),
 	}
 	for _, r := range k.GetRanges() {
 		out.Ranges = append(out.Ranges, ring.Range{Lo: r.GetLo(), Hi: r.GetHi(), Partition: int(r.GetPartition())})

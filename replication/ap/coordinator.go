@@ -62,15 +62,23 @@ type WriteRequest struct {
 	LWW            bool
 	Context        consistency.VV
 	Value          consistency.Value
+	// MaxSiblings, when positive, refuses a write that would leave the key
+	// with more live siblings than this (and more than it had): the cap on
+	// what blind or stale-context writers can pile up.
+	MaxSiblings int
 }
 
 // WriteResult says who stored the write.
 type WriteResult struct {
-	Clock  consistency.DVV
-	Acked  []string // replicas of the preference list that stored it
-	Hinted []string // fallback nodes that stored it as a hint
-	Sloppy bool     // hinted acknowledgements were counted
-	Need   int
+	Clock consistency.DVV
+	// Dot names the write: with the request's context it is exactly what
+	// the writer has seen of the key (its session context).
+	Dot       consistency.Dot
+	Timestamp consistency.Timestamp // the write's HLC
+	Acked     []string              // replicas of the preference list that stored it
+	Hinted    []string              // fallback nodes that stored it as a hint
+	Sloppy    bool                  // hinted acknowledgements were counted
+	Need      int
 	// HadLive: the coordinator's copy had a live value before this write
 	// (for a delete: whether something was deleted, as far as it knew).
 	HadLive bool
@@ -105,7 +113,16 @@ func (c *Coordinator) Write(ctx context.Context, w WriteRequest) (WriteResult, e
 		}
 		var next consistency.DVV
 		if next, err = cur.UpdateAbove(w.Context, c.Self, w.Value, floor); err == nil {
+			res.Dot, res.Timestamp = newDot(cur, next), w.Value.Timestamp
+			err = checkSiblings(w, len(cur.Live()), len(next.Live()))
+		}
+		if err == nil {
 			res.Clock, err = c.Clocks.Merge(w.Partition, w.Key, next, w.LWW)
+			if errors.Is(err, kverrors.ErrTooLarge) && len(next.Live()) > 1 {
+				err = fmt.Errorf("%w: key %q would keep %d concurrent values (siblings), which together exceed the value limit; "+
+					"write with the context of a read ('kvctl get --json', then 'put --context') to replace them: %w",
+					kverrors.ErrTooLarge, w.Key, len(next.Live()), err)
+			}
 		}
 	}
 	mu.Unlock()
@@ -155,6 +172,29 @@ func (c *Coordinator) Write(ctx context.Context, w WriteRequest) (WriteResult, e
 			acts = round.Step(writeEvent{Kind: evDeadline})
 		}
 	}
+}
+
+// newDot is the dot an update minted: the one sibling of next not in cur.
+func newDot(cur, next consistency.DVV) consistency.Dot {
+	for _, s := range next.Values() {
+		if !cur.Context().Covers(s.Dot) {
+			return s.Dot
+		}
+	}
+	return consistency.Dot{}
+}
+
+// checkSiblings refuses a write that would grow a key's live siblings past
+// the cap. A write that does not add to them (it names their context, or
+// the key is already over the cap by merges from elsewhere) always passes:
+// resolving must stay possible.
+func checkSiblings(w WriteRequest, before, after int) error {
+	if w.LWW || w.MaxSiblings <= 0 || after <= w.MaxSiblings || after <= before {
+		return nil
+	}
+	return fmt.Errorf("%w: key %q would have %d concurrent values (siblings), over keyspace cap %d (max_siblings); nothing was written: "+
+		"read the key and write with its context ('kvctl get --json', then 'put --context'; the Go client does this unless told WithBlindWrite) to replace them",
+		kverrors.ErrConflict, w.Key, after, w.MaxSiblings)
 }
 
 // ReadRequest is one coordinated read.

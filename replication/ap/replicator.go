@@ -155,14 +155,20 @@ func (r *Replicator) Write(ctx context.Context, t replication.Target, w replicat
 	}
 	// The coordinator stamps the write with the HLC under the key's lock.
 	res, err := r.coord.Write(ctx, WriteRequest{Partition: t.Partition(), Key: w.Key, Replicas: t.Placement.Replicas,
-		Fallbacks: r.fallbacks(t.Placement), Level: t.Level, LWW: lww(t), Context: causal, Value: v})
+		Fallbacks: r.fallbacks(t.Placement), Level: t.Level, LWW: lww(t), Context: causal, Value: v,
+		MaxSiblings: t.Placement.Keyspace.SiblingCap()})
 	if err != nil {
 		return replication.WriteResult{}, err
 	}
-	out := replication.WriteResult{Existed: res.HadLive, Receipt: r.receipt(t, res.Acked, res.Hinted, res.Sloppy, len(res.Clock.Live()))}
+	// Version is this write's dot counter (the dot's node is the serving
+	// node): with the context it was sent with, the writer's client knows
+	// exactly what it has seen, and its next write supersedes this one
+	// without reading first. Siblings counts the live values left, so a
+	// delete that left a concurrent value is seen not to have removed it.
+	out := replication.WriteResult{Existed: res.HadLive, Version: res.Dot.Counter,
+		Receipt: r.receipt(t, res.Acked, res.Hinted, res.Sloppy, len(res.Clock.Live()))}
 	if w.Op == replication.OpPut {
-		nw, _ := res.Clock.LWW()
-		out.Version, out.Timestamp = nw.Dot.Counter, uint64(nw.Timestamp)
+		out.Timestamp = uint64(res.Timestamp)
 	}
 	return out, nil
 }

@@ -20,7 +20,12 @@ type FaultyTransport struct {
 	Self    string
 	Faults  fault.Injector
 	Timeout time.Duration // bound on a blackholed message (default 1s)
+
+	acks Acks
 }
+
+// Acks is what followers acknowledged through this transport.
+func (f *FaultyTransport) Acks() *Acks { return &f.acks }
 
 func (f *FaultyTransport) check(target raft.ServerAddress) error {
 	to := f.Timeout
@@ -59,7 +64,11 @@ func (f *FaultyTransport) AppendEntriesPipeline(raft.ServerID, raft.ServerAddres
 
 // AppendEntries passes through the fault rules.
 func (f *FaultyTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
-	return f.roundTrip(target, func() error { return f.Transport.AppendEntries(id, target, args, resp) })
+	if err := f.roundTrip(target, func() error { return f.Transport.AppendEntries(id, target, args, resp) }); err != nil {
+		return err
+	}
+	f.acks.observe(target, args, resp)
+	return nil
 }
 
 // RequestVote passes through the fault rules.

@@ -41,6 +41,10 @@ type Result struct {
 	Timestamp consistency.Timestamp
 	Existed   bool // delete: the key existed
 	Err       error
+	// Index is the log index of the entry that carried the command (set
+	// by Group.Propose; Version is the key's, which a retried request or a
+	// failed CAS leaves at an earlier index).
+	Index uint64
 }
 
 // FSM applies committed commands of one partition to its storage.

@@ -313,10 +313,30 @@ func (g *Group) Propose(ctx context.Context, cmd Command) (Result, error) {
 		if !ok {
 			return Result{}, fmt.Errorf("%w: partition %s: unexpected apply response %T", kverrors.ErrInternal, g.cfg.ID, f.Response())
 		}
+		res.Index = f.Index()
 		return res, res.Err
 	case <-ctx.Done():
 		return Result{}, fmt.Errorf("%w: partition %s: write proposed but not confirmed before the deadline", kverrors.ErrIndeterminate, g.cfg.ID)
 	}
+}
+
+// AckedBy lists the replicas known to hold log entry index: this node (the
+// leader that committed it) and, sorted, the followers whose answers to
+// this term's AppendEntries reached it. A follower that has not answered
+// yet (it may well have the entry) is left out: a receipt names only what
+// was acknowledged.
+func (g *Group) AckedBy(index uint64) []string {
+	out := []string{g.cfg.Self}
+	src, ok := g.trans.(ackSource)
+	if !ok || index == 0 {
+		return out
+	}
+	for _, p := range src.Acks().Reached(g.raft.CurrentTerm(), index) {
+		if p != g.cfg.Self {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // ReadBarrier makes a following local read linearizable (ReadIndex): it

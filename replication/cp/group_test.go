@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -416,6 +417,56 @@ func TestRestartSkipsAppliedEntries(t *testing.T) {
 		time.Sleep(2 * time.Second)
 		if v := g.stores[f].value("k"); v != "x" {
 			t.Fatalf("after restart replica %s has k = %s, want x", f, v)
+		}
+	})
+}
+
+// A committed entry's receipt names the leader and the followers whose
+// answers acknowledged it: at least a majority, and never a follower that
+// is cut off.
+func TestAckedByNamesFollowersThatAcknowledged(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newTestGroup(t, "a", "b", "c")
+		l := g.leader()
+		ctx, cancel := ctxFor(2 * time.Second)
+		res, err := l.Propose(ctx, put("k", "v1", 1))
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Index == 0 {
+			t.Fatal("Propose returned no log index")
+		}
+		acked := l.AckedBy(res.Index)
+		if len(acked) < 2 || acked[0] != l.cfg.Self {
+			t.Fatalf("acked by %v, want the leader %s first and a majority", acked, l.cfg.Self)
+		}
+		// Given time, every healthy follower acknowledges it.
+		deadline := time.Now().Add(5 * time.Second)
+		for len(l.AckedBy(res.Index)) != 3 {
+			if time.Now().After(deadline) {
+				t.Fatalf("acked by %v after 5s, want all 3", l.AckedBy(res.Index))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if got := l.AckedBy(res.Index + 1000); len(got) != 1 {
+			t.Errorf("an index not yet written is acked by %v, want the leader alone", got)
+		}
+
+		cut := g.others(l.cfg.Self)[0]
+		g.faults.Partition([]string{cut}, g.others(cut), fault.Rule{Drop: true})
+		for range 5 {
+			ctx, cancel := ctxFor(2 * time.Second)
+			res, err = l.Propose(ctx, put("k", "v2", 2))
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			acked = l.AckedBy(res.Index)
+			if len(acked) != 2 || slices.Contains(acked, cut) {
+				t.Fatalf("with %s cut off: acked by %v, want the leader and the other follower", cut, acked)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
 	})
 }

@@ -148,8 +148,9 @@ func (r *Replicator) Write(ctx context.Context, t replication.Target, w replicat
 	if err != nil {
 		return replication.WriteResult{}, err
 	}
-	return replication.WriteResult{Version: res.Version, Timestamp: uint64(res.Timestamp), Existed: res.Existed,
-		Receipt: r.receipt(g, res.Version, true)}, nil
+	rc := r.receipt(g, res.Version, true)
+	rc.AckedBy = g.AckedBy(res.Index)
+	return replication.WriteResult{Version: res.Version, Timestamp: uint64(res.Timestamp), Existed: res.Existed, Receipt: rc}, nil
 }
 
 // Scan lists up to limit keys of t's partition with prefix after after, in

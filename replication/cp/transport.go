@@ -307,7 +307,12 @@ type Transport struct {
 	hbMu   sync.Mutex
 	hb     func(raft.RPC)
 	lastHB map[raft.ServerAddress]time.Time // when this group last sent a heartbeat to each peer
+
+	acks Acks // what followers acknowledged, for receipts
 }
+
+// Acks is what this group's followers acknowledged to it as leader.
+func (t *Transport) Acks() *Acks { return &t.acks }
 
 var (
 	_ raft.Transport   = (*Transport)(nil)
@@ -437,10 +442,18 @@ func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, ar
 			if err != nil {
 				return fmt.Errorf("raft %s -> %s: %w", t.group, target, err)
 			}
-			return frameResult(out, resp)
+			if err := frameResult(out, resp); err != nil {
+				return err
+			}
+			t.acks.observe(target, args, resp)
+			return nil
 		}
 	}
-	return t.call(target, kindAppend, args, resp)
+	if err := t.call(target, kindAppend, args, resp); err != nil {
+		return err
+	}
+	t.acks.observe(target, args, resp)
+	return nil
 }
 
 // RequestVote sends one RequestVote RPC.
@@ -593,8 +606,8 @@ func (p *pipeline) receive() {
 		}
 		if err != nil {
 			f.err = err
-		} else {
-			f.err = frameResult(out, f.resp)
+		} else if f.err = frameResult(out, f.resp); f.err == nil {
+			p.t.acks.observe(raft.ServerAddress(p.target), f.req, f.resp)
 		}
 		close(f.ready)
 		select {
