@@ -317,6 +317,10 @@ func (g *Group) Propose(ctx context.Context, cmd Command) (Result, error) {
 		return res, res.Err
 	case <-ctx.Done():
 		return Result{}, fmt.Errorf("%w: partition %s: write proposed but not confirmed before the deadline", kverrors.ErrIndeterminate, g.cfg.ID)
+	case <-g.stop:
+		// hashicorp/raft can drop a queued future at shutdown; waiting for
+		// the deadline held the node's graceful stop that long.
+		return Result{}, fmt.Errorf("%w: partition %s: replica stopped before the write was confirmed", kverrors.ErrIndeterminate, g.cfg.ID)
 	}
 }
 
@@ -363,6 +367,8 @@ func (g *Group) ReadBarrier(ctx context.Context) (uint64, error) {
 		}
 	case <-ctx.Done():
 		return 0, fmt.Errorf("%w: partition %s: leadership not confirmed before the deadline (cut off from a majority?)", kverrors.ErrUnavailable, g.cfg.ID)
+	case <-g.stop:
+		return 0, g.stopped()
 	}
 	if err := g.waitApplied(ctx, idx); err != nil {
 		return 0, fmt.Errorf("%w: partition %s: apply did not reach %d before the deadline", kverrors.ErrUnavailable, g.cfg.ID, idx)
@@ -386,6 +392,8 @@ func (g *Group) waitApplied(ctx context.Context, idx uint64) error {
 		case <-t.C:
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-g.stop:
+			return g.stopped()
 		}
 	}
 }
@@ -401,9 +409,16 @@ func (g *Group) waitReady(ctx context.Context) error {
 		case <-t.C:
 		case <-ctx.Done():
 			return fmt.Errorf("%w: partition %s: new leader not ready before the deadline", kverrors.ErrUnavailable, g.cfg.ID)
+		case <-g.stop:
+			return g.stopped()
 		}
 	}
 	return nil
+}
+
+// stopped is the error of a read that the replica's shutdown cut short.
+func (g *Group) stopped() error {
+	return fmt.Errorf("%w: partition %s: replica is shutting down", kverrors.ErrUnavailable, g.cfg.ID)
 }
 
 // Snapshot asks raft for a snapshot now (tests and operators).

@@ -470,3 +470,83 @@ func TestAckedByNamesFollowersThatAcknowledged(t *testing.T) {
 		}
 	})
 }
+
+// gatedLog holds StoreLogs while gate is armed, so that a leader's writes
+// queue up behind a slow disk.
+type gatedLog struct {
+	*raft.InmemStore
+	mu   sync.Mutex
+	gate chan struct{} // nil: open
+}
+
+func (l *gatedLog) arm() chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.gate = make(chan struct{})
+	return l.gate
+}
+
+func (l *gatedLog) StoreLogs(logs []*raft.Log) error {
+	l.mu.Lock()
+	gate := l.gate
+	l.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	return l.InmemStore.StoreLogs(logs)
+}
+
+func (l *gatedLog) StoreLog(log *raft.Log) error { return l.StoreLogs([]*raft.Log{log}) }
+
+// Writes in flight when a replica shuts down end with the shutdown, not at
+// their deadline: hashicorp/raft drops the futures still queued when it
+// shuts down, and a node's graceful stop waited for every write holding one
+// until its request deadline (kvd dev's Ctrl-C under load took seconds per
+// node). Real time, not synctest: the goroutine waiting on a dropped
+// future can never end, which synctest reports as a deadlock.
+func TestProposeEndsAtShutdown(t *testing.T) {
+	ids := []string{"a"}
+	_, tr := raft.NewInmemTransport("a")
+	logs := &gatedLog{InmemStore: raft.NewInmemStore()}
+	r, err := StartGroup(GroupConfig{ID: "ks/*/0", Self: "a", Peers: ids, Storage: newMemStorage(), LogStore: logs,
+		Transport: tr, Tuning: testTuning()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Shutdown()
+	for deadline := time.Now().Add(10 * time.Second); !r.IsLeader(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a single-replica group elected no leader in 10s")
+		}
+	}
+	gate := logs.arm()
+	const writes = 200
+	errs := make(chan error, writes)
+	start := time.Now()
+	for i := range writes {
+		go func() {
+			ctx, cancel := ctxFor(20 * time.Second)
+			defer cancel()
+			_, err := r.Propose(ctx, put(fmt.Sprintf("k%d", i), "v", consistency.Timestamp(i+1)))
+			errs <- err
+		}()
+	}
+	time.Sleep(100 * time.Millisecond) // the writes queue behind the gated disk
+	go func() { time.Sleep(200 * time.Millisecond); close(gate) }()
+	if err := r.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	failed := 0
+	for range writes {
+		if err := <-errs; err != nil {
+			failed++
+			if !errors.Is(err, kverrors.ErrIndeterminate) && !errors.Is(err, ErrNotLeader) && !errors.Is(err, kverrors.ErrUnavailable) {
+				t.Errorf("write cut short by shutdown: %v, want indeterminate, unavailable or not-leader", err)
+			}
+		}
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("%d writes in flight at shutdown took %s to end, want at once, not at their 20s deadline", writes, took)
+	}
+	t.Logf("%d of %d writes failed at shutdown, all within %s", failed, writes, time.Since(start))
+}
