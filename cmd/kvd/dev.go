@@ -8,10 +8,9 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -103,11 +102,16 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 	seeds := peers[:min(3, len(peers))]
 
 	var nodes []*node.Node
+	// All nodes stop together, as a real cluster's would on one Ctrl-C: one
+	// by one, the ones still running spent each predecessor's stop retrying
+	// Raft traffic to the nodes already gone (and logging it).
 	closeAll := func() error {
-		var errs []error
-		for i := len(nodes) - 1; i >= 0; i-- {
-			errs = append(errs, nodes[i].Close())
+		errs := make([]error, len(nodes))
+		var wg sync.WaitGroup
+		for i, n := range nodes {
+			wg.Go(func() { errs[i] = n.Close() })
 		}
+		wg.Wait()
 		return errors.Join(errs...)
 	}
 	// The same path as a real deployment: the seeds bootstrap the cluster
@@ -156,11 +160,10 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 	}
 	printBanner(cmd, dataDir, peers, keyspaces)
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	<-ctx.Done()
-	fmt.Fprintln(cmd.OutOrStdout(), "\nstopping the cluster ...")
-	if err := closeAll(); err != nil {
+	st := newStopper(cmd.ErrOrStderr(), f.stopTimeout)
+	st.wait()
+	fmt.Fprintln(cmd.OutOrStdout(), "\nstopping the cluster ... (Ctrl-C again to exit at once)")
+	if err := st.run(dataDir, closeAll); err != nil {
 		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "stopped; data kept in %s\n", dataDir)

@@ -6,7 +6,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,9 +13,7 @@ import (
 	"net/http"
 	_ "net/http/pprof"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -57,6 +54,7 @@ type serveFlags struct {
 	vnodes         int
 	requestTimeout time.Duration
 	logLevel       string
+	stopTimeout    time.Duration
 }
 
 func (f *serveFlags) addStorage(cmd *cobra.Command) {
@@ -66,6 +64,7 @@ func (f *serveFlags) addStorage(cmd *cobra.Command) {
 	cmd.Flags().IntVar(&f.vnodes, "vnodes", 64, "ring tokens (virtual nodes) per node")
 	cmd.Flags().DurationVar(&f.requestTimeout, "request-timeout", 2*time.Second, "deadline of requests that arrive without one")
 	cmd.Flags().StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	cmd.Flags().DurationVar(&f.stopTimeout, "stop-timeout", 30*time.Second, "on Ctrl-C/SIGTERM, give up a clean stop that takes longer, dumping goroutine stacks into the data dir (0: wait forever); a second Ctrl-C exits at once")
 	cmd.Flags().StringVar(&f.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off by default")
 	cmd.Flags().StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address at /metrics (kvd dev: /metrics/NODE-ID); off by default")
 	cmd.Flags().DurationVar(&f.tombstoneGrace, "tombstone-grace", 10*time.Minute, "ap: how old a delete must be before anti-entropy purges it from replicas that all hold it")
@@ -241,11 +240,11 @@ func runServe(cmd *cobra.Command, f serveFlags) error {
 		n.Close()
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	<-ctx.Done()
-	log.Info("shutting down")
-	return n.Close()
+	// Installed only now: a signal during start-up ends the process at once.
+	st := newStopper(os.Stderr, f.stopTimeout)
+	sig := st.wait()
+	log.Info("shutting down", "signal", sig.String())
+	return st.run(cfg.DataDir, n.Close)
 }
 
 func applyStorageFlags(cmd *cobra.Command, f serveFlags, cfg *node.Config, all bool) {

@@ -127,7 +127,7 @@ func New(cfg Config) (*Node, error) {
 	n.modes = map[consistency.Mode]replication.Replicator{consistency.CP: n.cpr, consistency.AP: n.apr}
 	n.router = route.New(route.Config{Self: cfg.ID, Ring: n.r, Ready: func() error { return n.meta.Ready() },
 		Refresh: func(ctx context.Context) error { return n.meta.Refresh(ctx) }, Modes: n.modes, MaxKeySize: cfg.MaxKeySize, KV: n.kvPeer,
-		Down: func(id string) bool { return n.fd.Down(id) }, Reachable: n.upReplicas})
+		Down: func(id string) bool { return n.fd.Down(id) }, Reachable: n.upReplicas, Stop: n.stop})
 	n.fd = failure.New(failure.Config{Interval: cfg.ProbeInterval, DownAfter: cfg.DownAfter,
 		Probe: n.probe, Peers: n.otherNodes, OnDown: n.dropPeer, Log: log})
 	n.metrics = metrics.New(cfg.ID, n.stateCollector())

@@ -49,6 +49,10 @@ type Config struct {
 	// Down and Reachable are the failure detector's view.
 	Down      func(id string) bool
 	Reachable func(ids []string) []string
+	// Stop is closed when the node begins to stop: a request waiting for
+	// an election then ends at once instead of holding the node's graceful
+	// stop until its deadline (nil: never).
+	Stop <-chan struct{}
 }
 
 // Router routes and forwards the KV requests of one node.
@@ -230,6 +234,8 @@ func (r *Router) callLeader(ctx context.Context, rt Route, h *api.RequestHeader,
 			return fmt.Errorf("%w: partition %s has no leader reachable from %s before the deadline (minority side of a partition, or an election in progress)",
 				kverrors.ErrUnavailable, pid, r.cfg.Self)
 		case <-time.After(leaderWait):
+		case <-r.cfg.Stop:
+			return fmt.Errorf("%w: partition %s: node %s is shutting down", kverrors.ErrUnavailable, pid, r.cfg.Self)
 		}
 	}
 }

@@ -51,6 +51,7 @@ type world struct {
 	down    map[string]bool
 	tried   []string
 	started time.Time
+	stop    chan struct{} // the node's stop (nil: never)
 }
 
 func (w *world) router(t *testing.T) *Router {
@@ -79,6 +80,7 @@ func (w *world) router(t *testing.T) *Router {
 			}
 			return up
 		},
+		Stop: w.stop,
 	})
 }
 
@@ -168,6 +170,29 @@ func TestNoLeaderIsUnavailableBeforeTheDeadline(t *testing.T) {
 		if ctx.Err() != nil {
 			t.Fatal("the caller's deadline passed before the answer")
 		}
+	})
+}
+
+// A request waiting for an election ends when its node begins to stop,
+// not at its deadline: the node's graceful stop waits for every request in
+// flight (kvd dev's Ctrl-C under load waited out request deadlines).
+func TestLeaderWaitEndsWhenTheNodeStops(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := &world{down: map[string]bool{}, started: time.Now(), stop: make(chan struct{})}
+		r := w.router(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		stopAt := 300 * time.Millisecond
+		time.AfterFunc(stopAt, func() { close(w.stop) })
+		err := r.Call(ctx, route(fakeRep{leader: true, serves: true}), nil,
+			func(context.Context) error { return noLeader{} }, nil)
+		if !errors.Is(err, kverrors.ErrUnavailable) {
+			t.Fatalf("err = %v, want Unavailable", err)
+		}
+		if got := w.elapsed(); got != stopAt {
+			t.Fatalf("answered after %v, want when the node began to stop (%v)", got, stopAt)
+		}
+		t.Logf("answer: %v", err)
 	})
 }
 
