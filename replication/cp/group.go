@@ -68,6 +68,10 @@ type GroupConfig struct {
 	Logger *slog.Logger
 	// Watch, when set, receives the changes this replica applies.
 	Watch *watch.Hub
+
+	// raftLog is the rate limit of raft's log lines shared by the node's
+	// groups (Host sets it; nil: the group's own).
+	raftLog *raftLogLimiter
 }
 
 // notReady is the initial ready generation: no leadership is ready until
@@ -145,7 +149,10 @@ func StartGroup(cfg GroupConfig) (*Group, error) {
 	rc.TrailingLogs = cfg.Tuning.TrailingLogs
 	rc.BatchApplyCh = true
 	rc.NoSnapshotRestoreOnStart = true // the FSM's state is durable in Badger already
-	rc.Logger = newRaftLogger(log, time.Now)
+	if cfg.raftLog == nil {
+		cfg.raftLog = newRaftLogLimiter(time.Now)
+	}
+	rc.Logger = newSharedRaftLogger(log, cfg.raftLog)
 	if err := raft.ValidateConfig(rc); err != nil {
 		return nil, fmt.Errorf("raft config of %s: %w", cfg.ID, err)
 	}

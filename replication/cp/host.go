@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/capkv/capkv/internal/watch"
 	"github.com/capkv/capkv/shard"
@@ -31,6 +32,8 @@ type Host struct {
 	log         *slog.Logger
 	// Watch, when set before groups start, receives what they apply.
 	Watch *watch.Hub
+	// raftLog rate-limits the raft lines of every group together.
+	raftLog *raftLogLimiter
 
 	mu struct {
 		sync.Mutex
@@ -42,7 +45,7 @@ type Host struct {
 // NewHost creates the host of node self, keeping the groups' Raft logs in
 // logs.
 func NewHost(self string, logs LogOpener, net *Network, snapshotDir string, tuning Tuning, log *slog.Logger) *Host {
-	h := &Host{self: self, logs: logs, net: net, snapshotDir: snapshotDir, tuning: tuning, log: log}
+	h := &Host{self: self, logs: logs, net: net, snapshotDir: snapshotDir, tuning: tuning, log: log, raftLog: newRaftLogLimiter(time.Now)}
 	h.mu.groups = make(map[string]*Group)
 	return h
 }
@@ -76,7 +79,7 @@ func (h *Host) Ensure(id string, peers []string, storage Storage) (*Group, error
 		return nil, fmt.Errorf("open raft log of %s: %w", id, err)
 	}
 	g, err := StartGroup(GroupConfig{ID: id, Self: h.self, Peers: peers, Storage: storage, LogStore: NewLogStore(rl),
-		Network: h.net, SnapshotDir: h.snapshotDir, Tuning: h.tuning, Logger: h.log, Watch: h.Watch})
+		Network: h.net, SnapshotDir: h.snapshotDir, Tuning: h.tuning, Logger: h.log, Watch: h.Watch, raftLog: h.raftLog})
 	if err != nil {
 		return nil, fmt.Errorf("start replica of %s: %w", id, err)
 	}

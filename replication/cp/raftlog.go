@@ -27,9 +27,11 @@ import (
 //
 // Rate limit: raft repeats a line for as long as its cause lasts (one down
 // peer made 1,228 lines in two minutes), so a line with the same logger
-// name, message and peer/id/address attributes is written at most once per
-// raftLogWindow; the next one written says how many were held back
-// (suppressed=N).
+// name, message and peer/id/address/target attributes is written at most
+// once per raftLogWindow; the next one written says how many were held back
+// (suppressed=N). Every group of a node shares one limiter (Host), so a down
+// peer that every group's leader fails to reach makes one line per window,
+// not one per group.
 type raftLogger struct {
 	out     *raftLogOutput // shared by every logger derived from one root
 	name    string
@@ -49,19 +51,30 @@ const (
 
 // rateKeys are the attributes that tell one peer's (or snapshot's) line
 // from another's.
-var rateKeys = []string{"peer", "id", "address"}
+var rateKeys = []string{"peer", "id", "address", "target"}
 
 // raftLogOutput is the state the loggers derived from one root share, as
 // hclog's derived loggers share their level.
 type raftLogOutput struct {
 	l     *slog.Logger
-	now   func() time.Time
 	level atomic.Int32 // hclog.Level
+	lim   *raftLogLimiter
+}
 
-	mu struct {
+// raftLogLimiter is the rate limit's state; a Host shares one between the
+// loggers of all its groups.
+type raftLogLimiter struct {
+	now func() time.Time
+	mu  struct {
 		sync.Mutex
 		lines map[string]*lineWindow
 	}
+}
+
+func newRaftLogLimiter(now func() time.Time) *raftLogLimiter {
+	lim := &raftLogLimiter{now: now}
+	lim.mu.lines = map[string]*lineWindow{}
+	return lim
 }
 
 // lineWindow is one rate-limit key's current window.
@@ -74,12 +87,17 @@ type lineWindow struct {
 // newRaftLogger returns raft's logger over l, named "raft", at level Info;
 // now is the clock of the rate limit.
 func newRaftLogger(l *slog.Logger, now func() time.Time) *raftLogger {
+	return newSharedRaftLogger(l, newRaftLogLimiter(now))
+}
+
+// newSharedRaftLogger is newRaftLogger with a rate limit shared with other
+// loggers.
+func newSharedRaftLogger(l *slog.Logger, lim *raftLogLimiter) *raftLogger {
 	if l == nil {
 		l = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	out := &raftLogOutput{l: l, now: now}
+	out := &raftLogOutput{l: l, lim: lim}
 	out.level.Store(int32(hclog.Info))
-	out.mu.lines = map[string]*lineWindow{}
 	return &raftLogger{out: out, name: "raft"}
 }
 
@@ -114,7 +132,7 @@ func (r *raftLogger) Log(level hclog.Level, msg string, args ...any) {
 	attrs = append(attrs, slog.String("logger", r.name), slog.String("raft_level", level.String()))
 	attrs = appendArgs(attrs, r.implied)
 	attrs = appendArgs(attrs, args)
-	suppressed, ok := r.out.admit(rateKey(r.name, msg, attrs))
+	suppressed, ok := r.out.lim.admit(rateKey(r.name, msg, attrs))
 	if !ok {
 		return
 	}
@@ -126,7 +144,7 @@ func (r *raftLogger) Log(level hclog.Level, msg string, args ...any) {
 
 // admit reports whether a line with key may be written now and, if so, how
 // many of its lines were held back before it.
-func (o *raftLogOutput) admit(key string) (suppressed int, ok bool) {
+func (o *raftLogLimiter) admit(key string) (suppressed int, ok bool) {
 	now := o.now()
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -149,7 +167,7 @@ func (o *raftLogOutput) admit(key string) (suppressed int, ok bool) {
 // pruneLocked forgets keys whose window has passed with nothing held back
 // (their next line is written as if new anyway), and keys silent for
 // raftLogKeep, whose held-back count is dropped with them.
-func (o *raftLogOutput) pruneLocked(now time.Time) {
+func (o *raftLogLimiter) pruneLocked(now time.Time) {
 	for k, w := range o.mu.lines {
 		if (w.suppressed == 0 && now.Sub(w.start) >= raftLogWindow) || now.Sub(w.last) >= raftLogKeep {
 			delete(o.mu.lines, k)

@@ -242,9 +242,9 @@ func TestRaftLogPrune(t *testing.T) {
 		l.Info("reaping snapshot", "id", i)
 		clk.t = clk.t.Add(raftLogWindow / 100)
 	}
-	l.out.mu.Lock()
-	n := len(l.out.mu.lines)
-	l.out.mu.Unlock()
+	l.out.lim.mu.Lock()
+	n := len(l.out.lim.mu.lines)
+	l.out.lim.mu.Unlock()
 	if n > raftLogPruneAt+1 {
 		t.Fatalf("%d keys kept, want at most %d", n, raftLogPruneAt+1)
 	}
@@ -273,5 +273,36 @@ func TestRaftLogStandardWriter(t *testing.T) {
 		if got[i].msg != w.msg || got[i].level != w.level {
 			t.Errorf("record %d: %q at %v, want %q at %v", i, got[i].msg, got[i].level, w.msg, w.level)
 		}
+	}
+}
+
+// The groups of one node share the rate limit: a down peer that every
+// group's leader fails to reach is one line per window, not one per group,
+// and the next line counts what every group held back.
+func TestRaftLogRateLimitIsNodeWide(t *testing.T) {
+	h := newRecorder(slog.LevelWarn)
+	clk := &testClock{t: time.Unix(1_000_000, 0)}
+	lim := newRaftLogLimiter(clk.now)
+	var groups []*raftLogger
+	for i := range 9 {
+		groups = append(groups, newSharedRaftLogger(slog.New(h).With("group", fmt.Sprintf("ks/*/%d", i)), lim))
+	}
+	for round := range 3 {
+		for _, g := range groups {
+			g.Error("failed to heartbeat to", "peer", "n3", "error", errors.New("connection refused"))
+			g.Error("failed to make requestVote RPC", "target", "{Suffrage:Voter ID:n3 Address:n3}", "error", errors.New("connection refused"))
+			g.Error("failed to make requestVote RPC", "target", "{Suffrage:Voter ID:n2 Address:n2}", "error", errors.New("connection refused"))
+		}
+		clk.t = clk.t.Add(time.Second * time.Duration(round+1))
+	}
+	got := h.take()
+	if len(got) != 3 {
+		t.Fatalf("9 groups x 3 rounds within one window: %d lines, want 3 (one per message and peer): %+v", len(got), got)
+	}
+	clk.t = clk.t.Add(raftLogWindow)
+	groups[4].Error("failed to heartbeat to", "peer", "n3", "error", errors.New("connection refused"))
+	got = h.take()
+	if len(got) != 1 || got[0].attrs["suppressed"] != "26" || got[0].attrs["group"] != "ks/*/4" {
+		t.Fatalf("after the window: %+v, want one line from ks/*/4 with suppressed=26 (27 heartbeat lines, one written)", got)
 	}
 }
