@@ -38,7 +38,7 @@ type Options struct {
 	// (default 5 min; negative disables).
 	ValueLogGCInterval time.Duration
 
-	// Logger receives Badger's logs; nil discards them.
+	// Logger receives Badger's logs (its INFO lines at Debug); nil discards them.
 	Logger *slog.Logger
 }
 
@@ -163,6 +163,10 @@ func (o Options) badgerOptions() badger.Options {
 
 // badgerLogger adapts badger.Logger to slog. Badger formats printf-style
 // messages with trailing newlines; they become one slog record each.
+// Badger's INFO lines are routine reports (about 20 at an open, a table of
+// its levels at every close) that say nothing to whoever runs a node, so
+// they are slog Debug: Badger speaks at the node's default level only to
+// warn.
 type badgerLogger struct{ l *slog.Logger }
 
 func (b badgerLogger) log(level slog.Level, format string, args []any) {
@@ -174,5 +178,5 @@ func (b badgerLogger) log(level slog.Level, format string, args []any) {
 
 func (b badgerLogger) Errorf(f string, a ...any)   { b.log(slog.LevelError, f, a) }
 func (b badgerLogger) Warningf(f string, a ...any) { b.log(slog.LevelWarn, f, a) }
-func (b badgerLogger) Infof(f string, a ...any)    { b.log(slog.LevelInfo, f, a) }
+func (b badgerLogger) Infof(f string, a ...any)    { b.log(slog.LevelDebug, f, a) }
 func (b badgerLogger) Debugf(f string, a ...any)   { b.log(slog.LevelDebug, f, a) }
