@@ -49,12 +49,74 @@ type WatchEvent struct {
 	Siblings  int    // ap: concurrent values live after the change
 	ServedBy  string // the replica whose stream carried it
 	Err       error  // WatchGap: why the partition's stream was reopened
+	// Attempts (WatchGap): failed attempts in a row to open the partition's
+	// stream; 1 means it was open (or never tried) until now.
+	Attempts int
 }
 
-// watchBackoff bounds how fast a broken partition stream is reopened.
+// WatchOption configures Watch.
+type WatchOption func(*watchOptions)
+
+type watchOptions struct{ giveUp time.Duration }
+
+// WatchGiveUpAfter ends the watch when no stream of any partition could be
+// opened for d (every replica unreachable, the cluster stopped): a last
+// WatchGap whose Err wraps ErrUnavailable says so, then the channel closes.
+// Without it (or with d <= 0) Watch retries until ctx ends.
+func WatchGiveUpAfter(d time.Duration) WatchOption {
+	return func(o *watchOptions) { o.giveUp = d }
+}
+
+// watchHealth is how many partition streams of one Watch are open, and
+// since when none has been.
+type watchHealth struct {
+	mu struct {
+		sync.Mutex
+		open      int
+		darkSince time.Time // when open last dropped to 0
+		attempts  int       // failed opens since then
+		lastErr   error
+	}
+}
+
+func (h *watchHealth) opened() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.mu.open++
+}
+
+func (h *watchHealth) closed() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.mu.open--; h.mu.open == 0 {
+		h.mu.darkSince, h.mu.attempts = time.Now(), 0
+	}
+}
+
+func (h *watchHealth) failed(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.mu.attempts++
+	h.mu.lastErr = err
+}
+
+// dark reports how long no stream has been open (0: one is), with the
+// failed attempts and the last error in that time.
+func (h *watchHealth) dark() (time.Duration, int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.mu.open > 0 {
+		return 0, 0, nil
+	}
+	return time.Since(h.mu.darkSince), h.mu.attempts, h.mu.lastErr
+}
+
+// watchBackoff bounds how fast a broken partition stream is reopened: the
+// wait doubles with each failed attempt in a row, and starts again at the
+// minimum once a stream was open.
 const (
 	watchBackoffMin = 100 * time.Millisecond
-	watchBackoffMax = 2 * time.Second
+	watchBackoffMax = 5 * time.Second
 )
 
 // Watch streams the changes to keys with prefix (which must start with a
@@ -68,8 +130,13 @@ const (
 // partition, cp changes arrive in Raft log order, each once (a reopened
 // stream skips revisions already delivered); ap changes arrive in the order
 // the serving replica merged them. There is no order across partitions, and
-// no replay of changes made before the watch began.
-func (c *Client) Watch(ctx context.Context, prefix string) (<-chan WatchEvent, error) {
+// no replay of changes made before the watch began. WatchGiveUpAfter bounds
+// how long it keeps trying when no replica answers.
+func (c *Client) Watch(ctx context.Context, prefix string, opts ...WatchOption) (<-chan WatchEvent, error) {
+	var o watchOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if err := c.checkKey(prefix); err != nil {
 		return nil, fmt.Errorf("watch prefix: %w", err)
 	}
@@ -97,6 +164,11 @@ func (c *Client) Watch(ctx context.Context, prefix string) (<-chan WatchEvent, e
 		return nil, fmt.Errorf("%w: keyspace %q has no placeable partition", ErrUnavailable, ksName)
 	}
 	out := make(chan WatchEvent, 256)
+	// wctx ends the partitions' loops when the caller's ctx ends or the
+	// watch gives up.
+	wctx, stop := context.WithCancel(ctx)
+	health := &watchHealth{}
+	health.mu.darkSince = time.Now()
 	var opened sync.WaitGroup
 	var all sync.WaitGroup
 	for _, p := range parts {
@@ -104,10 +176,17 @@ func (c *Client) Watch(ctx context.Context, prefix string) (<-chan WatchEvent, e
 		all.Add(1)
 		go func() {
 			defer all.Done()
-			c.watchPartition(ctx, prefix, p, ks.Mode == consistency.CP, out, opened.Done)
+			c.watchPartition(wctx, prefix, p, ks.Mode == consistency.CP, out, opened.Done, health)
 		}()
 	}
-	go func() { all.Wait(); close(out) }()
+	if o.giveUp > 0 {
+		all.Add(1)
+		go func() {
+			defer all.Done()
+			c.watchGiveUp(wctx, stop, prefix, o.giveUp, health, out)
+		}()
+	}
+	go func() { all.Wait(); stop(); close(out) }()
 	done := make(chan struct{})
 	go func() { opened.Wait(); close(done) }()
 	select {
@@ -117,17 +196,55 @@ func (c *Client) Watch(ctx context.Context, prefix string) (<-chan WatchEvent, e
 	return out, nil
 }
 
+// watchGiveUp ends the watch (stop) once no partition stream has been open
+// for giveUp, after a last gap event saying so.
+func (c *Client) watchGiveUp(ctx context.Context, stop func(), prefix string, giveUp time.Duration, h *watchHealth, out chan<- WatchEvent) {
+	t := time.NewTicker(min(giveUp/4, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		dark, attempts, lastErr := h.dark()
+		if dark < giveUp {
+			continue
+		}
+		err := fmt.Errorf("%w: watch %s: no replica of any partition answered for %s (%d attempts); giving up", ErrUnavailable, prefix, dark.Round(time.Second), attempts)
+		if lastErr != nil {
+			err = fmt.Errorf("%w; last error: %v", err, lastErr)
+		}
+		select {
+		case out <- WatchEvent{Kind: WatchGap, Err: err, Attempts: attempts}:
+		case <-ctx.Done():
+		}
+		stop()
+		return
+	}
+}
+
 // watchPartition keeps one partition's stream open until ctx ends. ready is
 // called once, after the first attempt to open it.
-func (c *Client) watchPartition(ctx context.Context, prefix string, p ring.PartitionInfo, cp bool, out chan<- WatchEvent, ready func()) {
+func (c *Client) watchPartition(ctx context.Context, prefix string, p ring.PartitionInfo, cp bool, out chan<- WatchEvent, ready func(), h *watchHealth) {
 	readyOnce := sync.OnceFunc(ready)
 	defer readyOnce()
 	pid := p.ID.String()
 	var last uint64 // cp: newest revision delivered
 	backoff := watchBackoffMin
+	failures := 0 // failed opens in a row
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		addr, id := c.watchTarget(pid, p.Replicas, cp, attempt)
-		err := c.watchStream(ctx, addr, prefix, pid, cp, &last, out, readyOnce)
+		wasOpen := false
+		err := c.watchStream(ctx, addr, prefix, pid, cp, &last, out, func() {
+			wasOpen = true
+			h.opened()
+			readyOnce()
+		})
+		if wasOpen {
+			h.closed()
+			failures, backoff = 0, watchBackoffMin
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -135,7 +252,9 @@ func (c *Client) watchPartition(ctx context.Context, prefix string, p ring.Parti
 		if err == nil {
 			err = errors.New("stream ended")
 		}
-		gap := WatchEvent{Kind: WatchGap, Partition: pid, ServedBy: id,
+		failures++
+		h.failed(err)
+		gap := WatchEvent{Kind: WatchGap, Partition: pid, ServedBy: id, Attempts: failures,
 			Err: fmt.Errorf("partition %s: stream from %s broke: %w", pid, id, err)}
 		select {
 		case out <- gap:

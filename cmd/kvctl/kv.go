@@ -248,9 +248,13 @@ func writeJSON(key string, res *client.WriteResult) map[string]any {
 	return map[string]any{"key": key, "version": res.Version, "timestamp": res.Timestamp.String(), "receipt": toJSONReceipt(res.Receipt)}
 }
 
+// watchSummaryEvery is how often kvctl watch sums up streams that keep
+// failing to reopen, instead of a line per attempt.
+const watchSummaryEvery = 10 * time.Second
+
 func watchCmd(g *globals) *cobra.Command {
 	var count int
-	var dur time.Duration
+	var dur, giveUp time.Duration
 	cmd := &cobra.Command{
 		Use:   "watch PREFIX",
 		Short: "print changes to keys with a prefix as they are applied (Ctrl-C stops)",
@@ -264,8 +268,10 @@ With --json each change is one JSON object per line, with its revision (cp:
 the Raft log index; ap: the HLC of the newest write), partition, serving
 replica and, for ap keys, the number of siblings. Changes made before the
 watch starts are not replayed. When a partition's stream breaks (its replica
-went down, a partition), watch reopens it on another replica and says on
-stderr that changes in between may be missing.`,
+went down, a partition), watch reopens it on another replica with backoff
+and says on stderr that changes in between may be missing; attempts that keep
+failing are summed up every 10s. When no partition's stream could be opened
+for --give-up (the cluster is stopped), watch says so and exits 1.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			_, cancel, c, _, err := g.connect()
@@ -281,16 +287,32 @@ stderr that changes in between may be missing.`,
 				ctx, cancel = context.WithTimeout(ctx, dur)
 				defer cancel()
 			}
-			events, err := c.Watch(ctx, args[0])
+			events, err := c.Watch(ctx, args[0], client.WatchGiveUpAfter(giveUp))
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(g.errOut, "watching %s (Ctrl-C stops)\n", args[0])
 			enc := json.NewEncoder(g.out)
 			seen := 0
+			retrying := map[string]bool{} // partitions failing to reopen since the last summary
+			retries, lastSummary := 0, time.Now()
+			var lastErr error
 			for e := range events {
 				if e.Kind == client.WatchGap {
-					fmt.Fprintf(g.errOut, "watch: %v; reopening, changes in between may be missing\n", e.Err)
+					switch {
+					case e.Partition == "": // the watch gave up
+						return e.Err
+					case e.Attempts <= 1:
+						fmt.Fprintf(g.errOut, "watch: %v; reopening, changes in between may be missing\n", e.Err)
+					default:
+						retrying[e.Partition], retries, lastErr = true, retries+1, e.Err
+					}
+					if retries > 0 && time.Since(lastSummary) >= watchSummaryEvery {
+						fmt.Fprintf(g.errOut, "watch: %d partition stream(s) still reopening: %d failed attempts in %s, retrying with backoff (--give-up %s with none open); last: %v\n",
+							len(retrying), retries, time.Since(lastSummary).Round(time.Second), giveUp, lastErr)
+						clear(retrying)
+						retries, lastSummary = 0, time.Now()
+					}
 					continue
 				}
 				if g.json {
@@ -319,5 +341,6 @@ stderr that changes in between may be missing.`,
 	}
 	cmd.Flags().IntVar(&count, "count", 0, "exit after this many changes (0: run until Ctrl-C)")
 	cmd.Flags().DurationVar(&dur, "for", 0, "exit after this long (0: run until Ctrl-C)")
+	cmd.Flags().DurationVar(&giveUp, "give-up", 30*time.Second, "exit 1 when no partition's stream could be opened for this long (0: retry forever)")
 	return cmd
 }
