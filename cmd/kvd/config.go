@@ -29,6 +29,7 @@ type fileConfig struct {
 	ProbeInterval  string         `json:"probe_interval"`
 	DownAfter      string         `json:"down_after"`
 	TombstoneGrace string         `json:"tombstone_grace"`
+	JoinTimeout    string         `json:"join_timeout"`
 }
 
 type fileNode struct {
@@ -92,6 +93,7 @@ func loadConfigFile(path string, cfg *node.Config) error {
 		{"probe_interval", fc.ProbeInterval, &cfg.ProbeInterval},
 		{"down_after", fc.DownAfter, &cfg.DownAfter},
 		{"tombstone_grace", fc.TombstoneGrace, &cfg.TombstoneGrace},
+		{"join_timeout", fc.JoinTimeout, &cfg.JoinTimeout},
 	} {
 		if d.value == "" {
 			continue

@@ -40,6 +40,7 @@ type serveFlags struct {
 	dataDir        string
 	peers          string
 	join           string
+	joinTimeout    time.Duration
 	advertise      string
 	testFaults     bool
 	unsafeReads    bool
@@ -126,6 +127,7 @@ address). 'kvd dev' starts a whole local cluster in one process the same way.`,
 	cmd.Flags().StringVar(&f.peers, "initial-cluster", "", "seed nodes of a new cluster, this one included: id=host:port@region,...")
 	cmd.Flags().StringVar(&f.peers, "peers", "", "alias of --initial-cluster")
 	cmd.Flags().StringVar(&f.join, "join", "", "join an existing cluster through these node addresses: host:port,...")
+	cmd.Flags().DurationVar(&f.joinTimeout, "join-timeout", node.DefaultConfig().JoinTimeout, "with --join: give up (exit 1) when no address accepted the registration for this long; each failed attempt is logged")
 	cmd.Flags().StringVar(&f.advertise, "advertise", "", "address other nodes reach this one at (default: the listen address)")
 	cmd.Flags().BoolVar(&f.testFaults, "test-faults", false, "TEST ONLY: accept fault rules (partitions) over the admin API, for kvjepsen without root")
 	cmd.Flags().BoolVar(&f.unsafeReads, "unsafe-local-reads", false, "TEST ONLY: serve linearizable reads locally without confirming leadership (a deliberate bug the checker must catch)")
@@ -207,6 +209,9 @@ func runServe(cmd *cobra.Command, f serveFlags) error {
 	}
 	if f.join != "" {
 		cfg.Join = splitList(f.join)
+	}
+	if set("join-timeout") {
+		cfg.JoinTimeout = f.joinTimeout
 	}
 	if f.advertise != "" {
 		cfg.Advertise = f.advertise

@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -121,4 +123,35 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// kvd --join to an address nobody serves logs each failed attempt and
+// gives up after --join-timeout with an error naming the address and the
+// timeout.
+func TestJoinTimeout(t *testing.T) {
+	nobody := freePorts(t, 1)[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bins.kvd, "--id", "n4", "--listen", freePorts(t, 1)[0], "--data-dir", t.TempDir(),
+		"--join", nobody, "--join-timeout", "3s", "--log-level", "warn")
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	took := time.Since(start)
+	if ctx.Err() != nil {
+		t.Fatalf("kvd --join-timeout 3s still running after 30s:\n%s", out)
+	}
+	if code := cmd.ProcessState.ExitCode(); err == nil || code != 1 {
+		t.Fatalf("exit code %d (%v), want 1:\n%s", code, err, out)
+	}
+	if took < 3*time.Second || took > 15*time.Second {
+		t.Fatalf("gave up after %s, want about --join-timeout 3s:\n%s", took, out)
+	}
+	attempts := strings.Count(string(out), `msg="join attempt failed"`)
+	if attempts < 3 || !strings.Contains(string(out), "via="+nobody) {
+		t.Fatalf("%d logged attempts, want one per attempt (at least 3 in 3s) naming the address:\n%s", attempts, out)
+	}
+	if !strings.Contains(string(out), "could not join the cluster via ["+nobody+"] within --join-timeout 3s") {
+		t.Fatalf("no clear final error:\n%s", out)
+	}
+	t.Logf("gave up after %s, %d attempts logged; last line: %s", took.Round(time.Millisecond), attempts, strings.TrimSpace(string(out[strings.LastIndex(strings.TrimSpace(string(out)), "\n")+1:])))
 }

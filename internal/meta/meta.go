@@ -490,19 +490,26 @@ func (s *Service) CreateKeyspace(ctx context.Context, req *api.CreateKeyspaceReq
 }
 
 // join registers this node through the addresses in cfg.Join, retrying
-// until JoinTimeout.
+// until JoinTimeout. Every failed attempt is logged: a node that cannot
+// join says so while it tries, not only when it gives up.
 func (s *Service) join() error {
-	deadline := time.Now().Add(s.cfg.JoinTimeout)
+	start := time.Now()
+	deadline := start.Add(s.cfg.JoinTimeout)
 	self := &api.Node{Id: s.cfg.Self, Addr: s.cfg.Advertise(), Region: s.cfg.Region}
 	var last error
+	tries := 0
 	for attempt := 0; time.Now().Before(deadline); attempt++ {
+		wait := min(time.Duration(attempt+1)*200*time.Millisecond, 2*time.Second)
 		for _, addr := range s.cfg.Join {
+			tries++
 			c, err := s.cfg.DialAddr(addr)
 			if err != nil {
 				last = err
+				s.cfg.Log.Warn("join attempt failed", "attempt", tries, "via", addr, "err", err, "retry_in", wait, "gives_up_in", time.Until(deadline).Round(time.Millisecond))
 				continue
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			// One attempt never runs past the join deadline.
+			ctx, cancel := context.WithTimeout(context.Background(), min(5*time.Second, time.Until(deadline)))
 			pm, err := api.NewAdminClient(c).Join(ctx, &api.JoinRequest{Node: self})
 			cancel()
 			if err != nil {
@@ -510,6 +517,7 @@ func (s *Service) join() error {
 				if errors.Is(last, kverrors.ErrInvalidArgument) {
 					return last
 				}
+				s.cfg.Log.Warn("join attempt failed", "attempt", tries, "via", addr, "err", kverrors.FromStatus(err), "retry_in", wait, "gives_up_in", time.Until(deadline).Round(time.Millisecond))
 				continue
 			}
 			t := wire.TopologyFromProto(pm)
@@ -520,10 +528,10 @@ func (s *Service) join() error {
 		select {
 		case <-s.stop:
 			return errors.New("node closed while joining")
-		case <-time.After(min(time.Duration(attempt+1)*200*time.Millisecond, 2*time.Second)):
+		case <-time.After(min(wait, time.Until(deadline))):
 		}
 	}
-	return fmt.Errorf("could not join the cluster via %v within %s: %w", s.cfg.Join, s.cfg.JoinTimeout, last)
+	return fmt.Errorf("%w: could not join the cluster via %v within --join-timeout %s (%d attempts): %w", kverrors.ErrUnavailable, s.cfg.Join, s.cfg.JoinTimeout, tries, last)
 }
 
 // errNoChange aborts a map update that has nothing to change.
