@@ -99,10 +99,12 @@ docker-image:
 	docker build -q -t capkv:dev $(DOCKER_CTX)
 
 ## docker-up / docker-down: the 5-node, two-region cluster of deploy/docker/compose.yaml
-COMPOSE := docker-compose -f deploy/docker/compose.yaml
+## (project "capkv", with `docker compose` or `docker-compose`, whichever is installed)
+COMPOSE := deploy/docker/compose.sh
 docker-up: docker-image
 	$(COMPOSE) up -d
 	@echo "try: $(COMPOSE) exec n1 /kvctl --endpoints n1:7001 cluster status"
+	@echo " or: $(DOCKER_CTX)/kvctl --endpoints 127.0.0.1:$${CAPKV_HOST_PORT:-7001} cluster status   (n1's published port)"
 
 docker-down:
 	$(COMPOSE) down -v

@@ -133,7 +133,7 @@ address). 'kvd dev' starts a whole local cluster in one process the same way.`,
 	cmd.Flags().BoolVar(&f.unsafeReads, "unsafe-local-reads", false, "TEST ONLY: serve linearizable reads locally without confirming leadership (a deliberate bug the checker must catch)")
 	cmd.Flags().MarkHidden("unsafe-local-reads")
 	f.addStorage(cmd)
-	cmd.AddCommand(devCmd())
+	cmd.AddCommand(devCmd(), healthCmd())
 	cmd.SetVersionTemplate("{{.Name}} {{.Version}}\n")
 	return cmd
 }
