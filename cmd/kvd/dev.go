@@ -39,8 +39,9 @@ func devCmd() *cobra.Command {
 		Long: `kvd dev starts --nodes nodes in this process, each with its own gRPC port
 (--base-port, --base-port+1, ...) and its own Badger directory under --data-dir,
 with the keyspaces 'accounts' (cp, template accounts/{region}/{account}/...) and
-'sessions' (ap). Nodes are assigned to --regions round-robin. Ctrl-C stops it
-cleanly; starting it again with the same flags keeps the data.`,
+'sessions' (ap). Nodes are assigned to --regions round-robin. Ctrl-C stops all
+nodes together, cleanly; a second Ctrl-C exits at once (status 130). Starting
+it again with the same flags keeps the data.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runDev(cmd, f) },
 	}
