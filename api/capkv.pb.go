@@ -1541,7 +1541,10 @@ type ClusterMap struct {
 	// Pinned replica sets, by partition id.
 	Assignments []*Assignment `protobuf:"bytes,5,rep,name=assignments,proto3" json:"assignments,omitempty"`
 	// Node ids of the metadata Raft group that holds this map.
-	Meta          []string `protobuf:"bytes,6,rep,name=meta,proto3" json:"meta,omitempty"`
+	Meta []string `protobuf:"bytes,6,rep,name=meta,proto3" json:"meta,omitempty"`
+	// Nodes partitions are moving to (rebalancing), by partition id: they
+	// receive the partition's writes and data, and are not replicas yet.
+	Joining       []*Assignment `protobuf:"bytes,7,rep,name=joining,proto3" json:"joining,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1614,6 +1617,13 @@ func (x *ClusterMap) GetAssignments() []*Assignment {
 func (x *ClusterMap) GetMeta() []string {
 	if x != nil {
 		return x.Meta
+	}
+	return nil
+}
+
+func (x *ClusterMap) GetJoining() []*Assignment {
+	if x != nil {
+		return x.Joining
 	}
 	return nil
 }
@@ -2794,6 +2804,483 @@ func (x *SetFaultsResponse) GetRules() uint32 {
 	return 0
 }
 
+type MovePartitionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     string                 `protobuf:"bytes,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	To            []string               `protobuf:"bytes,2,rep,name=to,proto3" json:"to,omitempty"`           // the new replica set
+	Joining       []string               `protobuf:"bytes,3,rep,name=joining,proto3" json:"joining,omitempty"` // the nodes of `to` that are new
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MovePartitionRequest) Reset() {
+	*x = MovePartitionRequest{}
+	mi := &file_capkv_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MovePartitionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MovePartitionRequest) ProtoMessage() {}
+
+func (x *MovePartitionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MovePartitionRequest.ProtoReflect.Descriptor instead.
+func (*MovePartitionRequest) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *MovePartitionRequest) GetPartition() string {
+	if x != nil {
+		return x.Partition
+	}
+	return ""
+}
+
+func (x *MovePartitionRequest) GetTo() []string {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+func (x *MovePartitionRequest) GetJoining() []string {
+	if x != nil {
+		return x.Joining
+	}
+	return nil
+}
+
+type MovePartitionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// cp: this node does not lead the partition; ask this one ("" unknown).
+	NotLeader     bool   `protobuf:"varint,1,opt,name=not_leader,json=notLeader,proto3" json:"not_leader,omitempty"`
+	Leader        string `protobuf:"bytes,2,opt,name=leader,proto3" json:"leader,omitempty"`
+	Keys          uint64 `protobuf:"varint,3,opt,name=keys,proto3" json:"keys,omitempty"` // ap: keys streamed
+	Bytes         uint64 `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MovePartitionResponse) Reset() {
+	*x = MovePartitionResponse{}
+	mi := &file_capkv_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MovePartitionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MovePartitionResponse) ProtoMessage() {}
+
+func (x *MovePartitionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MovePartitionResponse.ProtoReflect.Descriptor instead.
+func (*MovePartitionResponse) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *MovePartitionResponse) GetNotLeader() bool {
+	if x != nil {
+		return x.NotLeader
+	}
+	return false
+}
+
+func (x *MovePartitionResponse) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+func (x *MovePartitionResponse) GetKeys() uint64 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
+func (x *MovePartitionResponse) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+type PartitionStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     string                 `protobuf:"bytes,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionStatusRequest) Reset() {
+	*x = PartitionStatusRequest{}
+	mi := &file_capkv_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionStatusRequest) ProtoMessage() {}
+
+func (x *PartitionStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionStatusRequest.ProtoReflect.Descriptor instead.
+func (*PartitionStatusRequest) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *PartitionStatusRequest) GetPartition() string {
+	if x != nil {
+		return x.Partition
+	}
+	return ""
+}
+
+type PartitionStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Running       bool                   `protobuf:"varint,1,opt,name=running,proto3" json:"running,omitempty"`                               // this node runs a replica of it
+	AppliedIndex  uint64                 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"` // cp: Raft's applied index
+	Leader        bool                   `protobuf:"varint,3,opt,name=leader,proto3" json:"leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionStatusResponse) Reset() {
+	*x = PartitionStatusResponse{}
+	mi := &file_capkv_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionStatusResponse) ProtoMessage() {}
+
+func (x *PartitionStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionStatusResponse.ProtoReflect.Descriptor instead.
+func (*PartitionStatusResponse) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *PartitionStatusResponse) GetRunning() bool {
+	if x != nil {
+		return x.Running
+	}
+	return false
+}
+
+func (x *PartitionStatusResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *PartitionStatusResponse) GetLeader() bool {
+	if x != nil {
+		return x.Leader
+	}
+	return false
+}
+
+type RebalanceStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hops          uint32                 `protobuf:"varint,1,opt,name=hops,proto3" json:"hops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebalanceStatusRequest) Reset() {
+	*x = RebalanceStatusRequest{}
+	mi := &file_capkv_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebalanceStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebalanceStatusRequest) ProtoMessage() {}
+
+func (x *RebalanceStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebalanceStatusRequest.ProtoReflect.Descriptor instead.
+func (*RebalanceStatusRequest) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *RebalanceStatusRequest) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
+type MoveStatus struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Partition      string                 `protobuf:"bytes,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	From           []string               `protobuf:"bytes,2,rep,name=from,proto3" json:"from,omitempty"`
+	To             []string               `protobuf:"bytes,3,rep,name=to,proto3" json:"to,omitempty"`
+	State          string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"` // pending, running, done, failed (retried)
+	Attempts       uint32                 `protobuf:"varint,5,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	Error          string                 `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	Keys           uint64                 `protobuf:"varint,7,opt,name=keys,proto3" json:"keys,omitempty"`
+	Bytes          uint64                 `protobuf:"varint,8,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	StartedUnixMs  int64                  `protobuf:"varint,9,opt,name=started_unix_ms,json=startedUnixMs,proto3" json:"started_unix_ms,omitempty"`
+	FinishedUnixMs int64                  `protobuf:"varint,10,opt,name=finished_unix_ms,json=finishedUnixMs,proto3" json:"finished_unix_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *MoveStatus) Reset() {
+	*x = MoveStatus{}
+	mi := &file_capkv_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveStatus) ProtoMessage() {}
+
+func (x *MoveStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveStatus.ProtoReflect.Descriptor instead.
+func (*MoveStatus) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *MoveStatus) GetPartition() string {
+	if x != nil {
+		return x.Partition
+	}
+	return ""
+}
+
+func (x *MoveStatus) GetFrom() []string {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *MoveStatus) GetTo() []string {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+func (x *MoveStatus) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *MoveStatus) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *MoveStatus) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *MoveStatus) GetKeys() uint64 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
+func (x *MoveStatus) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *MoveStatus) GetStartedUnixMs() int64 {
+	if x != nil {
+		return x.StartedUnixMs
+	}
+	return 0
+}
+
+func (x *MoveStatus) GetFinishedUnixMs() int64 {
+	if x != nil {
+		return x.FinishedUnixMs
+	}
+	return 0
+}
+
+type RebalanceStatusResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	PlannedAtEpoch uint64                 `protobuf:"varint,1,opt,name=planned_at_epoch,json=plannedAtEpoch,proto3" json:"planned_at_epoch,omitempty"` // 0: no rebalancing ever ran
+	Limit          uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`                                           // concurrent moves per node
+	Moves          []*MoveStatus          `protobuf:"bytes,3,rep,name=moves,proto3" json:"moves,omitempty"`
+	Replicas       uint32                 `protobuf:"varint,4,opt,name=replicas,proto3" json:"replicas,omitempty"` // replicas the plan considered
+	Moved          uint32                 `protobuf:"varint,5,opt,name=moved,proto3" json:"moved,omitempty"`       // of them, replicas that change node
+	Complete       bool                   `protobuf:"varint,6,opt,name=complete,proto3" json:"complete,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RebalanceStatusResponse) Reset() {
+	*x = RebalanceStatusResponse{}
+	mi := &file_capkv_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebalanceStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebalanceStatusResponse) ProtoMessage() {}
+
+func (x *RebalanceStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebalanceStatusResponse.ProtoReflect.Descriptor instead.
+func (*RebalanceStatusResponse) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *RebalanceStatusResponse) GetPlannedAtEpoch() uint64 {
+	if x != nil {
+		return x.PlannedAtEpoch
+	}
+	return 0
+}
+
+func (x *RebalanceStatusResponse) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *RebalanceStatusResponse) GetMoves() []*MoveStatus {
+	if x != nil {
+		return x.Moves
+	}
+	return nil
+}
+
+func (x *RebalanceStatusResponse) GetReplicas() uint32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
+func (x *RebalanceStatusResponse) GetMoved() uint32 {
+	if x != nil {
+		return x.Moved
+	}
+	return 0
+}
+
+func (x *RebalanceStatusResponse) GetComplete() bool {
+	if x != nil {
+		return x.Complete
+	}
+	return false
+}
+
 type RepairRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Keyspace      string                 `protobuf:"bytes,1,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
@@ -2805,7 +3292,7 @@ type RepairRequest struct {
 
 func (x *RepairRequest) Reset() {
 	*x = RepairRequest{}
-	mi := &file_capkv_proto_msgTypes[41]
+	mi := &file_capkv_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2817,7 +3304,7 @@ func (x *RepairRequest) String() string {
 func (*RepairRequest) ProtoMessage() {}
 
 func (x *RepairRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[41]
+	mi := &file_capkv_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2830,7 +3317,7 @@ func (x *RepairRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairRequest.ProtoReflect.Descriptor instead.
 func (*RepairRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{41}
+	return file_capkv_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RepairRequest) GetKeyspace() string {
@@ -2868,7 +3355,7 @@ type RepairResponse struct {
 
 func (x *RepairResponse) Reset() {
 	*x = RepairResponse{}
-	mi := &file_capkv_proto_msgTypes[42]
+	mi := &file_capkv_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2880,7 +3367,7 @@ func (x *RepairResponse) String() string {
 func (*RepairResponse) ProtoMessage() {}
 
 func (x *RepairResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[42]
+	mi := &file_capkv_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2893,7 +3380,7 @@ func (x *RepairResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairResponse.ProtoReflect.Descriptor instead.
 func (*RepairResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{42}
+	return file_capkv_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RepairResponse) GetPartitions() uint32 {
@@ -2949,7 +3436,7 @@ type PurgeRequest struct {
 
 func (x *PurgeRequest) Reset() {
 	*x = PurgeRequest{}
-	mi := &file_capkv_proto_msgTypes[43]
+	mi := &file_capkv_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2961,7 +3448,7 @@ func (x *PurgeRequest) String() string {
 func (*PurgeRequest) ProtoMessage() {}
 
 func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[43]
+	mi := &file_capkv_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2974,7 +3461,7 @@ func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeRequest.ProtoReflect.Descriptor instead.
 func (*PurgeRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{43}
+	return file_capkv_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *PurgeRequest) GetPartition() string {
@@ -3007,7 +3494,7 @@ type PurgeResponse struct {
 
 func (x *PurgeResponse) Reset() {
 	*x = PurgeResponse{}
-	mi := &file_capkv_proto_msgTypes[44]
+	mi := &file_capkv_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3019,7 +3506,7 @@ func (x *PurgeResponse) String() string {
 func (*PurgeResponse) ProtoMessage() {}
 
 func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[44]
+	mi := &file_capkv_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3032,7 +3519,7 @@ func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeResponse.ProtoReflect.Descriptor instead.
 func (*PurgeResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{44}
+	return file_capkv_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *PurgeResponse) GetPurged() bool {
@@ -3051,7 +3538,7 @@ type DigestRequest struct {
 
 func (x *DigestRequest) Reset() {
 	*x = DigestRequest{}
-	mi := &file_capkv_proto_msgTypes[45]
+	mi := &file_capkv_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3063,7 +3550,7 @@ func (x *DigestRequest) String() string {
 func (*DigestRequest) ProtoMessage() {}
 
 func (x *DigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[45]
+	mi := &file_capkv_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3076,7 +3563,7 @@ func (x *DigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
 func (*DigestRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{45}
+	return file_capkv_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *DigestRequest) GetPartition() string {
@@ -3095,7 +3582,7 @@ type DigestResponse struct {
 
 func (x *DigestResponse) Reset() {
 	*x = DigestResponse{}
-	mi := &file_capkv_proto_msgTypes[46]
+	mi := &file_capkv_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3107,7 +3594,7 @@ func (x *DigestResponse) String() string {
 func (*DigestResponse) ProtoMessage() {}
 
 func (x *DigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[46]
+	mi := &file_capkv_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3120,7 +3607,7 @@ func (x *DigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestResponse.ProtoReflect.Descriptor instead.
 func (*DigestResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{46}
+	return file_capkv_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DigestResponse) GetLeaves() []uint64 {
@@ -3140,7 +3627,7 @@ type LeafRequest struct {
 
 func (x *LeafRequest) Reset() {
 	*x = LeafRequest{}
-	mi := &file_capkv_proto_msgTypes[47]
+	mi := &file_capkv_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3152,7 +3639,7 @@ func (x *LeafRequest) String() string {
 func (*LeafRequest) ProtoMessage() {}
 
 func (x *LeafRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[47]
+	mi := &file_capkv_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3165,7 +3652,7 @@ func (x *LeafRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeafRequest.ProtoReflect.Descriptor instead.
 func (*LeafRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{47}
+	return file_capkv_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *LeafRequest) GetPartition() string {
@@ -3192,7 +3679,7 @@ type KeyClock struct {
 
 func (x *KeyClock) Reset() {
 	*x = KeyClock{}
-	mi := &file_capkv_proto_msgTypes[48]
+	mi := &file_capkv_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3204,7 +3691,7 @@ func (x *KeyClock) String() string {
 func (*KeyClock) ProtoMessage() {}
 
 func (x *KeyClock) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[48]
+	mi := &file_capkv_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3217,7 +3704,7 @@ func (x *KeyClock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyClock.ProtoReflect.Descriptor instead.
 func (*KeyClock) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{48}
+	return file_capkv_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *KeyClock) GetKey() string {
@@ -3243,7 +3730,7 @@ type LeafResponse struct {
 
 func (x *LeafResponse) Reset() {
 	*x = LeafResponse{}
-	mi := &file_capkv_proto_msgTypes[49]
+	mi := &file_capkv_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3255,7 +3742,7 @@ func (x *LeafResponse) String() string {
 func (*LeafResponse) ProtoMessage() {}
 
 func (x *LeafResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[49]
+	mi := &file_capkv_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3268,7 +3755,7 @@ func (x *LeafResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeafResponse.ProtoReflect.Descriptor instead.
 func (*LeafResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{49}
+	return file_capkv_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *LeafResponse) GetEntries() []*KeyClock {
@@ -3291,7 +3778,7 @@ type ReplicaStoreRequest struct {
 
 func (x *ReplicaStoreRequest) Reset() {
 	*x = ReplicaStoreRequest{}
-	mi := &file_capkv_proto_msgTypes[50]
+	mi := &file_capkv_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3303,7 +3790,7 @@ func (x *ReplicaStoreRequest) String() string {
 func (*ReplicaStoreRequest) ProtoMessage() {}
 
 func (x *ReplicaStoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[50]
+	mi := &file_capkv_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3316,7 +3803,7 @@ func (x *ReplicaStoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStoreRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaStoreRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{50}
+	return file_capkv_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ReplicaStoreRequest) GetPartition() string {
@@ -3363,7 +3850,7 @@ type ReplicaStoreResponse struct {
 
 func (x *ReplicaStoreResponse) Reset() {
 	*x = ReplicaStoreResponse{}
-	mi := &file_capkv_proto_msgTypes[51]
+	mi := &file_capkv_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3375,7 +3862,7 @@ func (x *ReplicaStoreResponse) String() string {
 func (*ReplicaStoreResponse) ProtoMessage() {}
 
 func (x *ReplicaStoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[51]
+	mi := &file_capkv_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3388,7 +3875,7 @@ func (x *ReplicaStoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStoreResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaStoreResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{51}
+	return file_capkv_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ReplicaStoreResponse) GetClock() []byte {
@@ -3408,7 +3895,7 @@ type ReplicaFetchRequest struct {
 
 func (x *ReplicaFetchRequest) Reset() {
 	*x = ReplicaFetchRequest{}
-	mi := &file_capkv_proto_msgTypes[52]
+	mi := &file_capkv_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3420,7 +3907,7 @@ func (x *ReplicaFetchRequest) String() string {
 func (*ReplicaFetchRequest) ProtoMessage() {}
 
 func (x *ReplicaFetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[52]
+	mi := &file_capkv_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3433,7 +3920,7 @@ func (x *ReplicaFetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaFetchRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaFetchRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{52}
+	return file_capkv_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ReplicaFetchRequest) GetPartition() string {
@@ -3460,7 +3947,7 @@ type ReplicaFetchResponse struct {
 
 func (x *ReplicaFetchResponse) Reset() {
 	*x = ReplicaFetchResponse{}
-	mi := &file_capkv_proto_msgTypes[53]
+	mi := &file_capkv_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3472,7 +3959,7 @@ func (x *ReplicaFetchResponse) String() string {
 func (*ReplicaFetchResponse) ProtoMessage() {}
 
 func (x *ReplicaFetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[53]
+	mi := &file_capkv_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3485,7 +3972,7 @@ func (x *ReplicaFetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaFetchResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaFetchResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{53}
+	return file_capkv_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ReplicaFetchResponse) GetClock() []byte {
@@ -3630,7 +4117,7 @@ const file_capkv_proto_rawDesc = "" +
 	"\x06ranges\x18\x06 \x03(\v2\x0f.capkv.v1.RangeR\x06ranges\x12#\n" +
 	"\rdefault_level\x18\a \x01(\tR\fdefaultLevel\x12\x18\n" +
 	"\aresolve\x18\b \x01(\tR\aresolve\x12!\n" +
-	"\fmax_siblings\x18\t \x01(\rR\vmaxSiblings\"\xde\x01\n" +
+	"\fmax_siblings\x18\t \x01(\rR\vmaxSiblings\"\x8e\x02\n" +
 	"\n" +
 	"ClusterMap\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12$\n" +
@@ -3638,7 +4125,8 @@ const file_capkv_proto_rawDesc = "" +
 	"\tkeyspaces\x18\x03 \x03(\v2\x12.capkv.v1.KeyspaceR\tkeyspaces\x12\x16\n" +
 	"\x06vnodes\x18\x04 \x01(\rR\x06vnodes\x126\n" +
 	"\vassignments\x18\x05 \x03(\v2\x14.capkv.v1.AssignmentR\vassignments\x12\x12\n" +
-	"\x04meta\x18\x06 \x03(\tR\x04meta\"F\n" +
+	"\x04meta\x18\x06 \x03(\tR\x04meta\x12.\n" +
+	"\ajoining\x18\a \x03(\v2\x14.capkv.v1.AssignmentR\ajoining\"F\n" +
 	"\n" +
 	"Assignment\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\tR\tpartition\x12\x1a\n" +
@@ -3724,7 +4212,45 @@ const file_capkv_proto_rawDesc = "" +
 	"\x05rules\x18\x01 \x03(\v2\x13.capkv.v1.FaultRuleR\x05rules\x12&\n" +
 	"\x0fclock_offset_ms\x18\x02 \x01(\x03R\rclockOffsetMs\")\n" +
 	"\x11SetFaultsResponse\x12\x14\n" +
-	"\x05rules\x18\x01 \x01(\rR\x05rules\"]\n" +
+	"\x05rules\x18\x01 \x01(\rR\x05rules\"^\n" +
+	"\x14MovePartitionRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\tR\tpartition\x12\x0e\n" +
+	"\x02to\x18\x02 \x03(\tR\x02to\x12\x18\n" +
+	"\ajoining\x18\x03 \x03(\tR\ajoining\"x\n" +
+	"\x15MovePartitionResponse\x12\x1d\n" +
+	"\n" +
+	"not_leader\x18\x01 \x01(\bR\tnotLeader\x12\x16\n" +
+	"\x06leader\x18\x02 \x01(\tR\x06leader\x12\x12\n" +
+	"\x04keys\x18\x03 \x01(\x04R\x04keys\x12\x14\n" +
+	"\x05bytes\x18\x04 \x01(\x04R\x05bytes\"6\n" +
+	"\x16PartitionStatusRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\tR\tpartition\"p\n" +
+	"\x17PartitionStatusResponse\x12\x18\n" +
+	"\arunning\x18\x01 \x01(\bR\arunning\x12#\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\x16\n" +
+	"\x06leader\x18\x03 \x01(\bR\x06leader\",\n" +
+	"\x16RebalanceStatusRequest\x12\x12\n" +
+	"\x04hops\x18\x01 \x01(\rR\x04hops\"\x92\x02\n" +
+	"\n" +
+	"MoveStatus\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\tR\tpartition\x12\x12\n" +
+	"\x04from\x18\x02 \x03(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x03 \x03(\tR\x02to\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x1a\n" +
+	"\battempts\x18\x05 \x01(\rR\battempts\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x12\x12\n" +
+	"\x04keys\x18\a \x01(\x04R\x04keys\x12\x14\n" +
+	"\x05bytes\x18\b \x01(\x04R\x05bytes\x12&\n" +
+	"\x0fstarted_unix_ms\x18\t \x01(\x03R\rstartedUnixMs\x12(\n" +
+	"\x10finished_unix_ms\x18\n" +
+	" \x01(\x03R\x0efinishedUnixMs\"\xd3\x01\n" +
+	"\x17RebalanceStatusResponse\x12(\n" +
+	"\x10planned_at_epoch\x18\x01 \x01(\x04R\x0eplannedAtEpoch\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12*\n" +
+	"\x05moves\x18\x03 \x03(\v2\x14.capkv.v1.MoveStatusR\x05moves\x12\x1a\n" +
+	"\breplicas\x18\x04 \x01(\rR\breplicas\x12\x14\n" +
+	"\x05moved\x18\x05 \x01(\rR\x05moved\x12\x1a\n" +
+	"\bcomplete\x18\x06 \x01(\bR\bcomplete\"]\n" +
 	"\rRepairRequest\x12\x1a\n" +
 	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\tR\tpartition\x12\x12\n" +
@@ -3778,7 +4304,7 @@ const file_capkv_proto_rawDesc = "" +
 	"\x06Delete\x12\x17.capkv.v1.DeleteRequest\x1a\x18.capkv.v1.DeleteResponse\x122\n" +
 	"\x03CAS\x12\x14.capkv.v1.CASRequest\x1a\x15.capkv.v1.CASResponse\x125\n" +
 	"\x04Scan\x12\x15.capkv.v1.ScanRequest\x1a\x16.capkv.v1.ScanResponse\x12:\n" +
-	"\x05Watch\x12\x16.capkv.v1.WatchRequest\x1a\x17.capkv.v1.WatchResponse0\x012\xdb\x05\n" +
+	"\x05Watch\x12\x16.capkv.v1.WatchRequest\x1a\x17.capkv.v1.WatchResponse0\x012\xdd\a\n" +
 	"\x05Admin\x12B\n" +
 	"\rGetClusterMap\x12\x1b.capkv.v1.ClusterMapRequest\x1a\x14.capkv.v1.ClusterMap\x12<\n" +
 	"\vGetNodeInfo\x12\x19.capkv.v1.NodeInfoRequest\x1a\x12.capkv.v1.NodeInfo\x12P\n" +
@@ -3790,7 +4316,10 @@ const file_capkv_proto_rawDesc = "" +
 	"\x0eCreateKeyspace\x12\x1f.capkv.v1.CreateKeyspaceRequest\x1a\x14.capkv.v1.ClusterMap\x12C\n" +
 	"\fDropKeyspace\x12\x1d.capkv.v1.DropKeyspaceRequest\x1a\x14.capkv.v1.ClusterMap\x12D\n" +
 	"\tSetFaults\x12\x1a.capkv.v1.SetFaultsRequest\x1a\x1b.capkv.v1.SetFaultsResponse\x12;\n" +
-	"\x06Repair\x12\x17.capkv.v1.RepairRequest\x1a\x18.capkv.v1.RepairResponse2\xc7\x02\n" +
+	"\x06Repair\x12\x17.capkv.v1.RepairRequest\x1a\x18.capkv.v1.RepairResponse\x12P\n" +
+	"\rMovePartition\x12\x1e.capkv.v1.MovePartitionRequest\x1a\x1f.capkv.v1.MovePartitionResponse\x12V\n" +
+	"\x0fPartitionStatus\x12 .capkv.v1.PartitionStatusRequest\x1a!.capkv.v1.PartitionStatusResponse\x12V\n" +
+	"\x0fRebalanceStatus\x12 .capkv.v1.RebalanceStatusRequest\x1a!.capkv.v1.RebalanceStatusResponse2\xc7\x02\n" +
 	"\aReplica\x12F\n" +
 	"\x05Store\x12\x1d.capkv.v1.ReplicaStoreRequest\x1a\x1e.capkv.v1.ReplicaStoreResponse\x12F\n" +
 	"\x05Fetch\x12\x1d.capkv.v1.ReplicaFetchRequest\x1a\x1e.capkv.v1.ReplicaFetchResponse\x12;\n" +
@@ -3811,63 +4340,70 @@ func file_capkv_proto_rawDescGZIP() []byte {
 }
 
 var file_capkv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_capkv_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_capkv_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
 var file_capkv_proto_goTypes = []any{
-	(WatchEvent_Kind)(0),          // 0: capkv.v1.WatchEvent.Kind
-	(*RequestHeader)(nil),         // 1: capkv.v1.RequestHeader
-	(*Receipt)(nil),               // 2: capkv.v1.Receipt
-	(*KeyValue)(nil),              // 3: capkv.v1.KeyValue
-	(*GetRequest)(nil),            // 4: capkv.v1.GetRequest
-	(*GetResponse)(nil),           // 5: capkv.v1.GetResponse
-	(*Sibling)(nil),               // 6: capkv.v1.Sibling
-	(*PutRequest)(nil),            // 7: capkv.v1.PutRequest
-	(*PutResponse)(nil),           // 8: capkv.v1.PutResponse
-	(*DeleteRequest)(nil),         // 9: capkv.v1.DeleteRequest
-	(*DeleteResponse)(nil),        // 10: capkv.v1.DeleteResponse
-	(*CASRequest)(nil),            // 11: capkv.v1.CASRequest
-	(*CASResponse)(nil),           // 12: capkv.v1.CASResponse
-	(*ScanRequest)(nil),           // 13: capkv.v1.ScanRequest
-	(*ScanResponse)(nil),          // 14: capkv.v1.ScanResponse
-	(*WatchRequest)(nil),          // 15: capkv.v1.WatchRequest
-	(*WatchEvent)(nil),            // 16: capkv.v1.WatchEvent
-	(*WatchResponse)(nil),         // 17: capkv.v1.WatchResponse
-	(*Node)(nil),                  // 18: capkv.v1.Node
-	(*Range)(nil),                 // 19: capkv.v1.Range
-	(*Keyspace)(nil),              // 20: capkv.v1.Keyspace
-	(*ClusterMap)(nil),            // 21: capkv.v1.ClusterMap
-	(*Assignment)(nil),            // 22: capkv.v1.Assignment
-	(*JoinRequest)(nil),           // 23: capkv.v1.JoinRequest
-	(*CreateKeyspaceRequest)(nil), // 24: capkv.v1.CreateKeyspaceRequest
-	(*ClusterMapRequest)(nil),     // 25: capkv.v1.ClusterMapRequest
-	(*DropKeyspaceRequest)(nil),   // 26: capkv.v1.DropKeyspaceRequest
-	(*NodeInfoRequest)(nil),       // 27: capkv.v1.NodeInfoRequest
-	(*NodeInfo)(nil),              // 28: capkv.v1.NodeInfo
-	(*ClusterStatusRequest)(nil),  // 29: capkv.v1.ClusterStatusRequest
-	(*NodeStatus)(nil),            // 30: capkv.v1.NodeStatus
-	(*ClusterStatusResponse)(nil), // 31: capkv.v1.ClusterStatusResponse
-	(*KeyspacesRequest)(nil),      // 32: capkv.v1.KeyspacesRequest
-	(*KeyspacesResponse)(nil),     // 33: capkv.v1.KeyspacesResponse
-	(*LocateRequest)(nil),         // 34: capkv.v1.LocateRequest
-	(*LocateResponse)(nil),        // 35: capkv.v1.LocateResponse
-	(*RingRequest)(nil),           // 36: capkv.v1.RingRequest
-	(*PartitionPlacement)(nil),    // 37: capkv.v1.PartitionPlacement
-	(*RingResponse)(nil),          // 38: capkv.v1.RingResponse
-	(*FaultRule)(nil),             // 39: capkv.v1.FaultRule
-	(*SetFaultsRequest)(nil),      // 40: capkv.v1.SetFaultsRequest
-	(*SetFaultsResponse)(nil),     // 41: capkv.v1.SetFaultsResponse
-	(*RepairRequest)(nil),         // 42: capkv.v1.RepairRequest
-	(*RepairResponse)(nil),        // 43: capkv.v1.RepairResponse
-	(*PurgeRequest)(nil),          // 44: capkv.v1.PurgeRequest
-	(*PurgeResponse)(nil),         // 45: capkv.v1.PurgeResponse
-	(*DigestRequest)(nil),         // 46: capkv.v1.DigestRequest
-	(*DigestResponse)(nil),        // 47: capkv.v1.DigestResponse
-	(*LeafRequest)(nil),           // 48: capkv.v1.LeafRequest
-	(*KeyClock)(nil),              // 49: capkv.v1.KeyClock
-	(*LeafResponse)(nil),          // 50: capkv.v1.LeafResponse
-	(*ReplicaStoreRequest)(nil),   // 51: capkv.v1.ReplicaStoreRequest
-	(*ReplicaStoreResponse)(nil),  // 52: capkv.v1.ReplicaStoreResponse
-	(*ReplicaFetchRequest)(nil),   // 53: capkv.v1.ReplicaFetchRequest
-	(*ReplicaFetchResponse)(nil),  // 54: capkv.v1.ReplicaFetchResponse
+	(WatchEvent_Kind)(0),            // 0: capkv.v1.WatchEvent.Kind
+	(*RequestHeader)(nil),           // 1: capkv.v1.RequestHeader
+	(*Receipt)(nil),                 // 2: capkv.v1.Receipt
+	(*KeyValue)(nil),                // 3: capkv.v1.KeyValue
+	(*GetRequest)(nil),              // 4: capkv.v1.GetRequest
+	(*GetResponse)(nil),             // 5: capkv.v1.GetResponse
+	(*Sibling)(nil),                 // 6: capkv.v1.Sibling
+	(*PutRequest)(nil),              // 7: capkv.v1.PutRequest
+	(*PutResponse)(nil),             // 8: capkv.v1.PutResponse
+	(*DeleteRequest)(nil),           // 9: capkv.v1.DeleteRequest
+	(*DeleteResponse)(nil),          // 10: capkv.v1.DeleteResponse
+	(*CASRequest)(nil),              // 11: capkv.v1.CASRequest
+	(*CASResponse)(nil),             // 12: capkv.v1.CASResponse
+	(*ScanRequest)(nil),             // 13: capkv.v1.ScanRequest
+	(*ScanResponse)(nil),            // 14: capkv.v1.ScanResponse
+	(*WatchRequest)(nil),            // 15: capkv.v1.WatchRequest
+	(*WatchEvent)(nil),              // 16: capkv.v1.WatchEvent
+	(*WatchResponse)(nil),           // 17: capkv.v1.WatchResponse
+	(*Node)(nil),                    // 18: capkv.v1.Node
+	(*Range)(nil),                   // 19: capkv.v1.Range
+	(*Keyspace)(nil),                // 20: capkv.v1.Keyspace
+	(*ClusterMap)(nil),              // 21: capkv.v1.ClusterMap
+	(*Assignment)(nil),              // 22: capkv.v1.Assignment
+	(*JoinRequest)(nil),             // 23: capkv.v1.JoinRequest
+	(*CreateKeyspaceRequest)(nil),   // 24: capkv.v1.CreateKeyspaceRequest
+	(*ClusterMapRequest)(nil),       // 25: capkv.v1.ClusterMapRequest
+	(*DropKeyspaceRequest)(nil),     // 26: capkv.v1.DropKeyspaceRequest
+	(*NodeInfoRequest)(nil),         // 27: capkv.v1.NodeInfoRequest
+	(*NodeInfo)(nil),                // 28: capkv.v1.NodeInfo
+	(*ClusterStatusRequest)(nil),    // 29: capkv.v1.ClusterStatusRequest
+	(*NodeStatus)(nil),              // 30: capkv.v1.NodeStatus
+	(*ClusterStatusResponse)(nil),   // 31: capkv.v1.ClusterStatusResponse
+	(*KeyspacesRequest)(nil),        // 32: capkv.v1.KeyspacesRequest
+	(*KeyspacesResponse)(nil),       // 33: capkv.v1.KeyspacesResponse
+	(*LocateRequest)(nil),           // 34: capkv.v1.LocateRequest
+	(*LocateResponse)(nil),          // 35: capkv.v1.LocateResponse
+	(*RingRequest)(nil),             // 36: capkv.v1.RingRequest
+	(*PartitionPlacement)(nil),      // 37: capkv.v1.PartitionPlacement
+	(*RingResponse)(nil),            // 38: capkv.v1.RingResponse
+	(*FaultRule)(nil),               // 39: capkv.v1.FaultRule
+	(*SetFaultsRequest)(nil),        // 40: capkv.v1.SetFaultsRequest
+	(*SetFaultsResponse)(nil),       // 41: capkv.v1.SetFaultsResponse
+	(*MovePartitionRequest)(nil),    // 42: capkv.v1.MovePartitionRequest
+	(*MovePartitionResponse)(nil),   // 43: capkv.v1.MovePartitionResponse
+	(*PartitionStatusRequest)(nil),  // 44: capkv.v1.PartitionStatusRequest
+	(*PartitionStatusResponse)(nil), // 45: capkv.v1.PartitionStatusResponse
+	(*RebalanceStatusRequest)(nil),  // 46: capkv.v1.RebalanceStatusRequest
+	(*MoveStatus)(nil),              // 47: capkv.v1.MoveStatus
+	(*RebalanceStatusResponse)(nil), // 48: capkv.v1.RebalanceStatusResponse
+	(*RepairRequest)(nil),           // 49: capkv.v1.RepairRequest
+	(*RepairResponse)(nil),          // 50: capkv.v1.RepairResponse
+	(*PurgeRequest)(nil),            // 51: capkv.v1.PurgeRequest
+	(*PurgeResponse)(nil),           // 52: capkv.v1.PurgeResponse
+	(*DigestRequest)(nil),           // 53: capkv.v1.DigestRequest
+	(*DigestResponse)(nil),          // 54: capkv.v1.DigestResponse
+	(*LeafRequest)(nil),             // 55: capkv.v1.LeafRequest
+	(*KeyClock)(nil),                // 56: capkv.v1.KeyClock
+	(*LeafResponse)(nil),            // 57: capkv.v1.LeafResponse
+	(*ReplicaStoreRequest)(nil),     // 58: capkv.v1.ReplicaStoreRequest
+	(*ReplicaStoreResponse)(nil),    // 59: capkv.v1.ReplicaStoreResponse
+	(*ReplicaFetchRequest)(nil),     // 60: capkv.v1.ReplicaFetchRequest
+	(*ReplicaFetchResponse)(nil),    // 61: capkv.v1.ReplicaFetchResponse
 }
 var file_capkv_proto_depIdxs = []int32{
 	1,  // 0: capkv.v1.GetRequest.header:type_name -> capkv.v1.RequestHeader
@@ -3889,65 +4425,73 @@ var file_capkv_proto_depIdxs = []int32{
 	18, // 16: capkv.v1.ClusterMap.nodes:type_name -> capkv.v1.Node
 	20, // 17: capkv.v1.ClusterMap.keyspaces:type_name -> capkv.v1.Keyspace
 	22, // 18: capkv.v1.ClusterMap.assignments:type_name -> capkv.v1.Assignment
-	18, // 19: capkv.v1.JoinRequest.node:type_name -> capkv.v1.Node
-	20, // 20: capkv.v1.CreateKeyspaceRequest.keyspace:type_name -> capkv.v1.Keyspace
-	18, // 21: capkv.v1.NodeStatus.node:type_name -> capkv.v1.Node
-	28, // 22: capkv.v1.NodeStatus.info:type_name -> capkv.v1.NodeInfo
-	30, // 23: capkv.v1.ClusterStatusResponse.nodes:type_name -> capkv.v1.NodeStatus
-	20, // 24: capkv.v1.ClusterStatusResponse.keyspaces:type_name -> capkv.v1.Keyspace
-	20, // 25: capkv.v1.KeyspacesResponse.keyspaces:type_name -> capkv.v1.Keyspace
-	37, // 26: capkv.v1.RingResponse.partitions:type_name -> capkv.v1.PartitionPlacement
-	39, // 27: capkv.v1.SetFaultsRequest.rules:type_name -> capkv.v1.FaultRule
-	49, // 28: capkv.v1.LeafResponse.entries:type_name -> capkv.v1.KeyClock
-	4,  // 29: capkv.v1.KV.Get:input_type -> capkv.v1.GetRequest
-	7,  // 30: capkv.v1.KV.Put:input_type -> capkv.v1.PutRequest
-	9,  // 31: capkv.v1.KV.Delete:input_type -> capkv.v1.DeleteRequest
-	11, // 32: capkv.v1.KV.CAS:input_type -> capkv.v1.CASRequest
-	13, // 33: capkv.v1.KV.Scan:input_type -> capkv.v1.ScanRequest
-	15, // 34: capkv.v1.KV.Watch:input_type -> capkv.v1.WatchRequest
-	25, // 35: capkv.v1.Admin.GetClusterMap:input_type -> capkv.v1.ClusterMapRequest
-	27, // 36: capkv.v1.Admin.GetNodeInfo:input_type -> capkv.v1.NodeInfoRequest
-	29, // 37: capkv.v1.Admin.ClusterStatus:input_type -> capkv.v1.ClusterStatusRequest
-	32, // 38: capkv.v1.Admin.Keyspaces:input_type -> capkv.v1.KeyspacesRequest
-	34, // 39: capkv.v1.Admin.Locate:input_type -> capkv.v1.LocateRequest
-	36, // 40: capkv.v1.Admin.Ring:input_type -> capkv.v1.RingRequest
-	23, // 41: capkv.v1.Admin.Join:input_type -> capkv.v1.JoinRequest
-	24, // 42: capkv.v1.Admin.CreateKeyspace:input_type -> capkv.v1.CreateKeyspaceRequest
-	26, // 43: capkv.v1.Admin.DropKeyspace:input_type -> capkv.v1.DropKeyspaceRequest
-	40, // 44: capkv.v1.Admin.SetFaults:input_type -> capkv.v1.SetFaultsRequest
-	42, // 45: capkv.v1.Admin.Repair:input_type -> capkv.v1.RepairRequest
-	51, // 46: capkv.v1.Replica.Store:input_type -> capkv.v1.ReplicaStoreRequest
-	53, // 47: capkv.v1.Replica.Fetch:input_type -> capkv.v1.ReplicaFetchRequest
-	46, // 48: capkv.v1.Replica.Digest:input_type -> capkv.v1.DigestRequest
-	48, // 49: capkv.v1.Replica.Leaf:input_type -> capkv.v1.LeafRequest
-	44, // 50: capkv.v1.Replica.Purge:input_type -> capkv.v1.PurgeRequest
-	5,  // 51: capkv.v1.KV.Get:output_type -> capkv.v1.GetResponse
-	8,  // 52: capkv.v1.KV.Put:output_type -> capkv.v1.PutResponse
-	10, // 53: capkv.v1.KV.Delete:output_type -> capkv.v1.DeleteResponse
-	12, // 54: capkv.v1.KV.CAS:output_type -> capkv.v1.CASResponse
-	14, // 55: capkv.v1.KV.Scan:output_type -> capkv.v1.ScanResponse
-	17, // 56: capkv.v1.KV.Watch:output_type -> capkv.v1.WatchResponse
-	21, // 57: capkv.v1.Admin.GetClusterMap:output_type -> capkv.v1.ClusterMap
-	28, // 58: capkv.v1.Admin.GetNodeInfo:output_type -> capkv.v1.NodeInfo
-	31, // 59: capkv.v1.Admin.ClusterStatus:output_type -> capkv.v1.ClusterStatusResponse
-	33, // 60: capkv.v1.Admin.Keyspaces:output_type -> capkv.v1.KeyspacesResponse
-	35, // 61: capkv.v1.Admin.Locate:output_type -> capkv.v1.LocateResponse
-	38, // 62: capkv.v1.Admin.Ring:output_type -> capkv.v1.RingResponse
-	21, // 63: capkv.v1.Admin.Join:output_type -> capkv.v1.ClusterMap
-	21, // 64: capkv.v1.Admin.CreateKeyspace:output_type -> capkv.v1.ClusterMap
-	21, // 65: capkv.v1.Admin.DropKeyspace:output_type -> capkv.v1.ClusterMap
-	41, // 66: capkv.v1.Admin.SetFaults:output_type -> capkv.v1.SetFaultsResponse
-	43, // 67: capkv.v1.Admin.Repair:output_type -> capkv.v1.RepairResponse
-	52, // 68: capkv.v1.Replica.Store:output_type -> capkv.v1.ReplicaStoreResponse
-	54, // 69: capkv.v1.Replica.Fetch:output_type -> capkv.v1.ReplicaFetchResponse
-	47, // 70: capkv.v1.Replica.Digest:output_type -> capkv.v1.DigestResponse
-	50, // 71: capkv.v1.Replica.Leaf:output_type -> capkv.v1.LeafResponse
-	45, // 72: capkv.v1.Replica.Purge:output_type -> capkv.v1.PurgeResponse
-	51, // [51:73] is the sub-list for method output_type
-	29, // [29:51] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	22, // 19: capkv.v1.ClusterMap.joining:type_name -> capkv.v1.Assignment
+	18, // 20: capkv.v1.JoinRequest.node:type_name -> capkv.v1.Node
+	20, // 21: capkv.v1.CreateKeyspaceRequest.keyspace:type_name -> capkv.v1.Keyspace
+	18, // 22: capkv.v1.NodeStatus.node:type_name -> capkv.v1.Node
+	28, // 23: capkv.v1.NodeStatus.info:type_name -> capkv.v1.NodeInfo
+	30, // 24: capkv.v1.ClusterStatusResponse.nodes:type_name -> capkv.v1.NodeStatus
+	20, // 25: capkv.v1.ClusterStatusResponse.keyspaces:type_name -> capkv.v1.Keyspace
+	20, // 26: capkv.v1.KeyspacesResponse.keyspaces:type_name -> capkv.v1.Keyspace
+	37, // 27: capkv.v1.RingResponse.partitions:type_name -> capkv.v1.PartitionPlacement
+	39, // 28: capkv.v1.SetFaultsRequest.rules:type_name -> capkv.v1.FaultRule
+	47, // 29: capkv.v1.RebalanceStatusResponse.moves:type_name -> capkv.v1.MoveStatus
+	56, // 30: capkv.v1.LeafResponse.entries:type_name -> capkv.v1.KeyClock
+	4,  // 31: capkv.v1.KV.Get:input_type -> capkv.v1.GetRequest
+	7,  // 32: capkv.v1.KV.Put:input_type -> capkv.v1.PutRequest
+	9,  // 33: capkv.v1.KV.Delete:input_type -> capkv.v1.DeleteRequest
+	11, // 34: capkv.v1.KV.CAS:input_type -> capkv.v1.CASRequest
+	13, // 35: capkv.v1.KV.Scan:input_type -> capkv.v1.ScanRequest
+	15, // 36: capkv.v1.KV.Watch:input_type -> capkv.v1.WatchRequest
+	25, // 37: capkv.v1.Admin.GetClusterMap:input_type -> capkv.v1.ClusterMapRequest
+	27, // 38: capkv.v1.Admin.GetNodeInfo:input_type -> capkv.v1.NodeInfoRequest
+	29, // 39: capkv.v1.Admin.ClusterStatus:input_type -> capkv.v1.ClusterStatusRequest
+	32, // 40: capkv.v1.Admin.Keyspaces:input_type -> capkv.v1.KeyspacesRequest
+	34, // 41: capkv.v1.Admin.Locate:input_type -> capkv.v1.LocateRequest
+	36, // 42: capkv.v1.Admin.Ring:input_type -> capkv.v1.RingRequest
+	23, // 43: capkv.v1.Admin.Join:input_type -> capkv.v1.JoinRequest
+	24, // 44: capkv.v1.Admin.CreateKeyspace:input_type -> capkv.v1.CreateKeyspaceRequest
+	26, // 45: capkv.v1.Admin.DropKeyspace:input_type -> capkv.v1.DropKeyspaceRequest
+	40, // 46: capkv.v1.Admin.SetFaults:input_type -> capkv.v1.SetFaultsRequest
+	49, // 47: capkv.v1.Admin.Repair:input_type -> capkv.v1.RepairRequest
+	42, // 48: capkv.v1.Admin.MovePartition:input_type -> capkv.v1.MovePartitionRequest
+	44, // 49: capkv.v1.Admin.PartitionStatus:input_type -> capkv.v1.PartitionStatusRequest
+	46, // 50: capkv.v1.Admin.RebalanceStatus:input_type -> capkv.v1.RebalanceStatusRequest
+	58, // 51: capkv.v1.Replica.Store:input_type -> capkv.v1.ReplicaStoreRequest
+	60, // 52: capkv.v1.Replica.Fetch:input_type -> capkv.v1.ReplicaFetchRequest
+	53, // 53: capkv.v1.Replica.Digest:input_type -> capkv.v1.DigestRequest
+	55, // 54: capkv.v1.Replica.Leaf:input_type -> capkv.v1.LeafRequest
+	51, // 55: capkv.v1.Replica.Purge:input_type -> capkv.v1.PurgeRequest
+	5,  // 56: capkv.v1.KV.Get:output_type -> capkv.v1.GetResponse
+	8,  // 57: capkv.v1.KV.Put:output_type -> capkv.v1.PutResponse
+	10, // 58: capkv.v1.KV.Delete:output_type -> capkv.v1.DeleteResponse
+	12, // 59: capkv.v1.KV.CAS:output_type -> capkv.v1.CASResponse
+	14, // 60: capkv.v1.KV.Scan:output_type -> capkv.v1.ScanResponse
+	17, // 61: capkv.v1.KV.Watch:output_type -> capkv.v1.WatchResponse
+	21, // 62: capkv.v1.Admin.GetClusterMap:output_type -> capkv.v1.ClusterMap
+	28, // 63: capkv.v1.Admin.GetNodeInfo:output_type -> capkv.v1.NodeInfo
+	31, // 64: capkv.v1.Admin.ClusterStatus:output_type -> capkv.v1.ClusterStatusResponse
+	33, // 65: capkv.v1.Admin.Keyspaces:output_type -> capkv.v1.KeyspacesResponse
+	35, // 66: capkv.v1.Admin.Locate:output_type -> capkv.v1.LocateResponse
+	38, // 67: capkv.v1.Admin.Ring:output_type -> capkv.v1.RingResponse
+	21, // 68: capkv.v1.Admin.Join:output_type -> capkv.v1.ClusterMap
+	21, // 69: capkv.v1.Admin.CreateKeyspace:output_type -> capkv.v1.ClusterMap
+	21, // 70: capkv.v1.Admin.DropKeyspace:output_type -> capkv.v1.ClusterMap
+	41, // 71: capkv.v1.Admin.SetFaults:output_type -> capkv.v1.SetFaultsResponse
+	50, // 72: capkv.v1.Admin.Repair:output_type -> capkv.v1.RepairResponse
+	43, // 73: capkv.v1.Admin.MovePartition:output_type -> capkv.v1.MovePartitionResponse
+	45, // 74: capkv.v1.Admin.PartitionStatus:output_type -> capkv.v1.PartitionStatusResponse
+	48, // 75: capkv.v1.Admin.RebalanceStatus:output_type -> capkv.v1.RebalanceStatusResponse
+	59, // 76: capkv.v1.Replica.Store:output_type -> capkv.v1.ReplicaStoreResponse
+	61, // 77: capkv.v1.Replica.Fetch:output_type -> capkv.v1.ReplicaFetchResponse
+	54, // 78: capkv.v1.Replica.Digest:output_type -> capkv.v1.DigestResponse
+	57, // 79: capkv.v1.Replica.Leaf:output_type -> capkv.v1.LeafResponse
+	52, // 80: capkv.v1.Replica.Purge:output_type -> capkv.v1.PurgeResponse
+	56, // [56:81] is the sub-list for method output_type
+	31, // [31:56] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_capkv_proto_init() }
@@ -3962,7 +4506,7 @@ func file_capkv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_capkv_proto_rawDesc), len(file_capkv_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   54,
+			NumMessages:   61,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -322,17 +322,20 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Admin_GetClusterMap_FullMethodName  = "/capkv.v1.Admin/GetClusterMap"
-	Admin_GetNodeInfo_FullMethodName    = "/capkv.v1.Admin/GetNodeInfo"
-	Admin_ClusterStatus_FullMethodName  = "/capkv.v1.Admin/ClusterStatus"
-	Admin_Keyspaces_FullMethodName      = "/capkv.v1.Admin/Keyspaces"
-	Admin_Locate_FullMethodName         = "/capkv.v1.Admin/Locate"
-	Admin_Ring_FullMethodName           = "/capkv.v1.Admin/Ring"
-	Admin_Join_FullMethodName           = "/capkv.v1.Admin/Join"
-	Admin_CreateKeyspace_FullMethodName = "/capkv.v1.Admin/CreateKeyspace"
-	Admin_DropKeyspace_FullMethodName   = "/capkv.v1.Admin/DropKeyspace"
-	Admin_SetFaults_FullMethodName      = "/capkv.v1.Admin/SetFaults"
-	Admin_Repair_FullMethodName         = "/capkv.v1.Admin/Repair"
+	Admin_GetClusterMap_FullMethodName   = "/capkv.v1.Admin/GetClusterMap"
+	Admin_GetNodeInfo_FullMethodName     = "/capkv.v1.Admin/GetNodeInfo"
+	Admin_ClusterStatus_FullMethodName   = "/capkv.v1.Admin/ClusterStatus"
+	Admin_Keyspaces_FullMethodName       = "/capkv.v1.Admin/Keyspaces"
+	Admin_Locate_FullMethodName          = "/capkv.v1.Admin/Locate"
+	Admin_Ring_FullMethodName            = "/capkv.v1.Admin/Ring"
+	Admin_Join_FullMethodName            = "/capkv.v1.Admin/Join"
+	Admin_CreateKeyspace_FullMethodName  = "/capkv.v1.Admin/CreateKeyspace"
+	Admin_DropKeyspace_FullMethodName    = "/capkv.v1.Admin/DropKeyspace"
+	Admin_SetFaults_FullMethodName       = "/capkv.v1.Admin/SetFaults"
+	Admin_Repair_FullMethodName          = "/capkv.v1.Admin/Repair"
+	Admin_MovePartition_FullMethodName   = "/capkv.v1.Admin/MovePartition"
+	Admin_PartitionStatus_FullMethodName = "/capkv.v1.Admin/PartitionStatus"
+	Admin_RebalanceStatus_FullMethodName = "/capkv.v1.Admin/RebalanceStatus"
 )
 
 // AdminClient is the client API for Admin service.
@@ -363,6 +366,17 @@ type AdminClient interface {
 	// Repair runs Merkle anti-entropy now for every partition of an ap
 	// keyspace (or one partition), between its replicas.
 	Repair(ctx context.Context, in *RepairRequest, opts ...grpc.CallOption) (*RepairResponse, error)
+	// MovePartition runs the data part of one move on this node, for the
+	// metadata group's mover: for cp, on the partition's leader, the Raft
+	// membership changes to the new replica set (answering with the leader
+	// to ask when this node does not lead); for ap, the stream of this
+	// replica's data to the joining nodes.
+	MovePartition(ctx context.Context, in *MovePartitionRequest, opts ...grpc.CallOption) (*MovePartitionResponse, error)
+	// PartitionStatus says how far this node's replica of a partition is.
+	PartitionStatus(ctx context.Context, in *PartitionStatusRequest, opts ...grpc.CallOption) (*PartitionStatusResponse, error)
+	// RebalanceStatus lists the moves of the current (or last) rebalancing;
+	// answered by the metadata leader.
+	RebalanceStatus(ctx context.Context, in *RebalanceStatusRequest, opts ...grpc.CallOption) (*RebalanceStatusResponse, error)
 }
 
 type adminClient struct {
@@ -483,6 +497,36 @@ func (c *adminClient) Repair(ctx context.Context, in *RepairRequest, opts ...grp
 	return out, nil
 }
 
+func (c *adminClient) MovePartition(ctx context.Context, in *MovePartitionRequest, opts ...grpc.CallOption) (*MovePartitionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MovePartitionResponse)
+	err := c.cc.Invoke(ctx, Admin_MovePartition_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) PartitionStatus(ctx context.Context, in *PartitionStatusRequest, opts ...grpc.CallOption) (*PartitionStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PartitionStatusResponse)
+	err := c.cc.Invoke(ctx, Admin_PartitionStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RebalanceStatus(ctx context.Context, in *RebalanceStatusRequest, opts ...grpc.CallOption) (*RebalanceStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RebalanceStatusResponse)
+	err := c.cc.Invoke(ctx, Admin_RebalanceStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -511,6 +555,17 @@ type AdminServer interface {
 	// Repair runs Merkle anti-entropy now for every partition of an ap
 	// keyspace (or one partition), between its replicas.
 	Repair(context.Context, *RepairRequest) (*RepairResponse, error)
+	// MovePartition runs the data part of one move on this node, for the
+	// metadata group's mover: for cp, on the partition's leader, the Raft
+	// membership changes to the new replica set (answering with the leader
+	// to ask when this node does not lead); for ap, the stream of this
+	// replica's data to the joining nodes.
+	MovePartition(context.Context, *MovePartitionRequest) (*MovePartitionResponse, error)
+	// PartitionStatus says how far this node's replica of a partition is.
+	PartitionStatus(context.Context, *PartitionStatusRequest) (*PartitionStatusResponse, error)
+	// RebalanceStatus lists the moves of the current (or last) rebalancing;
+	// answered by the metadata leader.
+	RebalanceStatus(context.Context, *RebalanceStatusRequest) (*RebalanceStatusResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -553,6 +608,15 @@ func (UnimplementedAdminServer) SetFaults(context.Context, *SetFaultsRequest) (*
 }
 func (UnimplementedAdminServer) Repair(context.Context, *RepairRequest) (*RepairResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Repair not implemented")
+}
+func (UnimplementedAdminServer) MovePartition(context.Context, *MovePartitionRequest) (*MovePartitionResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method MovePartition not implemented")
+}
+func (UnimplementedAdminServer) PartitionStatus(context.Context, *PartitionStatusRequest) (*PartitionStatusResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method PartitionStatus not implemented")
+}
+func (UnimplementedAdminServer) RebalanceStatus(context.Context, *RebalanceStatusRequest) (*RebalanceStatusResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RebalanceStatus not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -773,6 +837,60 @@ func _Admin_Repair_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_MovePartition_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MovePartitionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).MovePartition(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_MovePartition_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).MovePartition(ctx, req.(*MovePartitionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_PartitionStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PartitionStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).PartitionStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_PartitionStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).PartitionStatus(ctx, req.(*PartitionStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RebalanceStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RebalanceStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RebalanceStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RebalanceStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RebalanceStatus(ctx, req.(*RebalanceStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -823,6 +941,18 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Repair",
 			Handler:    _Admin_Repair_Handler,
+		},
+		{
+			MethodName: "MovePartition",
+			Handler:    _Admin_MovePartition_Handler,
+		},
+		{
+			MethodName: "PartitionStatus",
+			Handler:    _Admin_PartitionStatus_Handler,
+		},
+		{
+			MethodName: "RebalanceStatus",
+			Handler:    _Admin_RebalanceStatus_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

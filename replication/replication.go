@@ -155,6 +155,36 @@ type Replicator interface {
 	// Adopt is told every newer cluster map (cp starts the Raft replicas the
 	// map assigns to this node).
 	Adopt(r *ring.Ring) error
+	// Move runs this node's part of moving t's partition to m.To
+	// (rebalancing: internal/meta/rebalance.go).
+	Move(ctx context.Context, t Target, m Moving) (MoveResult, error)
+	// Status says how far this node's replica of t's partition is.
+	Status(t Target) ReplicaStatus
+}
+
+// Moving is the data step of one partition's move.
+type Moving struct {
+	To, Joining []string // the new replica set; its nodes that are new
+	// Applied asks a node how far its replica of the partition is (a cp
+	// learner is promoted once it holds what was committed).
+	Applied func(ctx context.Context, node string) (uint64, error)
+}
+
+// MoveResult is what a Move did.
+type MoveResult struct {
+	// NotLeader: this replica does not lead the partition (cp); Leader is
+	// the one to ask ("" unknown).
+	NotLeader bool
+	Leader    string
+	// Keys and Bytes count what was streamed (ap).
+	Keys, Bytes int64
+}
+
+// ReplicaStatus is one replica's progress.
+type ReplicaStatus struct {
+	Running      bool
+	AppliedIndex uint64 // cp
+	Leader       bool   // cp
 }
 
 // InnerDeadline leaves a margin before the caller's deadline so that a

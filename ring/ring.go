@@ -32,6 +32,10 @@ type Topology struct {
 	// a partition's Raft group keeps its members when nodes join, until a
 	// rebalancing moves it explicitly.
 	Assignments map[string][]string
+	// Joining names, by PartitionID string, the nodes a partition is being
+	// moved to (rebalancing): they receive its writes and its data before
+	// they count as its replicas, and are not in its preference list.
+	Joining map[string][]string
 }
 
 // Options tunes ring construction. All nodes of a cluster must use the same.
@@ -99,12 +103,16 @@ type Placement struct {
 	// Replicas is the preference list: node IDs, first = primary. It is shared
 	// with the ring and other placements; callers must not modify it.
 	Replicas []string
+	// Joining are the nodes the partition is moving to (Topology.Joining),
+	// not yet among Replicas. Shared; do not modify.
+	Joining []string
 }
 
 // PartitionInfo describes one partition for listings (kvctl ring, metadata).
 type PartitionInfo struct {
 	ID       PartitionID
 	Replicas []string // preference list; empty when Err is set. Shared, do not modify.
+	Joining  []string // nodes the partition is moving to (Topology.Joining). Shared.
 	Err      string   // why the partition cannot be placed (too few nodes in its region)
 }
 
@@ -131,9 +139,10 @@ type keyspaceRing struct {
 
 // regionRing holds the precomputed preference lists of one keyspace in one region.
 type regionRing struct {
-	region string
-	nodes  int        // eligible nodes
-	prefs  [][]string // by partition index; nil when nodes < replicas
+	region  string
+	nodes   int        // eligible nodes
+	prefs   [][]string // by partition index; nil when nodes < replicas
+	joining [][]string // by partition index; nil when nothing moves here
 }
 
 // token is one virtual node: a point on the 64-bit hash circle owned by a node.
@@ -246,7 +255,50 @@ func New(t Topology, o Options) (*Ring, error) {
 	if err := r.applyAssignments(t.Assignments); err != nil {
 		return nil, err
 	}
+	if err := r.applyJoining(t.Joining); err != nil {
+		return nil, err
+	}
 	return r, nil
+}
+
+// applyJoining records the nodes partitions are moving to.
+func (r *Ring) applyJoining(js map[string][]string) error {
+	var errs []error
+	for id, nodes := range js {
+		pid, err := ParsePartitionID(id)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ks, ok := r.spaces[pid.Keyspace]
+		if !ok || pid.Index < 0 || pid.Index >= ks.cfg.Partitions {
+			continue // keyspace dropped or re-created: the move is inert
+		}
+		for _, n := range nodes {
+			if _, ok := r.nodes[n]; !ok {
+				errs = append(errs, fmt.Errorf("%w: partition %s moves to unknown node %q", kverrors.ErrInvalidArgument, id, n))
+			}
+		}
+		rr := ks.global
+		if ks.tmpl.locality >= 0 {
+			rr = ks.regions[pid.Region]
+		}
+		if rr == nil || len(nodes) == 0 {
+			continue
+		}
+		if rr.joining == nil {
+			rr.joining = make([][]string, ks.cfg.Partitions)
+		}
+		rr.joining[pid.Index] = slices.Clip(slices.Clone(nodes))
+	}
+	return errors.Join(errs...)
+}
+
+func (rr *regionRing) joiningAt(i int) []string {
+	if rr.joining == nil {
+		return nil
+	}
+	return rr.joining[i]
 }
 
 // applyAssignments overrides computed preference lists with pinned ones.
@@ -367,6 +419,13 @@ func copyTopology(t Topology) Topology {
 		}
 		t.Assignments = as
 	}
+	if t.Joining != nil {
+		js := make(map[string][]string, len(t.Joining))
+		for k, v := range t.Joining {
+			js[k] = slices.Clone(v)
+		}
+		t.Joining = js
+	}
 	t.Nodes = slices.Clone(t.Nodes)
 	t.Keyspaces = slices.Clone(t.Keyspaces)
 	for i := range t.Keyspaces {
@@ -442,6 +501,7 @@ func (r *Ring) Locate(key string) (Placement, error) {
 		Keyspace:  &ks.cfg,
 		Partition: PartitionID{Keyspace: ks.cfg.Name, Region: rr.region, Index: idx},
 		Replicas:  rr.prefs[idx],
+		Joining:   rr.joiningAt(idx),
 	}, nil
 }
 
@@ -515,6 +575,21 @@ func (r *Ring) PreferenceList(id PartitionID) ([]string, error) {
 	return rr.prefs[id.Index], nil
 }
 
+// PlacementOf is the placement of a partition, as Locate gives it for the
+// partition's keys.
+func (r *Ring) PlacementOf(id PartitionID) (Placement, error) {
+	reps, err := r.PreferenceList(id)
+	if err != nil {
+		return Placement{}, err
+	}
+	ks := r.spaces[id.Keyspace]
+	rr := ks.global
+	if ks.tmpl.locality >= 0 {
+		rr = ks.regions[id.Region]
+	}
+	return Placement{Keyspace: &ks.cfg, Partition: id, Replicas: reps, Joining: rr.joiningAt(id.Index)}, nil
+}
+
 // Partitions lists every partition of a keyspace in every region it can be
 // placed in (every node region for locality keyspaces, else the single region
 // ""), sorted by region then index. Partitions of a region with too few nodes
@@ -538,6 +613,7 @@ func (r *Ring) Partitions(keyspace string) []PartitionInfo {
 			info := PartitionInfo{ID: PartitionID{Keyspace: keyspace, Region: rr.region, Index: i}}
 			if rr.prefs != nil && rr.prefs[i] != nil {
 				info.Replicas = rr.prefs[i]
+				info.Joining = rr.joiningAt(i)
 			} else {
 				info.Err = msg
 			}

@@ -112,8 +112,7 @@ func (s *Service) adoptProto(pm *api.ClusterMap) {
 	if pm.GetEpoch() == 0 {
 		return
 	}
-	t := wire.TopologyFromProto(pm)
-	s.adopt(&clusterMap{Epoch: t.Epoch, Meta: pm.GetMeta(), Nodes: t.Nodes, Keyspaces: t.Keyspaces, Assignments: t.Assignments})
+	s.adopt(mapFromProto(pm))
 }
 
 // AdoptedEpoch is the newest map this node's replicators have adopted.

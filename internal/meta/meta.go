@@ -29,6 +29,7 @@ import (
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/consistency"
 	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/internal/rebalance"
 	"github.com/capkv/capkv/internal/wire"
 	"github.com/capkv/capkv/replication"
 	"github.com/capkv/capkv/replication/cp"
@@ -79,6 +80,9 @@ type Config struct {
 	Info func() (*api.NodeInfo, error)
 	// OnMap is called with every newer ring this node adopts, in epoch order.
 	OnMap func(*ring.Ring) error
+	// MoveLimit is how many moves of a rebalancing one node takes part in
+	// at once (0: rebalance.DefaultLimit).
+	MoveLimit int
 	Log   *slog.Logger
 }
 
@@ -95,6 +99,8 @@ type Service struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	once    sync.Once
+
+	moves movers // the rebalancing moves this node's mover runs
 
 	refreshMu struct {
 		sync.Mutex
@@ -185,10 +191,21 @@ type clusterMap struct {
 	// every node has deleted it: a node that comes back with the old Raft log
 	// of a re-created partition could win an election in the new group.
 	Dropped map[string]uint64 `json:"dropped,omitempty"`
+	// Joining: nodes partitions are moving to (rebalance.go).
+	Joining map[string][]string `json:"joining,omitempty"`
+	// Rebalance is the current or last rebalancing (nil: none ever ran).
+	Rebalance *rebalance.Plan `json:"rebalance,omitempty"`
 }
 
 func (m *clusterMap) topology() ring.Topology {
-	return ring.Topology{Epoch: m.Epoch, Nodes: m.Nodes, Keyspaces: m.Keyspaces, Assignments: m.Assignments}
+	return ring.Topology{Epoch: m.Epoch, Nodes: m.Nodes, Keyspaces: m.Keyspaces, Assignments: m.Assignments, Joining: m.Joining}
+}
+
+// mapFromProto is a map another node sent. It lacks what only the
+// metadata group's replicas keep (dropped names, the rebalancing plan).
+func mapFromProto(pm *api.ClusterMap) *clusterMap {
+	t := wire.TopologyFromProto(pm)
+	return &clusterMap{Epoch: t.Epoch, Meta: pm.GetMeta(), Nodes: t.Nodes, Keyspaces: t.Keyspaces, Assignments: t.Assignments, Joining: t.Joining}
 }
 
 // assign pins the replica set of every partition that can be placed now and
@@ -231,6 +248,7 @@ func (s *Service) loop() {
 	defer t.Stop()
 	for {
 		s.sync()
+		s.rebalanceTick()
 		select {
 		case <-s.stop:
 			return
@@ -279,8 +297,7 @@ func (s *Service) fetchMap(ctx context.Context, id string) (*clusterMap, error) 
 	if pm.GetEpoch() == 0 {
 		return nil, fmt.Errorf("%w: %s has no cluster map yet", kverrors.ErrUnavailable, id)
 	}
-	t := wire.TopologyFromProto(pm)
-	return &clusterMap{Epoch: t.Epoch, Meta: pm.GetMeta(), Nodes: t.Nodes, Keyspaces: t.Keyspaces, Assignments: t.Assignments}, nil
+	return mapFromProto(pm), nil
 }
 
 // readLocalMap reads the map from this node's metadata replica.
@@ -437,6 +454,7 @@ func (s *Service) Join(ctx context.Context, req *api.JoinRequest) (*api.ClusterM
 				return nil
 			}
 			m.Nodes = append(m.Nodes, joining)
+			s.replan(m) // partitions whose preference list now includes it move
 			return nil
 		})
 	}, func(ctx context.Context, c api.AdminClient, hops uint32) (*api.ClusterMap, error) {
@@ -520,9 +538,8 @@ func (s *Service) join() error {
 				s.cfg.Log.Warn("join attempt failed", "attempt", tries, "via", addr, "err", kverrors.FromStatus(err), "retry_in", wait, "gives_up_in", time.Until(deadline).Round(time.Millisecond))
 				continue
 			}
-			t := wire.TopologyFromProto(pm)
-			s.adopt(&clusterMap{Epoch: t.Epoch, Meta: pm.GetMeta(), Nodes: t.Nodes, Keyspaces: t.Keyspaces, Assignments: t.Assignments})
-			s.cfg.Log.Info("joined the cluster", "via", addr, "epoch", t.Epoch)
+			s.adopt(mapFromProto(pm))
+			s.cfg.Log.Info("joined the cluster", "via", addr, "epoch", pm.GetEpoch())
 			return nil
 		}
 		select {

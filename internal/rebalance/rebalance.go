@@ -54,6 +54,9 @@ type Plan struct {
 	ID    uint64 // the map epoch it was planned at
 	Limit int
 	Moves []Move
+	// Replicas counts the pinned replicas the plan considered, Moved those
+	// that change node (ring.MovePlan).
+	Replicas, Moved int
 }
 
 // New plans the moves of mp.
@@ -61,7 +64,7 @@ func New(id uint64, mp ring.MovePlan, limit int) *Plan {
 	if limit <= 0 {
 		limit = DefaultLimit
 	}
-	p := &Plan{ID: id, Limit: limit}
+	p := &Plan{ID: id, Limit: limit, Replicas: mp.Replicas, Moved: mp.Moved}
 	for _, m := range mp.Moves {
 		p.Moves = append(p.Moves, Move{Move: m, State: Pending})
 	}

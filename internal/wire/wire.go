@@ -65,6 +65,14 @@ func MapToProto(t ring.Topology, vnodes int, meta []string) *api.ClusterMap {
 	for _, id := range ids {
 		m.Assignments = append(m.Assignments, &api.Assignment{Partition: id, Replicas: t.Assignments[id]})
 	}
+	ids = ids[:0]
+	for id := range t.Joining {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		m.Joining = append(m.Joining, &api.Assignment{Partition: id, Replicas: t.Joining[id]})
+	}
 	for _, n := range t.Nodes {
 		m.Nodes = append(m.Nodes, NodeToProto(n))
 	}
@@ -81,6 +89,12 @@ func TopologyFromProto(m *api.ClusterMap) ring.Topology {
 		t.Assignments = make(map[string][]string, len(m.GetAssignments()))
 		for _, a := range m.GetAssignments() {
 			t.Assignments[a.GetPartition()] = a.GetReplicas()
+		}
+	}
+	if len(m.GetJoining()) > 0 {
+		t.Joining = make(map[string][]string, len(m.GetJoining()))
+		for _, a := range m.GetJoining() {
+			t.Joining[a.GetPartition()] = a.GetReplicas()
 		}
 	}
 	for _, n := range m.GetNodes() {

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -57,15 +58,20 @@ func (h *Host) Network() *Network { return h.net }
 // among peers and it is not running yet. It returns nil, nil when this node
 // holds no replica of the partition.
 func (h *Host) Ensure(id string, peers []string, storage Storage) (*Group, error) {
-	mine := false
-	for _, p := range peers {
-		if p == h.self {
-			mine = true
-		}
-	}
-	if !mine {
+	if !slices.Contains(peers, h.self) {
 		return nil, nil
 	}
+	return h.ensure(id, peers, storage, false)
+}
+
+// Join starts this node's replica of partition id as a new member of the
+// running group (rebalancing): it never bootstraps, and waits for the
+// leader to add it. A replica already running is returned as is.
+func (h *Host) Join(id string, storage Storage) (*Group, error) {
+	return h.ensure(id, nil, storage, true)
+}
+
+func (h *Host) ensure(id string, peers []string, storage Storage, join bool) (*Group, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.mu.closed {
@@ -78,7 +84,7 @@ func (h *Host) Ensure(id string, peers []string, storage Storage) (*Group, error
 	if err != nil {
 		return nil, fmt.Errorf("open raft log of %s: %w", id, err)
 	}
-	g, err := StartGroup(GroupConfig{ID: id, Self: h.self, Peers: peers, Storage: storage, LogStore: NewLogStore(rl),
+	g, err := StartGroup(GroupConfig{ID: id, Self: h.self, Peers: peers, Join: join, Storage: storage, LogStore: NewLogStore(rl),
 		Network: h.net, SnapshotDir: h.snapshotDir, Tuning: h.tuning, Logger: h.log, Watch: h.Watch, raftLog: h.raftLog})
 	if err != nil {
 		return nil, fmt.Errorf("start replica of %s: %w", id, err)

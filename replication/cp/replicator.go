@@ -56,8 +56,8 @@ func (r *Replicator) Forwarding() replication.Forwarding {
 
 // Serves reports whether this node runs a replica of t's partition.
 func (r *Replicator) Serves(t replication.Target) bool {
-	_, ok := r.host.Group(t.Partition())
-	return ok
+	g, ok := r.host.Group(t.Partition())
+	return ok && g.Running()
 }
 
 func (r *Replicator) group(t replication.Target) (*Group, error) {
@@ -201,8 +201,7 @@ func (r *Replicator) Adopt(rg *ring.Ring) error {
 			if p.Err != "" {
 				continue
 			}
-			id := p.ID.String()
-			if _, err := r.host.Ensure(id, p.Replicas, r.storage(id)); err != nil {
+			if err := r.adoptPartition(p); err != nil {
 				return err
 			}
 		}

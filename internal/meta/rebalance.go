@@ -1,0 +1,340 @@
+package meta
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/capkv/capkv/api"
+	"github.com/capkv/capkv/consistency"
+	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/internal/rebalance"
+	"github.com/capkv/capkv/replication/cp"
+	"github.com/capkv/capkv/ring"
+)
+
+// Rebalancing. When a node joins, the metadata leader plans the moves of
+// every partition whose preference list now differs from its pinned replica
+// set (ring.PlanMoves) and stores the plan in the map. Its mover then runs
+// the moves, a few per node at a time (rebalance.Plan.Next):
+//
+//  1. the map names the partition's new nodes in Joining: cp nodes start a
+//     learner replica (never bootstrapped), ap coordinators write to them
+//     as well as to the replicas;
+//  2. once every node involved adopted that map, the data moves: for cp the
+//     partition's leader changes the Raft membership one server at a time
+//     (cp.Group.Move: learner, caught up, voter, leader transfer, removal);
+//     for ap a staying replica streams its data to the new nodes;
+//  3. the map pins the new replica set and forgets Joining; old replicas
+//     that left stop (cp) or hand their data to the new owners and drop it
+//     (ap).
+//
+// Every step is idempotent and a failed or interrupted move is retried
+// (a new metadata leader takes over the plan from the stored map), so a
+// kill or a partition in the middle of a move delays it but loses nothing.
+
+// moveTimeout bounds one attempt at one move.
+const moveTimeout = 2 * time.Minute
+
+type movers struct {
+	mu      sync.Mutex
+	running map[string]bool // partition ids this service's mover runs now
+}
+
+func (s *Service) moverRunning(id string) bool {
+	s.moves.mu.Lock()
+	defer s.moves.mu.Unlock()
+	return s.moves.running[id]
+}
+
+// replan plans the moves of m's current node set when no plan is running.
+func (s *Service) replan(m *clusterMap) {
+	if m.Rebalance != nil && !m.Rebalance.Complete() {
+		return // the mover replans when this one completes
+	}
+	plan, err := ring.PlanMoves(m.topology(), ring.Options{VNodes: s.cfg.VNodes}, nil)
+	if err != nil {
+		s.cfg.Log.Warn("rebalance: cannot plan", "err", err)
+		return
+	}
+	if len(plan.Moves) == 0 {
+		return
+	}
+	m.Rebalance = rebalance.New(m.Epoch+1, plan, s.cfg.MoveLimit)
+	s.cfg.Log.Info("rebalance planned", "moves", len(plan.Moves), "replicas_moving", plan.Moved, "of", plan.Replicas,
+		"fraction", fmt.Sprintf("%.3f", plan.MovedFraction()))
+}
+
+// rebalanceTick runs on every map poll: on the metadata leader it starts
+// the moves the plan lets run now.
+func (s *Service) rebalanceTick() {
+	g, ok := s.cfg.Host.Group(GroupID)
+	if !ok || !g.IsLeader() {
+		return
+	}
+	m, _, found, err := s.readLocalMap()
+	if err != nil || !found || m.Rebalance == nil {
+		return
+	}
+	type started struct {
+		idx int
+		mv  rebalance.Move
+	}
+	var start []started
+	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+	defer cancel()
+	_, err = s.updateMap(ctx, g, func(m *clusterMap) error {
+		start = start[:0]
+		p := m.Rebalance
+		if p == nil {
+			return errNoChange
+		}
+		changed := false
+		if p.Complete() {
+			before := p
+			s.replan(m)
+			if m.Rebalance == before {
+				return errNoChange
+			}
+			p, changed = m.Rebalance, true
+		}
+		// Moves the stored plan says run but no mover here runs: their
+		// mover was an earlier leader. They start again (idempotent).
+		for i := range p.Moves {
+			if p.Moves[i].State == rebalance.Running && !s.moverRunning(p.Moves[i].Partition.String()) {
+				p.Moves[i].State = rebalance.Pending
+				changed = true
+			}
+		}
+		now := s.cfg.Clock.Now().Time()
+		for _, i := range p.Next(now) {
+			mv := p.Moves[i]
+			if m.Joining == nil {
+				m.Joining = map[string][]string{}
+			}
+			m.Joining[mv.Partition.String()] = mv.Joining()
+			start = append(start, started{i, mv})
+			changed = true
+		}
+		if !changed {
+			return errNoChange
+		}
+		return nil
+	})
+	if err != nil {
+		s.cfg.Log.Debug("rebalance: start moves", "err", err)
+		return
+	}
+	for _, st := range start {
+		id := st.mv.Partition.String()
+		s.moves.mu.Lock()
+		if s.moves.running == nil {
+			s.moves.running = map[string]bool{}
+		}
+		if s.moves.running[id] {
+			s.moves.mu.Unlock()
+			continue
+		}
+		s.moves.running[id] = true
+		s.moves.mu.Unlock()
+		s.wg.Add(1)
+		go s.runMove(g, st.mv)
+	}
+}
+
+// runMove runs one move and records its outcome in the map.
+func (s *Service) runMove(g *cp.Group, mv rebalance.Move) {
+	defer s.wg.Done()
+	id := mv.Partition.String()
+	defer func() {
+		s.moves.mu.Lock()
+		delete(s.moves.running, id)
+		s.moves.mu.Unlock()
+	}()
+	began := time.Now()
+	ctx, cancel := context.WithTimeout(s.ctx, moveTimeout)
+	keys, bytes, err := s.executeMove(ctx, mv)
+	cancel()
+	if s.ctx.Err() != nil {
+		return // closing: the next leader's mover starts it again
+	}
+	log := s.cfg.Log.With("partition", id, "from", mv.From, "to", mv.To)
+	if err != nil {
+		log.Warn("move failed; it is retried", "err", err, "attempt", mv.Attempts)
+	} else {
+		log.Info("partition moved", "took", time.Since(began).Round(time.Millisecond), "keys", keys, "bytes", bytes)
+	}
+	rctx, rcancel := context.WithTimeout(s.ctx, 10*time.Second)
+	defer rcancel()
+	_, uerr := s.updateMap(rctx, g, func(m *clusterMap) error {
+		p := m.Rebalance
+		if p == nil {
+			return errNoChange
+		}
+		i := slices.IndexFunc(p.Moves, func(x rebalance.Move) bool { return x.Partition == mv.Partition && x.State == rebalance.Running })
+		if i < 0 {
+			return errNoChange
+		}
+		if err == nil {
+			m.Assignments[id] = slices.Clone(mv.To)
+			delete(m.Joining, id)
+		}
+		return p.Finish(i, s.cfg.Clock.Now().Time(), keys, bytes, err)
+	})
+	if uerr != nil {
+		log.Warn("move outcome not recorded; the move runs again", "err", uerr)
+	}
+}
+
+// executeMove moves the data of one partition.
+func (s *Service) executeMove(ctx context.Context, mv rebalance.Move) (keys, bytes int64, err error) {
+	r := s.Ring()
+	ks, ok := r.Keyspace(mv.Partition.Keyspace)
+	if !ok {
+		return 0, 0, fmt.Errorf("%w: keyspace %q is gone", kverrors.ErrInvalidArgument, mv.Partition.Keyspace)
+	}
+	id := mv.Partition.String()
+	involved := slices.Compact(slices.Sorted(slices.Values(slices.Concat(mv.From, mv.To))))
+	// Everyone writes to the new nodes (ap) and the learners run (cp)
+	// before data moves.
+	if _, err := s.waitNodes(ctx, involved, r.Epoch(), nil); err != nil {
+		return 0, 0, err
+	}
+	req := &api.MovePartitionRequest{Partition: id, To: mv.To, Joining: mv.Joining()}
+	if ks.Mode == consistency.CP {
+		return 0, 0, s.moveCP(ctx, mv, req)
+	}
+	return s.moveAP(ctx, mv, req)
+}
+
+// moveCP asks the partition's leader to change its membership, following
+// leadership (a transfer away from a leaving leader moves it mid-way).
+func (s *Service) moveCP(ctx context.Context, mv rebalance.Move, req *api.MovePartitionRequest) error {
+	candidates := slices.Concat(mv.From, mv.Joining())
+	to := ""
+	var last error
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		if to == "" {
+			to = candidates[attempt%len(candidates)]
+		}
+		if s.cfg.Down(to) {
+			to = ""
+			continue
+		}
+		resp, err := s.adminCall(ctx, to, func(ctx context.Context, c api.AdminClient) (*api.MovePartitionResponse, error) {
+			return c.MovePartition(ctx, req)
+		})
+		switch {
+		case err != nil:
+			last, to = err, ""
+		case resp.GetNotLeader():
+			last, to = fmt.Errorf("%s does not lead %s", to, req.GetPartition()), resp.GetLeader()
+		default:
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(min(time.Duration(attempt+1)*100*time.Millisecond, time.Second)):
+		}
+	}
+	return fmt.Errorf("%w: move of %s did not complete: %v", kverrors.ErrUnavailable, req.GetPartition(), last)
+}
+
+// moveAP asks a replica that stays (or any old one) to stream its data to
+// the joining nodes.
+func (s *Service) moveAP(ctx context.Context, mv rebalance.Move, req *api.MovePartitionRequest) (int64, int64, error) {
+	var sources []string
+	for _, n := range mv.From {
+		if slices.Contains(mv.To, n) {
+			sources = append(sources, n)
+		}
+	}
+	for _, n := range mv.From {
+		if !slices.Contains(sources, n) {
+			sources = append(sources, n)
+		}
+	}
+	var errs []error
+	for _, src := range sources {
+		if s.cfg.Down(src) {
+			errs = append(errs, fmt.Errorf("%s is down", src))
+			continue
+		}
+		resp, err := s.adminCall(ctx, src, func(ctx context.Context, c api.AdminClient) (*api.MovePartitionResponse, error) {
+			return c.MovePartition(ctx, req)
+		})
+		if err == nil {
+			return int64(resp.GetKeys()), int64(resp.GetBytes()), nil
+		}
+		errs = append(errs, fmt.Errorf("stream from %s: %w", src, err))
+	}
+	return 0, 0, fmt.Errorf("%w: no old replica of %s could stream it: %w", kverrors.ErrUnavailable, req.GetPartition(), errors.Join(errs...))
+}
+
+func (s *Service) adminCall(ctx context.Context, id string, call func(context.Context, api.AdminClient) (*api.MovePartitionResponse, error)) (*api.MovePartitionResponse, error) {
+	c, err := s.cfg.Peer(id)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := call(ctx, api.NewAdminClient(c))
+	return resp, kverrors.FromStatus(err)
+}
+
+// RebalanceStatus reports the stored plan, read on a member of the
+// metadata group (forwarded by others).
+func (s *Service) RebalanceStatus(ctx context.Context, req *api.RebalanceStatusRequest) (*api.RebalanceStatusResponse, error) {
+	if _, ok := s.cfg.Host.Group(GroupID); ok {
+		m, _, found, err := s.readLocalMap()
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			return nil, fmt.Errorf("%w: the cluster map is not bootstrapped yet", kverrors.ErrUnavailable)
+		}
+		return statusProto(m.Rebalance), nil
+	}
+	if req.GetHops() >= maxHops {
+		return nil, fmt.Errorf("%w: rebalance status forwarded %d times", kverrors.ErrStaleEpoch, req.GetHops())
+	}
+	var last error
+	for _, id := range s.Members() {
+		if s.cfg.Down(id) {
+			continue
+		}
+		c, err := s.cfg.Peer(id)
+		if err != nil {
+			last = err
+			continue
+		}
+		resp, err := api.NewAdminClient(c).RebalanceStatus(ctx, &api.RebalanceStatusRequest{Hops: req.GetHops() + 1})
+		if err == nil {
+			return resp, nil
+		}
+		last = kverrors.FromStatus(err)
+	}
+	return nil, fmt.Errorf("%w: no metadata member answered: %v", kverrors.ErrUnavailable, last)
+}
+
+func statusProto(p *rebalance.Plan) *api.RebalanceStatusResponse {
+	if p == nil {
+		return &api.RebalanceStatusResponse{Complete: true}
+	}
+	out := &api.RebalanceStatusResponse{PlannedAtEpoch: p.ID, Limit: uint32(p.Limit), Complete: p.Complete(),
+		Replicas: uint32(p.Replicas), Moved: uint32(p.Moved)}
+	ms := func(t time.Time) int64 {
+		if t.IsZero() {
+			return 0
+		}
+		return t.UnixMilli()
+	}
+	for _, m := range p.Moves {
+		out.Moves = append(out.Moves, &api.MoveStatus{
+			Partition: m.Partition.String(), From: m.From, To: m.To, State: string(m.State), Attempts: uint32(m.Attempts),
+			Error: m.Err, Keys: uint64(m.Keys), Bytes: uint64(m.Bytes), StartedUnixMs: ms(m.Started), FinishedUnixMs: ms(m.Finished),
+		})
+	}
+	return out
+}

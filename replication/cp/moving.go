@@ -1,0 +1,89 @@
+package cp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/replication"
+	"github.com/capkv/capkv/ring"
+)
+
+// Running reports whether the replica still takes part in its group: a
+// replica removed by a move shuts its Raft instance down by itself.
+func (g *Group) Running() bool { return g.raft.State() != raft.Shutdown }
+
+// Move changes the membership of t's partition to m.To, one server at a
+// time, on this replica if it leads the group (see membership.go).
+func (r *Replicator) Move(ctx context.Context, t replication.Target, m replication.Moving) (replication.MoveResult, error) {
+	g, err := r.group(t)
+	if err != nil {
+		return replication.MoveResult{}, err
+	}
+	if !g.IsLeader() {
+		return replication.MoveResult{NotLeader: true, Leader: g.Leader()}, nil
+	}
+	caughtUp := func(ctx context.Context, server string, index uint64) error {
+		for {
+			applied, err := m.Applied(ctx, server)
+			if err == nil && applied >= index {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				if err != nil {
+					return fmt.Errorf("%w (last answer: %v)", ctx.Err(), err)
+				}
+				return fmt.Errorf("%w (applied %d of %d)", ctx.Err(), applied, index)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	err = g.Move(ctx, m.To, caughtUp)
+	var nl *NotLeaderError
+	if errors.As(err, &nl) {
+		return replication.MoveResult{NotLeader: true, Leader: nl.Leader}, nil
+	}
+	return replication.MoveResult{}, err
+}
+
+// Status is this node's replica of t's partition.
+func (r *Replicator) Status(t replication.Target) replication.ReplicaStatus {
+	g, ok := r.host.Group(t.Partition())
+	if !ok || !g.Running() {
+		return replication.ReplicaStatus{}
+	}
+	return replication.ReplicaStatus{Running: true, AppliedIndex: g.raft.AppliedIndex(), Leader: g.IsLeader()}
+}
+
+// adoptPartition starts, joins or retires this node's replica of p.
+func (r *Replicator) adoptPartition(p ring.PartitionInfo) error {
+	id := p.ID.String()
+	switch {
+	case slices.Contains(p.Replicas, r.host.self):
+		_, err := r.host.Ensure(id, p.Replicas, r.storage(id))
+		return err
+	case slices.Contains(p.Joining, r.host.self):
+		_, err := r.host.Join(id, r.storage(id))
+		return err
+	}
+	if _, ok := r.host.Group(id); !ok {
+		return nil
+	}
+	// The partition moved away: the move removed this replica from the
+	// group before the map said so. Its log and data go.
+	if err := r.host.Remove(id); err != nil {
+		return err
+	}
+	if d, ok := r.storage(id).(interface{ Drop() error }); ok {
+		if err := d.Drop(); err != nil {
+			return fmt.Errorf("%w: drop data of %s after it moved: %v", kverrors.ErrInternal, id, err)
+		}
+	}
+	return nil
+}
