@@ -83,7 +83,7 @@ type Config struct {
 	// MoveLimit is how many moves of a rebalancing one node takes part in
 	// at once (0: rebalance.DefaultLimit).
 	MoveLimit int
-	Log   *slog.Logger
+	Log       *slog.Logger
 }
 
 // Service follows the cluster map on one node and, on members of the

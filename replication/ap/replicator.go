@@ -154,7 +154,11 @@ func (r *Replicator) Write(ctx context.Context, t replication.Target, w replicat
 		}
 	}
 	// The coordinator stamps the write with the HLC under the key's lock.
-	res, err := r.coord.Write(ctx, WriteRequest{Partition: t.Partition(), Key: w.Key, Replicas: t.Placement.Replicas,
+	// During a move the joining nodes take every write too, and their acks
+	// count towards the level over replicas and joiners together: nothing
+	// acknowledged can be missed by the switch, since what the old replicas
+	// hold is streamed to the joiners and handed over again when they leave.
+	res, err := r.coord.Write(ctx, WriteRequest{Partition: t.Partition(), Key: w.Key, Replicas: slices.Concat(t.Placement.Replicas, t.Placement.Joining),
 		Fallbacks: r.fallbacks(t.Placement), Level: t.Level, LWW: lww(t), Context: causal, Value: v,
 		MaxSiblings: t.Placement.Keyspace.SiblingCap()})
 	if err != nil {
@@ -178,7 +182,7 @@ func (r *Replicator) Write(ctx context.Context, t replication.Target, w replicat
 func (r *Replicator) fallbacks(p ring.Placement) []string {
 	var out []string
 	for _, nd := range r.cfg.Ring().Topology().Nodes {
-		if slices.Contains(p.Replicas, nd.ID) || (p.Partition.Region != "" && nd.Region != p.Partition.Region) {
+		if slices.Contains(p.Replicas, nd.ID) || slices.Contains(p.Joining, nd.ID) || (p.Partition.Region != "" && nd.Region != p.Partition.Region) {
 			continue
 		}
 		out = append(out, nd.ID)

@@ -29,6 +29,7 @@ func (u *runner) start() {
 		handoff = time.Second
 	}
 	u.every(handoff, u.handoff)
+	u.every(handoff, u.retire)
 	if u.r.cfg.AntiEntropyInterval > 0 {
 		u.every(u.r.cfg.AntiEntropyInterval, u.antiEntropy)
 	}
