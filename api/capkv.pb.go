@@ -1544,7 +1544,12 @@ type ClusterMap struct {
 	Meta []string `protobuf:"bytes,6,rep,name=meta,proto3" json:"meta,omitempty"`
 	// Nodes partitions are moving to (rebalancing), by partition id: they
 	// receive the partition's writes and data, and are not replicas yet.
-	Joining       []*Assignment `protobuf:"bytes,7,rep,name=joining,proto3" json:"joining,omitempty"`
+	Joining []*Assignment `protobuf:"bytes,7,rep,name=joining,proto3" json:"joining,omitempty"`
+	// Nodes being drained by RemoveNode: still serving, no longer placed.
+	Leaving []string `protobuf:"bytes,8,rep,name=leaving,proto3" json:"leaving,omitempty"`
+	// The node taking a leaving node's metadata seat: it runs a learner of
+	// the metadata group until the seat has moved.
+	MetaJoining   string `protobuf:"bytes,9,opt,name=meta_joining,json=metaJoining,proto3" json:"meta_joining,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1626,6 +1631,20 @@ func (x *ClusterMap) GetJoining() []*Assignment {
 		return x.Joining
 	}
 	return nil
+}
+
+func (x *ClusterMap) GetLeaving() []string {
+	if x != nil {
+		return x.Leaving
+	}
+	return nil
+}
+
+func (x *ClusterMap) GetMetaJoining() string {
+	if x != nil {
+		return x.MetaJoining
+	}
+	return ""
 }
 
 type Assignment struct {
@@ -2804,6 +2823,58 @@ func (x *SetFaultsResponse) GetRules() uint32 {
 	return 0
 }
 
+type RemoveNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Hops          uint32                 `protobuf:"varint,2,opt,name=hops,proto3" json:"hops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeRequest) Reset() {
+	*x = RemoveNodeRequest{}
+	mi := &file_capkv_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeRequest) ProtoMessage() {}
+
+func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
+func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *RemoveNodeRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RemoveNodeRequest) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
 type MovePartitionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Partition     string                 `protobuf:"bytes,1,opt,name=partition,proto3" json:"partition,omitempty"`
@@ -2815,7 +2886,7 @@ type MovePartitionRequest struct {
 
 func (x *MovePartitionRequest) Reset() {
 	*x = MovePartitionRequest{}
-	mi := &file_capkv_proto_msgTypes[41]
+	mi := &file_capkv_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2827,7 +2898,7 @@ func (x *MovePartitionRequest) String() string {
 func (*MovePartitionRequest) ProtoMessage() {}
 
 func (x *MovePartitionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[41]
+	mi := &file_capkv_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2840,7 +2911,7 @@ func (x *MovePartitionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MovePartitionRequest.ProtoReflect.Descriptor instead.
 func (*MovePartitionRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{41}
+	return file_capkv_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *MovePartitionRequest) GetPartition() string {
@@ -2877,7 +2948,7 @@ type MovePartitionResponse struct {
 
 func (x *MovePartitionResponse) Reset() {
 	*x = MovePartitionResponse{}
-	mi := &file_capkv_proto_msgTypes[42]
+	mi := &file_capkv_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2889,7 +2960,7 @@ func (x *MovePartitionResponse) String() string {
 func (*MovePartitionResponse) ProtoMessage() {}
 
 func (x *MovePartitionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[42]
+	mi := &file_capkv_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2902,7 +2973,7 @@ func (x *MovePartitionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MovePartitionResponse.ProtoReflect.Descriptor instead.
 func (*MovePartitionResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{42}
+	return file_capkv_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *MovePartitionResponse) GetNotLeader() bool {
@@ -2942,7 +3013,7 @@ type PartitionStatusRequest struct {
 
 func (x *PartitionStatusRequest) Reset() {
 	*x = PartitionStatusRequest{}
-	mi := &file_capkv_proto_msgTypes[43]
+	mi := &file_capkv_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2954,7 +3025,7 @@ func (x *PartitionStatusRequest) String() string {
 func (*PartitionStatusRequest) ProtoMessage() {}
 
 func (x *PartitionStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[43]
+	mi := &file_capkv_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2967,7 +3038,7 @@ func (x *PartitionStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionStatusRequest.ProtoReflect.Descriptor instead.
 func (*PartitionStatusRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{43}
+	return file_capkv_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *PartitionStatusRequest) GetPartition() string {
@@ -2988,7 +3059,7 @@ type PartitionStatusResponse struct {
 
 func (x *PartitionStatusResponse) Reset() {
 	*x = PartitionStatusResponse{}
-	mi := &file_capkv_proto_msgTypes[44]
+	mi := &file_capkv_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3000,7 +3071,7 @@ func (x *PartitionStatusResponse) String() string {
 func (*PartitionStatusResponse) ProtoMessage() {}
 
 func (x *PartitionStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[44]
+	mi := &file_capkv_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3013,7 +3084,7 @@ func (x *PartitionStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionStatusResponse.ProtoReflect.Descriptor instead.
 func (*PartitionStatusResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{44}
+	return file_capkv_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *PartitionStatusResponse) GetRunning() bool {
@@ -3046,7 +3117,7 @@ type RebalanceStatusRequest struct {
 
 func (x *RebalanceStatusRequest) Reset() {
 	*x = RebalanceStatusRequest{}
-	mi := &file_capkv_proto_msgTypes[45]
+	mi := &file_capkv_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3058,7 +3129,7 @@ func (x *RebalanceStatusRequest) String() string {
 func (*RebalanceStatusRequest) ProtoMessage() {}
 
 func (x *RebalanceStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[45]
+	mi := &file_capkv_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3071,7 +3142,7 @@ func (x *RebalanceStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceStatusRequest.ProtoReflect.Descriptor instead.
 func (*RebalanceStatusRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{45}
+	return file_capkv_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RebalanceStatusRequest) GetHops() uint32 {
@@ -3099,7 +3170,7 @@ type MoveStatus struct {
 
 func (x *MoveStatus) Reset() {
 	*x = MoveStatus{}
-	mi := &file_capkv_proto_msgTypes[46]
+	mi := &file_capkv_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3111,7 +3182,7 @@ func (x *MoveStatus) String() string {
 func (*MoveStatus) ProtoMessage() {}
 
 func (x *MoveStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[46]
+	mi := &file_capkv_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3124,7 +3195,7 @@ func (x *MoveStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveStatus.ProtoReflect.Descriptor instead.
 func (*MoveStatus) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{46}
+	return file_capkv_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *MoveStatus) GetPartition() string {
@@ -3205,13 +3276,15 @@ type RebalanceStatusResponse struct {
 	Replicas       uint32                 `protobuf:"varint,4,opt,name=replicas,proto3" json:"replicas,omitempty"` // replicas the plan considered
 	Moved          uint32                 `protobuf:"varint,5,opt,name=moved,proto3" json:"moved,omitempty"`       // of them, replicas that change node
 	Complete       bool                   `protobuf:"varint,6,opt,name=complete,proto3" json:"complete,omitempty"`
+	Leaving        []string               `protobuf:"bytes,7,rep,name=leaving,proto3" json:"leaving,omitempty"`                   // nodes being drained
+	MetaSeat       string                 `protobuf:"bytes,8,opt,name=meta_seat,json=metaSeat,proto3" json:"meta_seat,omitempty"` // a metadata seat move in progress ("n1 -> n4")
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RebalanceStatusResponse) Reset() {
 	*x = RebalanceStatusResponse{}
-	mi := &file_capkv_proto_msgTypes[47]
+	mi := &file_capkv_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3223,7 +3296,7 @@ func (x *RebalanceStatusResponse) String() string {
 func (*RebalanceStatusResponse) ProtoMessage() {}
 
 func (x *RebalanceStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[47]
+	mi := &file_capkv_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3236,7 +3309,7 @@ func (x *RebalanceStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceStatusResponse.ProtoReflect.Descriptor instead.
 func (*RebalanceStatusResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{47}
+	return file_capkv_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RebalanceStatusResponse) GetPlannedAtEpoch() uint64 {
@@ -3281,6 +3354,20 @@ func (x *RebalanceStatusResponse) GetComplete() bool {
 	return false
 }
 
+func (x *RebalanceStatusResponse) GetLeaving() []string {
+	if x != nil {
+		return x.Leaving
+	}
+	return nil
+}
+
+func (x *RebalanceStatusResponse) GetMetaSeat() string {
+	if x != nil {
+		return x.MetaSeat
+	}
+	return ""
+}
+
 type RepairRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Keyspace      string                 `protobuf:"bytes,1,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
@@ -3292,7 +3379,7 @@ type RepairRequest struct {
 
 func (x *RepairRequest) Reset() {
 	*x = RepairRequest{}
-	mi := &file_capkv_proto_msgTypes[48]
+	mi := &file_capkv_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3304,7 +3391,7 @@ func (x *RepairRequest) String() string {
 func (*RepairRequest) ProtoMessage() {}
 
 func (x *RepairRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[48]
+	mi := &file_capkv_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3317,7 +3404,7 @@ func (x *RepairRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairRequest.ProtoReflect.Descriptor instead.
 func (*RepairRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{48}
+	return file_capkv_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RepairRequest) GetKeyspace() string {
@@ -3355,7 +3442,7 @@ type RepairResponse struct {
 
 func (x *RepairResponse) Reset() {
 	*x = RepairResponse{}
-	mi := &file_capkv_proto_msgTypes[49]
+	mi := &file_capkv_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3367,7 +3454,7 @@ func (x *RepairResponse) String() string {
 func (*RepairResponse) ProtoMessage() {}
 
 func (x *RepairResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[49]
+	mi := &file_capkv_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3380,7 +3467,7 @@ func (x *RepairResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairResponse.ProtoReflect.Descriptor instead.
 func (*RepairResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{49}
+	return file_capkv_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RepairResponse) GetPartitions() uint32 {
@@ -3436,7 +3523,7 @@ type PurgeRequest struct {
 
 func (x *PurgeRequest) Reset() {
 	*x = PurgeRequest{}
-	mi := &file_capkv_proto_msgTypes[50]
+	mi := &file_capkv_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3448,7 +3535,7 @@ func (x *PurgeRequest) String() string {
 func (*PurgeRequest) ProtoMessage() {}
 
 func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[50]
+	mi := &file_capkv_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3461,7 +3548,7 @@ func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeRequest.ProtoReflect.Descriptor instead.
 func (*PurgeRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{50}
+	return file_capkv_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *PurgeRequest) GetPartition() string {
@@ -3494,7 +3581,7 @@ type PurgeResponse struct {
 
 func (x *PurgeResponse) Reset() {
 	*x = PurgeResponse{}
-	mi := &file_capkv_proto_msgTypes[51]
+	mi := &file_capkv_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3506,7 +3593,7 @@ func (x *PurgeResponse) String() string {
 func (*PurgeResponse) ProtoMessage() {}
 
 func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[51]
+	mi := &file_capkv_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3519,7 +3606,7 @@ func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeResponse.ProtoReflect.Descriptor instead.
 func (*PurgeResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{51}
+	return file_capkv_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *PurgeResponse) GetPurged() bool {
@@ -3538,7 +3625,7 @@ type DigestRequest struct {
 
 func (x *DigestRequest) Reset() {
 	*x = DigestRequest{}
-	mi := &file_capkv_proto_msgTypes[52]
+	mi := &file_capkv_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3550,7 +3637,7 @@ func (x *DigestRequest) String() string {
 func (*DigestRequest) ProtoMessage() {}
 
 func (x *DigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[52]
+	mi := &file_capkv_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3563,7 +3650,7 @@ func (x *DigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
 func (*DigestRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{52}
+	return file_capkv_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *DigestRequest) GetPartition() string {
@@ -3582,7 +3669,7 @@ type DigestResponse struct {
 
 func (x *DigestResponse) Reset() {
 	*x = DigestResponse{}
-	mi := &file_capkv_proto_msgTypes[53]
+	mi := &file_capkv_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3594,7 +3681,7 @@ func (x *DigestResponse) String() string {
 func (*DigestResponse) ProtoMessage() {}
 
 func (x *DigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[53]
+	mi := &file_capkv_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3607,7 +3694,7 @@ func (x *DigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestResponse.ProtoReflect.Descriptor instead.
 func (*DigestResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{53}
+	return file_capkv_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *DigestResponse) GetLeaves() []uint64 {
@@ -3627,7 +3714,7 @@ type LeafRequest struct {
 
 func (x *LeafRequest) Reset() {
 	*x = LeafRequest{}
-	mi := &file_capkv_proto_msgTypes[54]
+	mi := &file_capkv_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3639,7 +3726,7 @@ func (x *LeafRequest) String() string {
 func (*LeafRequest) ProtoMessage() {}
 
 func (x *LeafRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[54]
+	mi := &file_capkv_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3652,7 +3739,7 @@ func (x *LeafRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeafRequest.ProtoReflect.Descriptor instead.
 func (*LeafRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{54}
+	return file_capkv_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *LeafRequest) GetPartition() string {
@@ -3679,7 +3766,7 @@ type KeyClock struct {
 
 func (x *KeyClock) Reset() {
 	*x = KeyClock{}
-	mi := &file_capkv_proto_msgTypes[55]
+	mi := &file_capkv_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3691,7 +3778,7 @@ func (x *KeyClock) String() string {
 func (*KeyClock) ProtoMessage() {}
 
 func (x *KeyClock) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[55]
+	mi := &file_capkv_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3704,7 +3791,7 @@ func (x *KeyClock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyClock.ProtoReflect.Descriptor instead.
 func (*KeyClock) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{55}
+	return file_capkv_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *KeyClock) GetKey() string {
@@ -3730,7 +3817,7 @@ type LeafResponse struct {
 
 func (x *LeafResponse) Reset() {
 	*x = LeafResponse{}
-	mi := &file_capkv_proto_msgTypes[56]
+	mi := &file_capkv_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3742,7 +3829,7 @@ func (x *LeafResponse) String() string {
 func (*LeafResponse) ProtoMessage() {}
 
 func (x *LeafResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[56]
+	mi := &file_capkv_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3755,7 +3842,7 @@ func (x *LeafResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeafResponse.ProtoReflect.Descriptor instead.
 func (*LeafResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{56}
+	return file_capkv_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *LeafResponse) GetEntries() []*KeyClock {
@@ -3778,7 +3865,7 @@ type ReplicaStoreRequest struct {
 
 func (x *ReplicaStoreRequest) Reset() {
 	*x = ReplicaStoreRequest{}
-	mi := &file_capkv_proto_msgTypes[57]
+	mi := &file_capkv_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3790,7 +3877,7 @@ func (x *ReplicaStoreRequest) String() string {
 func (*ReplicaStoreRequest) ProtoMessage() {}
 
 func (x *ReplicaStoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[57]
+	mi := &file_capkv_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3803,7 +3890,7 @@ func (x *ReplicaStoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStoreRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaStoreRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{57}
+	return file_capkv_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ReplicaStoreRequest) GetPartition() string {
@@ -3850,7 +3937,7 @@ type ReplicaStoreResponse struct {
 
 func (x *ReplicaStoreResponse) Reset() {
 	*x = ReplicaStoreResponse{}
-	mi := &file_capkv_proto_msgTypes[58]
+	mi := &file_capkv_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3862,7 +3949,7 @@ func (x *ReplicaStoreResponse) String() string {
 func (*ReplicaStoreResponse) ProtoMessage() {}
 
 func (x *ReplicaStoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[58]
+	mi := &file_capkv_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3875,7 +3962,7 @@ func (x *ReplicaStoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStoreResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaStoreResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{58}
+	return file_capkv_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ReplicaStoreResponse) GetClock() []byte {
@@ -3895,7 +3982,7 @@ type ReplicaFetchRequest struct {
 
 func (x *ReplicaFetchRequest) Reset() {
 	*x = ReplicaFetchRequest{}
-	mi := &file_capkv_proto_msgTypes[59]
+	mi := &file_capkv_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3907,7 +3994,7 @@ func (x *ReplicaFetchRequest) String() string {
 func (*ReplicaFetchRequest) ProtoMessage() {}
 
 func (x *ReplicaFetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[59]
+	mi := &file_capkv_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3920,7 +4007,7 @@ func (x *ReplicaFetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaFetchRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaFetchRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{59}
+	return file_capkv_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ReplicaFetchRequest) GetPartition() string {
@@ -3947,7 +4034,7 @@ type ReplicaFetchResponse struct {
 
 func (x *ReplicaFetchResponse) Reset() {
 	*x = ReplicaFetchResponse{}
-	mi := &file_capkv_proto_msgTypes[60]
+	mi := &file_capkv_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3959,7 +4046,7 @@ func (x *ReplicaFetchResponse) String() string {
 func (*ReplicaFetchResponse) ProtoMessage() {}
 
 func (x *ReplicaFetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[60]
+	mi := &file_capkv_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3972,7 +4059,7 @@ func (x *ReplicaFetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaFetchResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaFetchResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{60}
+	return file_capkv_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ReplicaFetchResponse) GetClock() []byte {
@@ -4117,7 +4204,7 @@ const file_capkv_proto_rawDesc = "" +
 	"\x06ranges\x18\x06 \x03(\v2\x0f.capkv.v1.RangeR\x06ranges\x12#\n" +
 	"\rdefault_level\x18\a \x01(\tR\fdefaultLevel\x12\x18\n" +
 	"\aresolve\x18\b \x01(\tR\aresolve\x12!\n" +
-	"\fmax_siblings\x18\t \x01(\rR\vmaxSiblings\"\x8e\x02\n" +
+	"\fmax_siblings\x18\t \x01(\rR\vmaxSiblings\"\xcb\x02\n" +
 	"\n" +
 	"ClusterMap\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12$\n" +
@@ -4126,7 +4213,9 @@ const file_capkv_proto_rawDesc = "" +
 	"\x06vnodes\x18\x04 \x01(\rR\x06vnodes\x126\n" +
 	"\vassignments\x18\x05 \x03(\v2\x14.capkv.v1.AssignmentR\vassignments\x12\x12\n" +
 	"\x04meta\x18\x06 \x03(\tR\x04meta\x12.\n" +
-	"\ajoining\x18\a \x03(\v2\x14.capkv.v1.AssignmentR\ajoining\"F\n" +
+	"\ajoining\x18\a \x03(\v2\x14.capkv.v1.AssignmentR\ajoining\x12\x18\n" +
+	"\aleaving\x18\b \x03(\tR\aleaving\x12!\n" +
+	"\fmeta_joining\x18\t \x01(\tR\vmetaJoining\"F\n" +
 	"\n" +
 	"Assignment\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\tR\tpartition\x12\x1a\n" +
@@ -4212,7 +4301,10 @@ const file_capkv_proto_rawDesc = "" +
 	"\x05rules\x18\x01 \x03(\v2\x13.capkv.v1.FaultRuleR\x05rules\x12&\n" +
 	"\x0fclock_offset_ms\x18\x02 \x01(\x03R\rclockOffsetMs\")\n" +
 	"\x11SetFaultsResponse\x12\x14\n" +
-	"\x05rules\x18\x01 \x01(\rR\x05rules\"^\n" +
+	"\x05rules\x18\x01 \x01(\rR\x05rules\"7\n" +
+	"\x11RemoveNodeRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04hops\x18\x02 \x01(\rR\x04hops\"^\n" +
 	"\x14MovePartitionRequest\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\tR\tpartition\x12\x0e\n" +
 	"\x02to\x18\x02 \x03(\tR\x02to\x12\x18\n" +
@@ -4243,14 +4335,16 @@ const file_capkv_proto_rawDesc = "" +
 	"\x05bytes\x18\b \x01(\x04R\x05bytes\x12&\n" +
 	"\x0fstarted_unix_ms\x18\t \x01(\x03R\rstartedUnixMs\x12(\n" +
 	"\x10finished_unix_ms\x18\n" +
-	" \x01(\x03R\x0efinishedUnixMs\"\xd3\x01\n" +
+	" \x01(\x03R\x0efinishedUnixMs\"\x8a\x02\n" +
 	"\x17RebalanceStatusResponse\x12(\n" +
 	"\x10planned_at_epoch\x18\x01 \x01(\x04R\x0eplannedAtEpoch\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\x12*\n" +
 	"\x05moves\x18\x03 \x03(\v2\x14.capkv.v1.MoveStatusR\x05moves\x12\x1a\n" +
 	"\breplicas\x18\x04 \x01(\rR\breplicas\x12\x14\n" +
 	"\x05moved\x18\x05 \x01(\rR\x05moved\x12\x1a\n" +
-	"\bcomplete\x18\x06 \x01(\bR\bcomplete\"]\n" +
+	"\bcomplete\x18\x06 \x01(\bR\bcomplete\x12\x18\n" +
+	"\aleaving\x18\a \x03(\tR\aleaving\x12\x1b\n" +
+	"\tmeta_seat\x18\b \x01(\tR\bmetaSeat\"]\n" +
 	"\rRepairRequest\x12\x1a\n" +
 	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\tR\tpartition\x12\x12\n" +
@@ -4304,7 +4398,7 @@ const file_capkv_proto_rawDesc = "" +
 	"\x06Delete\x12\x17.capkv.v1.DeleteRequest\x1a\x18.capkv.v1.DeleteResponse\x122\n" +
 	"\x03CAS\x12\x14.capkv.v1.CASRequest\x1a\x15.capkv.v1.CASResponse\x125\n" +
 	"\x04Scan\x12\x15.capkv.v1.ScanRequest\x1a\x16.capkv.v1.ScanResponse\x12:\n" +
-	"\x05Watch\x12\x16.capkv.v1.WatchRequest\x1a\x17.capkv.v1.WatchResponse0\x012\xdd\a\n" +
+	"\x05Watch\x12\x16.capkv.v1.WatchRequest\x1a\x17.capkv.v1.WatchResponse0\x012\x9e\b\n" +
 	"\x05Admin\x12B\n" +
 	"\rGetClusterMap\x12\x1b.capkv.v1.ClusterMapRequest\x1a\x14.capkv.v1.ClusterMap\x12<\n" +
 	"\vGetNodeInfo\x12\x19.capkv.v1.NodeInfoRequest\x1a\x12.capkv.v1.NodeInfo\x12P\n" +
@@ -4319,7 +4413,9 @@ const file_capkv_proto_rawDesc = "" +
 	"\x06Repair\x12\x17.capkv.v1.RepairRequest\x1a\x18.capkv.v1.RepairResponse\x12P\n" +
 	"\rMovePartition\x12\x1e.capkv.v1.MovePartitionRequest\x1a\x1f.capkv.v1.MovePartitionResponse\x12V\n" +
 	"\x0fPartitionStatus\x12 .capkv.v1.PartitionStatusRequest\x1a!.capkv.v1.PartitionStatusResponse\x12V\n" +
-	"\x0fRebalanceStatus\x12 .capkv.v1.RebalanceStatusRequest\x1a!.capkv.v1.RebalanceStatusResponse2\xc7\x02\n" +
+	"\x0fRebalanceStatus\x12 .capkv.v1.RebalanceStatusRequest\x1a!.capkv.v1.RebalanceStatusResponse\x12?\n" +
+	"\n" +
+	"RemoveNode\x12\x1b.capkv.v1.RemoveNodeRequest\x1a\x14.capkv.v1.ClusterMap2\xc7\x02\n" +
 	"\aReplica\x12F\n" +
 	"\x05Store\x12\x1d.capkv.v1.ReplicaStoreRequest\x1a\x1e.capkv.v1.ReplicaStoreResponse\x12F\n" +
 	"\x05Fetch\x12\x1d.capkv.v1.ReplicaFetchRequest\x1a\x1e.capkv.v1.ReplicaFetchResponse\x12;\n" +
@@ -4340,7 +4436,7 @@ func file_capkv_proto_rawDescGZIP() []byte {
 }
 
 var file_capkv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_capkv_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
+var file_capkv_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_capkv_proto_goTypes = []any{
 	(WatchEvent_Kind)(0),            // 0: capkv.v1.WatchEvent.Kind
 	(*RequestHeader)(nil),           // 1: capkv.v1.RequestHeader
@@ -4384,26 +4480,27 @@ var file_capkv_proto_goTypes = []any{
 	(*FaultRule)(nil),               // 39: capkv.v1.FaultRule
 	(*SetFaultsRequest)(nil),        // 40: capkv.v1.SetFaultsRequest
 	(*SetFaultsResponse)(nil),       // 41: capkv.v1.SetFaultsResponse
-	(*MovePartitionRequest)(nil),    // 42: capkv.v1.MovePartitionRequest
-	(*MovePartitionResponse)(nil),   // 43: capkv.v1.MovePartitionResponse
-	(*PartitionStatusRequest)(nil),  // 44: capkv.v1.PartitionStatusRequest
-	(*PartitionStatusResponse)(nil), // 45: capkv.v1.PartitionStatusResponse
-	(*RebalanceStatusRequest)(nil),  // 46: capkv.v1.RebalanceStatusRequest
-	(*MoveStatus)(nil),              // 47: capkv.v1.MoveStatus
-	(*RebalanceStatusResponse)(nil), // 48: capkv.v1.RebalanceStatusResponse
-	(*RepairRequest)(nil),           // 49: capkv.v1.RepairRequest
-	(*RepairResponse)(nil),          // 50: capkv.v1.RepairResponse
-	(*PurgeRequest)(nil),            // 51: capkv.v1.PurgeRequest
-	(*PurgeResponse)(nil),           // 52: capkv.v1.PurgeResponse
-	(*DigestRequest)(nil),           // 53: capkv.v1.DigestRequest
-	(*DigestResponse)(nil),          // 54: capkv.v1.DigestResponse
-	(*LeafRequest)(nil),             // 55: capkv.v1.LeafRequest
-	(*KeyClock)(nil),                // 56: capkv.v1.KeyClock
-	(*LeafResponse)(nil),            // 57: capkv.v1.LeafResponse
-	(*ReplicaStoreRequest)(nil),     // 58: capkv.v1.ReplicaStoreRequest
-	(*ReplicaStoreResponse)(nil),    // 59: capkv.v1.ReplicaStoreResponse
-	(*ReplicaFetchRequest)(nil),     // 60: capkv.v1.ReplicaFetchRequest
-	(*ReplicaFetchResponse)(nil),    // 61: capkv.v1.ReplicaFetchResponse
+	(*RemoveNodeRequest)(nil),       // 42: capkv.v1.RemoveNodeRequest
+	(*MovePartitionRequest)(nil),    // 43: capkv.v1.MovePartitionRequest
+	(*MovePartitionResponse)(nil),   // 44: capkv.v1.MovePartitionResponse
+	(*PartitionStatusRequest)(nil),  // 45: capkv.v1.PartitionStatusRequest
+	(*PartitionStatusResponse)(nil), // 46: capkv.v1.PartitionStatusResponse
+	(*RebalanceStatusRequest)(nil),  // 47: capkv.v1.RebalanceStatusRequest
+	(*MoveStatus)(nil),              // 48: capkv.v1.MoveStatus
+	(*RebalanceStatusResponse)(nil), // 49: capkv.v1.RebalanceStatusResponse
+	(*RepairRequest)(nil),           // 50: capkv.v1.RepairRequest
+	(*RepairResponse)(nil),          // 51: capkv.v1.RepairResponse
+	(*PurgeRequest)(nil),            // 52: capkv.v1.PurgeRequest
+	(*PurgeResponse)(nil),           // 53: capkv.v1.PurgeResponse
+	(*DigestRequest)(nil),           // 54: capkv.v1.DigestRequest
+	(*DigestResponse)(nil),          // 55: capkv.v1.DigestResponse
+	(*LeafRequest)(nil),             // 56: capkv.v1.LeafRequest
+	(*KeyClock)(nil),                // 57: capkv.v1.KeyClock
+	(*LeafResponse)(nil),            // 58: capkv.v1.LeafResponse
+	(*ReplicaStoreRequest)(nil),     // 59: capkv.v1.ReplicaStoreRequest
+	(*ReplicaStoreResponse)(nil),    // 60: capkv.v1.ReplicaStoreResponse
+	(*ReplicaFetchRequest)(nil),     // 61: capkv.v1.ReplicaFetchRequest
+	(*ReplicaFetchResponse)(nil),    // 62: capkv.v1.ReplicaFetchResponse
 }
 var file_capkv_proto_depIdxs = []int32{
 	1,  // 0: capkv.v1.GetRequest.header:type_name -> capkv.v1.RequestHeader
@@ -4435,8 +4532,8 @@ var file_capkv_proto_depIdxs = []int32{
 	20, // 26: capkv.v1.KeyspacesResponse.keyspaces:type_name -> capkv.v1.Keyspace
 	37, // 27: capkv.v1.RingResponse.partitions:type_name -> capkv.v1.PartitionPlacement
 	39, // 28: capkv.v1.SetFaultsRequest.rules:type_name -> capkv.v1.FaultRule
-	47, // 29: capkv.v1.RebalanceStatusResponse.moves:type_name -> capkv.v1.MoveStatus
-	56, // 30: capkv.v1.LeafResponse.entries:type_name -> capkv.v1.KeyClock
+	48, // 29: capkv.v1.RebalanceStatusResponse.moves:type_name -> capkv.v1.MoveStatus
+	57, // 30: capkv.v1.LeafResponse.entries:type_name -> capkv.v1.KeyClock
 	4,  // 31: capkv.v1.KV.Get:input_type -> capkv.v1.GetRequest
 	7,  // 32: capkv.v1.KV.Put:input_type -> capkv.v1.PutRequest
 	9,  // 33: capkv.v1.KV.Delete:input_type -> capkv.v1.DeleteRequest
@@ -4453,42 +4550,44 @@ var file_capkv_proto_depIdxs = []int32{
 	24, // 44: capkv.v1.Admin.CreateKeyspace:input_type -> capkv.v1.CreateKeyspaceRequest
 	26, // 45: capkv.v1.Admin.DropKeyspace:input_type -> capkv.v1.DropKeyspaceRequest
 	40, // 46: capkv.v1.Admin.SetFaults:input_type -> capkv.v1.SetFaultsRequest
-	49, // 47: capkv.v1.Admin.Repair:input_type -> capkv.v1.RepairRequest
-	42, // 48: capkv.v1.Admin.MovePartition:input_type -> capkv.v1.MovePartitionRequest
-	44, // 49: capkv.v1.Admin.PartitionStatus:input_type -> capkv.v1.PartitionStatusRequest
-	46, // 50: capkv.v1.Admin.RebalanceStatus:input_type -> capkv.v1.RebalanceStatusRequest
-	58, // 51: capkv.v1.Replica.Store:input_type -> capkv.v1.ReplicaStoreRequest
-	60, // 52: capkv.v1.Replica.Fetch:input_type -> capkv.v1.ReplicaFetchRequest
-	53, // 53: capkv.v1.Replica.Digest:input_type -> capkv.v1.DigestRequest
-	55, // 54: capkv.v1.Replica.Leaf:input_type -> capkv.v1.LeafRequest
-	51, // 55: capkv.v1.Replica.Purge:input_type -> capkv.v1.PurgeRequest
-	5,  // 56: capkv.v1.KV.Get:output_type -> capkv.v1.GetResponse
-	8,  // 57: capkv.v1.KV.Put:output_type -> capkv.v1.PutResponse
-	10, // 58: capkv.v1.KV.Delete:output_type -> capkv.v1.DeleteResponse
-	12, // 59: capkv.v1.KV.CAS:output_type -> capkv.v1.CASResponse
-	14, // 60: capkv.v1.KV.Scan:output_type -> capkv.v1.ScanResponse
-	17, // 61: capkv.v1.KV.Watch:output_type -> capkv.v1.WatchResponse
-	21, // 62: capkv.v1.Admin.GetClusterMap:output_type -> capkv.v1.ClusterMap
-	28, // 63: capkv.v1.Admin.GetNodeInfo:output_type -> capkv.v1.NodeInfo
-	31, // 64: capkv.v1.Admin.ClusterStatus:output_type -> capkv.v1.ClusterStatusResponse
-	33, // 65: capkv.v1.Admin.Keyspaces:output_type -> capkv.v1.KeyspacesResponse
-	35, // 66: capkv.v1.Admin.Locate:output_type -> capkv.v1.LocateResponse
-	38, // 67: capkv.v1.Admin.Ring:output_type -> capkv.v1.RingResponse
-	21, // 68: capkv.v1.Admin.Join:output_type -> capkv.v1.ClusterMap
-	21, // 69: capkv.v1.Admin.CreateKeyspace:output_type -> capkv.v1.ClusterMap
-	21, // 70: capkv.v1.Admin.DropKeyspace:output_type -> capkv.v1.ClusterMap
-	41, // 71: capkv.v1.Admin.SetFaults:output_type -> capkv.v1.SetFaultsResponse
-	50, // 72: capkv.v1.Admin.Repair:output_type -> capkv.v1.RepairResponse
-	43, // 73: capkv.v1.Admin.MovePartition:output_type -> capkv.v1.MovePartitionResponse
-	45, // 74: capkv.v1.Admin.PartitionStatus:output_type -> capkv.v1.PartitionStatusResponse
-	48, // 75: capkv.v1.Admin.RebalanceStatus:output_type -> capkv.v1.RebalanceStatusResponse
-	59, // 76: capkv.v1.Replica.Store:output_type -> capkv.v1.ReplicaStoreResponse
-	61, // 77: capkv.v1.Replica.Fetch:output_type -> capkv.v1.ReplicaFetchResponse
-	54, // 78: capkv.v1.Replica.Digest:output_type -> capkv.v1.DigestResponse
-	57, // 79: capkv.v1.Replica.Leaf:output_type -> capkv.v1.LeafResponse
-	52, // 80: capkv.v1.Replica.Purge:output_type -> capkv.v1.PurgeResponse
-	56, // [56:81] is the sub-list for method output_type
-	31, // [31:56] is the sub-list for method input_type
+	50, // 47: capkv.v1.Admin.Repair:input_type -> capkv.v1.RepairRequest
+	43, // 48: capkv.v1.Admin.MovePartition:input_type -> capkv.v1.MovePartitionRequest
+	45, // 49: capkv.v1.Admin.PartitionStatus:input_type -> capkv.v1.PartitionStatusRequest
+	47, // 50: capkv.v1.Admin.RebalanceStatus:input_type -> capkv.v1.RebalanceStatusRequest
+	42, // 51: capkv.v1.Admin.RemoveNode:input_type -> capkv.v1.RemoveNodeRequest
+	59, // 52: capkv.v1.Replica.Store:input_type -> capkv.v1.ReplicaStoreRequest
+	61, // 53: capkv.v1.Replica.Fetch:input_type -> capkv.v1.ReplicaFetchRequest
+	54, // 54: capkv.v1.Replica.Digest:input_type -> capkv.v1.DigestRequest
+	56, // 55: capkv.v1.Replica.Leaf:input_type -> capkv.v1.LeafRequest
+	52, // 56: capkv.v1.Replica.Purge:input_type -> capkv.v1.PurgeRequest
+	5,  // 57: capkv.v1.KV.Get:output_type -> capkv.v1.GetResponse
+	8,  // 58: capkv.v1.KV.Put:output_type -> capkv.v1.PutResponse
+	10, // 59: capkv.v1.KV.Delete:output_type -> capkv.v1.DeleteResponse
+	12, // 60: capkv.v1.KV.CAS:output_type -> capkv.v1.CASResponse
+	14, // 61: capkv.v1.KV.Scan:output_type -> capkv.v1.ScanResponse
+	17, // 62: capkv.v1.KV.Watch:output_type -> capkv.v1.WatchResponse
+	21, // 63: capkv.v1.Admin.GetClusterMap:output_type -> capkv.v1.ClusterMap
+	28, // 64: capkv.v1.Admin.GetNodeInfo:output_type -> capkv.v1.NodeInfo
+	31, // 65: capkv.v1.Admin.ClusterStatus:output_type -> capkv.v1.ClusterStatusResponse
+	33, // 66: capkv.v1.Admin.Keyspaces:output_type -> capkv.v1.KeyspacesResponse
+	35, // 67: capkv.v1.Admin.Locate:output_type -> capkv.v1.LocateResponse
+	38, // 68: capkv.v1.Admin.Ring:output_type -> capkv.v1.RingResponse
+	21, // 69: capkv.v1.Admin.Join:output_type -> capkv.v1.ClusterMap
+	21, // 70: capkv.v1.Admin.CreateKeyspace:output_type -> capkv.v1.ClusterMap
+	21, // 71: capkv.v1.Admin.DropKeyspace:output_type -> capkv.v1.ClusterMap
+	41, // 72: capkv.v1.Admin.SetFaults:output_type -> capkv.v1.SetFaultsResponse
+	51, // 73: capkv.v1.Admin.Repair:output_type -> capkv.v1.RepairResponse
+	44, // 74: capkv.v1.Admin.MovePartition:output_type -> capkv.v1.MovePartitionResponse
+	46, // 75: capkv.v1.Admin.PartitionStatus:output_type -> capkv.v1.PartitionStatusResponse
+	49, // 76: capkv.v1.Admin.RebalanceStatus:output_type -> capkv.v1.RebalanceStatusResponse
+	21, // 77: capkv.v1.Admin.RemoveNode:output_type -> capkv.v1.ClusterMap
+	60, // 78: capkv.v1.Replica.Store:output_type -> capkv.v1.ReplicaStoreResponse
+	62, // 79: capkv.v1.Replica.Fetch:output_type -> capkv.v1.ReplicaFetchResponse
+	55, // 80: capkv.v1.Replica.Digest:output_type -> capkv.v1.DigestResponse
+	58, // 81: capkv.v1.Replica.Leaf:output_type -> capkv.v1.LeafResponse
+	53, // 82: capkv.v1.Replica.Purge:output_type -> capkv.v1.PurgeResponse
+	57, // [57:83] is the sub-list for method output_type
+	31, // [31:57] is the sub-list for method input_type
 	31, // [31:31] is the sub-list for extension type_name
 	31, // [31:31] is the sub-list for extension extendee
 	0,  // [0:31] is the sub-list for field type_name
@@ -4506,7 +4605,7 @@ func file_capkv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_capkv_proto_rawDesc), len(file_capkv_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   61,
+			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

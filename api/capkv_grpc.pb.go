@@ -336,6 +336,7 @@ const (
 	Admin_MovePartition_FullMethodName   = "/capkv.v1.Admin/MovePartition"
 	Admin_PartitionStatus_FullMethodName = "/capkv.v1.Admin/PartitionStatus"
 	Admin_RebalanceStatus_FullMethodName = "/capkv.v1.Admin/RebalanceStatus"
+	Admin_RemoveNode_FullMethodName      = "/capkv.v1.Admin/RemoveNode"
 )
 
 // AdminClient is the client API for Admin service.
@@ -377,6 +378,11 @@ type AdminClient interface {
 	// RebalanceStatus lists the moves of the current (or last) rebalancing;
 	// answered by the metadata leader.
 	RebalanceStatus(ctx context.Context, in *RebalanceStatusRequest, opts ...grpc.CallOption) (*RebalanceStatusResponse, error)
+	// RemoveNode drains a node: every replica it holds moves to the others
+	// (refused when they cannot hold every partition's replication factor),
+	// a metadata seat it holds moves to another node, then it leaves the
+	// map. Returns once the drain is planned; RebalanceStatus follows it.
+	RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*ClusterMap, error)
 }
 
 type adminClient struct {
@@ -527,6 +533,16 @@ func (c *adminClient) RebalanceStatus(ctx context.Context, in *RebalanceStatusRe
 	return out, nil
 }
 
+func (c *adminClient) RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*ClusterMap, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClusterMap)
+	err := c.cc.Invoke(ctx, Admin_RemoveNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -566,6 +582,11 @@ type AdminServer interface {
 	// RebalanceStatus lists the moves of the current (or last) rebalancing;
 	// answered by the metadata leader.
 	RebalanceStatus(context.Context, *RebalanceStatusRequest) (*RebalanceStatusResponse, error)
+	// RemoveNode drains a node: every replica it holds moves to the others
+	// (refused when they cannot hold every partition's replication factor),
+	// a metadata seat it holds moves to another node, then it leaves the
+	// map. Returns once the drain is planned; RebalanceStatus follows it.
+	RemoveNode(context.Context, *RemoveNodeRequest) (*ClusterMap, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -617,6 +638,9 @@ func (UnimplementedAdminServer) PartitionStatus(context.Context, *PartitionStatu
 }
 func (UnimplementedAdminServer) RebalanceStatus(context.Context, *RebalanceStatusRequest) (*RebalanceStatusResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RebalanceStatus not implemented")
+}
+func (UnimplementedAdminServer) RemoveNode(context.Context, *RemoveNodeRequest) (*ClusterMap, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RemoveNode not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -891,6 +915,24 @@ func _Admin_RebalanceStatus_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_RemoveNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RemoveNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RemoveNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RemoveNode(ctx, req.(*RemoveNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -953,6 +995,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RebalanceStatus",
 			Handler:    _Admin_RebalanceStatus_Handler,
+		},
+		{
+			MethodName: "RemoveNode",
+			Handler:    _Admin_RemoveNode_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

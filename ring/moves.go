@@ -50,8 +50,8 @@ func (p MovePlan) MovedFraction() float64 {
 // of t's nodes without the leaving ones. Partitions not pinned yet are not
 // moves (they are placed on the new node set when first pinned). When the
 // remaining nodes cannot hold a partition's replication factor, PlanMoves
-// fails with ErrUnavailable naming the region and both numbers, and plans
-// nothing: a drain never leaves a partition short of replicas.
+// fails with ErrInvalidArgument naming the region and both numbers, and
+// plans nothing: a drain never leaves a partition short of replicas.
 func PlanMoves(t Topology, o Options, leaving []string) (MovePlan, error) {
 	next := Topology{Epoch: t.Epoch, Keyspaces: t.Keyspaces}
 	for _, n := range t.Nodes {
@@ -108,7 +108,7 @@ func PlanMoves(t Topology, o Options, leaving []string) (MovePlan, error) {
 		}
 		slices.Sort(why)
 		return MovePlan{}, fmt.Errorf("%w: without node(s) %s the cluster cannot hold every partition: %s",
-			kverrors.ErrUnavailable, strings.Join(leaving, ","), strings.Join(why, "; "))
+			kverrors.ErrInvalidArgument, strings.Join(leaving, ","), strings.Join(why, "; "))
 	}
 	slices.SortFunc(plan.Moves, func(a, b Move) int { return strings.Compare(a.Partition.String(), b.Partition.String()) })
 	return plan, nil

@@ -161,8 +161,8 @@ func TestPlanMovesOnDrain(t *testing.T) {
 func TestPlanMovesRefusesShortDrain(t *testing.T) {
 	topo := pinAll(t, regionTopology()) // 5 eu, 3 us, 1 ap
 	_, err := PlanMoves(topo, Options{}, []string{"us-node-00"})
-	if !errors.Is(err, kverrors.ErrUnavailable) {
-		t.Fatalf("err = %v, want Unavailable", err)
+	if !errors.Is(err, kverrors.ErrInvalidArgument) {
+		t.Fatalf("err = %v, want InvalidArgument (a definite refusal)", err)
 	}
 	t.Logf("refused: %v", err)
 	for _, want := range []string{"us-node-00", `region "us" has 2 node(s)`, "needs 3 replicas"} {

@@ -36,6 +36,11 @@ type Topology struct {
 	// moved to (rebalancing): they receive its writes and its data before
 	// they count as its replicas, and are not in its preference list.
 	Joining map[string][]string
+	// Leaving are nodes being drained (rebalancing): still in Nodes and
+	// serving what they hold, but moves take everything off them.
+	Leaving []string
+	// MetaJoining is the node taking a leaving node's metadata seat.
+	MetaJoining string
 }
 
 // Options tunes ring construction. All nodes of a cluster must use the same.
@@ -426,6 +431,7 @@ func copyTopology(t Topology) Topology {
 		}
 		t.Joining = js
 	}
+	t.Leaving = slices.Clone(t.Leaving)
 	t.Nodes = slices.Clone(t.Nodes)
 	t.Keyspaces = slices.Clone(t.Keyspaces)
 	for i := range t.Keyspaces {

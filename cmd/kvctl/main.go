@@ -80,7 +80,7 @@ func rootCmd(g *globals) *cobra.Command {
 	pf.DurationVar(&g.timeout, "timeout", 5*time.Second, "deadline of the whole command")
 
 	root.AddCommand(putCmd(g), getCmd(g), delCmd(g), casCmd(g), scanCmd(g), locateCmd(g), ringCmd(g),
-		clusterCmd(g), keyspaceCmd(g), benchCmd(g), repairCmd(g), watchCmd(g), certsCmd(g), rebalanceCmd(g))
+		clusterCmd(g), keyspaceCmd(g), benchCmd(g), repairCmd(g), watchCmd(g), certsCmd(g), rebalanceCmd(g), nodeCmd(g))
 	setupCLI(root, g)
 	return root
 }

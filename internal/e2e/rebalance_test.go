@@ -15,10 +15,12 @@ import (
 // TestJoinMovesPartitions: a 4th node joins a 3-node cluster holding 200 cp
 // and 200 ap keys; the metadata group plans the moves, the mover runs them
 // (Raft membership changes for cp, a stream for ap), and within 2 minutes
-// the new node holds a fair share of the replicas of both keyspaces. Every
-// key is still there, and still there with one original node killed.
+// the new node holds a fair share of the replicas of both keyspaces. Then
+// n1 is drained (kvctl node remove) to no replicas and out of the map, its
+// metadata seat moving too; with n1 gone and n2 killed every key is still
+// readable.
 func TestJoinMovesPartitions(t *testing.T) {
-	cl := startCluster(t, 3, "eu")
+	cl := startClusterWith(t, 3, []string{"--log-level", "info"}, "eu")
 	eps := cl.endpoints()
 	c := newClient(t, eps...)
 	ctx := ctxT(t)
@@ -91,7 +93,15 @@ func TestJoinMovesPartitions(t *testing.T) {
 
 	check := func(when string) {
 		t.Helper()
-		c := newClient(t, cl.endpoints()...)
+		var live []string
+		for _, p := range cl.procs {
+			select {
+			case <-p.done:
+			default:
+				live = append(live, p.addr)
+			}
+		}
+		c := newClient(t, live...)
 		ctx := ctxT(t)
 		for i := range n {
 			for _, k := range []string{cpKey(i), apKey(i)} {
@@ -152,12 +162,66 @@ func TestJoinMovesPartitions(t *testing.T) {
 			})
 		}
 	}
-	// n4 now holds data no other node has a majority of without it: kill an
-	// original node and every key is still readable.
+	// Drain n1 (a metadata member): its replicas and its metadata seat move
+	// to the others, then it leaves the map.
+	drainStart := time.Now()
+	out, errOut, code := kvctl(t, eps, "", "node", "remove", "n1", "--wait-timeout", "40s")
+	if code != 0 {
+		st, _, _ := kvctl(t, eps, "", "rebalance", "status")
+		var logs strings.Builder
+		for _, p := range cl.procs {
+			for _, l := range strings.Split(p.log.String(), "\n") {
+				if strings.Contains(l, "meta") || strings.Contains(l, "seat") || strings.Contains(l, "drain") || strings.Contains(l, "membership") {
+					fmt.Fprintf(&logs, "%s: %s\n", p.id, l)
+				}
+			}
+		}
+		t.Fatalf("node remove n1: exit %d: %s\n%s\n%s\nlogs:\n%s", code, errOut, out, st, logs.String())
+	}
+	t.Logf("drain of n1 took %s:\n%s", time.Since(drainStart).Round(time.Millisecond), out)
+	var ring struct {
+		Replicas map[string]int `json:"replicas_per_node"`
+	}
+	for _, ks := range []string{"accounts", "sessions"} {
+		out, errOut, code := kvctl(t, eps, "", "ring", ks, "--json")
+		if code != 0 {
+			t.Fatalf("ring %s: %s", ks, errOut)
+		}
+		json.Unmarshal([]byte(out), &ring)
+		if ring.Replicas["n1"] != 0 {
+			t.Fatalf("%s: n1 still holds %d replicas after its drain: %v", ks, ring.Replicas["n1"], ring.Replicas)
+		}
+	}
+	var cs struct {
+		Nodes []struct{ ID string }
+	}
+	out, _, _ = kvctl(t, eps, "", "cluster", "status", "--json")
+	json.Unmarshal([]byte(out), &cs)
+	for _, nd := range cs.Nodes {
+		if nd.ID == "n1" {
+			t.Fatalf("n1 is still in the cluster status after its drain:\n%s", out)
+		}
+	}
+	if _, errOut, code := kvctl(t, eps, "", "node", "remove", "n9"); code == 0 || !strings.Contains(errOut, "not in the cluster map") {
+		t.Fatalf("remove of an unknown node: exit %d, %s", code, errOut)
+	}
+	if _, errOut, code := kvctl(t, eps, "", "node", "remove", "n2", "--wait=false"); code == 0 || !strings.Contains(errOut, "needs 3 replicas") {
+		t.Fatalf("a drain the rest cannot hold (3 nodes, RF 3): exit %d, %s\nn1 log:\n%s", code, errOut, cl.proc("n1").log)
+	} else {
+		t.Logf("refused drain: %s", strings.TrimSpace(errOut))
+	}
+
+	// With n1 gone and one more node killed, every key is still readable
+	// (linearizable on cp, quorum on ap), and the map still changes (the
+	// metadata group has a majority of its new members).
 	cl.kill(cl.proc("n1"))
-	waitFor(t, 20*time.Second, "cp reads without n1", func() bool {
-		_, err := newClient(t, cl.proc("n2").addr).Get(ctxT(t), cpKey(0))
+	cl.kill(cl.proc("n2"))
+	waitFor(t, 20*time.Second, "cp reads without n1 and n2", func() bool {
+		_, err := newClient(t, cl.proc("n3").addr, cl.proc("n4").addr).Get(ctxT(t), cpKey(0))
 		return err == nil
 	})
-	check("with n1 killed")
+	check("with n1 removed and n2 killed")
+	if _, errOut, code := kvctl(t, []string{cl.proc("n3").addr}, "", "keyspace", "create", "late", "--mode", "ap", "--replicas", "2"); code != 0 {
+		t.Fatalf("the metadata group does not take changes with n1 removed and n2 killed: %s", errOut)
+	}
 }

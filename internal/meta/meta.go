@@ -195,17 +195,21 @@ type clusterMap struct {
 	Joining map[string][]string `json:"joining,omitempty"`
 	// Rebalance is the current or last rebalancing (nil: none ever ran).
 	Rebalance *rebalance.Plan `json:"rebalance,omitempty"`
+	// Leaving: nodes being drained; MetaJoining: the node taking a leaving
+	// node's metadata seat (rebalance.go).
+	Leaving     []string `json:"leaving,omitempty"`
+	MetaJoining string   `json:"meta_joining,omitempty"`
 }
 
 func (m *clusterMap) topology() ring.Topology {
-	return ring.Topology{Epoch: m.Epoch, Nodes: m.Nodes, Keyspaces: m.Keyspaces, Assignments: m.Assignments, Joining: m.Joining}
+	return ring.Topology{Epoch: m.Epoch, Nodes: m.Nodes, Keyspaces: m.Keyspaces, Assignments: m.Assignments, Joining: m.Joining, Leaving: m.Leaving, MetaJoining: m.MetaJoining}
 }
 
 // mapFromProto is a map another node sent. It lacks what only the
 // metadata group's replicas keep (dropped names, the rebalancing plan).
 func mapFromProto(pm *api.ClusterMap) *clusterMap {
 	t := wire.TopologyFromProto(pm)
-	return &clusterMap{Epoch: t.Epoch, Meta: pm.GetMeta(), Nodes: t.Nodes, Keyspaces: t.Keyspaces, Assignments: t.Assignments, Joining: t.Joining}
+	return &clusterMap{Epoch: t.Epoch, Meta: pm.GetMeta(), Nodes: t.Nodes, Keyspaces: t.Keyspaces, Assignments: t.Assignments, Joining: t.Joining, Leaving: t.Leaving, MetaJoining: t.MetaJoining}
 }
 
 // assign pins the replica set of every partition that can be placed now and
@@ -258,7 +262,7 @@ func (s *Service) loop() {
 }
 
 func (s *Service) sync() {
-	if g, ok := s.cfg.Host.Group(GroupID); ok {
+	if g, ok := s.metaGroup(); ok {
 		m, _, found, err := s.readLocalMap()
 		switch {
 		case err != nil:
@@ -268,11 +272,15 @@ func (s *Service) sync() {
 		case g.IsLeader() && len(s.cfg.Peers) > 0:
 			s.bootstrapMap(g)
 		}
-		return
+		if g.Leader() != "" {
+			return
+		}
+		// No leader in sight: this replica may have been removed from the
+		// group (its seat moved) without hearing of it. The others say.
 	}
-	// Not a member: ask the members.
+	// Not a member (or no longer one, or cut off): ask the members.
 	for _, id := range s.Members() {
-		if s.cfg.Down(id) {
+		if id == s.cfg.Self || s.cfg.Down(id) {
 			continue // do not spend a second of every poll on it
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -346,6 +354,19 @@ func (s *Service) adopt(m *clusterMap) {
 	}
 	s.members.Store(&m.Meta)
 	s.ringp.Store(r)
+	if g, ok := s.cfg.Host.Group(GroupID); ok && !slices.Contains(m.Meta, s.cfg.Self) && m.MetaJoining != s.cfg.Self {
+		// This node's metadata seat moved away: its replica goes.
+		s.cfg.Log.Info("metadata seat moved away; stopping this node's metadata replica", "members", m.Meta)
+		g.Shutdown()
+	}
+	if m.MetaJoining == s.cfg.Self || (slices.Contains(m.Meta, s.cfg.Self) && len(s.cfg.Peers) == 0) {
+		// This node takes a leaving node's metadata seat (a learner first),
+		// or took one before it restarted: a node that joined has no
+		// initial cluster to start its replica from. Join never bootstraps.
+		if _, err := s.cfg.Host.Join(GroupID, s.cfg.Storage); err != nil {
+			s.cfg.Log.Error("join the metadata group", "err", err)
+		}
+	}
 	s.cfg.Log.Info("cluster map", "epoch", m.Epoch, "nodes", len(m.Nodes), "keyspaces", len(m.Keyspaces))
 	if err := s.cfg.OnMap(r); err != nil {
 		s.cfg.Log.Error("adopt cluster map", "epoch", m.Epoch, "err", err)
@@ -394,9 +415,9 @@ func (s *Service) onLeader(ctx context.Context, hops uint32, local func(g *cp.Gr
 	forward func(ctx context.Context, c api.AdminClient, hops uint32) (*api.ClusterMap, error)) (*api.ClusterMap, error) {
 	ictx, cancel := replication.InnerDeadline(ctx)
 	defer cancel()
-	for {
+	for attempt := 0; ; attempt++ {
 		var to string
-		if g, ok := s.cfg.Host.Group(GroupID); ok {
+		if g, ok := s.metaGroup(); ok {
 			m, err := local(g)
 			if err == nil {
 				return s.mapProto(m), nil
@@ -406,8 +427,8 @@ func (s *Service) onLeader(ctx context.Context, hops uint32, local func(g *cp.Gr
 				return nil, err
 			}
 			to = nl.Leader
-		} else if ids := s.Members(); len(ids) > 0 {
-			to = ids[int(hops)%len(ids)]
+		} else if ids := slices.DeleteFunc(slices.Clone(s.Members()), func(id string) bool { return id == s.cfg.Self }); len(ids) > 0 {
+			to = ids[(int(hops)+attempt)%len(ids)] // not self: a replica whose seat moved asks the others
 		}
 		if to != "" && to != s.cfg.Self && hops < maxHops && !s.cfg.Down(to) {
 			c, err := s.cfg.Peer(to)

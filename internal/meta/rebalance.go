@@ -55,7 +55,7 @@ func (s *Service) replan(m *clusterMap) {
 	if m.Rebalance != nil && !m.Rebalance.Complete() {
 		return // the mover replans when this one completes
 	}
-	plan, err := ring.PlanMoves(m.topology(), ring.Options{VNodes: s.cfg.VNodes}, nil)
+	plan, err := ring.PlanMoves(m.topology(), ring.Options{VNodes: s.cfg.VNodes}, m.Leaving)
 	if err != nil {
 		s.cfg.Log.Warn("rebalance: cannot plan", "err", err)
 		return
@@ -71,12 +71,16 @@ func (s *Service) replan(m *clusterMap) {
 // rebalanceTick runs on every map poll: on the metadata leader it starts
 // the moves the plan lets run now.
 func (s *Service) rebalanceTick() {
-	g, ok := s.cfg.Host.Group(GroupID)
+	g, ok := s.metaGroup()
 	if !ok || !g.IsLeader() {
 		return
 	}
 	m, _, found, err := s.readLocalMap()
 	if err != nil || !found || m.Rebalance == nil {
+		return
+	}
+	if m.Rebalance.Complete() && len(m.Leaving) > 0 {
+		s.finishDrain(g, m)
 		return
 	}
 	type started struct {
@@ -286,7 +290,7 @@ func (s *Service) adminCall(ctx context.Context, id string, call func(context.Co
 // RebalanceStatus reports the stored plan, read on a member of the
 // metadata group (forwarded by others).
 func (s *Service) RebalanceStatus(ctx context.Context, req *api.RebalanceStatusRequest) (*api.RebalanceStatusResponse, error) {
-	if _, ok := s.cfg.Host.Group(GroupID); ok {
+	if _, ok := s.metaGroup(); ok {
 		m, _, found, err := s.readLocalMap()
 		if err != nil {
 			return nil, err
@@ -294,14 +298,23 @@ func (s *Service) RebalanceStatus(ctx context.Context, req *api.RebalanceStatusR
 		if !found {
 			return nil, fmt.Errorf("%w: the cluster map is not bootstrapped yet", kverrors.ErrUnavailable)
 		}
-		return statusProto(m.Rebalance), nil
+		out := statusProto(m.Rebalance)
+		if len(m.Leaving) > 0 {
+			out.Leaving, out.Complete = m.Leaving, false // done once they left the map
+			for _, id := range m.Leaving {
+				if slices.Contains(m.Meta, id) && m.MetaJoining != "" {
+					out.MetaSeat = id + " -> " + m.MetaJoining
+				}
+			}
+		}
+		return out, nil
 	}
 	if req.GetHops() >= maxHops {
 		return nil, fmt.Errorf("%w: rebalance status forwarded %d times", kverrors.ErrStaleEpoch, req.GetHops())
 	}
 	var last error
 	for _, id := range s.Members() {
-		if s.cfg.Down(id) {
+		if id == s.cfg.Self || s.cfg.Down(id) {
 			continue
 		}
 		c, err := s.cfg.Peer(id)
@@ -337,4 +350,214 @@ func statusProto(p *rebalance.Plan) *api.RebalanceStatusResponse {
 		})
 	}
 	return out
+}
+
+// RemoveNode drains node req.Id: it plans moving every replica the node
+// holds to the others and marks it leaving; the mover runs the moves, moves
+// a metadata seat the node holds, and then takes it out of the map.
+func (s *Service) RemoveNode(ctx context.Context, req *api.RemoveNodeRequest) (*api.ClusterMap, error) {
+	id := req.GetId()
+	if id == "" {
+		return nil, fmt.Errorf("%w: remove node: give the node's id", kverrors.ErrInvalidArgument)
+	}
+	return s.onLeader(ctx, req.GetHops(), func(g *cp.Group) (*clusterMap, error) {
+		return s.updateMap(ctx, g, func(m *clusterMap) error {
+			if !slices.ContainsFunc(m.Nodes, func(n ring.Node) bool { return n.ID == id }) {
+				var ids []string
+				for _, n := range m.Nodes {
+					ids = append(ids, n.ID)
+				}
+				return fmt.Errorf("%w: node %q is not in the cluster map (nodes: %v)", kverrors.ErrInvalidArgument, id, ids)
+			}
+			if slices.Contains(m.Leaving, id) {
+				return errNoChange // already draining
+			}
+			if p := m.Rebalance; p != nil && !p.Complete() {
+				st := p.Status()
+				return fmt.Errorf("%w: a rebalancing is in progress (%d of %d moves done); remove %s once it completes (kvctl rebalance status)",
+					kverrors.ErrUnavailable, st.Done, len(p.Moves), id)
+			}
+			leaving := append(slices.Clone(m.Leaving), id)
+			plan, err := ring.PlanMoves(m.topology(), ring.Options{VNodes: s.cfg.VNodes}, leaving)
+			if err != nil {
+				return err
+			}
+			if len(m.Nodes)-len(leaving) < 1 {
+				return fmt.Errorf("%w: removing %s would leave no node", kverrors.ErrInvalidArgument, id)
+			}
+			m.Leaving = leaving
+			m.Rebalance = rebalance.New(m.Epoch+1, plan, s.cfg.MoveLimit)
+			s.cfg.Log.Info("drain planned", "node", id, "moves", len(plan.Moves), "replicas_moving", plan.Moved)
+			return nil
+		})
+	}, func(ctx context.Context, c api.AdminClient, hops uint32) (*api.ClusterMap, error) {
+		return c.RemoveNode(ctx, &api.RemoveNodeRequest{Id: id, Hops: hops})
+	})
+}
+
+// finishDrain runs once a drain's moves are done: a leaving metadata
+// member's seat moves to another node (a Raft membership change of the
+// metadata group, like any cp move), then the leaving nodes leave the map.
+func (s *Service) finishDrain(g *cp.Group, m *clusterMap) {
+	var seat string // a leaving node that holds a metadata seat
+	for _, id := range m.Leaving {
+		if slices.Contains(m.Meta, id) {
+			seat = id
+			break
+		}
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	defer cancel()
+	if seat == "" {
+		_, err := s.updateMap(ctx, g, func(m *clusterMap) error {
+			if len(m.Leaving) == 0 || (m.Rebalance != nil && !m.Rebalance.Complete()) {
+				return errNoChange
+			}
+			for _, reps := range m.Assignments {
+				for _, id := range m.Leaving {
+					if slices.Contains(reps, id) {
+						return fmt.Errorf("%w: %s still holds replicas", kverrors.ErrUnavailable, id)
+					}
+				}
+			}
+			m.Nodes = slices.DeleteFunc(m.Nodes, func(n ring.Node) bool { return slices.Contains(m.Leaving, n.ID) })
+			s.cfg.Log.Info("nodes drained and removed from the map", "nodes", m.Leaving)
+			m.Leaving = nil
+			return nil
+		})
+		if err != nil {
+			s.cfg.Log.Warn("finish drain", "err", err)
+		}
+		return
+	}
+	if m.MetaJoining == "" {
+		var next string
+		for _, n := range m.Nodes {
+			if !slices.Contains(m.Meta, n.ID) && !slices.Contains(m.Leaving, n.ID) && !s.cfg.Down(n.ID) {
+				next = n.ID
+				break
+			}
+		}
+		_, err := s.updateMap(ctx, g, func(m *clusterMap) error {
+			if m.MetaJoining != "" {
+				return errNoChange
+			}
+			if next == "" { // nobody to take the seat: the group shrinks
+				m.MetaJoining = "-"
+			} else {
+				m.MetaJoining = next
+			}
+			return nil
+		})
+		if err != nil {
+			s.cfg.Log.Warn("plan metadata seat move", "err", err)
+		}
+		return // the next tick moves the seat, once the new node runs a learner
+	}
+	target := slices.DeleteFunc(slices.Clone(m.Meta), func(id string) bool { return id == seat })
+	if m.MetaJoining != "-" {
+		target = append(target, m.MetaJoining)
+	}
+	if !s.startMover(GroupID) {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.stopMover(GroupID)
+		mctx, mcancel := context.WithTimeout(s.ctx, moveTimeout)
+		defer mcancel()
+		err := g.Move(mctx, target, func(ctx context.Context, server string, index uint64) error {
+			for ctx.Err() == nil {
+				if applied, err := s.metaApplied(ctx, server); err == nil && applied >= index {
+					return nil
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+			return ctx.Err()
+		})
+		var nl *cp.NotLeaderError
+		if errors.As(err, &nl) {
+			return // handed leadership on (this node leaves): the next leader goes on
+		}
+		if err != nil {
+			s.cfg.Log.Warn("metadata seat move failed; retrying", "from", seat, "to", m.MetaJoining, "err", err)
+			return
+		}
+		uctx, ucancel := context.WithTimeout(s.ctx, 10*time.Second)
+		defer ucancel()
+		if _, err := s.updateMap(uctx, g, func(m *clusterMap) error {
+			m.Meta, m.MetaJoining = target, ""
+			return nil
+		}); err != nil {
+			s.cfg.Log.Warn("record metadata seat move", "err", err)
+			return
+		}
+		s.cfg.Log.Info("metadata seat moved", "from", seat, "members", target)
+	}()
+}
+
+func (s *Service) startMover(id string) bool {
+	s.moves.mu.Lock()
+	defer s.moves.mu.Unlock()
+	if s.moves.running == nil {
+		s.moves.running = map[string]bool{}
+	}
+	if s.moves.running[id] {
+		return false
+	}
+	s.moves.running[id] = true
+	return true
+}
+
+func (s *Service) stopMover(id string) {
+	s.moves.mu.Lock()
+	delete(s.moves.running, id)
+	s.moves.mu.Unlock()
+}
+
+// metaApplied is how far node id's replica of the metadata group is.
+func (s *Service) metaApplied(ctx context.Context, id string) (uint64, error) {
+	if id == s.cfg.Self {
+		g, ok := s.cfg.Host.Group(GroupID)
+		if !ok {
+			return 0, fmt.Errorf("no metadata replica here")
+		}
+		return g.Progress(), nil
+	}
+	c, err := s.cfg.Peer(id)
+	if err != nil {
+		return 0, err
+	}
+	st, err := api.NewAdminClient(c).PartitionStatus(ctx, &api.PartitionStatusRequest{Partition: GroupID})
+	if err != nil {
+		return 0, kverrors.FromStatus(err)
+	}
+	if !st.GetRunning() {
+		return 0, fmt.Errorf("%s runs no metadata replica yet", id)
+	}
+	return st.GetAppliedIndex(), nil
+}
+
+// MetaStatus is this node's metadata replica (PartitionStatus of GroupID).
+func (s *Service) MetaStatus() *api.PartitionStatusResponse {
+	g, ok := s.cfg.Host.Group(GroupID) // a learner taking a seat too
+	if !ok || !g.Running() {
+		return &api.PartitionStatusResponse{}
+	}
+	return &api.PartitionStatusResponse{Running: true, AppliedIndex: g.Progress(), Leader: g.IsLeader()}
+}
+
+// metaGroup is this node's replica of the metadata group while it takes
+// part in it (a replica whose seat moved stops by itself, and from then on
+// this node asks the members, like any other).
+func (s *Service) metaGroup() (*cp.Group, bool) {
+	g, ok := s.cfg.Host.Group(GroupID)
+	if !ok || !g.Running() || !slices.Contains(s.Members(), s.cfg.Self) {
+		return nil, false // not a member (yet: a learner taking a seat; or any more)
+	}
+	return g, true
 }

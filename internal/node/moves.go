@@ -6,6 +6,7 @@ import (
 
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/internal/meta"
 	"github.com/capkv/capkv/internal/route"
 	"github.com/capkv/capkv/replication"
 	"github.com/capkv/capkv/ring"
@@ -53,6 +54,9 @@ func (n *Node) MovePartition(ctx context.Context, req *api.MovePartitionRequest)
 
 // PartitionStatus says how far this node's replica of a partition is.
 func (n *Node) PartitionStatus(_ context.Context, req *api.PartitionStatusRequest) (*api.PartitionStatusResponse, error) {
+	if req.GetPartition() == meta.GroupID {
+		return n.meta.MetaStatus(), nil
+	}
 	rt, err := n.partitionRoute(req.GetPartition())
 	if err != nil {
 		return nil, err
@@ -71,6 +75,11 @@ func (n *Node) partitionStatusOf(ctx context.Context, node, partition string) (*
 	}
 	st, err := api.NewAdminClient(c).PartitionStatus(ctx, &api.PartitionStatusRequest{Partition: partition})
 	return st, kverrors.FromStatus(err)
+}
+
+// RemoveNode drains a node and takes it out of the map.
+func (n *Node) RemoveNode(ctx context.Context, req *api.RemoveNodeRequest) (*api.ClusterMap, error) {
+	return n.meta.RemoveNode(ctx, req)
 }
 
 // RebalanceStatus lists the moves of the current or last rebalancing.

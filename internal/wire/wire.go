@@ -56,7 +56,7 @@ func NodeToProto(n ring.Node) *api.Node {
 
 // MapToProto converts a ring's topology to the cluster map clients fetch.
 func MapToProto(t ring.Topology, vnodes int, meta []string) *api.ClusterMap {
-	m := &api.ClusterMap{Epoch: t.Epoch, Vnodes: uint32(vnodes), Meta: meta}
+	m := &api.ClusterMap{Epoch: t.Epoch, Vnodes: uint32(vnodes), Meta: meta, Leaving: t.Leaving, MetaJoining: t.MetaJoining}
 	ids := make([]string, 0, len(t.Assignments))
 	for id := range t.Assignments {
 		ids = append(ids, id)
@@ -84,7 +84,7 @@ func MapToProto(t ring.Topology, vnodes int, meta []string) *api.ClusterMap {
 
 // TopologyFromProto converts a cluster map back to a ring topology.
 func TopologyFromProto(m *api.ClusterMap) ring.Topology {
-	t := ring.Topology{Epoch: m.GetEpoch()}
+	t := ring.Topology{Epoch: m.GetEpoch(), Leaving: m.GetLeaving(), MetaJoining: m.GetMetaJoining()}
 	if len(m.GetAssignments()) > 0 {
 		t.Assignments = make(map[string][]string, len(m.GetAssignments()))
 		for _, a := range m.GetAssignments() {

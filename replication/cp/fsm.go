@@ -66,9 +66,25 @@ type FSM struct {
 
 	notifyMu sync.Mutex
 	notify   chan struct{} // closed and replaced after every batch
+
+	// configIndex is the log index of the newest membership configuration
+	// applied here: the prevIndex of the next change (membership.go).
+	// hashicorp/raft v1.8's GetConfiguration does not report it.
+	configIndex atomic.Uint64
 }
 
-var _ raft.BatchingFSM = (*FSM)(nil)
+var (
+	_ raft.BatchingFSM        = (*FSM)(nil)
+	_ raft.ConfigurationStore = (*FSM)(nil)
+)
+
+// StoreConfiguration records the index of an applied configuration entry
+// (raft calls it for FSMs that do not batch; ApplyBatch does it otherwise).
+func (f *FSM) StoreConfiguration(index uint64, _ raft.Configuration) {
+	if index > f.configIndex.Load() {
+		f.configIndex.Store(index)
+	}
+}
 
 // NewFSM opens the state machine over st, resuming at its applied index.
 func NewFSM(st Storage) (*FSM, error) {
@@ -142,6 +158,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	var events []watch.Event // only built while someone watches
 	watching := f.watch.Active()
 	for i, l := range logs {
+		if l.Type == raft.LogConfiguration { // batching FSMs get these here
+			f.StoreConfiguration(l.Index, raft.Configuration{})
+		}
 		if l.Type != raft.LogCommand {
 			continue
 		}

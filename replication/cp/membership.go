@@ -147,7 +147,11 @@ func (g *Group) Members() ([]Member, uint64, error) {
 	for _, s := range f.Configuration().Servers {
 		out = append(out, Member{ID: string(s.ID), Voter: s.Suffrage == raft.Voter})
 	}
-	return out, f.Index(), nil
+	// The configuration's own index when raft reports it, else the newest
+	// one applied here. (0, after a restart before any change, disables
+	// raft's check; NextStep's re-planning from the configuration still
+	// keeps a single mover's steps in order.)
+	return out, max(f.Index(), g.fsm.configIndex.Load()), nil
 }
 
 // CaughtUp waits until server has applied index (the mover asks the node

@@ -236,9 +236,12 @@ func TestMoveReplacesAReplica(t *testing.T) {
 			t.Fatalf("move: %v", err)
 		}
 		l := g.leader()
-		members, _, err := l.Members()
+		members, cfgIndex, err := l.Members()
 		if err != nil {
 			t.Fatal(err)
+		}
+		if cfgIndex == 0 {
+			t.Fatal("no configuration index after the move: changes would go without raft's prevIndex check")
 		}
 		if want := []Member{{"n2", true}, {"n3", true}, {"n4", true}}; !sameMembers(members, want) {
 			t.Fatalf("configuration after the move: %v, want %v", members, want)

@@ -18,6 +18,10 @@ import (
 // replica removed by a move shuts its Raft instance down by itself.
 func (g *Group) Running() bool { return g.raft.State() != raft.Shutdown }
 
+// Progress is Raft's applied index, which counts configuration and no-op
+// entries too: what a learner is compared with before its promotion.
+func (g *Group) Progress() uint64 { return g.raft.AppliedIndex() }
+
 // Move changes the membership of t's partition to m.To, one server at a
 // time, on this replica if it leads the group (see membership.go).
 func (r *Replicator) Move(ctx context.Context, t replication.Target, m replication.Moving) (replication.MoveResult, error) {
@@ -58,7 +62,7 @@ func (r *Replicator) Status(t replication.Target) replication.ReplicaStatus {
 	if !ok || !g.Running() {
 		return replication.ReplicaStatus{}
 	}
-	return replication.ReplicaStatus{Running: true, AppliedIndex: g.raft.AppliedIndex(), Leader: g.IsLeader()}
+	return replication.ReplicaStatus{Running: true, AppliedIndex: g.Progress(), Leader: g.IsLeader()}
 }
 
 // adoptPartition starts, joins or retires this node's replica of p.
