@@ -160,7 +160,25 @@ func (s *Service) runMove(g *cp.Group, mv rebalance.Move) {
 	}()
 	began := time.Now()
 	ctx, cancel := context.WithTimeout(s.ctx, moveTimeout)
+	// A joining node the failure detector holds down cannot receive the
+	// partition: give this attempt up at once (it is retried with backoff)
+	// instead of waiting out the timeout.
+	go func() {
+		for ctx.Err() == nil {
+			if slices.ContainsFunc(mv.Joining(), s.cfg.Down) {
+				cancel()
+				return
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
 	keys, bytes, err := s.executeMove(ctx, mv)
+	if err != nil && ctx.Err() != nil && slices.ContainsFunc(mv.Joining(), s.cfg.Down) {
+		err = fmt.Errorf("%w: joining node(s) %v down: %v", kverrors.ErrUnavailable, mv.Joining(), err)
+	}
 	cancel()
 	if s.ctx.Err() != nil {
 		return // closing: the next leader's mover starts it again
