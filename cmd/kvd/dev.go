@@ -81,7 +81,7 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 	if err != nil {
 		return err
 	}
-	if err := startDebug(f.debugAddr, log); err != nil {
+	if err := startDebug(f.debugAddr, nil, log); err != nil {
 		return err
 	}
 	dataDir, err := filepath.Abs(f.dataDir)
@@ -143,7 +143,7 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 	for _, n := range nodes {
 		mux.Handle("/metrics/"+n.ID(), n.MetricsHandler())
 	}
-	if err := serveMetrics(f.metricsAddr, mux, log); err != nil {
+	if err := serveMetrics(f.metricsAddr, mux, nil, log); err != nil {
 		return errors.Join(err, closeAll())
 	}
 	if err := createKeyspaces(peers[0].Addr, keyspaces); err != nil {

@@ -48,6 +48,9 @@ func ClientTLS(cfg *tls.Config) Security { return Security{client: cfg} }
 // TLS reports whether connections use TLS.
 func (s Security) TLS() bool { return s.serve != nil || s.client != nil }
 
+// ClientCertAuth reports whether a node policy requires client certificates.
+func (s Security) ClientCertAuth() bool { return s.clientCertAuth }
+
 // String names the policy for logs and banners.
 func (s Security) String() string {
 	switch {
