@@ -398,51 +398,6 @@ func waitSerial(t *testing.T, n *proc, cfg *tls.Config, want *big.Int) {
 // logOf reads a node's log while it runs.
 func logOf(p *proc) string { return p.log.String() }
 
-// startDev runs kvd dev with args until its banner, and returns the banner
-// and a function that stops it with SIGINT (Ctrl-C) and checks the exit.
-func startDev(t *testing.T, args ...string) (banner string, stop func()) {
-	t.Helper()
-	cmd := exec.Command(bins.kvd, append([]string{"dev"}, args...)...)
-	out := &syncBuf{}
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ready, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(pr)
-		once := false
-		for sc.Scan() {
-			out.WriteString(sc.Text() + "\n")
-			if !once && strings.Contains(sc.Text(), "Ctrl-C stops the cluster") {
-				once = true
-				close(ready)
-			}
-		}
-	}()
-	go func() { cmd.Wait(); pw.Close(); close(done) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-done })
-	select {
-	case <-ready:
-	case <-done:
-		t.Fatalf("kvd dev exited during start-up:\n%s", out)
-	case <-time.After(30 * time.Second):
-		t.Fatalf("kvd dev did not print its banner in 30s:\n%s", out)
-	}
-	return out.String(), func() {
-		cmd.Process.Signal(syscall.SIGINT)
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			t.Fatalf("kvd dev did not stop within 20s of SIGINT:\n%s", out)
-		}
-		if code := cmd.ProcessState.ExitCode(); code != 0 {
-			t.Fatalf("kvd dev exited with %d after SIGINT:\n%s", code, out)
-		}
-	}
-}
-
 // kvd dev --tls runs the dev cluster with mutual TLS, and the kvctl flags
 // its banner prints work for put, get and watch; a restart reuses the
 // certificates.
@@ -450,7 +405,8 @@ func TestKvdDevTLS(t *testing.T) {
 	dir := t.TempDir()
 	eps := consecutivePorts(t, 3)
 	base := strings.Split(eps[0], ":")[1]
-	banner, stop := startDev(t, "--tls", "--nodes", "3", "--base-port", base, "--data-dir", dir, "--log-level", "warn")
+	dev := startDev(t, dir, base, "--tls")
+	banner := dev.out.String()
 	var flags []string
 	for _, line := range strings.Split(banner, "\n") {
 		if rest, ok := strings.CutPrefix(line, "kvctl flags: "); ok {
@@ -476,10 +432,13 @@ func TestKvdDevTLS(t *testing.T) {
 		t.Fatalf("kvctl get with the banner's flags: exit %d, %q %q", code, got, errOut)
 	}
 	kvctlWatchOnce(t, eps, flags, "sessions/w", "sessions/w1", "hello")
-	stop()
+	dev.interrupt(t, 20*time.Second)
+	if code := dev.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("kvd dev --tls exited with %d after SIGINT:\n%s", code, dev.out)
+	}
 
-	_, stop = startDev(t, "--tls", "--nodes", "3", "--base-port", base, "--data-dir", dir, "--log-level", "warn")
-	defer stop()
+	dev = startDev(t, dir, base, "--tls")
+	defer dev.interrupt(t, 20*time.Second)
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		got, errOut, code := kvctl(t, eps, "", append(flags, "get", "accounts/eu/42/balance")...)
 		if code == 0 && got == "100" {
