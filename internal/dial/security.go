@@ -93,6 +93,11 @@ func (s Security) Conn(addr string, extra ...grpc.DialOption) (*grpc.ClientConn,
 	return conn(addr, s.credentials(), extra...)
 }
 
+// DialOption is the policy's transport credentials as a dial option, for
+// code that passes dial options around (the partition harness): given to
+// Conn, it replaces the plaintext default.
+func (s Security) DialOption() grpc.DialOption { return grpc.WithTransportCredentials(s.credentials()) }
+
 // ServerOptions are ServerOptions plus this policy's credentials. A
 // client-only policy (ClientTLS) cannot serve: it has no certificate.
 func (s Security) ServerOptions() ([]grpc.ServerOption, error) {
