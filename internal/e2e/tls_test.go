@@ -155,6 +155,18 @@ func TestTLSCluster(t *testing.T) {
 			t.Logf("%s: %s", c.name, strings.SplitN(errOut, "\n", 2)[0])
 		}
 	}
+	// kvd health asks a TLS node over TLS with the node's certificate.
+	if out, err := exec.Command(bins.kvd, "health", "--addr", eps[0], "--cert-file", p.crt("node"), "--key-file", p.key("node"), "--trusted-ca-file", p.ca()).CombinedOutput(); err != nil || !strings.HasPrefix(string(out), "ok: n1") {
+		t.Errorf("kvd health over TLS: %v, %q", err, out)
+	}
+	if out, err := exec.Command(bins.kvd, "health", "--addr", eps[0]).CombinedOutput(); err == nil {
+		t.Errorf("plaintext kvd health of a TLS node succeeded: %q", out)
+	}
+	// A node joins through the TLS cluster (Join and the map over TLS) and serves.
+	n4 := cl.addJoiner("n4", "eu")
+	if out, errOut, code := kvctl(t, []string{n4.addr}, "", append(alice, "get", "accounts/eu/8/x")...); code != 0 || strings.TrimSpace(out) != "42" {
+		t.Fatalf("kvctl get through the joined node: exit %d, %q %q", code, out, errOut)
+	}
 	// A TLS node named with http:// is refused before any dial.
 	if _, errOut, code := kvctl(t, eps, "", append(alice, "--endpoints", "http://"+eps[0], "get", "x/y")...); code != 2 || !strings.Contains(errOut, "http:// means plaintext, but this client is configured for TLS") {
 		t.Errorf("http:// with TLS flags: exit %d, %q", code, errOut)
