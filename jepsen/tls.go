@@ -28,7 +28,9 @@ func newClusterPKI(dir string, nodes map[string]string) (*clusterPKI, error) {
 	if _, err := certs.InitCA(dir, "kvjepsen CA", 0); err != nil {
 		return nil, fmt.Errorf("tls: %w", err)
 	}
-	reqs := []certs.Request{{Kind: certs.Client, Name: harnessIdentity}}
+	// The harness's certificate is a node certificate: with TLS on, only
+	// nodes may set fault rules (kvd --test-faults).
+	reqs := []certs.Request{{Kind: certs.Node, Name: harnessIdentity, Hosts: []string{"127.0.0.1"}}}
 	for id, addr := range nodes {
 		host, _, err := net.SplitHostPort(addr)
 		if err != nil {

@@ -112,9 +112,10 @@ func (s Security) ServerOptions() ([]grpc.ServerOption, error) {
 	return opts, nil
 }
 
-// PeerServices are the gRPC services only nodes call: Raft traffic and
-// ap replica traffic.
-var PeerServices = []string{"/capkv.v1.Raft/", "/capkv.v1.Replica/"}
+// PeerServices are the gRPC services and methods only nodes may call when
+// TLS is on: Raft traffic, ap replica traffic, registering a node (Join),
+// and the test-only fault hook (kvjepsen calls it with a node certificate).
+var PeerServices = []string{"/capkv.v1.Raft/", "/capkv.v1.Replica/", "/capkv.v1.Admin/Join", "/capkv.v1.Admin/SetFaults"}
 
 func isPeerMethod(m string) bool {
 	for _, p := range PeerServices {
@@ -141,7 +142,7 @@ func (s Security) checkPeer(ctx context.Context, method string) error {
 			why = err.Error()
 		}
 	}
-	return kverrors.ToStatus(fmt.Errorf("%w: %s is a node-to-node call and needs a node certificate of the peer CA (%s): %s",
+	return kverrors.ToStatus(fmt.Errorf("%w: %s is for nodes only and needs a node certificate of the peer CA (%s): %s",
 		kverrors.ErrPermissionDenied, method, s.peer.Files().CA, why))
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -121,8 +122,13 @@ func TestNodeTLS(t *testing.T) {
 	if err := check(t, dial.ClientTLS(&tls.Config{RootCAs: n1.Pool(), Certificates: []tls.Certificate{leafPair(t, other)}}), addr); err == nil {
 		t.Fatal("a certificate of another CA was accepted")
 	}
-	if err := check(t, dial.ClientTLS(&tls.Config{RootCAs: n1.Pool(), Certificates: []tls.Certificate{leafPair(t, alice)}}), addr); err != nil {
+	aliceTLS := dial.ClientTLS(&tls.Config{RootCAs: n1.Pool(), Certificates: []tls.Certificate{leafPair(t, alice)}})
+	if err := check(t, aliceTLS, addr); err != nil {
 		t.Fatalf("client certificate of the cluster CA: %v", err)
+	}
+	// A client certificate of the same CA is no node's: no Raft calls.
+	if err := raftCall(t, aliceTLS, addr); !errors.Is(err, kverrors.ErrPermissionDenied) || !strings.Contains(err.Error(), `"alice" is not a node certificate`) {
+		t.Fatalf("Raft call with a client certificate: got %v, want ErrPermissionDenied naming alice", err)
 	}
 
 	strict := serveTLS(t, dial.NodeTLS(n1, nil, true))

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -24,8 +25,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/client"
 	"github.com/capkv/capkv/internal/certs"
+	"github.com/capkv/capkv/internal/kverrors"
 )
 
 // testPKI is a CA with one node certificate all test nodes share (they all
@@ -161,6 +164,32 @@ func TestTLSCluster(t *testing.T) {
 	}
 	if out, err := exec.Command(bins.kvd, "health", "--addr", eps[0]).CombinedOutput(); err == nil {
 		t.Errorf("plaintext kvd health of a TLS node succeeded: %q", out)
+	}
+	// Only nodes may make node-to-node calls and set fault rules: a client
+	// certificate of the same CA is refused, a node certificate gets through
+	// (to the fault hook's own answer: this cluster runs without --test-faults).
+	for _, c := range []struct {
+		who  string
+		tls  *tls.Config
+		want error
+		text string
+	}{
+		{"alice", p.clientTLS(t, "alice"), kverrors.ErrPermissionDenied, `/capkv.v1.Admin/SetFaults is for nodes only and needs a node certificate of the peer CA`},
+		{"node", p.clientTLS(t, "node"), kverrors.ErrWrongMode, "fault injection is disabled"},
+	} {
+		cc, err := grpc.NewClient(eps[0], grpc.WithTransportCredentials(credentials.NewTLS(c.tls)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fctx, fcancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = api.NewAdminClient(cc).SetFaults(fctx, &api.SetFaultsRequest{})
+		fcancel()
+		cc.Close()
+		if err = kverrors.FromStatus(err); !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.text) {
+			t.Errorf("SetFaults as %s: got %v, want %v saying %q", c.who, err, c.want, c.text)
+		} else {
+			t.Logf("SetFaults as %s: %v", c.who, err)
+		}
 	}
 	// A node joins through the TLS cluster (Join and the map over TLS) and serves.
 	n4 := cl.addJoiner("n4", "eu")

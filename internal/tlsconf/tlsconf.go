@@ -145,7 +145,10 @@ func PeerClient(serve, peer *Source) *tls.Config {
 }
 
 // VerifiedBy reports whether the client certificate chain of a connection
-// (its leaf first) verifies against s's current CA bundle for client use.
+// (its leaf first) is a node's: signed by s's current CA bundle and valid
+// for both client and server use, as node certificates are (they serve and
+// dial) and client certificates are not. A cluster with one CA for clients
+// and nodes tells them apart by this.
 func (s *Source) VerifiedBy(chain []*x509.Certificate) error {
 	if len(chain) == 0 {
 		return errors.New("no client certificate")
@@ -154,8 +157,15 @@ func (s *Source) VerifiedBy(chain []*x509.Certificate) error {
 	for _, c := range chain[1:] {
 		inter.AddCert(c)
 	}
-	_, err := chain[0].Verify(x509.VerifyOptions{Roots: s.Pool(), Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
-	return err
+	for _, u := range []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth} {
+		if _, err := chain[0].Verify(x509.VerifyOptions{Roots: s.Pool(), Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{u}}); err != nil {
+			if u == x509.ExtKeyUsageServerAuth {
+				return fmt.Errorf("certificate %q is not a node certificate (not valid for server use): %w", chain[0].Subject.CommonName, err)
+			}
+			return fmt.Errorf("certificate %q: %w", chain[0].Subject.CommonName, err)
+		}
+	}
+	return nil
 }
 
 func (s *Source) current() (*tls.Certificate, *x509.CertPool) {
