@@ -33,8 +33,9 @@ var Plaintext = Security{}
 // NodeTLS is the policy of a node with mutual TLS: its listener presents
 // serve's certificate (to clients and peers alike, on the one port) and
 // requires a client certificate when clientCertAuth; its dials to other
-// nodes present peer's certificate. Calls of the node-to-node services
-// always need a certificate of peer's CA (PeerOnly checks it per call).
+// nodes present peer's certificate. Calls of the node-only services
+// (PeerServices) always need a node certificate of peer's CA, checked per
+// call (tlsconf.Source.VerifiedBy).
 func NodeTLS(serve, peer *tlsconf.Source, clientCertAuth bool) Security {
 	if peer == nil {
 		peer = serve
@@ -114,8 +115,10 @@ func (s Security) ServerOptions() ([]grpc.ServerOption, error) {
 
 // PeerServices are the gRPC services and methods only nodes may call when
 // TLS is on: Raft traffic, ap replica traffic, registering a node (Join),
-// and the test-only fault hook (kvjepsen calls it with a node certificate).
-var PeerServices = []string{"/capkv.v1.Raft/", "/capkv.v1.Replica/", "/capkv.v1.Admin/Join", "/capkv.v1.Admin/SetFaults"}
+// a rebalancing move (the metadata group's mover), and the test-only fault
+// hook (kvjepsen calls it with a node certificate).
+var PeerServices = []string{"/capkv.v1.Raft/", "/capkv.v1.Replica/", "/capkv.v1.Admin/Join",
+	"/capkv.v1.Admin/MovePartition", "/capkv.v1.Admin/SetFaults"}
 
 func isPeerMethod(m string) bool {
 	for _, p := range PeerServices {
@@ -126,8 +129,8 @@ func isPeerMethod(m string) bool {
 	return false
 }
 
-// checkPeer refuses a node-to-node call whose connection did not present a
-// certificate of the peer CA.
+// checkPeer refuses a node-only call whose connection did not present a
+// node certificate of the peer CA.
 func (s Security) checkPeer(ctx context.Context, method string) error {
 	if !isPeerMethod(method) {
 		return nil
