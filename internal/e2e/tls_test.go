@@ -196,6 +196,13 @@ func TestTLSCluster(t *testing.T) {
 	if out, errOut, code := kvctl(t, []string{n4.addr}, "", append(alice, "get", "accounts/eu/8/x")...); code != 0 || strings.TrimSpace(out) != "42" {
 		t.Fatalf("kvctl get through the joined node: exit %d, %q %q", code, out, errOut)
 	}
+	// The nodes never refused each other (Raft, replica traffic, the join's
+	// rebalancing moves all ran with their node certificates).
+	for _, n := range cl.procs {
+		if strings.Contains(logOf(n), "permission denied") {
+			t.Errorf("%s logged a refused node-only call:\n%s", n.id, logOf(n))
+		}
+	}
 	// A TLS node named with http:// is refused before any dial.
 	if _, errOut, code := kvctl(t, eps, "", append(alice, "--endpoints", "http://"+eps[0], "get", "x/y")...); code != 2 || !strings.Contains(errOut, "http:// means plaintext, but this client is configured for TLS") {
 		t.Errorf("http:// with TLS flags: exit %d, %q", code, errOut)
