@@ -182,6 +182,12 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 		}
 	}
 	printBanner(cmd, dataDir, peers, keyspaces, pki)
+	// SIGHUP reloads every node's certificates, as it does for one kvd.
+	hupCtx, hupStop := context.WithCancel(context.Background())
+	defer hupStop()
+	for _, sec := range secs {
+		reloadOnHUP(hupCtx, sec, log)
+	}
 
 	st := newStopper(cmd.ErrOrStderr(), f.stopTimeout)
 	st.wait()

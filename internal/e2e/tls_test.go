@@ -480,6 +480,17 @@ func TestKvdDevTLS(t *testing.T) {
 		t.Fatalf("kvctl get with the banner's flags: exit %d, %q %q", code, got, errOut)
 	}
 	kvctlWatchOnce(t, eps, flags, "sessions/w", "sessions/w1", "hello")
+	// SIGHUP reloads the certificates; the cluster keeps serving.
+	dev.cmd.Process.Signal(syscall.SIGHUP)
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case <-dev.done:
+		t.Fatalf("kvd dev --tls exited on SIGHUP:\n%s", dev.out)
+	default:
+	}
+	if got, errOut, code := kvctl(t, eps, "", append(flags, "get", "accounts/eu/42/balance")...); code != 0 || got != "100" {
+		t.Fatalf("kvctl get after SIGHUP: exit %d, %q %q", code, got, errOut)
+	}
 	dev.interrupt(t, 20*time.Second)
 	if code := dev.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("kvd dev --tls exited with %d after SIGINT:\n%s", code, dev.out)
