@@ -103,7 +103,7 @@ func (s *Source) Pool() *x509.CertPool {
 
 // mergedPool is the union of the sources' current CA bundles.
 func mergedPool(srcs ...*Source) *x509.CertPool {
-	if len(srcs) == 1 {
+	if len(srcs) == 1 || (len(srcs) == 2 && srcs[0] == srcs[1]) {
 		return srcs[0].Pool()
 	}
 	pool := x509.NewCertPool()
