@@ -173,3 +173,34 @@ func TestPoolTLS(t *testing.T) {
 		}
 	}
 }
+
+// Separate CAs for clients (A) and nodes (B), etcd's --peer-* shape: the
+// one port presents the A-signed certificate, accepts client certificates
+// of either CA, and node-only calls need a B-signed node certificate.
+func TestSeparatePeerCA(t *testing.T) {
+	a, b := newCA(t), newCA(t)
+	serve1, peer1 := source(t, a, "n1", certs.Node), source(t, b, "n1", certs.Node)
+	serve2, peer2 := source(t, a, "n2", certs.Node), source(t, b, "n2", certs.Node)
+	addr := serveTLS(t, dial.NodeTLS(serve1, peer1, true))
+	node2 := dial.NodeTLS(serve2, peer2, true)
+	if err := check(t, node2, addr); err != nil {
+		t.Fatalf("node with a peer-CA certificate: %v", err)
+	}
+	if err := raftCall(t, node2, addr); errors.Is(err, kverrors.ErrPermissionDenied) {
+		t.Fatalf("Raft call with a peer-CA node certificate refused: %v", err)
+	}
+	alice := source(t, a, "alice", certs.Client)
+	aliceTLS := dial.ClientTLS(&tls.Config{RootCAs: serve1.Pool(), Certificates: []tls.Certificate{leafPair(t, alice)}})
+	if err := check(t, aliceTLS, addr); err != nil {
+		t.Fatalf("client of the client CA: %v", err)
+	}
+	// A node certificate of the client CA is no peer's.
+	n3 := source(t, a, "n3", certs.Node)
+	n3TLS := dial.ClientTLS(&tls.Config{RootCAs: serve1.Pool(), Certificates: []tls.Certificate{leafPair(t, n3)}})
+	if err := raftCall(t, n3TLS, addr); !errors.Is(err, kverrors.ErrPermissionDenied) {
+		t.Fatalf("Raft call with a client-CA node certificate: got %v, want ErrPermissionDenied", err)
+	}
+	if got := len(dial.NodeTLS(serve1, peer1, true).Sources()); got != 2 {
+		t.Fatalf("Sources() = %d, want 2 (serve and peer)", got)
+	}
+}
