@@ -30,13 +30,14 @@ test: fmt-check vet
 	$(GO) test -count=1 -timeout 15m ./...
 	$(MAKE) jepsen-quick
 
-## jepsen-quick: short partition tests (register, set, ap set), a short CAP demo, and the proof that the checker catches a bug
+## jepsen-quick: short partition tests (register, set, ap set, register with --tls), a short CAP demo, and the proof that the checker catches a bug
 JEPSEN_OUT ?= out/jepsen
 jepsen-quick: build
 	@mkdir -p $(JEPSEN_OUT)
 	$(BIN)/kvjepsen run --nodes 3 --clients 6 --time 15s --workload register --nemesis partition-halves,isolate-leader,kill,pause --out $(JEPSEN_OUT)/quick-register
 	$(BIN)/kvjepsen run --nodes 3 --clients 6 --time 15s --workload set --nemesis partition-halves,kill,pause --out $(JEPSEN_OUT)/quick-set
 	$(BIN)/kvjepsen run --backend process --nodes 3 --clients 6 --time 10s --workload register --nemesis partition-halves,pause --out $(JEPSEN_OUT)/quick-process
+	$(BIN)/kvjepsen run --backend process --tls --nodes 3 --clients 6 --time 10s --workload register --nemesis partition-halves,kill --out $(JEPSEN_OUT)/quick-tls
 	$(BIN)/kvjepsen run --mode ap --level one --nodes 5 --clients 8 --time 15s --workload set --nemesis partition-halves,kill --out $(JEPSEN_OUT)/quick-ap-set
 	$(BIN)/kvjepsen demo --before 3s --split 8s --after 4s --out $(JEPSEN_OUT)/quick-demo
 	@echo "== proof: with the test-only unsafe read path the checker must report a violation (exit 1)"

@@ -46,20 +46,33 @@ func (c *Client) checkValue(what string, v []byte) error {
 
 // ParseEndpoint turns an endpoint as people write it into the host:port the
 // client dials: "127.0.0.1:7001", "localhost:7001", "[::1]:7001", or the
-// same as http://host:port (capkv speaks plaintext gRPC, which is HTTP/2).
-// Anything else is ErrInvalidArgument saying what is wanted.
-func ParseEndpoint(s string) (string, error) {
+// same as http://host:port (plaintext gRPC is HTTP/2). Anything else is
+// ErrInvalidArgument saying what is wanted; https:// is refused, since it
+// needs TLS (see ParseEndpointTLS).
+func ParseEndpoint(s string) (string, error) { return parseEndpoint(s, false) }
+
+// ParseEndpointTLS is ParseEndpoint for a client configured with TLS: it
+// takes host:port and https://host:port, and refuses http://, which says
+// plaintext.
+func ParseEndpointTLS(s string) (string, error) { return parseEndpoint(s, true) }
+
+func parseEndpoint(s string, withTLS bool) (string, error) {
+	want, wantScheme := "host:port or http://host:port", "http"
+	if withTLS {
+		want, wantScheme = "host:port or https://host:port", "https"
+	}
 	bad := func(why string) (string, error) {
-		return "", fmt.Errorf("%w: endpoint %q: %s; want host:port or http://host:port, e.g. 127.0.0.1:7001", ErrInvalidArgument, s, why)
+		return "", fmt.Errorf("%w: endpoint %q: %s; want %s, e.g. 127.0.0.1:7001", ErrInvalidArgument, s, why, want)
 	}
 	hostport := strings.TrimSpace(s)
 	if scheme, rest, ok := strings.Cut(hostport, "://"); ok {
-		switch strings.ToLower(scheme) {
-		case "http":
-		case "https":
-			return bad("TLS is not supported (nodes serve plaintext gRPC)")
-		default:
-			return bad(fmt.Sprintf("scheme %q is not http", scheme))
+		switch got := strings.ToLower(scheme); {
+		case got == "https" && !withTLS:
+			return bad("https:// means TLS, but this client has no TLS configured (kvctl: --cacert, and --cert/--key for client certificates; Go client: Config.TLS)")
+		case got == "http" && withTLS:
+			return bad("http:// means plaintext, but this client is configured for TLS")
+		case got != "http" && got != "https":
+			return bad(fmt.Sprintf("scheme %q is not %s", scheme, wantScheme))
 		}
 		u, err := url.Parse("http://" + rest)
 		if err != nil {

@@ -24,7 +24,7 @@ func TestParseEndpoint(t *testing.T) {
 		{"HTTP://127.0.0.1:7001/", "127.0.0.1:7001", ""},
 		{"127.0.0.1", "", "no port"},
 		{"http://127.0.0.1", "", "no port"},
-		{"https://127.0.0.1:7001", "", "TLS is not supported"},
+		{"https://127.0.0.1:7001", "", "https:// means TLS, but this client has no TLS configured"},
 		{"grpc://127.0.0.1:7001", "", `scheme "grpc" is not http`},
 		{"http://127.0.0.1:7001/metrics", "", "no path"},
 		{"127.0.0.1:http", "", `port "http"`},
@@ -40,6 +40,27 @@ func TestParseEndpoint(t *testing.T) {
 		case c.err != "" && (!errors.Is(err, client.ErrInvalidArgument) || !strings.Contains(err.Error(), c.err) ||
 			!strings.Contains(err.Error(), "want host:port")):
 			t.Errorf("ParseEndpoint(%q) = %q, %v; want ErrInvalidArgument saying %q and what is wanted", c.in, got, err, c.err)
+		}
+	}
+}
+
+// With TLS configured, https:// is accepted and http:// refused.
+func TestParseEndpointTLS(t *testing.T) {
+	for _, c := range []struct{ in, want, err string }{
+		{"127.0.0.1:7001", "127.0.0.1:7001", ""},
+		{"https://127.0.0.1:7001", "127.0.0.1:7001", ""},
+		{"HTTPS://localhost:7001/", "localhost:7001", ""},
+		{"http://127.0.0.1:7001", "", "http:// means plaintext, but this client is configured for TLS"},
+		{"grpc://127.0.0.1:7001", "", `scheme "grpc" is not https`},
+		{"https://127.0.0.1", "", "no port"},
+	} {
+		got, err := client.ParseEndpointTLS(c.in)
+		switch {
+		case c.err == "" && (err != nil || got != c.want):
+			t.Errorf("ParseEndpointTLS(%q) = %q, %v; want %q", c.in, got, err, c.want)
+		case c.err != "" && (!errors.Is(err, client.ErrInvalidArgument) || !strings.Contains(err.Error(), c.err) ||
+			!strings.Contains(err.Error(), "want host:port or https://host:port")):
+			t.Errorf("ParseEndpointTLS(%q) = %q, %v; want ErrInvalidArgument saying %q and what is wanted", c.in, got, err, c.err)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -33,6 +34,9 @@ var (
 	ErrUnavailable     = kverrors.ErrUnavailable
 	ErrIndeterminate   = kverrors.ErrIndeterminate
 	ErrStaleEpoch      = kverrors.ErrStaleEpoch
+	// ErrUnauthenticated: the TLS settings of client and node disagree, or
+	// one refused the other's certificate.
+	ErrUnauthenticated = kverrors.ErrUnauthenticated
 )
 
 // Config configures a Client.
@@ -57,6 +61,11 @@ type Config struct {
 	// sends (default: the limits nodes enforce by default, 4 KiB and 1 MiB);
 	// larger ones fail with ErrTooLarge before any request is made.
 	MaxKeySize, MaxValueSize int
+	// TLS, when set, is the configuration every connection uses (the
+	// cluster's CA in RootCAs, and a client certificate when the nodes
+	// require one); nil dials in plaintext. Endpoints may then be written
+	// https://host:port.
+	TLS *tls.Config
 	// DialOptions are added to every connection (custom dialers, tests).
 	DialOptions []grpc.DialOption
 	// Logger receives debug logs; nil discards them.
@@ -116,7 +125,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	eps := make([]string, 0, len(cfg.Endpoints))
 	for _, e := range cfg.Endpoints {
-		addr, err := ParseEndpoint(e)
+		addr, err := parseEndpoint(e, cfg.TLS != nil)
 		if err != nil {
 			return nil, err
 		}
@@ -161,7 +170,7 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	if cc, ok := c.mu.conns[addr]; ok {
 		return cc, nil
 	}
-	cc, err := dial.Conn(addr, c.cfg.DialOptions...)
+	cc, err := dial.ClientTLS(c.cfg.TLS).Conn(addr, c.cfg.DialOptions...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrInvalidArgument, addr, err)
 	}
@@ -193,9 +202,13 @@ func (c *Client) refresh(ctx context.Context, newest bool) error {
 		cancel()
 		if err != nil {
 			err = kverrors.FromStatus(err)
-			if errors.Is(err, ErrUnavailable) && !kverrors.FromNode(err) && speaksHTTP1(ctx, addr) {
-				// gRPC's text here would be about HTTP/2 frames.
-				err = fmt.Errorf("%w: it answers plain HTTP, not capkv's gRPC (a --metrics-addr or --debug-addr port?); use a node's --listen address", ErrInvalidArgument)
+			if errors.Is(err, ErrUnavailable) && !kverrors.FromNode(err) {
+				// gRPC's text here would be about HTTP/2 frames or a handshake.
+				if why := explainTLS(ctx, addr, c.cfg.TLS); why != nil {
+					err = why
+				} else if speaksHTTP1(ctx, addr) {
+					err = fmt.Errorf("%w: it answers plain HTTP, not capkv's gRPC (a --metrics-addr or --debug-addr port?); use a node's --listen address", ErrInvalidArgument)
+				}
 			}
 			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
 			if ctx.Err() != nil {

@@ -61,6 +61,9 @@ type ProcessConfig struct {
 	UnsafeReads bool   // start kvd with the test-only unsafe read path
 	// Regions labels the nodes in order (default: every node "eu").
 	Regions []string
+	// TLS runs every node with mutual TLS (certificates made in Dir/tls);
+	// the harness dials with a client certificate (DialOptions).
+	TLS bool
 	// Backend: "process" (loopback; partitions through kvd's test-only fault
 	// hook) or "netns" (each node in its own network namespace; partitions
 	// are nftables rules; needs root).
@@ -75,7 +78,8 @@ type ProcessCluster struct {
 	cfg   ProcessConfig
 	peers string
 	procs []*process
-	env   *netnsEnv // netns backend only
+	env   *netnsEnv   // netns backend only
+	pki   *clusterPKI // TLS only
 
 	mu    sync.Mutex
 	links []Link // current cuts, re-applied to restarted nodes
@@ -118,6 +122,16 @@ func StartProcessCluster(ctx context.Context, cfg ProcessConfig) (*ProcessCluste
 	}
 	if err != nil {
 		return nil, err
+	}
+	if cfg.TLS {
+		nodes := map[string]string{}
+		for i, a := range addrs {
+			nodes[fmt.Sprintf("n%d", i+1)] = a
+		}
+		if c.pki, err = newClusterPKI(filepath.Join(cfg.Dir, "tls"), nodes); err != nil {
+			c.Close()
+			return nil, err
+		}
 	}
 	var peers []string
 	for i := range cfg.Nodes {
@@ -178,6 +192,9 @@ func (c *ProcessCluster) start(p *process) error {
 		"--initial-cluster", c.peers, "--test-faults", "--log-level", "info", "--request-timeout", "2s"}
 	if c.cfg.UnsafeReads {
 		args = append(args, "--unsafe-local-reads")
+	}
+	if c.pki != nil {
+		args = append(args, c.pki.kvdFlags(p.id)...)
 	}
 	cmd := exec.Command(c.cfg.KVD, args...)
 	if c.env != nil {
@@ -272,10 +289,14 @@ func (c *ProcessCluster) Loss(ctx context.Context, percent int) error {
 // DialOptions reach the nodes from the harness (through the client
 // namespace on the netns backend).
 func (c *ProcessCluster) DialOptions() []grpc.DialOption {
+	var opts []grpc.DialOption
 	if c.env != nil {
-		return []grpc.DialOption{c.env.dialOption()}
+		opts = append(opts, c.env.dialOption())
 	}
-	return nil
+	if c.pki != nil {
+		opts = append(opts, c.pki.dialOption())
+	}
+	return opts
 }
 
 // Skew offsets one node's clock through its fault hook.

@@ -101,9 +101,13 @@ func runBench(g *globals, f benchFlags) error {
 			c.Close()
 		}
 	}()
+	tc, err := g.tlsConfig()
+	if err != nil {
+		return err
+	}
 	for range f.conns {
 		ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
-		c, err := client.New(ctx, client.Config{Endpoints: eps})
+		c, err := client.New(ctx, client.Config{Endpoints: eps, TLS: tc})
 		cancel()
 		if err != nil {
 			return fmt.Errorf("connect: %w", err)

@@ -21,7 +21,8 @@ const rootLong = `kvctl reads and writes capkv keys and administers the cluster.
 
 Every global flag can also be set in the environment, as CAPKV_ and the
 flag's name in capitals: CAPKV_ENDPOINTS, CAPKV_CONSISTENCY, CAPKV_TIMEOUT,
-CAPKV_JSON, CAPKV_VERBOSE. A flag given on the command line wins.
+CAPKV_JSON, CAPKV_VERBOSE, CAPKV_CACERT, CAPKV_CERT, CAPKV_KEY. A flag given
+on the command line wins.
 
 Exit status: 0 on success, 1 when the operation failed, 2 for a usage error
 (unknown command or flag, bad flag value, wrong number of arguments).`
@@ -221,7 +222,11 @@ func (g *globals) keyspaceNames(root *cobra.Command) ([]string, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), min(g.timeout, 2*time.Second))
 	defer cancel()
-	c, err := client.New(ctx, client.Config{Endpoints: eps, DialTimeout: 2 * time.Second})
+	tc, err := g.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.New(ctx, client.Config{Endpoints: eps, DialTimeout: 2 * time.Second, TLS: tc})
 	if err != nil {
 		return nil, err
 	}

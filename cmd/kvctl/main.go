@@ -34,8 +34,11 @@ type globals struct {
 	json        bool
 	verbose     bool
 	timeout     time.Duration
-	out, errOut io.Writer
-	in          io.Reader
+	// TLS: the CA bundle the nodes are verified with, and the client's
+	// certificate and key (see tls.go).
+	cacert, cert, key string
+	out, errOut       io.Writer
+	in                io.Reader
 }
 
 func main() {
@@ -78,6 +81,9 @@ func rootCmd(g *globals) *cobra.Command {
 	pf.BoolVar(&g.json, "json", false, "print JSON, including the CAP receipt")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "print the CAP receipt as one line on stderr")
 	pf.DurationVar(&g.timeout, "timeout", 5*time.Second, "deadline of the whole command")
+	pf.StringVar(&g.cacert, "cacert", "", "TLS: verify the nodes with this CA bundle (PEM); turns TLS on")
+	pf.StringVar(&g.cert, "cert", "", "TLS: client certificate (PEM) for clusters that require one")
+	pf.StringVar(&g.key, "key", "", "TLS: the key of --cert")
 
 	root.AddCommand(putCmd(g), getCmd(g), delCmd(g), casCmd(g), scanCmd(g), locateCmd(g), ringCmd(g),
 		clusterCmd(g), keyspaceCmd(g), benchCmd(g), repairCmd(g), watchCmd(g), certsCmd(g), rebalanceCmd(g), nodeCmd(g))
@@ -95,8 +101,12 @@ func (g *globals) connect() (context.Context, context.CancelFunc, *client.Client
 	if err != nil {
 		return nil, nil, nil, nil, usageError{fmt.Errorf("--consistency: %w", err)}
 	}
+	tc, err := g.tlsConfig()
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
-	c, err := client.New(ctx, client.Config{Endpoints: eps, DialTimeout: g.timeout})
+	c, err := client.New(ctx, client.Config{Endpoints: eps, DialTimeout: g.timeout, TLS: tc})
 	if err != nil {
 		cancel()
 		return nil, nil, nil, nil, fmt.Errorf("connect to %s: %w", strings.Join(eps, ","), err)
@@ -109,7 +119,11 @@ func (g *globals) connect() (context.Context, context.CancelFunc, *client.Client
 func (g *globals) endpointList() ([]string, error) {
 	var eps []string
 	for _, e := range splitEndpoints(g.endpoints) {
-		addr, err := client.ParseEndpoint(e)
+		parse := client.ParseEndpoint
+		if g.tlsOn() {
+			parse = client.ParseEndpointTLS
+		}
+		addr, err := parse(e)
 		if err != nil {
 			return nil, usageError{fmt.Errorf("--endpoints: %w", err)}
 		}

@@ -115,7 +115,7 @@ func TestBadInputErrors(t *testing.T) {
 		{name: "http:// endpoint with a slash works", args: []string{"--endpoints", "http://" + addr + "/", "get", "sessions/h"}, code: 0,
 			want: []string{"v"}},
 		{name: "https endpoint", args: []string{"--endpoints", "https://" + addr, "get", "sessions/h"}, code: 2,
-			want: []string{"TLS is not supported", "want host:port or http://host:port"}, notWant: grpcLeaks},
+			want: []string{"https:// means TLS, but this client has no TLS configured", "--cacert", "want host:port or http://host:port"}, notWant: grpcLeaks},
 		{name: "port-less endpoint", args: []string{"--endpoints", "127.0.0.1", "get", "sessions/h"}, code: 2,
 			want: []string{`endpoint "127.0.0.1": no port; want host:port`}, notWant: grpcLeaks},
 		{name: "garbage endpoint", args: []string{"--endpoints", "not an endpoint", "get", "sessions/h"}, code: 2,

@@ -30,6 +30,7 @@ type fileConfig struct {
 	DownAfter      string         `json:"down_after"`
 	TombstoneGrace string         `json:"tombstone_grace"`
 	JoinTimeout    string         `json:"join_timeout"`
+	tlsSettings
 }
 
 type fileNode struct {
@@ -50,12 +51,14 @@ type fileKeyspace struct {
 	MaxSiblings  int    `json:"max_siblings"`
 }
 
-func loadConfigFile(path string, cfg *node.Config) error {
+// loadConfigFile reads path into cfg and its TLS keys into ts (a key the
+// file leaves out keeps ts's value).
+func loadConfigFile(path string, cfg *node.Config, ts *tlsSettings) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("config file: %w", err)
 	}
-	var fc fileConfig
+	fc := fileConfig{tlsSettings: *ts}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&fc); err != nil {
@@ -63,6 +66,7 @@ func loadConfigFile(path string, cfg *node.Config) error {
 	}
 	cfg.ID, cfg.Listen, cfg.Region, cfg.DataDir = fc.ID, fc.Listen, fc.Region, fc.DataDir
 	cfg.Join, cfg.Advertise = fc.Join, fc.Advertise
+	*ts = fc.tlsSettings
 	for _, p := range fc.Peers {
 		cfg.Peers = append(cfg.Peers, ring.Node{ID: p.ID, Addr: p.Addr, Region: p.Region})
 	}

@@ -22,7 +22,7 @@ func TestLoadConfigFile(t *testing.T) {
 	err := loadConfigFile(write(`{"id":"n1","listen":"127.0.0.1:7001","region":"eu","data_dir":"/tmp/x",
 		"peers":[{"id":"n1","addr":"127.0.0.1:7001","region":"eu"}],
 		"keyspaces":[{"name":"ids","mode":"cp","replicas":1,"template":"ids/{id}/...","ranges":"0-99:0,100-199:1"}],
-		"sync_writes":false,"request_timeout":"3s","probe_interval":"250ms","down_after":"1s","tombstone_grace":"1h"}`), &cfg)
+		"sync_writes":false,"request_timeout":"3s","probe_interval":"250ms","down_after":"1s","tombstone_grace":"1h"}`), &cfg, &tlsSettings{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,11 +39,11 @@ func TestLoadConfigFile(t *testing.T) {
 		`{"id":`:                     "config file",
 	} {
 		cfg := node.DefaultConfig()
-		if err := loadConfigFile(write(body), &cfg); err == nil || !strings.Contains(err.Error(), want) {
+		if err := loadConfigFile(write(body), &cfg, &tlsSettings{}); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: err %v, want mention of %q", body, err, want)
 		}
 	}
-	if err := loadConfigFile(filepath.Join(dir, "missing.json"), &cfg); err == nil {
+	if err := loadConfigFile(filepath.Join(dir, "missing.json"), &cfg, &tlsSettings{}); err == nil {
 		t.Error("missing file accepted")
 	}
 }

@@ -29,6 +29,7 @@ type devFlags struct {
 	regions  string
 	host     string
 	basePort int
+	tls      bool
 }
 
 func devCmd() *cobra.Command {
@@ -49,6 +50,7 @@ it again with the same flags keeps the data.`,
 	cmd.Flags().StringVar(&f.regions, "regions", "eu", "comma-separated region labels, assigned round-robin")
 	cmd.Flags().StringVar(&f.host, "host", "127.0.0.1", "loopback address to listen on")
 	cmd.Flags().IntVar(&f.basePort, "base-port", 7001, "port of the first node; the others follow")
+	cmd.Flags().BoolVar(&f.tls, "tls", false, "run with mutual TLS: a CA, node certificates and a client certificate are made in DATA-DIR/tls (kept for restarts); the banner prints kvctl's flags")
 	cmd.Flags().StringVar(&f.dataDir, "data-dir", "data/dev", "directory holding every node's data")
 	f.addStorage(cmd)
 	return cmd
@@ -81,7 +83,7 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 	if err != nil {
 		return err
 	}
-	if err := startDebug(f.debugAddr, log); err != nil {
+	if err := startDebug(f.debugAddr, nil, log); err != nil {
 		return err
 	}
 	dataDir, err := filepath.Abs(f.dataDir)
@@ -97,6 +99,25 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 		})
 	}
 	if err := checkLayout(dataDir, peers); err != nil {
+		return err
+	}
+	// Every node's policy; the first's also serves the HTTP endpoints and
+	// dials the keyspace creation.
+	secs := make([]dial.Security, len(peers))
+	var pki *devPKI
+	if f.tls {
+		p, err := setupDevPKI(dataDir, f.host, peers)
+		if err != nil {
+			return err
+		}
+		pki = &p
+		for i, n := range peers {
+			if secs[i], err = p.security(n.ID); err != nil {
+				return err
+			}
+		}
+	}
+	if err := startDebug(f.debugAddr, serverTLS(secs[0]), log); err != nil {
 		return err
 	}
 	keyspaces := defaultKeyspaces(peers)
@@ -123,6 +144,7 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 		cfg.ID, cfg.Listen, cfg.Region, cfg.Advertise = p.ID, p.Addr, p.Region, p.Addr
 		cfg.DataDir = filepath.Join(dataDir, p.ID)
 		cfg.Logger = log
+		cfg.Security = secs[i]
 		if i < len(seeds) {
 			cfg.Peers = seeds
 		} else {
@@ -143,10 +165,10 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 	for _, n := range nodes {
 		mux.Handle("/metrics/"+n.ID(), n.MetricsHandler())
 	}
-	if err := serveMetrics(f.metricsAddr, mux, log); err != nil {
+	if err := serveMetrics(f.metricsAddr, mux, serverTLS(secs[0]), log); err != nil {
 		return errors.Join(err, closeAll())
 	}
-	if err := createKeyspaces(peers[0].Addr, keyspaces); err != nil {
+	if err := createKeyspaces(peers[0].Addr, secs[0], keyspaces); err != nil {
 		return errors.Join(err, closeAll())
 	}
 	// Print the banner only once every node follows the map with the keyspaces.
@@ -159,7 +181,13 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 			break
 		}
 	}
-	printBanner(cmd, dataDir, peers, keyspaces)
+	printBanner(cmd, dataDir, peers, keyspaces, pki)
+	// SIGHUP reloads every node's certificates, as it does for one kvd.
+	hupCtx, hupStop := context.WithCancel(context.Background())
+	defer hupStop()
+	for _, sec := range secs {
+		reloadOnHUP(hupCtx, sec, log)
+	}
 
 	st := newStopper(cmd.ErrOrStderr(), f.stopTimeout)
 	st.wait()
@@ -173,8 +201,8 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 
 // createKeyspaces creates the dev keyspaces through the Admin API, retrying
 // while the metadata group elects its first leader.
-func createKeyspaces(addr string, keyspaces []ring.KeyspaceConfig) error {
-	cc, err := dial.Conn(addr)
+func createKeyspaces(addr string, sec dial.Security, keyspaces []ring.KeyspaceConfig) error {
+	cc, err := sec.Conn(addr)
 	if err != nil {
 		return err
 	}
@@ -219,7 +247,7 @@ func checkLayout(dataDir string, peers []ring.Node) error {
 	}
 }
 
-func printBanner(cmd *cobra.Command, dataDir string, peers []ring.Node, keyspaces []ring.KeyspaceConfig) {
+func printBanner(cmd *cobra.Command, dataDir string, peers []ring.Node, keyspaces []ring.KeyspaceConfig, pki *devPKI) {
 	w := cmd.OutOrStdout()
 	var eps []string
 	fmt.Fprintf(w, "capkv dev cluster: %d node(s), data in %s\n\n", len(peers), dataDir)
@@ -232,12 +260,17 @@ func printBanner(cmd *cobra.Command, dataDir string, peers []ring.Node, keyspace
 		fmt.Fprintf(w, "  %-10s mode=%s replicas=%d partitions=%d template=%s\n", k.Name, k.Mode, k.Replicas, k.Partitions, k.Template)
 	}
 	region := peers[0].Region
+	tlsLine, tlsEnv := "", ""
+	if pki != nil {
+		tlsLine = fmt.Sprintf("\nmutual TLS: certificates in %s\nkvctl flags: %s\n", pki.dir, pki.kvctlFlags())
+		tlsEnv = fmt.Sprintf("  export CAPKV_CACERT=%s CAPKV_CERT=%s CAPKV_KEY=%s\n", pki.caCert(), pki.cert(devClientName), pki.key(devClientName))
+	}
 	fmt.Fprintf(w, `
 endpoints: %s
-
+%s
 try, in another terminal:
   export CAPKV_ENDPOINTS=%s
-  bin/kvctl put accounts/%s/42/balance 100
+%s  bin/kvctl put accounts/%s/42/balance 100
   bin/kvctl get accounts/%s/42/balance
   bin/kvctl -v get accounts/%s/42/balance
   bin/kvctl locate accounts/%s/42/balance
@@ -245,5 +278,5 @@ try, in another terminal:
   bin/kvctl cluster status
 
 Ctrl-C stops the cluster; the data stays.
-`, strings.Join(eps, ","), strings.Join(eps, ","), region, region, region, region, region)
+`, strings.Join(eps, ","), tlsLine, strings.Join(eps, ","), tlsEnv, region, region, region, region, region)
 }

@@ -6,6 +6,8 @@
 package main
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -56,6 +58,7 @@ type serveFlags struct {
 	requestTimeout time.Duration
 	logLevel       string
 	stopTimeout    time.Duration
+	tls            tlsSettings
 }
 
 func (f *serveFlags) addStorage(cmd *cobra.Command) {
@@ -75,13 +78,18 @@ func (f *serveFlags) addStorage(cmd *cobra.Command) {
 
 // serveHTTP serves h on addr, the value of flag, until the process exits
 // ("": off). The debug and metrics endpoints both use it.
-func serveHTTP(flag, addr string, h http.Handler, log *slog.Logger, what ...any) error {
+// With tlsCfg it serves HTTPS only.
+func serveHTTP(flag, addr string, h http.Handler, tlsCfg *tls.Config, log *slog.Logger, what ...any) error {
 	if addr == "" {
 		return nil
 	}
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("--%s %s: %w", flag, addr, err)
+	}
+	if tlsCfg != nil {
+		lis = tls.NewListener(lis, tlsCfg)
+		what = append(what, "tls", true)
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(lis)
@@ -90,13 +98,13 @@ func serveHTTP(flag, addr string, h http.Handler, log *slog.Logger, what ...any)
 }
 
 // serveMetrics serves mux (the nodes' /metrics handlers) on --metrics-addr.
-func serveMetrics(addr string, mux *http.ServeMux, log *slog.Logger) error {
-	return serveHTTP("metrics-addr", addr, mux, log)
+func serveMetrics(addr string, mux *http.ServeMux, tlsCfg *tls.Config, log *slog.Logger) error {
+	return serveHTTP("metrics-addr", addr, mux, tlsCfg, log)
 }
 
 // startDebug serves net/http/pprof (on the default mux) on --debug-addr.
-func startDebug(addr string, log *slog.Logger) error {
-	return serveHTTP("debug-addr", addr, http.DefaultServeMux, log, "pprof", "/debug/pprof/")
+func startDebug(addr string, tlsCfg *tls.Config, log *slog.Logger) error {
+	return serveHTTP("debug-addr", addr, http.DefaultServeMux, tlsCfg, log, "pprof", "/debug/pprof/")
 }
 
 func rootCmd() *cobra.Command {
@@ -133,6 +141,7 @@ address). 'kvd dev' starts a whole local cluster in one process the same way.`,
 	cmd.Flags().BoolVar(&f.unsafeReads, "unsafe-local-reads", false, "TEST ONLY: serve linearizable reads locally without confirming leadership (a deliberate bug the checker must catch)")
 	cmd.Flags().MarkHidden("unsafe-local-reads")
 	f.addStorage(cmd)
+	f.tls.addFlags(cmd)
 	cmd.AddCommand(devCmd(), healthCmd())
 	cmd.SetVersionTemplate("{{.Name}} {{.Version}}\n")
 	return cmd
@@ -182,11 +191,19 @@ func parsePeers(s string) ([]ring.Node, error) {
 
 func runServe(cmd *cobra.Command, f serveFlags) error {
 	cfg := node.DefaultConfig()
+	ts := f.tls
 	if f.configFile != "" {
-		if err := loadConfigFile(f.configFile, &cfg); err != nil {
+		ts = tlsSettings{MinVersion: f.tls.MinVersion}
+		if err := loadConfigFile(f.configFile, &cfg, &ts); err != nil {
 			return err
 		}
+		ts.override(cmd, f.tls)
 	}
+	sec, err := ts.security()
+	if err != nil {
+		return err
+	}
+	cfg.Security = sec
 	set := func(name string) bool { return cmd.Flags().Changed(name) || f.configFile == "" }
 	if set("id") {
 		cfg.ID = f.id
@@ -228,7 +245,7 @@ func runServe(cmd *cobra.Command, f serveFlags) error {
 		return err
 	}
 	cfg.Logger = log
-	if err := startDebug(f.debugAddr, log); err != nil {
+	if err := startDebug(f.debugAddr, serverTLS(sec), log); err != nil {
 		return err
 	}
 	n, err := node.New(cfg)
@@ -241,11 +258,14 @@ func runServe(cmd *cobra.Command, f serveFlags) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", n.MetricsHandler())
-	if err := serveMetrics(f.metricsAddr, mux, log); err != nil {
+	if err := serveMetrics(f.metricsAddr, mux, serverTLS(sec), log); err != nil {
 		n.Close()
 		return err
 	}
 	// Installed only now: a signal during start-up ends the process at once.
+	hupCtx, hupStop := context.WithCancel(context.Background())
+	defer hupStop()
+	reloadOnHUP(hupCtx, sec, log)
 	st := newStopper(os.Stderr, f.stopTimeout)
 	sig := st.wait()
 	log.Info("shutting down", "signal", sig.String())

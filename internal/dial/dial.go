@@ -1,5 +1,6 @@
 // Package dial creates capkv's gRPC client connections with one policy for
-// servers and clients alike: plaintext (mTLS comes later), a short reconnect
+// servers and clients alike: plaintext or TLS as the process's Security
+// says (security.go; with TLS on nothing listens or dials in plaintext), a short reconnect
 // backoff, so that a restarted node is reachable again within a second
 // instead of after gRPC's default backoff of up to two minutes, and
 // keepalive pings, so that a connection whose packets a partition dropped is
@@ -19,6 +20,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
@@ -38,9 +40,16 @@ const (
 // in extra run inside the delivery classification: they see gRPC's own
 // errors (grpc.WithUnaryInterceptor, unlike WithChainUnaryInterceptor, would
 // put one outside it).
+//
+// Conn dials in plaintext: code that may run with TLS dials through its
+// Security (Security.Conn) instead.
 func Conn(addr string, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
+	return conn(addr, insecure.NewCredentials(), extra...)
+}
+
+func conn(addr string, creds credentials.TransportCredentials, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
 	return grpc.NewClient(addr, append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: backoff.Config{
 				BaseDelay:  50 * time.Millisecond,

@@ -20,6 +20,8 @@ type Pool struct {
 	// Options returns the extra dial options of a node's connection
 	// (interceptors that see every call to it).
 	Options func(id string) []grpc.DialOption
+	// Security is the transport of every connection (zero: plaintext).
+	Security Security
 
 	mu struct {
 		sync.Mutex
@@ -47,7 +49,7 @@ func (p *Pool) Peer(id string) (*grpc.ClientConn, error) {
 	if p.Options != nil {
 		opts = p.Options(id)
 	}
-	c, err := Conn(addr, opts...)
+	c, err := p.Security.Conn(addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s at %s: %w", id, addr, err)
 	}
@@ -68,7 +70,7 @@ func (p *Pool) Addr(addr string) (*grpc.ClientConn, error) {
 	if c, ok := p.mu.byAddr[addr]; ok {
 		return c, nil
 	}
-	c, err := Conn(addr)
+	c, err := p.Security.Conn(addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/capkv/capkv/api"
@@ -46,7 +47,7 @@ type proc struct {
 	id, addr, region, dataDir string
 	join                      string // join address; "" for seeds
 	cmd                       *exec.Cmd
-	log                       *bytes.Buffer
+	log                       *syncBuf // read while the process runs
 	done                      chan struct{}
 }
 
@@ -56,6 +57,8 @@ type cluster struct {
 	peers string
 	procs []*proc
 	extra []string // more kvd flags for every node
+	// creds are the transport credentials waitReady dials with (nil: plaintext).
+	creds credentials.TransportCredentials
 }
 
 // freePorts reserves n loopback ports. The tiny window between closing the
@@ -87,11 +90,17 @@ func startCluster(t testing.TB, n int, regions ...string) *cluster {
 // startClusterWith starts a cluster whose nodes get extra kvd flags.
 func startClusterWith(t testing.TB, n int, extra []string, regions ...string) *cluster {
 	t.Helper()
+	return startClusterOf(&cluster{t: t, extra: extra}, n, regions...)
+}
+
+// startClusterOf starts n nodes of c, which has its flags and credentials.
+func startClusterOf(c *cluster, n int, regions ...string) *cluster {
+	t := c.t
+	t.Helper()
 	if len(regions) == 0 {
 		regions = []string{"eu"}
 	}
 	addrs := freePorts(t, n)
-	c := &cluster{t: t, extra: extra}
 	var peers []string
 	base := t.TempDir()
 	for i := range n {
@@ -117,7 +126,7 @@ func startClusterWith(t testing.TB, n int, extra []string, regions ...string) *c
 
 func (c *cluster) start(p *proc) {
 	c.t.Helper()
-	p.log = &bytes.Buffer{}
+	p.log = &syncBuf{}
 	args := []string{"--id", p.id, "--listen", p.addr, "--region", p.region, "--data-dir", p.dataDir, "--log-level", "warn"}
 	args = append(args, c.extra...)
 	if p.join != "" {
@@ -176,7 +185,11 @@ func (c *cluster) addJoiner(id, region string) *proc {
 
 func (c *cluster) waitReady(p *proc) {
 	c.t.Helper()
-	conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := c.creds
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		c.t.Fatal(err)
 	}

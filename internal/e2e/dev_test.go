@@ -117,6 +117,12 @@ func (s *syncBuf) WriteString(x string) {
 	s.b.WriteString(x)
 }
 
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
 func (s *syncBuf) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -65,6 +65,12 @@ var (
 	ErrIndeterminate = errors.New("outcome unknown")
 	// ErrStaleEpoch: the caller routed with an outdated cluster map.
 	ErrStaleEpoch = errors.New("stale cluster map epoch")
+	// ErrUnauthenticated: the TLS settings of the two ends disagree (one
+	// side plaintext) or a certificate was refused (another CA, expired).
+	ErrUnauthenticated = errors.New("not authenticated")
+	// ErrPermissionDenied: the caller's identity may not make this call
+	// (a node-to-node call without a node certificate).
+	ErrPermissionDenied = errors.New("permission denied")
 	// ErrInternal: a bug or a storage failure.
 	ErrInternal = errors.New("internal error")
 )
@@ -92,6 +98,8 @@ var sentinels = []kind{
 	{ErrStaleEpoch, "STALE_EPOCH", codes.FailedPrecondition},
 	{ErrUnavailable, "UNAVAILABLE", codes.Unavailable},
 	{ErrIndeterminate, "INDETERMINATE", codes.DeadlineExceeded},
+	{ErrUnauthenticated, "UNAUTHENTICATED", codes.Unauthenticated},
+	{ErrPermissionDenied, "PERMISSION_DENIED", codes.PermissionDenied},
 	{ErrInternal, "INTERNAL", codes.Internal},
 }
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/capkv/capkv/internal/dial"
 	"github.com/capkv/capkv/internal/failure"
 	"github.com/capkv/capkv/internal/fault"
 	"github.com/capkv/capkv/internal/kverrors"
@@ -78,6 +79,9 @@ type Config struct {
 	// without confirming leadership. TEST ONLY: it exists so the
 	// linearizability checker can be shown to catch the resulting stale reads.
 	UnsafeLocalReads bool
+	// Security is the transport of the node's listener and of its dials to
+	// other nodes: plaintext (the zero value) or mutual TLS (dial.NodeTLS).
+	Security dial.Security
 	// Logger receives the node's logs; nil discards them.
 	Logger *slog.Logger
 }

@@ -108,7 +108,7 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, log: log, store: st, stop: make(chan struct{})}
 	// The wall clock behind the HLC; the test-only fault hook can skew it.
 	n.clock = consistency.NewClock(func() time.Time { return time.Now().Add(time.Duration(n.clockSkew.Load())) }, 0)
-	n.peers = &dial.Pool{Resolve: n.resolve, Options: n.peerOptions}
+	n.peers = &dial.Pool{Resolve: n.resolve, Options: n.peerOptions, Security: cfg.Security}
 	if cfg.Faults == nil && cfg.TestFaults {
 		n.faults = fault.NewTable()
 		cfg.Faults = n.faults
@@ -136,8 +136,11 @@ func New(cfg Config) (*Node, error) {
 
 // Start serves on lis, or on cfg.Listen when lis is nil, until Close.
 func (n *Node) Start(lis net.Listener) error {
+	sopts, err := n.cfg.Security.ServerOptions()
+	if err != nil {
+		return err
+	}
 	if lis == nil {
-		var err error
 		lis, err = net.Listen("tcp", n.cfg.Listen)
 		if err != nil {
 			return fmt.Errorf("listen on %s: %w", n.cfg.Listen, err)
@@ -156,7 +159,7 @@ func (n *Node) Start(lis net.Listener) error {
 		return err
 	}
 	n.meta = m
-	n.srv = grpc.NewServer(append(dial.ServerOptions(), grpc.ChainUnaryInterceptor(n.unaryInterceptor))...)
+	n.srv = grpc.NewServer(append(sopts, grpc.ChainUnaryInterceptor(n.unaryInterceptor))...)
 	api.RegisterKVServer(n.srv, n)
 	api.RegisterAdminServer(n.srv, n)
 	api.RegisterRaftServer(n.srv, n.host.Network())
@@ -177,7 +180,7 @@ func (n *Node) Start(lis net.Listener) error {
 		n.Close()
 		return err
 	}
-	n.log.Info("serving", "addr", lis.Addr().String(), "region", n.cfg.Region)
+	n.log.Info("serving", "addr", lis.Addr().String(), "region", n.cfg.Region, "transport", n.cfg.Security.String())
 	return nil
 }
 

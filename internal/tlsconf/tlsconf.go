@@ -43,8 +43,9 @@ type Source struct {
 
 	mu struct {
 		sync.Mutex
-		cert *tls.Certificate
-		pool *x509.CertPool
+		cert  *tls.Certificate
+		pool  *x509.CertPool
+		caPEM []byte // the bundle pool was built from, to merge bundles
 	}
 }
 
@@ -80,9 +81,90 @@ func (s *Source) Reload() error {
 	if !pool.AppendCertsFromPEM(pemCA) {
 		return fmt.Errorf("trusted CA file %s holds no PEM certificate", s.files.CA)
 	}
+	if cert.Leaf == nil && len(cert.Certificate) > 0 {
+		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return fmt.Errorf("parse certificate %s: %w", s.files.Cert, err)
+		}
+	}
 	s.mu.Lock()
-	s.mu.cert, s.mu.pool = &cert, pool
+	s.mu.cert, s.mu.pool, s.mu.caPEM = &cert, pool, pemCA
 	s.mu.Unlock()
+	return nil
+}
+
+// Files returns the files s reads.
+func (s *Source) Files() Files { return s.files }
+
+// Pool returns the current trusted CA bundle.
+func (s *Source) Pool() *x509.CertPool {
+	_, p := s.current()
+	return p
+}
+
+// mergedPool is the union of the sources' current CA bundles.
+func mergedPool(srcs ...*Source) *x509.CertPool {
+	if len(srcs) == 1 || (len(srcs) == 2 && srcs[0] == srcs[1]) {
+		return srcs[0].Pool()
+	}
+	pool := x509.NewCertPool()
+	for _, s := range srcs {
+		s.mu.Lock()
+		pool.AppendCertsFromPEM(s.mu.caPEM)
+		s.mu.Unlock()
+	}
+	return pool
+}
+
+// Node is the configuration of a node's one listener, which clients and
+// peers share: it presents serve's certificate and accepts client
+// certificates signed by serve's or peer's CAs. With clientCertAuth every
+// connection must present one; without, clients may come without (peer
+// calls still need one: see VerifiedBy, which the node checks per call).
+func Node(serve, peer *Source, clientCertAuth bool) *tls.Config {
+	return &tls.Config{
+		MinVersion: serve.min,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			cert, _ := serve.current()
+			c := &tls.Config{MinVersion: serve.min, Certificates: []tls.Certificate{*cert}, ClientCAs: mergedPool(serve, peer), ClientAuth: tls.VerifyClientCertIfGiven}
+			if clientCertAuth {
+				c.ClientAuth = tls.RequireAndVerifyClientCert
+			}
+			return c, nil
+		},
+	}
+}
+
+// PeerClient is the configuration of a node's dials to other nodes: it
+// presents peer's certificate and verifies the other node's certificate
+// (which is its serve certificate: one port serves clients and peers)
+// against both CA bundles.
+func PeerClient(serve, peer *Source) *tls.Config {
+	c := peer.Client("")
+	c.RootCAs = mergedPool(serve, peer)
+	return c
+}
+
+// VerifiedBy reports whether the client certificate chain of a connection
+// (its leaf first) is a node's: signed by s's current CA bundle and valid
+// for both client and server use, as node certificates are (they serve and
+// dial) and client certificates are not. A cluster with one CA for clients
+// and nodes tells them apart by this.
+func (s *Source) VerifiedBy(chain []*x509.Certificate) error {
+	if len(chain) == 0 {
+		return errors.New("no client certificate")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	for _, u := range []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth} {
+		if _, err := chain[0].Verify(x509.VerifyOptions{Roots: s.Pool(), Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{u}}); err != nil {
+			if u == x509.ExtKeyUsageServerAuth {
+				return fmt.Errorf("certificate %q is not a node certificate (not valid for server use): %w", chain[0].Subject.CommonName, err)
+			}
+			return fmt.Errorf("certificate %q: %w", chain[0].Subject.CommonName, err)
+		}
+	}
 	return nil
 }
 

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/capkv/capkv/internal/dial"
+	"github.com/capkv/capkv/internal/tlsconf"
+)
+
+// tlsSettings are the TLS flags of a node, in etcd's shape, and the same
+// keys of the config file. Clients and peers share the node's one port: it
+// presents --cert-file to both; --peer-* is what the node presents and
+// trusts on node-to-node connections (default: the client ones).
+type tlsSettings struct {
+	CertFile          string `json:"cert_file"`
+	KeyFile           string `json:"key_file"`
+	TrustedCAFile     string `json:"trusted_ca_file"`
+	ClientCertAuth    bool   `json:"client_cert_auth"`
+	PeerCertFile      string `json:"peer_cert_file"`
+	PeerKeyFile       string `json:"peer_key_file"`
+	PeerTrustedCAFile string `json:"peer_trusted_ca_file"`
+	MinVersion        string `json:"tls_min_version"`
+}
+
+func (s *tlsSettings) addFlags(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&s.CertFile, "cert-file", "", "TLS: this node's certificate (PEM), presented to clients and peers; turns TLS on (no plaintext listener or dial remains)")
+	fl.StringVar(&s.KeyFile, "key-file", "", "TLS: the key of --cert-file")
+	fl.StringVar(&s.TrustedCAFile, "trusted-ca-file", "", "TLS: CA bundle client certificates are verified with")
+	fl.BoolVar(&s.ClientCertAuth, "client-cert-auth", false, "TLS: require every client to present a certificate of --trusted-ca-file")
+	fl.StringVar(&s.PeerCertFile, "peer-cert-file", "", "TLS: certificate this node presents to other nodes (default: --cert-file)")
+	fl.StringVar(&s.PeerKeyFile, "peer-key-file", "", "TLS: the key of --peer-cert-file (default: --key-file)")
+	fl.StringVar(&s.PeerTrustedCAFile, "peer-trusted-ca-file", "", "TLS: CA bundle node certificates are verified with (default: --trusted-ca-file); node-to-node calls always need one")
+	fl.StringVar(&s.MinVersion, "tls-min-version", "1.2", "TLS: oldest protocol version accepted: 1.2 or 1.3")
+}
+
+// override sets the fields whose flags were given on the command line.
+func (s *tlsSettings) override(cmd *cobra.Command, flags tlsSettings) {
+	for name, p := range map[string]struct{ to, from *string }{
+		"cert-file": {&s.CertFile, &flags.CertFile}, "key-file": {&s.KeyFile, &flags.KeyFile},
+		"trusted-ca-file": {&s.TrustedCAFile, &flags.TrustedCAFile}, "peer-cert-file": {&s.PeerCertFile, &flags.PeerCertFile},
+		"peer-key-file": {&s.PeerKeyFile, &flags.PeerKeyFile}, "peer-trusted-ca-file": {&s.PeerTrustedCAFile, &flags.PeerTrustedCAFile},
+		"tls-min-version": {&s.MinVersion, &flags.MinVersion},
+	} {
+		if cmd.Flags().Changed(name) {
+			*p.to = *p.from
+		}
+	}
+	if cmd.Flags().Changed("client-cert-auth") {
+		s.ClientCertAuth = flags.ClientCertAuth
+	}
+}
+
+func (s tlsSettings) on() bool {
+	return s.CertFile != "" || s.KeyFile != "" || s.TrustedCAFile != "" || s.ClientCertAuth ||
+		s.PeerCertFile != "" || s.PeerKeyFile != "" || s.PeerTrustedCAFile != ""
+}
+
+// security loads the certificates: plaintext when no TLS setting is given.
+func (s tlsSettings) security() (dial.Security, error) {
+	minVer, err := tlsconf.ParseMinVersion(s.MinVersion)
+	if err != nil {
+		return dial.Security{}, fmt.Errorf("--tls-min-version: %w", err)
+	}
+	if !s.on() {
+		return dial.Plaintext, nil
+	}
+	if s.CertFile == "" || s.KeyFile == "" || s.TrustedCAFile == "" {
+		return dial.Security{}, fmt.Errorf("TLS needs --cert-file, --key-file and --trusted-ca-file (got cert %q, key %q, trusted CA %q)",
+			s.CertFile, s.KeyFile, s.TrustedCAFile)
+	}
+	serve, err := tlsconf.Load(tlsconf.Files{Cert: s.CertFile, Key: s.KeyFile, CA: s.TrustedCAFile}, minVer)
+	if err != nil {
+		return dial.Security{}, err
+	}
+	pf := tlsconf.Files{Cert: or(s.PeerCertFile, s.CertFile), Key: or(s.PeerKeyFile, s.KeyFile), CA: or(s.PeerTrustedCAFile, s.TrustedCAFile)}
+	peer := serve
+	if pf != serve.Files() {
+		if peer, err = tlsconf.Load(pf, minVer); err != nil {
+			return dial.Security{}, fmt.Errorf("peer TLS: %w", err)
+		}
+	}
+	return dial.NodeTLS(serve, peer, s.ClientCertAuth), nil
+}
+
+func or(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// serverTLS is the configuration of the node's HTTP endpoints (metrics,
+// pprof): with TLS on they are served over TLS as the gRPC port is, with
+// the same certificates and client-certificate rule; nil for plaintext.
+func serverTLS(sec dial.Security) *tls.Config {
+	srcs := sec.Sources()
+	if len(srcs) == 0 {
+		return nil
+	}
+	return tlsconf.Node(srcs[0], srcs[len(srcs)-1], sec.ClientCertAuth())
+}
+
+// reloadOnHUP reloads every certificate source on SIGHUP until ctx ends,
+// logging each outcome; a failed reload keeps the certificates in use.
+func reloadOnHUP(ctx context.Context, sec dial.Security, log *slog.Logger) {
+	srcs := sec.Sources()
+	if len(srcs) == 0 {
+		return
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				reload(srcs, log)
+			}
+		}
+	}()
+}
+
+func reload(srcs []*tlsconf.Source, log *slog.Logger) {
+	var errs []error
+	for _, s := range srcs {
+		if err := s.Reload(); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		leaf, err := s.Leaf()
+		if err == nil {
+			log.Info("TLS certificates reloaded", "cert", s.Files().Cert, "serial", leaf.SerialNumber.Text(16), "not_after", leaf.NotAfter)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		log.Error("TLS reload failed; the previous certificates stay in use", "err", err)
+	}
+}
