@@ -225,3 +225,87 @@ func TestJoinMovesPartitions(t *testing.T) {
 		t.Fatalf("the metadata group does not take changes with n1 removed and n2 killed: %s", errOut)
 	}
 }
+
+// TestMoveSurvivesKills: the joining node is killed in the middle of the
+// moves, then a source node; both come back, the moves resume (or are
+// retried) and complete, and every key is still there.
+func TestMoveSurvivesKills(t *testing.T) {
+	cl := startClusterWith(t, 3, []string{"--log-level", "info"}, "eu")
+	c := newClient(t, cl.endpoints()...)
+	ctx := ctxT(t)
+	const n = 200
+	for i := range n {
+		if _, err := c.Put(ctx, fmt.Sprintf("accounts/eu/%d/b", i), []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Put(ctx, fmt.Sprintf("sessions/k%d/v", i), []byte(fmt.Sprint(i)), client.WithConsistency(consistency.All)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status := func() (running, done, total int, complete bool) {
+		var st struct {
+			Complete bool           `json:"complete"`
+			Counts   map[string]int `json:"counts"`
+			Moves    []struct{}     `json:"moves"`
+		}
+		out, _, code := kvctl(t, cl.endpoints(), "", "rebalance", "status", "--json")
+		if code != 0 || json.Unmarshal([]byte(out), &st) != nil {
+			return 0, 0, 0, false
+		}
+		return st.Counts["running"], st.Counts["done"], len(st.Moves), st.Complete && len(st.Moves) > 0
+	}
+	n4 := cl.addJoiner("n4", "eu")
+	waitFor(t, 30*time.Second, "a move running", func() bool { r, _, _, _ := status(); return r > 0 })
+	cl.kill(n4)
+	t.Log("killed n4 (the joining node) with a move running")
+	time.Sleep(3 * time.Second)
+	cl.start(n4)
+	cl.waitReady(n4)
+	waitFor(t, 60*time.Second, "moves to go on after n4 restarted", func() bool {
+		_, d, total, done := status()
+		return done || (d > 0 && d < total)
+	})
+	n2 := cl.proc("n2")
+	if _, _, _, complete := status(); !complete {
+		cl.kill(n2)
+		t.Log("killed n2 (a source) mid-rebalance")
+		time.Sleep(2 * time.Second)
+		cl.start(n2)
+		cl.waitReady(n2)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if _, _, _, complete := status(); complete {
+			break
+		}
+		if time.Now().After(deadline) {
+			text, _, _ := kvctl(t, cl.endpoints(), "", "rebalance", "status")
+			t.Fatalf("rebalance not complete 2 minutes after the kills:\n%s", text)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	text, _, _ := kvctl(t, cl.endpoints(), "", "rebalance", "status")
+	t.Logf("complete after the kills:\n%s", text)
+	c = newClient(t, cl.endpoints()...)
+	ctx = ctxT(t)
+	for i := range n {
+		k := fmt.Sprintf("accounts/eu/%d/b", i)
+		it, err := c.Get(ctx, k)
+		if err != nil || string(it.Value) != fmt.Sprint(i) {
+			t.Fatalf("get %s after the moves and kills: %v %v", k, it, err)
+		}
+		k = fmt.Sprintf("sessions/k%d/v", i)
+		it, err = c.Get(ctx, k, client.WithConsistency(consistency.Quorum))
+		if err != nil || string(it.Value) != fmt.Sprint(i) {
+			t.Fatalf("get %s after the moves and kills: %v %v", k, it, err)
+		}
+	}
+	var ring struct {
+		Replicas map[string]int `json:"replicas_per_node"`
+	}
+	out, _, _ := kvctl(t, cl.endpoints(), "", "ring", "accounts", "--json")
+	json.Unmarshal([]byte(out), &ring)
+	if ring.Replicas["n4"] < 4 {
+		t.Fatalf("n4 holds %d accounts replicas after the moves: %v", ring.Replicas["n4"], ring.Replicas)
+	}
+}
