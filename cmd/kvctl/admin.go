@@ -196,7 +196,11 @@ With --check it also exits 1 when any node is not up, for scripts and probes.`,
 						}
 						nodes = append(nodes, m)
 					}
-					return g.printJSON(map[string]any{"epoch": r.Epoch, "answered_by": r.AnsweredBy, "nodes": nodes, "keyspaces": keyspacesJSON(r.Keyspaces)})
+					out := map[string]any{"epoch": r.Epoch, "answered_by": r.AnsweredBy, "nodes": nodes, "keyspaces": keyspacesJSON(r.Keyspaces)}
+					if rb, err := a.RebalanceStatus(ctx, &api.RebalanceStatusRequest{}); err == nil {
+						out["rebalance"] = rebalanceJSON(rb)
+					}
+					return g.printJSON(out)
 				}
 				w := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
 				fmt.Fprintf(w, "NODE\tADDR\tREGION\tSTATE\tPRIMARIES\tREPLICAS\tUPTIME\tDATA\n")
@@ -216,6 +220,15 @@ With --check it also exits 1 when any node is not up, for scripts and probes.`,
 					if n.Error != "" {
 						fmt.Fprintf(g.out, "%s is down: %s\n", n.Node.Id, n.Error)
 					}
+				}
+				// A rebalancing in progress is part of the cluster's state.
+				if rb, err := a.RebalanceStatus(ctx, &api.RebalanceStatusRequest{}); err == nil && (!rb.GetComplete() || len(rb.GetLeaving()) > 0) {
+					c := rebalanceCounts(rb)
+					fmt.Fprintf(g.out, "rebalancing: %d/%d moves done, %d running, %d pending, %d failed (retrying)", c["done"], len(rb.GetMoves()), c["running"], c["pending"], c["failed"])
+					if len(rb.GetLeaving()) > 0 {
+						fmt.Fprintf(g.out, "; draining %s", strings.Join(rb.GetLeaving(), ", "))
+					}
+					fmt.Fprintln(g.out, " (kvctl rebalance status)")
 				}
 				return nil
 			})

@@ -256,6 +256,11 @@ func TestMoveSurvivesKills(t *testing.T) {
 	}
 	n4 := cl.addJoiner("n4", "eu")
 	waitFor(t, 30*time.Second, "a move running", func() bool { r, _, _, _ := status(); return r > 0 })
+	if out, _, _ := kvctl(t, cl.endpoints(), "", "cluster", "status"); !strings.Contains(out, "rebalancing: ") {
+		t.Errorf("cluster status during the moves does not show them:\n%s", out)
+	} else {
+		t.Logf("cluster status during the moves:\n%s", out)
+	}
 	cl.kill(n4)
 	t.Log("killed n4 (the joining node) with a move running")
 	time.Sleep(3 * time.Second)
