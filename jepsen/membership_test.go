@@ -144,6 +144,9 @@ func TestMembershipSteps(t *testing.T) {
 				t.Fatalf("heal %s: %v", fault, err)
 			}
 			got = append(got, fault.String())
+			if strings.HasPrefix(fault.String(), "join") && f.movesLeft >= 0 {
+				t.Fatalf("heal of %s returned before its moves were done", fault)
+			}
 			if n := len(f.Nodes()); n < 3 || n > 4 {
 				t.Fatalf("after %v the cluster has %d nodes, want 3 or 4", got, n)
 			}
