@@ -108,15 +108,24 @@ func (f netFault) Sides() map[string]string { return f.sides }
 
 func partition(ctx context.Context, c Cluster, desc string, links []Link) (Fault, error) {
 	if err := c.Cut(ctx, links); err != nil {
-		return nil, err
+		return nil, healAfter(ctx, c, err)
 	}
 	return netFault{c: c, desc: desc}, nil
+}
+
+// healAfter heals the network after a cut failed on some node: the others
+// got their rules, and a fault that failed to inject is never healed.
+func healAfter(ctx context.Context, c Cluster, err error) error {
+	if herr := c.Cut(ctx, nil); herr != nil {
+		return fmt.Errorf("%w (and healing the partial cut failed: %v)", err, herr)
+	}
+	return err
 }
 
 // split partitions a (the minority) from b (the majority).
 func split(ctx context.Context, c Cluster, desc string, a, b []string) (Fault, error) {
 	if err := c.Cut(ctx, cutBetween(a, b)); err != nil {
-		return nil, err
+		return nil, healAfter(ctx, c, err)
 	}
 	sides := map[string]string{}
 	for _, x := range a {

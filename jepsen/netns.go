@@ -77,6 +77,9 @@ func setupNetns(n int) (*netnsEnv, error) {
 	hosts = append(hosts, "client")
 	for _, h := range hosts {
 		steps = append(steps, e.hostSteps(h)...)
+		if h != "client" {
+			e.nodes = append(e.nodes, h)
+		}
 	}
 	for _, s := range steps {
 		if err := run(s...); err != nil {
@@ -106,9 +109,6 @@ func (e *netnsEnv) hostSteps(h string) [][]string {
 		{"ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"},
 	}
 	if h != "client" {
-		e.mu.Lock()
-		e.nodes = append(e.nodes, h)
-		e.mu.Unlock()
 		steps = append(steps,
 			[]string{"ip", "netns", "exec", ns, "nft", "add", "table", "inet", "capkv"},
 			[]string{"ip", "netns", "exec", ns, "nft", "add", "chain", "inet", "capkv", "input", "{ type filter hook input priority 0; policy accept; }"})
@@ -121,9 +121,17 @@ func (e *netnsEnv) hostSteps(h string) [][]string {
 func (e *netnsEnv) addNode(id string) error {
 	for _, s := range e.hostSteps(id) {
 		if err := run(s...); err != nil {
+			if _, serr := os.Stat("/var/run/netns/" + e.ns(id)); serr == nil {
+				run("ip", "netns", "del", e.ns(id))
+			}
 			return err
 		}
 	}
+	// Listed once its chain exists: cut writes every listed node's rules,
+	// and a partition injected meanwhile must not fail on this one.
+	e.mu.Lock()
+	e.nodes = append(e.nodes, id)
+	e.mu.Unlock()
 	return nil
 }
 
