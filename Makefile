@@ -30,7 +30,7 @@ test: fmt-check vet
 	$(GO) test -count=1 -timeout 15m ./...
 	$(MAKE) jepsen-quick
 
-## jepsen-quick: short partition tests (register, set, ap set, register with --tls), a short CAP demo, and the proof that the checker catches a bug
+## jepsen-quick: short partition tests (register, set, ap set, register with --tls, register with the membership nemesis), a short CAP demo, and the proof that the checker catches a bug
 JEPSEN_OUT ?= out/jepsen
 jepsen-quick: build
 	@mkdir -p $(JEPSEN_OUT)
@@ -39,6 +39,14 @@ jepsen-quick: build
 	$(BIN)/kvjepsen run --backend process --nodes 3 --clients 6 --time 10s --workload register --nemesis partition-halves,pause --out $(JEPSEN_OUT)/quick-process
 	$(BIN)/kvjepsen run --backend process --tls --nodes 3 --clients 6 --time 10s --workload register --nemesis partition-halves,kill --out $(JEPSEN_OUT)/quick-tls
 	$(BIN)/kvjepsen run --mode ap --level one --nodes 5 --clients 8 --time 15s --workload set --nemesis partition-halves,kill --out $(JEPSEN_OUT)/quick-ap-set
+	@echo "== membership: a node joins and an original one is drained and stopped while the register workload runs"
+	@$(BIN)/kvjepsen run --nodes 3 --clients 6 --time 15s --heal-for 1s --workload register --nemesis membership \
+	  --out $(JEPSEN_OUT)/quick-membership > $(JEPSEN_OUT)/quick-membership.log 2>&1; code=$$?; \
+	  cat $(JEPSEN_OUT)/quick-membership.log; \
+	  if [ $$code -ne 0 ]; then exit $$code; fi; \
+	  grep -q 'healed: join n4' $(JEPSEN_OUT)/quick-membership.log && grep -q 'healed: remove n' $(JEPSEN_OUT)/quick-membership.log \
+	    && ! grep -q 'kvjepsen: heal ' $(JEPSEN_OUT)/quick-membership.log \
+	    || { echo "FAIL: the membership nemesis did not complete a join and a drain"; exit 1; }
 	$(BIN)/kvjepsen demo --before 3s --split 8s --after 4s --out $(JEPSEN_OUT)/quick-demo
 	@echo "== proof: with the test-only unsafe read path the checker must report a violation (exit 1)"
 	@$(BIN)/kvjepsen run --nodes 3 --clients 6 --time 12s --workload register --nemesis partition-halves \

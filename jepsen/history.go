@@ -2,8 +2,10 @@ package jepsen
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"sort"
 	"sync"
 	"time"
@@ -125,23 +127,52 @@ func (h *History) WriteJSONL(w io.Writer) error {
 	return nil
 }
 
-// dialKV connects a workload to every node's KV service (one connection
-// each); closeAll closes them.
-func dialKV(endpoints []string, opts []grpc.DialOption) (conns []api.KVClient, closeAll func(), err error) {
-	var ccs []*grpc.ClientConn
-	closeAll = func() {
-		for _, cc := range ccs {
-			cc.Close()
+// kvPool hands each operation a node: one of the fixed endpoints or, with
+// live set, of the nodes live returns at that moment (the membership nemesis
+// adds joined nodes and drops retired ones during a run). Connections are
+// dialed on first use and kept.
+type kvPool struct {
+	static []string
+	live   func() []string
+	opts   []grpc.DialOption
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func newKVPool(static []string, live func() []string, opts []grpc.DialOption) *kvPool {
+	return &kvPool{static: static, live: live, opts: opts, conns: map[string]*grpc.ClientConn{}}
+}
+
+// pick chooses a node with rng and returns its address and client.
+func (p *kvPool) pick(rng *rand.Rand) (string, api.KVClient, error) {
+	addrs := p.static
+	if p.live != nil {
+		if l := p.live(); len(l) > 0 {
+			addrs = l
 		}
 	}
-	for _, e := range endpoints {
-		cc, err := dial.Conn(e, opts...)
-		if err != nil {
-			closeAll()
-			return nil, nil, err
-		}
-		ccs = append(ccs, cc)
-		conns = append(conns, api.NewKVClient(cc))
+	if len(addrs) == 0 {
+		return "", nil, errors.New("no node to send to")
 	}
-	return conns, closeAll, nil
+	addr := addrs[rng.IntN(len(addrs))]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cc, ok := p.conns[addr]
+	if !ok {
+		var err error
+		if cc, err = dial.Conn(addr, p.opts...); err != nil {
+			return "", nil, err
+		}
+		p.conns[addr] = cc
+	}
+	return addr, api.NewKVClient(cc), nil
+}
+
+func (p *kvPool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, cc := range p.conns {
+		cc.Close()
+	}
 }

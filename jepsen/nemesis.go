@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/capkv/capkv/api"
@@ -36,6 +37,7 @@ var Nemeses = map[string]func() Nemesis{
 	"loss":             func() Nemesis { return loss{} },
 	"delay":            func() Nemesis { return delay{} },
 	"clock-skew":       func() Nemesis { return skew{} },
+	"membership":       func() Nemesis { return NewMembership() },
 }
 
 // ParseNemeses parses a comma-separated list ("all" for every one).
@@ -106,15 +108,24 @@ func (f netFault) Sides() map[string]string { return f.sides }
 
 func partition(ctx context.Context, c Cluster, desc string, links []Link) (Fault, error) {
 	if err := c.Cut(ctx, links); err != nil {
-		return nil, err
+		return nil, healAfter(ctx, c, err)
 	}
 	return netFault{c: c, desc: desc}, nil
+}
+
+// healAfter heals the network after a cut failed on some node: the others
+// got their rules, and a fault that failed to inject is never healed.
+func healAfter(ctx context.Context, c Cluster, err error) error {
+	if herr := c.Cut(ctx, nil); herr != nil {
+		return fmt.Errorf("%w (and healing the partial cut failed: %v)", err, herr)
+	}
+	return err
 }
 
 // split partitions a (the minority) from b (the majority).
 func split(ctx context.Context, c Cluster, desc string, a, b []string) (Fault, error) {
 	if err := c.Cut(ctx, cutBetween(a, b)); err != nil {
-		return nil, err
+		return nil, healAfter(ctx, c, err)
 	}
 	sides := map[string]string{}
 	for _, x := range a {
@@ -302,12 +313,53 @@ type Window struct {
 	Start int64             `json:"start_ns"`
 	End   int64             `json:"end_ns"`
 	Sides map[string]string `json:"sides,omitempty"` // node id -> minority/majority
+	// Membership marks a join or a drain (the membership nemesis's track).
+	Membership bool `json:"membership,omitempty"`
 }
 
+// tracked is a nemesis that runs on a track of its own, beside the others.
+type tracked interface{ ownTrack() }
+
 // Schedule alternates faults and healthy periods until ctx ends, and always
-// ends healed. It returns the fault windows.
+// ends healed. It returns the fault windows. A nemesis on a track of its
+// own (membership) takes its steps in parallel with the others, each step
+// a window lasting until the step completed (bounded by the nemesis).
 func Schedule(ctx context.Context, c Cluster, nemeses []Nemesis, faultFor, healFor time.Duration, rng *rand.Rand, h *History, log func(string)) []Window {
+	var inTurn, own []Nemesis
+	for _, n := range nemeses {
+		if _, ok := n.(tracked); ok {
+			own = append(own, n)
+		} else {
+			inTurn = append(inTurn, n)
+		}
+	}
+	var mu sync.Mutex
 	var windows []Window
+	record := func(w Window) {
+		mu.Lock()
+		windows = append(windows, w)
+		mu.Unlock()
+	}
+	var wg sync.WaitGroup
+	for _, nm := range own {
+		trng := rand.New(rand.NewPCG(rng.Uint64(), 13)) // a track's own: rand.Rand is not safe for concurrent use
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runTrack(ctx, c, []Nemesis{nm}, 0, healFor, trng, h, log, true, record)
+		}()
+	}
+	if len(inTurn) > 0 {
+		runTrack(ctx, c, inTurn, faultFor, healFor, rng, h, log, false, record)
+	}
+	wg.Wait()
+	sort.Slice(windows, func(i, j int) bool { return windows[i].Start < windows[j].Start })
+	return windows
+}
+
+// runTrack injects one of nemeses after each healthy period; the fault
+// lasts faultFor, or (membership) until its Heal returns.
+func runTrack(ctx context.Context, c Cluster, nemeses []Nemesis, faultFor, healFor time.Duration, rng *rand.Rand, h *History, log func(string), membership bool, record func(Window)) {
 	for ctx.Err() == nil {
 		sleepCtx(ctx, healFor)
 		if ctx.Err() != nil {
@@ -319,20 +371,21 @@ func Schedule(ctx context.Context, c Cluster, nemeses []Nemesis, faultFor, healF
 			log(fmt.Sprintf("nemesis %s failed to inject: %v", nm.Name(), err))
 			continue
 		}
-		w := Window{Fault: f.String(), Start: h.Now()}
+		w := Window{Fault: f.String(), Start: h.Now(), Membership: membership}
 		if sd, ok := f.(Sided); ok {
 			w.Sides = sd.Sides()
 		}
 		log(fmt.Sprintf("%6.1fs fault: %s", float64(w.Start)/1e9, f))
-		sleepCtx(ctx, faultFor)
+		if faultFor > 0 {
+			sleepCtx(ctx, faultFor)
+		}
 		if err := f.Heal(context.Background()); err != nil {
 			log(fmt.Sprintf("heal %s: %v", f, err))
 		}
 		w.End = h.Now()
 		log(fmt.Sprintf("%6.1fs healed: %s", float64(w.End)/1e9, f))
-		windows = append(windows, w)
+		record(w)
 	}
-	return windows
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {

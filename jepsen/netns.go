@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
@@ -25,6 +26,7 @@ import (
 type netnsEnv struct {
 	prefix string // namespace name prefix, unique per run
 	subnet string // "10.77.K." — addresses only inside our namespaces
+	mu     sync.Mutex
 	nodes  []string
 }
 
@@ -73,26 +75,10 @@ func setupNetns(n int) (*netnsEnv, error) {
 		hosts = append(hosts, fmt.Sprintf("n%d", i))
 	}
 	hosts = append(hosts, "client")
-	for i, h := range hosts {
-		host := i + 1
-		if h == "client" {
-			host = clientHost
-		}
-		ns := e.ns(h)
-		veth := fmt.Sprintf("v%d", host)
-		steps = append(steps,
-			[]string{"ip", "netns", "add", ns},
-			[]string{"ip", "netns", "exec", br, "ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns},
-			[]string{"ip", "netns", "exec", br, "ip", "link", "set", veth, "master", "br0", "up"},
-			[]string{"ip", "netns", "exec", ns, "ip", "addr", "add", fmt.Sprintf("%s%d/24", e.subnet, host), "dev", "eth0"},
-			[]string{"ip", "netns", "exec", ns, "ip", "link", "set", "eth0", "up"},
-			[]string{"ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"},
-		)
+	for _, h := range hosts {
+		steps = append(steps, e.hostSteps(h)...)
 		if h != "client" {
 			e.nodes = append(e.nodes, h)
-			steps = append(steps,
-				[]string{"ip", "netns", "exec", ns, "nft", "add", "table", "inet", "capkv"},
-				[]string{"ip", "netns", "exec", ns, "nft", "add", "chain", "inet", "capkv", "input", "{ type filter hook input priority 0; policy accept; }"})
 		}
 	}
 	for _, s := range steps {
@@ -102,6 +88,57 @@ func setupNetns(n int) (*netnsEnv, error) {
 		}
 	}
 	return e, nil
+}
+
+// hostSteps create host h's namespace, its veth on the bridge and (a node)
+// its nftables chain; h is "client" or a node id nK (address .K).
+func (e *netnsEnv) hostSteps(h string) [][]string {
+	host := clientHost
+	if h != "client" {
+		fmt.Sscanf(h, "n%d", &host)
+	}
+	br := e.ns("br")
+	ns := e.ns(h)
+	veth := fmt.Sprintf("v%d", host)
+	steps := [][]string{
+		{"ip", "netns", "add", ns},
+		{"ip", "netns", "exec", br, "ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns},
+		{"ip", "netns", "exec", br, "ip", "link", "set", veth, "master", "br0", "up"},
+		{"ip", "netns", "exec", ns, "ip", "addr", "add", fmt.Sprintf("%s%d/24", e.subnet, host), "dev", "eth0"},
+		{"ip", "netns", "exec", ns, "ip", "link", "set", "eth0", "up"},
+		{"ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"},
+	}
+	if h != "client" {
+		steps = append(steps,
+			[]string{"ip", "netns", "exec", ns, "nft", "add", "table", "inet", "capkv"},
+			[]string{"ip", "netns", "exec", ns, "nft", "add", "chain", "inet", "capkv", "input", "{ type filter hook input priority 0; policy accept; }"})
+	}
+	return steps
+}
+
+// addNode adds a node's namespace to a running environment (a node that
+// joins during the run). It is torn down with the others.
+func (e *netnsEnv) addNode(id string) error {
+	for _, s := range e.hostSteps(id) {
+		if err := run(s...); err != nil {
+			if _, serr := os.Stat("/var/run/netns/" + e.ns(id)); serr == nil {
+				run("ip", "netns", "del", e.ns(id))
+			}
+			return err
+		}
+	}
+	// Listed once its chain exists: cut writes every listed node's rules,
+	// and a partition injected meanwhile must not fail on this one.
+	e.mu.Lock()
+	e.nodes = append(e.nodes, id)
+	e.mu.Unlock()
+	return nil
+}
+
+func (e *netnsEnv) nodeList() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.nodes...)
 }
 
 func (e *netnsEnv) addr(id string, port int) string {
@@ -119,7 +156,7 @@ func (e *netnsEnv) cut(links []Link, lossPercent int) error {
 		}
 	}
 	var errs []error
-	for _, id := range e.nodes {
+	for _, id := range e.nodeList() {
 		var b strings.Builder
 		b.WriteString("flush chain inet capkv input\n")
 		for _, l := range links {
@@ -143,7 +180,7 @@ func (e *netnsEnv) cut(links []Link, lossPercent int) error {
 // teardown deletes every namespace of the run (veths go with them).
 func (e *netnsEnv) teardown() error {
 	var errs []error
-	for _, h := range append(append([]string{}, e.nodes...), "client", "br") {
+	for _, h := range append(e.nodeList(), "client", "br") {
 		if _, err := os.Stat("/var/run/netns/" + e.ns(h)); err == nil {
 			if err := run("ip", "netns", "del", e.ns(h)); err != nil {
 				errs = append(errs, err)

@@ -77,6 +77,7 @@ type ProcessConfig struct {
 type ProcessCluster struct {
 	cfg   ProcessConfig
 	peers string
+	pmu   sync.Mutex // guards procs: the membership nemesis adds nodes during a run
 	procs []*process
 	env   *netnsEnv   // netns backend only
 	pki   *clusterPKI // TLS only
@@ -89,6 +90,8 @@ type ProcessCluster struct {
 
 type process struct {
 	id, addr, dataDir, logPath, region string
+	join                               string // --join addresses of a node that joined during the run
+	retired                            bool   // drained, out of the map and stopped (guarded by ProcessCluster.pmu)
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -189,7 +192,12 @@ func (c *ProcessCluster) start(p *process) error {
 		return err
 	}
 	args := []string{"--id", p.id, "--listen", p.addr, "--region", p.region, "--data-dir", p.dataDir,
-		"--initial-cluster", c.peers, "--test-faults", "--log-level", "info", "--request-timeout", "2s"}
+		"--test-faults", "--log-level", "info", "--request-timeout", "2s"}
+	if p.join != "" {
+		args = append(args, "--join", p.join)
+	} else {
+		args = append(args, "--initial-cluster", c.peers)
+	}
 	if c.cfg.UnsafeReads {
 		args = append(args, "--unsafe-local-reads")
 	}
@@ -239,6 +247,8 @@ func (c *ProcessCluster) waitReady(ctx context.Context, p *process) error {
 }
 
 func (c *ProcessCluster) proc(id string) (*process, error) {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
 	for _, p := range c.procs {
 		if p.id == id {
 			return p, nil
@@ -247,13 +257,122 @@ func (c *ProcessCluster) proc(id string) (*process, error) {
 	return nil, fmt.Errorf("no node %q", id)
 }
 
-// Nodes lists the nodes.
+// live lists the nodes not retired.
+func (c *ProcessCluster) live() []*process {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	var out []*process
+	for _, p := range c.procs {
+		if !p.retired {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Nodes lists the nodes, without the ones retired after their drain.
 func (c *ProcessCluster) Nodes() []NodeInfo {
-	out := make([]NodeInfo, 0, len(c.procs))
+	var out []NodeInfo
+	for _, p := range c.live() {
+		out = append(out, NodeInfo{ID: p.id, Addr: p.addr})
+	}
+	return out
+}
+
+// AllNodes lists every node the run started, retired ones too (the
+// history names them by address).
+func (c *ProcessCluster) AllNodes() []NodeInfo {
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	var out []NodeInfo
 	for _, p := range c.procs {
 		out = append(out, NodeInfo{ID: p.id, Addr: p.addr})
 	}
 	return out
+}
+
+// Join starts a fresh node (next free id, its own data dir) that registers
+// with --join through the live nodes, waits until it serves, and installs
+// the current faults on it.
+func (c *ProcessCluster) Join(ctx context.Context) (NodeInfo, error) {
+	c.pmu.Lock()
+	id := fmt.Sprintf("n%d", len(c.procs)+1)
+	c.pmu.Unlock()
+	var joinVia []string
+	for _, p := range c.live() {
+		joinVia = append(joinVia, p.addr)
+	}
+	var addr string
+	if c.env != nil {
+		if err := c.env.addNode(id); err != nil {
+			return NodeInfo{}, err
+		}
+		addr = c.env.addr(id, 7001)
+	} else {
+		addrs, err := freeLoopbackPorts(1)
+		if err != nil {
+			return NodeInfo{}, err
+		}
+		addr = addrs[0]
+	}
+	if c.pki != nil {
+		if err := c.pki.issue(id, addr); err != nil {
+			return NodeInfo{}, err
+		}
+	}
+	p := &process{id: id, addr: addr, region: "eu", join: strings.Join(joinVia, ","),
+		dataDir: filepath.Join(c.cfg.Dir, id), logPath: filepath.Join(c.cfg.Dir, id+".log")}
+	var err error
+	if p.conn, err = dial.Conn(p.addr, c.DialOptions()...); err != nil {
+		return NodeInfo{}, err
+	}
+	// Listed before it starts, so Close kills it whatever happens next.
+	c.pmu.Lock()
+	c.procs = append(c.procs, p)
+	c.pmu.Unlock()
+	if err := c.start(p); err != nil {
+		return NodeInfo{}, err
+	}
+	if err := c.waitReady(ctx, p); err != nil {
+		return NodeInfo{}, err
+	}
+	c.mu.Lock()
+	links, loss := append([]Link(nil), c.links...), c.loss
+	c.mu.Unlock()
+	if c.env != nil {
+		if err := c.env.cut(links, loss); err != nil {
+			return NodeInfo{}, err
+		}
+	}
+	return NodeInfo{ID: id, Addr: addr}, c.applyCuts(ctx, p)
+}
+
+// Retire stops a node that has left the cluster map (its drain done):
+// Nodes no longer lists it, so neither clients nor nemeses pick it, then it
+// gets SIGTERM (SIGKILL after 10s).
+func (c *ProcessCluster) Retire(id string) error {
+	p, err := c.proc(id)
+	if err != nil {
+		return err
+	}
+	c.pmu.Lock()
+	p.retired = true
+	c.pmu.Unlock()
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return nil
+	}
+	cmd.Process.Signal(syscall.SIGCONT)
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
+	return nil
 }
 
 // Cut installs the link cuts on every running node.
@@ -266,7 +385,7 @@ func (c *ProcessCluster) Cut(ctx context.Context, links []Link) error {
 		return c.env.cut(links, loss)
 	}
 	var errs []error
-	for _, p := range c.procs {
+	for _, p := range c.live() {
 		if err := c.applyCuts(ctx, p); err != nil {
 			errs = append(errs, err)
 		}
@@ -366,8 +485,20 @@ func (c *ProcessCluster) Restart(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	c.pmu.Lock()
+	retired := p.retired
+	c.pmu.Unlock()
+	if retired {
+		return nil // drained and stopped while it was down: it stays down
+	}
 	if err := c.start(p); err != nil {
 		return err
+	}
+	c.pmu.Lock()
+	retired = p.retired
+	c.pmu.Unlock()
+	if retired { // Retire ran while it started
+		return c.Kill(id)
 	}
 	if err := c.waitReady(ctx, p); err != nil {
 		return err
@@ -403,7 +534,10 @@ func (c *ProcessCluster) signal(id string, sig syscall.Signal, paused bool) erro
 
 // Close kills every process (resuming paused ones first) and closes connections.
 func (c *ProcessCluster) Close() error {
-	for _, p := range c.procs {
+	c.pmu.Lock()
+	procs := append([]*process(nil), c.procs...)
+	c.pmu.Unlock()
+	for _, p := range procs {
 		p.mu.Lock()
 		cmd, done := p.cmd, p.done
 		p.mu.Unlock()

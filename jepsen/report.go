@@ -155,9 +155,12 @@ type Results struct {
 	Stale        *StaleReport    `json:"stale_reads,omitempty"`
 	APAvail      *APAvailability `json:"ap_availability,omitempty"`
 	CPCutOff     *CPCutOff       `json:"cp_cut_off,omitempty"`
-	Convergence  *Convergence    `json:"convergence,omitempty"`
-	Valid        bool            `json:"valid"`
-	Problems     []string        `json:"problems,omitempty"`
+	// SideWindowsSkipped counts partition windows the side checks did not
+	// judge: during or after a membership change the replica sets moved.
+	SideWindowsSkipped int          `json:"side_windows_skipped,omitempty"`
+	Convergence        *Convergence `json:"convergence,omitempty"`
+	Valid              bool         `json:"valid"`
+	Problems           []string     `json:"problems,omitempty"`
 }
 
 // RegisterReport is the register checker's part of the results.

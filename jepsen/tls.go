@@ -64,4 +64,16 @@ func (p *clusterPKI) kvdFlags(id string) []string {
 		"--trusted-ca-file", filepath.Join(p.dir, certs.CACert), "--client-cert-auth"}
 }
 
+// issue makes the certificate of a node that joins during the run.
+func (p *clusterPKI) issue(id, addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if _, err := certs.Issue(p.dir, certs.Request{Kind: certs.Node, Name: id, Hosts: []string{host, "127.0.0.1", "localhost"}}); err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	return nil
+}
+
 func (p *clusterPKI) dialOption() grpc.DialOption { return dial.ClientTLS(p.client).DialOption() }

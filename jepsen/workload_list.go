@@ -24,6 +24,7 @@ import (
 // appends overwrite each other, and the run counts how many were lost.
 type ListWorkload struct {
 	Endpoints   []string
+	Live        func() []string // as RegisterWorkload.Live
 	Keys        []string
 	Clients     int
 	Duration    time.Duration
@@ -65,11 +66,8 @@ func (w ListWorkload) Run(ctx context.Context, h *History) error {
 	if w.OpTimeout <= 0 {
 		w.OpTimeout = time.Second
 	}
-	conns, closeAll, err := dialKV(w.Endpoints, w.DialOptions)
-	if err != nil {
-		return err
-	}
-	defer closeAll()
+	pool := newKVPool(w.Endpoints, w.Live, w.DialOptions)
+	defer pool.close()
 	hdr := &api.RequestHeader{Consistency: w.Level}
 	ctx, cancel := context.WithTimeout(ctx, w.Duration)
 	defer cancel()
@@ -80,7 +78,10 @@ func (w ListWorkload) Run(ctx context.Context, h *History) error {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(w.Seed, uint64(c)+2000))
 			for seq := 0; ctx.Err() == nil; seq++ {
-				kv := conns[rng.IntN(len(conns))]
+				_, kv, err := pool.pick(rng)
+				if err != nil {
+					return
+				}
 				key := w.Keys[rng.IntN(len(w.Keys))]
 				elem := fmt.Sprintf("%d-%d", c, seq)
 				op := Op{Process: c, Kind: Add, Key: key, Value: elem}

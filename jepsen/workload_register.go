@@ -21,7 +21,10 @@ import (
 // set of keys. Each operation goes to a randomly chosen node (which forwards
 // it), so every node's read path is exercised, not only the leader's.
 type RegisterWorkload struct {
-	Endpoints []string      // node addresses
+	Endpoints []string // node addresses
+	// Live, when set, lists the nodes to send to at each operation (the
+	// membership nemesis changes them); Endpoints is the fallback.
+	Live      func() []string
 	Keys      []string      // keys in a cp keyspace
 	Clients   int           // concurrent client streams
 	Duration  time.Duration // how long to generate load
@@ -48,11 +51,8 @@ func (w RegisterWorkload) Run(ctx context.Context, h *History) error {
 	if w.OpTimeout <= 0 {
 		w.OpTimeout = time.Second
 	}
-	conns, closeAll, err := dialKV(w.Endpoints, w.DialOptions)
-	if err != nil {
-		return err
-	}
-	defer closeAll()
+	pool := newKVPool(w.Endpoints, w.Live, w.DialOptions)
+	defer pool.close()
 	ctx, cancel := context.WithTimeout(ctx, w.Duration)
 	defer cancel()
 	var nextProcess atomic.Int64
@@ -76,9 +76,12 @@ func (w RegisterWorkload) Run(ctx context.Context, h *History) error {
 				if w.Ops > 0 && budget.Add(-1) < 0 {
 					return
 				}
-				node := rng.IntN(len(conns))
+				addr, kv, err := pool.pick(rng)
+				if err != nil {
+					return
+				}
 				key := w.Keys[rng.IntN(len(w.Keys))]
-				op := Op{Process: process, Key: key, Node: w.Endpoints[node], Level: w.pickLevel(rng)}
+				op := Op{Process: process, Key: key, Node: addr, Level: w.pickLevel(rng)}
 				x := rng.IntN(10)
 				if w.NoCAS && x >= 8 {
 					x = 5 // a write instead
@@ -91,7 +94,7 @@ func (w RegisterWorkload) Run(ctx context.Context, h *History) error {
 				default:
 					op.Kind, op.Value, op.Expected = CAS, fmt.Sprintf("%d-%d", c, seq), last[key]
 				}
-				cx := w.do(ctx, conns[node], h, &op, seen[key])
+				cx := w.do(ctx, kv, h, &op, seen[key])
 				switch {
 				case op.Kind == Read && op.Outcome == OK:
 					last[key], seen[key] = op.Read, cx

@@ -23,7 +23,8 @@ const Add Kind = "add"
 // Accounts partitions); after the final heal every element is read back.
 type SetWorkload struct {
 	Endpoints []string
-	Prefix    string // e.g. "accounts/eu/"; elements are PREFIX<account>/set/<client>-<seq>
+	Live      func() []string // as RegisterWorkload.Live
+	Prefix    string          // e.g. "accounts/eu/"; elements are PREFIX<account>/set/<client>-<seq>
 	Accounts  int
 	Clients   int
 	Duration  time.Duration
@@ -42,11 +43,8 @@ func (w SetWorkload) Run(ctx context.Context, h *History) error {
 	if w.OpTimeout <= 0 {
 		w.OpTimeout = time.Second
 	}
-	conns, closeAll, err := dialKV(w.Endpoints, w.DialOptions)
-	if err != nil {
-		return err
-	}
-	defer closeAll()
+	pool := newKVPool(w.Endpoints, w.Live, w.DialOptions)
+	defer pool.close()
 	ctx, cancel := context.WithTimeout(ctx, w.Duration)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -56,16 +54,19 @@ func (w SetWorkload) Run(ctx context.Context, h *History) error {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(w.Seed, uint64(c)+1000))
 			for seq := 0; ctx.Err() == nil; seq++ {
-				node := rng.IntN(len(conns))
+				addr, kv, err := pool.pick(rng)
+				if err != nil {
+					return
+				}
 				key := fmt.Sprintf("%s%d/set/%d-%d", w.Prefix, rng.IntN(w.Accounts), c, seq)
-				op := Op{Process: c, Kind: Add, Key: key, Node: w.Endpoints[node]}
+				op := Op{Process: c, Kind: Add, Key: key, Node: addr}
 				octx, ocancel := context.WithTimeout(context.WithoutCancel(ctx), w.OpTimeout)
 				op.Call = h.Now()
 				var hdr *api.RequestHeader
 				if w.Level != "" {
 					hdr = &api.RequestHeader{Consistency: w.Level}
 				}
-				_, err := conns[node].Put(octx, &api.PutRequest{Key: key, Value: []byte("1"), Header: hdr})
+				_, err = kv.Put(octx, &api.PutRequest{Key: key, Value: []byte("1"), Header: hdr})
 				op.Return = h.Now()
 				ocancel()
 				op.Outcome = Classify(&op, kverrors.FromStatus(err))
