@@ -2,6 +2,7 @@ package ap
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -63,15 +64,35 @@ func (u *runner) handoff() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	k, err := u.r.hints.Handoff(ctx, func(ctx context.Context, h Hint) error {
-		_, err := u.r.transport.Store(ctx, h.Target, &api.ReplicaStoreRequest{Partition: h.Partition, Key: h.Key, Clock: h.Clock.Encode(nil),
-			Lww: u.lww(h.Partition)})
-		return err
+		req := &api.ReplicaStoreRequest{Partition: h.Partition, Key: h.Key, Clock: h.Clock.Encode(nil), Lww: u.lww(h.Partition)}
+		targets := u.hintTargets(h)
+		for _, to := range targets {
+			if _, err := u.r.transport.Store(ctx, to, req); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		u.r.cfg.Log.Warn("hinted handoff", "err", err)
 	} else if k > 0 {
 		u.r.cfg.Log.Info("hinted handoff", "delivered", k)
 	}
+}
+
+// hintTargets is where a hint goes: its target, unless the partition
+// moved away from it since (rebalancing), then every current replica and
+// joining node, so that a write a fallback kept is not lost with the move.
+func (u *runner) hintTargets(h Hint) []string {
+	pid, err := ring.ParsePartitionID(h.Partition)
+	if err != nil {
+		return []string{h.Target}
+	}
+	p, err := u.r.cfg.Ring().PlacementOf(pid)
+	if err != nil || slices.Contains(p.Replicas, h.Target) || slices.Contains(p.Joining, h.Target) {
+		return []string{h.Target}
+	}
+	return slices.Concat(p.Replicas, p.Joining)
 }
 
 func (u *runner) lww(partition string) bool {
