@@ -68,6 +68,22 @@ func (s *Service) replan(m *clusterMap) {
 		"fraction", fmt.Sprintf("%.3f", plan.MovedFraction()))
 }
 
+// forgetMoves drops the moves of keyspace name (being dropped) from the
+// plan and the map: they could never run (their partitions are gone), and a
+// move left failing would keep the plan from ever completing, which holds
+// up every later join and drain. A mover still running one finds it gone
+// and records nothing.
+func (m *clusterMap) forgetMoves(name string) {
+	for id := range m.Joining {
+		if pid, err := ring.ParsePartitionID(id); err == nil && pid.Keyspace == name {
+			delete(m.Joining, id)
+		}
+	}
+	if p := m.Rebalance; p != nil {
+		p.Moves = slices.DeleteFunc(p.Moves, func(mv rebalance.Move) bool { return mv.Partition.Keyspace == name })
+	}
+}
+
 // rebalanceTick runs on every map poll: on the metadata leader it starts
 // the moves the plan lets run now.
 func (s *Service) rebalanceTick() {
