@@ -212,7 +212,7 @@ func (s *Service) runMove(g *cp.Group, mv rebalance.Move) {
 		if p == nil {
 			return errNoChange
 		}
-		i := slices.IndexFunc(p.Moves, func(x rebalance.Move) bool { return x.Partition == mv.Partition && x.State == rebalance.Running })
+		i := p.RunningMove(mv.Move)
 		if i < 0 {
 			return errNoChange
 		}
