@@ -146,6 +146,7 @@ func (s *Service) DropKeyspace(ctx context.Context, req *api.DropKeyspaceRequest
 					delete(m.Assignments, id)
 				}
 			}
+			m.forgetMoves(name)
 			if m.Dropped == nil {
 				m.Dropped = map[string]uint64{}
 			}

@@ -415,6 +415,7 @@ func (s *Service) onLeader(ctx context.Context, hops uint32, local func(g *cp.Gr
 	forward func(ctx context.Context, c api.AdminClient, hops uint32) (*api.ClusterMap, error)) (*api.ClusterMap, error) {
 	ictx, cancel := replication.InnerDeadline(ctx)
 	defer cancel()
+	var last error // the last forwarded answer: a leader's refusal says why
 	for attempt := 0; ; attempt++ {
 		var to string
 		if g, ok := s.metaGroup(); ok {
@@ -439,9 +440,16 @@ func (s *Service) onLeader(ctx context.Context, hops uint32, local func(g *cp.Gr
 			if err == nil || !errors.Is(kverrors.FromStatus(err), kverrors.ErrUnavailable) {
 				return resp, kverrors.FromStatus(err)
 			}
+			last = kverrors.FromStatus(err)
 		}
 		select {
 		case <-ictx.Done():
+			if last != nil && ctx.Err() == nil {
+				// Unavailable is retried (a leader may be on its way), but
+				// one that answered and refused is the answer, not "no
+				// leader reachable".
+				return nil, last
+			}
 			return nil, fmt.Errorf("%w: no metadata leader reachable from %s before the deadline", kverrors.ErrUnavailable, s.cfg.Self)
 		case <-time.After(leaderWait):
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -66,6 +67,22 @@ func (s *Service) replan(m *clusterMap) {
 	m.Rebalance = rebalance.New(m.Epoch+1, plan, s.cfg.MoveLimit)
 	s.cfg.Log.Info("rebalance planned", "moves", len(plan.Moves), "replicas_moving", plan.Moved, "of", plan.Replicas,
 		"fraction", fmt.Sprintf("%.3f", plan.MovedFraction()))
+}
+
+// forgetMoves drops the moves of keyspace name (being dropped) from the
+// plan and the map: they could never run (their partitions are gone), and a
+// move left failing would keep the plan from ever completing, which holds
+// up every later join and drain. A mover still running one finds it gone
+// and records nothing.
+func (m *clusterMap) forgetMoves(name string) {
+	for id := range m.Joining {
+		if pid, err := ring.ParsePartitionID(id); err == nil && pid.Keyspace == name {
+			delete(m.Joining, id)
+		}
+	}
+	if p := m.Rebalance; p != nil {
+		p.Moves = slices.DeleteFunc(p.Moves, func(mv rebalance.Move) bool { return mv.Partition.Keyspace == name })
+	}
 }
 
 // rebalanceTick runs on every map poll: on the metadata leader it starts
@@ -196,7 +213,7 @@ func (s *Service) runMove(g *cp.Group, mv rebalance.Move) {
 		if p == nil {
 			return errNoChange
 		}
-		i := slices.IndexFunc(p.Moves, func(x rebalance.Move) bool { return x.Partition == mv.Partition && x.State == rebalance.Running })
+		i := p.RunningMove(mv.Move)
 		if i < 0 {
 			return errNoChange
 		}
@@ -390,15 +407,19 @@ func (s *Service) RemoveNode(ctx context.Context, req *api.RemoveNodeRequest) (*
 			if slices.Contains(m.Leaving, id) {
 				return errNoChange // already draining
 			}
-			if p := m.Rebalance; p != nil && !p.Complete() {
-				st := p.Status()
-				return fmt.Errorf("%w: a rebalancing is in progress (%d of %d moves done); remove %s once it completes (kvctl rebalance status)",
-					kverrors.ErrUnavailable, st.Done, len(p.Moves), id)
+			old := m.Rebalance
+			if old != nil && !old.Complete() {
+				if err := replaceable(old, id, s.cfg.Down(id)); err != nil {
+					return err
+				}
 			}
 			leaving := append(slices.Clone(m.Leaving), id)
 			plan, err := ring.PlanMoves(m.topology(), ring.Options{VNodes: s.cfg.VNodes}, leaving)
 			if err != nil {
 				return err
+			}
+			if old != nil && !old.Complete() {
+				plan = withCleanup(plan, old, m.Assignments)
 			}
 			if len(m.Nodes)-len(leaving) < 1 {
 				return fmt.Errorf("%w: removing %s would leave no node", kverrors.ErrInvalidArgument, id)
@@ -411,6 +432,46 @@ func (s *Service) RemoveNode(ctx context.Context, req *api.RemoveNodeRequest) (*
 	}, func(ctx context.Context, c api.AdminClient, hops uint32) (*api.ClusterMap, error) {
 		return c.RemoveNode(ctx, &api.RemoveNodeRequest{Id: id, Hops: hops})
 	})
+}
+
+// replaceable says whether the incomplete plan p may give way to a drain
+// of node id. Only when every move left is a move to id and id is down: a
+// joiner that died for good would otherwise hold the plan, and with it
+// every later drain, forever (its moves fail and are retried). No move may
+// be running, so that no mover works towards the old targets while the new
+// plan's movers work towards others (a failed attempt is cancelled as soon
+// as the failure detector holds its joiner down).
+func replaceable(p *rebalance.Plan, id string, down bool) error {
+	st := p.Status()
+	for _, mv := range p.Moves {
+		if mv.State != rebalance.Done && (!down || !slices.Contains(mv.Joining(), id)) {
+			return fmt.Errorf("%w: a rebalancing is in progress (%d of %d moves done); remove %s once it completes (kvctl rebalance status)",
+				kverrors.ErrUnavailable, st.Done, len(p.Moves), id)
+		}
+	}
+	if st.Running > 0 {
+		return fmt.Errorf("%w: a rebalancing waits for %s, which is down (%d of %d moves done, %d being retried); try again in a few seconds",
+			kverrors.ErrUnavailable, id, st.Done, len(p.Moves), st.Running)
+	}
+	return nil
+}
+
+// withCleanup adds to plan a move of every partition the incomplete plan
+// old did not finish moving and plan leaves where it is: its Raft group may
+// still hold the abandoned joiner (a learner, or a voter that counts
+// towards every quorum), and the move to its pinned replicas removes it
+// (cp plans every step from the group's configuration).
+func withCleanup(plan ring.MovePlan, old *rebalance.Plan, pinned map[string][]string) ring.MovePlan {
+	for _, mv := range old.Moves {
+		from, ok := pinned[mv.Partition.String()]
+		if mv.State == rebalance.Done || !ok ||
+			slices.ContainsFunc(plan.Moves, func(x ring.Move) bool { return x.Partition == mv.Partition }) {
+			continue
+		}
+		plan.Moves = append(plan.Moves, ring.Move{Partition: mv.Partition, From: slices.Clone(from), To: slices.Clone(from)})
+	}
+	slices.SortFunc(plan.Moves, func(a, b ring.Move) int { return strings.Compare(a.Partition.String(), b.Partition.String()) })
+	return plan
 }
 
 // finishDrain runs once a drain's moves are done: a leaving metadata

@@ -135,6 +135,18 @@ func (p *Plan) Finish(i int, now time.Time, keys, bytes int64, err error) error 
 	return nil
 }
 
+// RunningMove returns the index of the running move that is exactly m
+// (partition, old and new replicas), or -1. A mover records its outcome
+// only on the move it ran: a mover of an earlier plan (on a metadata leader
+// deposed and re-elected while its move took long) must not mark another
+// plan's move of the same partition done, nor pin that partition to its
+// own target.
+func (p *Plan) RunningMove(m ring.Move) int {
+	return slices.IndexFunc(p.Moves, func(x Move) bool {
+		return x.State == Running && x.Partition == m.Partition && slices.Equal(x.From, m.From) && slices.Equal(x.To, m.To)
+	})
+}
+
 // Abandon puts running moves back to pending: the mover that ran them is
 // gone (a new metadata leader takes over), and their steps are idempotent.
 func (p *Plan) Abandon() {

@@ -113,3 +113,23 @@ func TestThrottleProperty(t *testing.T) {
 		}
 	}
 }
+
+// An outcome is recorded only on the move that ran: another running move of
+// the same partition (a later plan's, with other replicas) is not it.
+func TestRunningMoveMatchesExactly(t *testing.T) {
+	p := New(2, ring.MovePlan{Moves: []ring.Move{mv(0, "a,b,c", "a,b,d"), mv(1, "a,b,c", "a,c,d")}}, 2)
+	if i := p.RunningMove(mv(0, "a,b,c", "a,b,d")); i != -1 {
+		t.Fatalf("a pending move matched as running: %d", i)
+	}
+	p.Next(t0)
+	if i := p.RunningMove(mv(0, "a,b,c", "a,b,d")); i != 0 {
+		t.Fatalf("RunningMove of the running move = %d, want 0", i)
+	}
+	// An earlier plan's move of partition 0, to other replicas.
+	if i := p.RunningMove(mv(0, "a,b,c", "a,b,e")); i != -1 {
+		t.Fatalf("a move of partition 0 to other replicas matched move %d", i)
+	}
+	if i := p.RunningMove(mv(0, "a,b,e", "a,b,d")); i != -1 {
+		t.Fatalf("a move of partition 0 from other replicas matched move %d", i)
+	}
+}
