@@ -36,6 +36,25 @@ func (r *Replicator) Move(ctx context.Context, t replication.Target, m replicati
 	return out, nil
 }
 
+// owns reports whether this node replicates or receives partition; a
+// partition it cannot judge (no map yet, a keyspace it does not know, an id
+// that is not a keyspace's) counts as owned.
+func (r *Replicator) owns(partition string) bool {
+	pid, err := ring.ParsePartitionID(partition)
+	if err != nil || r.cfg.Ring == nil {
+		return true
+	}
+	rg := r.cfg.Ring()
+	if rg == nil || rg.Epoch() == 0 {
+		return true
+	}
+	p, err := rg.PlacementOf(pid)
+	if err != nil {
+		return true
+	}
+	return slices.Contains(p.Replicas, r.cfg.Self) || slices.Contains(p.Joining, r.cfg.Self)
+}
+
 // Status: an ap replica is running whenever the node is.
 func (r *Replicator) Status(replication.Target) replication.ReplicaStatus {
 	return replication.ReplicaStatus{Running: true}

@@ -68,7 +68,7 @@ func New(cfg Config) *Replicator {
 	r.coord = NewCoordinator(cfg.Self, r.clocks, r.hints, r.transport, cfg.Log)
 	r.coord.Clock = cfg.Clock
 	r.coord.TombstoneGrace = cfg.TombstoneGrace
-	r.server = &Server{Clocks: r.clocks, Hints: r.hints, Clock: cfg.Clock}
+	r.server = &Server{Clocks: r.clocks, Hints: r.hints, Clock: cfg.Clock, Owns: r.owns}
 	r.runner = newRunner(r)
 	return r
 }

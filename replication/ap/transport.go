@@ -110,6 +110,12 @@ type Server struct {
 	// Clock is moved past every timestamp received, so later local writes
 	// order after them.
 	Clock *consistency.Clock
+	// Owns, when set, reports whether this node replicates (or is joining)
+	// a partition; a store for one it does not is refused. That is what
+	// makes a partition's hand-over safe when it moves away: a coordinator
+	// still on the old map gets a refusal and keeps a hint for the replica
+	// instead, which is handed to the new owners.
+	Owns func(partition string) bool
 	api.UnimplementedReplicaServer
 }
 
@@ -128,6 +134,9 @@ func (s *Server) Store(_ context.Context, req *api.ReplicaStoreRequest) (*api.Re
 			return nil, err
 		}
 		return &api.ReplicaStoreResponse{}, nil
+	}
+	if s.Owns != nil && !s.Owns(req.GetPartition()) {
+		return nil, fmt.Errorf("%w: this node no longer replicates partition %s (it moved); the sender's map is older", kverrors.ErrStaleEpoch, req.GetPartition())
 	}
 	merged, err := s.Clocks.Merge(req.GetPartition(), req.GetKey(), d, req.GetLww())
 	if err != nil {
