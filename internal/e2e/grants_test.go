@@ -50,6 +50,9 @@ func TestTLSKeyspaceGrants(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("kvctl %v as %s: exit %d, %q %q", args, name, code, out, errOut)
 		}
+		if args[0] == "keyspace" {
+			t.Logf("kvctl %s as %s:\n%s", strings.Join(args, " "), name, out)
+		}
 		return out
 	}
 	mustDeny := func(name, want string, args ...string) {
