@@ -96,6 +96,12 @@ func TestTLSKeyspaceGrants(t *testing.T) {
 	}
 	mustDeny("carol", `identity "carol" has no write grant on keyspace "ledger"`, "put", "ledger/a", "3")
 	mustDeny("alice", `identity "alice" has no admin grant on keyspace "ledger"`, "keyspace", "drop", "ledger", "--yes")
+	// kvctl watch reports the refusal and, with no stream open, gives up.
+	if _, errOut, code := as("bob", "watch", "ledger/", "--give-up", "2s"); code != 1 || !strings.Contains(errOut, `permission denied: identity "bob" has no read grant on keyspace "ledger"`) {
+		t.Fatalf("kvctl watch as bob: exit %d, %q", code, errOut)
+	} else {
+		t.Logf("kvctl watch as bob:\n%s", errOut)
+	}
 	// Keyspaces without grants stay open.
 	mustOK("bob", "put", "accounts/eu/1/x", "1")
 
