@@ -70,6 +70,20 @@ func (p Policy) CheckCreate(identity, keyspace string) error {
 		kverrors.ErrPermissionDenied, identity, keyspace, strings.Join(p.Admins, ", "))
 }
 
+// CheckManageable refuses grants that nobody could change again: some
+// grants, none of them admin, and no cluster admin identities.
+func CheckManageable(keyspace string, grants []ring.Grant, admins []string) error {
+	if len(admins) > 0 || len(grants) == 0 || slices.ContainsFunc(grants, func(g ring.Grant) bool { return g.Admin }) {
+		return nil
+	}
+	gs := make([]string, len(grants))
+	for i, g := range grants {
+		gs[i] = g.String()
+	}
+	return fmt.Errorf("%w: keyspace %q would have grants (%s) but no identity with admin on it, and the cluster has no admin identities (kvd --admin-identities): "+
+		"nobody could change its grants again; grant --admin to an identity first, or with this change", kverrors.ErrInvalidArgument, keyspace, strings.Join(gs, " "))
+}
+
 func has(g ring.Grant, perm Perm) bool {
 	switch perm {
 	case Read:

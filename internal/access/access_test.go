@@ -56,3 +56,23 @@ func TestCheckCreate(t *testing.T) {
 		t.Errorf("bob creates: %v, want %q", err, want)
 	}
 }
+
+func TestCheckManageable(t *testing.T) {
+	readOnly := []ring.Grant{{Identity: "alice", Read: true}}
+	if err := CheckManageable("ledger", readOnly, nil); !errors.Is(err, kverrors.ErrInvalidArgument) ||
+		!strings.Contains(err.Error(), `keyspace "ledger" would have grants (alice=read) but no identity with admin on it`) {
+		t.Errorf("read-only grants, no cluster admins: %v", err)
+	}
+	for _, ok := range []struct {
+		grants []ring.Grant
+		admins []string
+	}{
+		{readOnly, []string{"root"}}, // a cluster admin can still change them
+		{append(readOnly, ring.Grant{Identity: "ops", Admin: true}), nil},
+		{nil, nil}, // open again
+	} {
+		if err := CheckManageable("ledger", ok.grants, ok.admins); err != nil {
+			t.Errorf("%v with admins %v: %v", ok.grants, ok.admins, err)
+		}
+	}
+}

@@ -165,3 +165,45 @@ func TestTLSKeyspaceGrants(t *testing.T) {
 		t.Fatalf("SetFaults as a node: %v", err)
 	}
 }
+
+// Without --admin-identities anyone may create a keyspace, and grants may
+// not lock a keyspace so that nobody could change them again.
+func TestTLSGrantsWithoutClusterAdmins(t *testing.T) {
+	p := newTestPKI(t)
+	for _, name := range []string{"bob", "ops"} {
+		p.issue(t, certs.Request{Kind: certs.Client, Name: name})
+	}
+	cl := startTLSCluster(t, p, 3)
+	eps := cl.endpoints()
+	as := func(name string, args ...string) (string, string, int) {
+		t.Helper()
+		return kvctl(t, eps, "", append(append(p.kvctlFlags(name), "--timeout", "10s"), args...)...)
+	}
+	if out, errOut, code := as("bob", "keyspace", "create", "ledger", "--mode", "cp"); code != 0 {
+		t.Fatalf("bob creates ledger with no cluster admins: exit %d, %q %q", code, out, errOut)
+	}
+	for _, c := range []struct {
+		who  string
+		args []string
+		want string // "" succeeds
+	}{
+		{"bob", []string{"grant", "ledger", "--to", "alice", "--read"}, `invalid argument: keyspace "ledger" would have grants (alice=read) but no identity with admin on it`},
+		{"bob", []string{"grant", "ledger", "--to", "ops", "--admin"}, ""}, // an open keyspace: anyone may
+		{"bob", []string{"grant", "ledger", "--to", "alice", "--read", "--write"}, `permission denied: identity "bob" has no admin grant on keyspace "ledger" (grants: ops=admin)`},
+		{"ops", []string{"grant", "ledger", "--to", "alice", "--read", "--write"}, ""},
+		{"ops", []string{"revoke", "ledger", "--from", "ops"}, `would have grants (alice=read,write) but no identity with admin on it`},
+	} {
+		out, errOut, code := as(c.who, append([]string{"keyspace"}, c.args...)...)
+		switch {
+		case c.want == "" && code != 0:
+			t.Fatalf("%s: keyspace %v: exit %d, %q %q", c.who, c.args, code, out, errOut)
+		case c.want != "" && (code != 1 || !strings.Contains(errOut, c.want)):
+			t.Fatalf("%s: keyspace %v: exit %d, %q %q; want exit 1 saying %q", c.who, c.args, code, out, errOut, c.want)
+		case c.want != "":
+			t.Logf("%s: keyspace %s: %s", c.who, strings.Join(c.args, " "), strings.TrimSpace(errOut))
+		}
+	}
+	if out, errOut, code := as("alice", "put", "ledger/a", "1"); code != 0 {
+		t.Fatalf("alice put: exit %d, %q %q", code, out, errOut)
+	}
+}

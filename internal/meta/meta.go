@@ -28,6 +28,7 @@ import (
 
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/consistency"
+	"github.com/capkv/capkv/internal/access"
 	"github.com/capkv/capkv/internal/kverrors"
 	"github.com/capkv/capkv/internal/rebalance"
 	"github.com/capkv/capkv/internal/wire"
@@ -60,7 +61,10 @@ type Config struct {
 	MetaSize int
 	// Keyspaces of the initial map.
 	Keyspaces []ring.KeyspaceConfig
-	VNodes    int
+	// AdminIdentities are the cluster admin identities (internal/access):
+	// with none, a keyspace's grants must keep an identity with admin.
+	AdminIdentities []string
+	VNodes          int
 	// Join lists addresses to register through; JoinTimeout bounds it.
 	Join        []string
 	JoinTimeout time.Duration
@@ -553,6 +557,9 @@ func (s *Service) GrantKeyspace(ctx context.Context, req *api.GrantKeyspaceReque
 			grants, changed := ring.ApplyGrant(m.Keyspaces[i].Grants, g, req.GetRevoke())
 			if !changed {
 				return errNoChange
+			}
+			if err := access.CheckManageable(name, grants, s.cfg.AdminIdentities); err != nil {
+				return err
 			}
 			m.Keyspaces[i].Grants = grants
 			return nil

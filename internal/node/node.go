@@ -149,7 +149,7 @@ func (n *Node) Start(lis net.Listener) error {
 	n.lis = lis
 	n.started = time.Now()
 	m, err := meta.New(meta.Config{Self: n.cfg.ID, Region: n.cfg.Region, Advertise: n.advertise,
-		Peers: n.cfg.Peers, MetaSize: n.cfg.MetaSize, Keyspaces: n.cfg.Keyspaces, VNodes: n.cfg.VNodes,
+		Peers: n.cfg.Peers, MetaSize: n.cfg.MetaSize, Keyspaces: n.cfg.Keyspaces, AdminIdentities: n.cfg.AdminIdentities, VNodes: n.cfg.VNodes,
 		Join: n.cfg.Join, JoinTimeout: n.cfg.JoinTimeout, Host: n.host, Storage: n.store.Replica(meta.GroupID), Clock: n.clock,
 		Peer:     func(id string) (grpc.ClientConnInterface, error) { return n.peer(id) },
 		DialAddr: func(addr string) (grpc.ClientConnInterface, error) { return n.dialAddr(addr) },
