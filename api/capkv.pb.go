@@ -85,7 +85,12 @@ type RequestHeader struct {
 	// disagreement about ownership can never loop.
 	Hops uint32 `protobuf:"varint,3,opt,name=hops,proto3" json:"hops,omitempty"`
 	// Client-chosen request identifier (deduplication of retried writes).
-	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The identity of the client a node forwards this request for (the
+	// common name of its certificate). Set by the node that first received
+	// the request and trusted only from a node certificate; a client's own
+	// value is replaced by its certificate's name.
+	Identity      string `protobuf:"bytes,5,opt,name=identity,proto3" json:"identity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -144,6 +149,13 @@ func (x *RequestHeader) GetHops() uint32 {
 func (x *RequestHeader) GetRequestId() string {
 	if x != nil {
 		return x.RequestId
+	}
+	return ""
+}
+
+func (x *RequestHeader) GetIdentity() string {
+	if x != nil {
+		return x.Identity
 	}
 	return ""
 }
@@ -1423,16 +1435,19 @@ func (x *Range) GetPartition() uint32 {
 }
 
 type Keyspace struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Mode          string                 `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`
-	Replicas      uint32                 `protobuf:"varint,3,opt,name=replicas,proto3" json:"replicas,omitempty"`
-	Partitions    uint32                 `protobuf:"varint,4,opt,name=partitions,proto3" json:"partitions,omitempty"`
-	Template      string                 `protobuf:"bytes,5,opt,name=template,proto3" json:"template,omitempty"`
-	Ranges        []*Range               `protobuf:"bytes,6,rep,name=ranges,proto3" json:"ranges,omitempty"`
-	DefaultLevel  string                 `protobuf:"bytes,7,opt,name=default_level,json=defaultLevel,proto3" json:"default_level,omitempty"`
-	Resolve       string                 `protobuf:"bytes,8,opt,name=resolve,proto3" json:"resolve,omitempty"`
-	MaxSiblings   uint32                 `protobuf:"varint,9,opt,name=max_siblings,json=maxSiblings,proto3" json:"max_siblings,omitempty"` // ap: live siblings a key may keep (0: the default, 16)
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Name         string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Mode         string                 `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`
+	Replicas     uint32                 `protobuf:"varint,3,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	Partitions   uint32                 `protobuf:"varint,4,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	Template     string                 `protobuf:"bytes,5,opt,name=template,proto3" json:"template,omitempty"`
+	Ranges       []*Range               `protobuf:"bytes,6,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	DefaultLevel string                 `protobuf:"bytes,7,opt,name=default_level,json=defaultLevel,proto3" json:"default_level,omitempty"`
+	Resolve      string                 `protobuf:"bytes,8,opt,name=resolve,proto3" json:"resolve,omitempty"`
+	MaxSiblings  uint32                 `protobuf:"varint,9,opt,name=max_siblings,json=maxSiblings,proto3" json:"max_siblings,omitempty"` // ap: live siblings a key may keep (0: the default, 16)
+	// Client identities and what they may do (with --client-cert-auth; a
+	// keyspace without grants is open to every authenticated client).
+	Grants        []*Grant `protobuf:"bytes,10,rep,name=grants,proto3" json:"grants,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1530,6 +1545,152 @@ func (x *Keyspace) GetMaxSiblings() uint32 {
 	return 0
 }
 
+func (x *Keyspace) GetGrants() []*Grant {
+	if x != nil {
+		return x.Grants
+	}
+	return nil
+}
+
+// Grant gives one client identity permissions on a keyspace.
+type Grant struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Identity      string                 `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
+	Read          bool                   `protobuf:"varint,2,opt,name=read,proto3" json:"read,omitempty"`   // Get, Scan, Watch
+	Write         bool                   `protobuf:"varint,3,opt,name=write,proto3" json:"write,omitempty"` // Put, Delete, CAS
+	Admin         bool                   `protobuf:"varint,4,opt,name=admin,proto3" json:"admin,omitempty"` // grant, revoke, drop
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Grant) Reset() {
+	*x = Grant{}
+	mi := &file_capkv_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Grant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Grant) ProtoMessage() {}
+
+func (x *Grant) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Grant.ProtoReflect.Descriptor instead.
+func (*Grant) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *Grant) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *Grant) GetRead() bool {
+	if x != nil {
+		return x.Read
+	}
+	return false
+}
+
+func (x *Grant) GetWrite() bool {
+	if x != nil {
+		return x.Write
+	}
+	return false
+}
+
+func (x *Grant) GetAdmin() bool {
+	if x != nil {
+		return x.Admin
+	}
+	return false
+}
+
+// GrantKeyspaceRequest adds permissions of an identity on a keyspace to
+// the ones it has, or with revoke removes all of them.
+type GrantKeyspaceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keyspace      string                 `protobuf:"bytes,1,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
+	Grant         *Grant                 `protobuf:"bytes,2,opt,name=grant,proto3" json:"grant,omitempty"`
+	Revoke        bool                   `protobuf:"varint,3,opt,name=revoke,proto3" json:"revoke,omitempty"`
+	Hops          uint32                 `protobuf:"varint,4,opt,name=hops,proto3" json:"hops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GrantKeyspaceRequest) Reset() {
+	*x = GrantKeyspaceRequest{}
+	mi := &file_capkv_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GrantKeyspaceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GrantKeyspaceRequest) ProtoMessage() {}
+
+func (x *GrantKeyspaceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GrantKeyspaceRequest.ProtoReflect.Descriptor instead.
+func (*GrantKeyspaceRequest) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GrantKeyspaceRequest) GetKeyspace() string {
+	if x != nil {
+		return x.Keyspace
+	}
+	return ""
+}
+
+func (x *GrantKeyspaceRequest) GetGrant() *Grant {
+	if x != nil {
+		return x.Grant
+	}
+	return nil
+}
+
+func (x *GrantKeyspaceRequest) GetRevoke() bool {
+	if x != nil {
+		return x.Revoke
+	}
+	return false
+}
+
+func (x *GrantKeyspaceRequest) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
 // ClusterMap is everything a client needs to build the same ring as the
 // servers and route requests itself.
 type ClusterMap struct {
@@ -1556,7 +1717,7 @@ type ClusterMap struct {
 
 func (x *ClusterMap) Reset() {
 	*x = ClusterMap{}
-	mi := &file_capkv_proto_msgTypes[20]
+	mi := &file_capkv_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1568,7 +1729,7 @@ func (x *ClusterMap) String() string {
 func (*ClusterMap) ProtoMessage() {}
 
 func (x *ClusterMap) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[20]
+	mi := &file_capkv_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1581,7 +1742,7 @@ func (x *ClusterMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterMap.ProtoReflect.Descriptor instead.
 func (*ClusterMap) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{20}
+	return file_capkv_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ClusterMap) GetEpoch() uint64 {
@@ -1657,7 +1818,7 @@ type Assignment struct {
 
 func (x *Assignment) Reset() {
 	*x = Assignment{}
-	mi := &file_capkv_proto_msgTypes[21]
+	mi := &file_capkv_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1669,7 +1830,7 @@ func (x *Assignment) String() string {
 func (*Assignment) ProtoMessage() {}
 
 func (x *Assignment) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[21]
+	mi := &file_capkv_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1682,7 +1843,7 @@ func (x *Assignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignment.ProtoReflect.Descriptor instead.
 func (*Assignment) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{21}
+	return file_capkv_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Assignment) GetPartition() string {
@@ -1710,7 +1871,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_capkv_proto_msgTypes[22]
+	mi := &file_capkv_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1722,7 +1883,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[22]
+	mi := &file_capkv_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1735,7 +1896,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{22}
+	return file_capkv_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *JoinRequest) GetNode() *Node {
@@ -1762,7 +1923,7 @@ type CreateKeyspaceRequest struct {
 
 func (x *CreateKeyspaceRequest) Reset() {
 	*x = CreateKeyspaceRequest{}
-	mi := &file_capkv_proto_msgTypes[23]
+	mi := &file_capkv_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1774,7 +1935,7 @@ func (x *CreateKeyspaceRequest) String() string {
 func (*CreateKeyspaceRequest) ProtoMessage() {}
 
 func (x *CreateKeyspaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[23]
+	mi := &file_capkv_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1787,7 +1948,7 @@ func (x *CreateKeyspaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyspaceRequest.ProtoReflect.Descriptor instead.
 func (*CreateKeyspaceRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{23}
+	return file_capkv_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CreateKeyspaceRequest) GetKeyspace() *Keyspace {
@@ -1816,7 +1977,7 @@ type ClusterMapRequest struct {
 
 func (x *ClusterMapRequest) Reset() {
 	*x = ClusterMapRequest{}
-	mi := &file_capkv_proto_msgTypes[24]
+	mi := &file_capkv_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1828,7 +1989,7 @@ func (x *ClusterMapRequest) String() string {
 func (*ClusterMapRequest) ProtoMessage() {}
 
 func (x *ClusterMapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[24]
+	mi := &file_capkv_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1841,7 +2002,7 @@ func (x *ClusterMapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterMapRequest.ProtoReflect.Descriptor instead.
 func (*ClusterMapRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{24}
+	return file_capkv_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ClusterMapRequest) GetFresh() bool {
@@ -1868,7 +2029,7 @@ type DropKeyspaceRequest struct {
 
 func (x *DropKeyspaceRequest) Reset() {
 	*x = DropKeyspaceRequest{}
-	mi := &file_capkv_proto_msgTypes[25]
+	mi := &file_capkv_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1880,7 +2041,7 @@ func (x *DropKeyspaceRequest) String() string {
 func (*DropKeyspaceRequest) ProtoMessage() {}
 
 func (x *DropKeyspaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[25]
+	mi := &file_capkv_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1893,7 +2054,7 @@ func (x *DropKeyspaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropKeyspaceRequest.ProtoReflect.Descriptor instead.
 func (*DropKeyspaceRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{25}
+	return file_capkv_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DropKeyspaceRequest) GetName() string {
@@ -1918,7 +2079,7 @@ type NodeInfoRequest struct {
 
 func (x *NodeInfoRequest) Reset() {
 	*x = NodeInfoRequest{}
-	mi := &file_capkv_proto_msgTypes[26]
+	mi := &file_capkv_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1930,7 +2091,7 @@ func (x *NodeInfoRequest) String() string {
 func (*NodeInfoRequest) ProtoMessage() {}
 
 func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[26]
+	mi := &file_capkv_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1943,7 +2104,7 @@ func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoRequest.ProtoReflect.Descriptor instead.
 func (*NodeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{26}
+	return file_capkv_proto_rawDescGZIP(), []int{28}
 }
 
 type NodeInfo struct {
@@ -1966,7 +2127,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_capkv_proto_msgTypes[27]
+	mi := &file_capkv_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1978,7 +2139,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[27]
+	mi := &file_capkv_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1991,7 +2152,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{27}
+	return file_capkv_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *NodeInfo) GetId() string {
@@ -2072,7 +2233,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_capkv_proto_msgTypes[28]
+	mi := &file_capkv_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2084,7 +2245,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[28]
+	mi := &file_capkv_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2097,7 +2258,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{28}
+	return file_capkv_proto_rawDescGZIP(), []int{30}
 }
 
 type NodeStatus struct {
@@ -2114,7 +2275,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_capkv_proto_msgTypes[29]
+	mi := &file_capkv_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2126,7 +2287,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[29]
+	mi := &file_capkv_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2139,7 +2300,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{29}
+	return file_capkv_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *NodeStatus) GetNode() *Node {
@@ -2196,7 +2357,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_capkv_proto_msgTypes[30]
+	mi := &file_capkv_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2208,7 +2369,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[30]
+	mi := &file_capkv_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2221,7 +2382,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{30}
+	return file_capkv_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ClusterStatusResponse) GetEpoch() uint64 {
@@ -2260,7 +2421,7 @@ type KeyspacesRequest struct {
 
 func (x *KeyspacesRequest) Reset() {
 	*x = KeyspacesRequest{}
-	mi := &file_capkv_proto_msgTypes[31]
+	mi := &file_capkv_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2272,7 +2433,7 @@ func (x *KeyspacesRequest) String() string {
 func (*KeyspacesRequest) ProtoMessage() {}
 
 func (x *KeyspacesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[31]
+	mi := &file_capkv_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2285,7 +2446,7 @@ func (x *KeyspacesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyspacesRequest.ProtoReflect.Descriptor instead.
 func (*KeyspacesRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{31}
+	return file_capkv_proto_rawDescGZIP(), []int{33}
 }
 
 type KeyspacesResponse struct {
@@ -2297,7 +2458,7 @@ type KeyspacesResponse struct {
 
 func (x *KeyspacesResponse) Reset() {
 	*x = KeyspacesResponse{}
-	mi := &file_capkv_proto_msgTypes[32]
+	mi := &file_capkv_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2309,7 +2470,7 @@ func (x *KeyspacesResponse) String() string {
 func (*KeyspacesResponse) ProtoMessage() {}
 
 func (x *KeyspacesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[32]
+	mi := &file_capkv_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2322,7 +2483,7 @@ func (x *KeyspacesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyspacesResponse.ProtoReflect.Descriptor instead.
 func (*KeyspacesResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{32}
+	return file_capkv_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *KeyspacesResponse) GetKeyspaces() []*Keyspace {
@@ -2341,7 +2502,7 @@ type LocateRequest struct {
 
 func (x *LocateRequest) Reset() {
 	*x = LocateRequest{}
-	mi := &file_capkv_proto_msgTypes[33]
+	mi := &file_capkv_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2353,7 +2514,7 @@ func (x *LocateRequest) String() string {
 func (*LocateRequest) ProtoMessage() {}
 
 func (x *LocateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[33]
+	mi := &file_capkv_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2366,7 +2527,7 @@ func (x *LocateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateRequest.ProtoReflect.Descriptor instead.
 func (*LocateRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{33}
+	return file_capkv_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *LocateRequest) GetKey() string {
@@ -2393,7 +2554,7 @@ type LocateResponse struct {
 
 func (x *LocateResponse) Reset() {
 	*x = LocateResponse{}
-	mi := &file_capkv_proto_msgTypes[34]
+	mi := &file_capkv_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2405,7 +2566,7 @@ func (x *LocateResponse) String() string {
 func (*LocateResponse) ProtoMessage() {}
 
 func (x *LocateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[34]
+	mi := &file_capkv_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2418,7 +2579,7 @@ func (x *LocateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateResponse.ProtoReflect.Descriptor instead.
 func (*LocateResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{34}
+	return file_capkv_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *LocateResponse) GetKeyspace() string {
@@ -2493,7 +2654,7 @@ type RingRequest struct {
 
 func (x *RingRequest) Reset() {
 	*x = RingRequest{}
-	mi := &file_capkv_proto_msgTypes[35]
+	mi := &file_capkv_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2505,7 +2666,7 @@ func (x *RingRequest) String() string {
 func (*RingRequest) ProtoMessage() {}
 
 func (x *RingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[35]
+	mi := &file_capkv_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2518,7 +2679,7 @@ func (x *RingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingRequest.ProtoReflect.Descriptor instead.
 func (*RingRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{35}
+	return file_capkv_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RingRequest) GetKeyspace() string {
@@ -2540,7 +2701,7 @@ type PartitionPlacement struct {
 
 func (x *PartitionPlacement) Reset() {
 	*x = PartitionPlacement{}
-	mi := &file_capkv_proto_msgTypes[36]
+	mi := &file_capkv_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2552,7 +2713,7 @@ func (x *PartitionPlacement) String() string {
 func (*PartitionPlacement) ProtoMessage() {}
 
 func (x *PartitionPlacement) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[36]
+	mi := &file_capkv_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2565,7 +2726,7 @@ func (x *PartitionPlacement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionPlacement.ProtoReflect.Descriptor instead.
 func (*PartitionPlacement) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{36}
+	return file_capkv_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PartitionPlacement) GetId() string {
@@ -2607,7 +2768,7 @@ type RingResponse struct {
 
 func (x *RingResponse) Reset() {
 	*x = RingResponse{}
-	mi := &file_capkv_proto_msgTypes[37]
+	mi := &file_capkv_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2619,7 +2780,7 @@ func (x *RingResponse) String() string {
 func (*RingResponse) ProtoMessage() {}
 
 func (x *RingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[37]
+	mi := &file_capkv_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2632,7 +2793,7 @@ func (x *RingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingResponse.ProtoReflect.Descriptor instead.
 func (*RingResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{37}
+	return file_capkv_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RingResponse) GetEpoch() uint64 {
@@ -2669,7 +2830,7 @@ type FaultRule struct {
 
 func (x *FaultRule) Reset() {
 	*x = FaultRule{}
-	mi := &file_capkv_proto_msgTypes[38]
+	mi := &file_capkv_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2681,7 +2842,7 @@ func (x *FaultRule) String() string {
 func (*FaultRule) ProtoMessage() {}
 
 func (x *FaultRule) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[38]
+	mi := &file_capkv_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2694,7 +2855,7 @@ func (x *FaultRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FaultRule.ProtoReflect.Descriptor instead.
 func (*FaultRule) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{38}
+	return file_capkv_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *FaultRule) GetFrom() string {
@@ -2737,7 +2898,7 @@ type SetFaultsRequest struct {
 
 func (x *SetFaultsRequest) Reset() {
 	*x = SetFaultsRequest{}
-	mi := &file_capkv_proto_msgTypes[39]
+	mi := &file_capkv_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2749,7 +2910,7 @@ func (x *SetFaultsRequest) String() string {
 func (*SetFaultsRequest) ProtoMessage() {}
 
 func (x *SetFaultsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[39]
+	mi := &file_capkv_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2762,7 +2923,7 @@ func (x *SetFaultsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFaultsRequest.ProtoReflect.Descriptor instead.
 func (*SetFaultsRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{39}
+	return file_capkv_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SetFaultsRequest) GetRules() []*FaultRule {
@@ -2788,7 +2949,7 @@ type SetFaultsResponse struct {
 
 func (x *SetFaultsResponse) Reset() {
 	*x = SetFaultsResponse{}
-	mi := &file_capkv_proto_msgTypes[40]
+	mi := &file_capkv_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2800,7 +2961,7 @@ func (x *SetFaultsResponse) String() string {
 func (*SetFaultsResponse) ProtoMessage() {}
 
 func (x *SetFaultsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[40]
+	mi := &file_capkv_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2813,7 +2974,7 @@ func (x *SetFaultsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetFaultsResponse.ProtoReflect.Descriptor instead.
 func (*SetFaultsResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{40}
+	return file_capkv_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *SetFaultsResponse) GetRules() uint32 {
@@ -2833,7 +2994,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_capkv_proto_msgTypes[41]
+	mi := &file_capkv_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2845,7 +3006,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[41]
+	mi := &file_capkv_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2858,7 +3019,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{41}
+	return file_capkv_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RemoveNodeRequest) GetId() string {
@@ -2886,7 +3047,7 @@ type MovePartitionRequest struct {
 
 func (x *MovePartitionRequest) Reset() {
 	*x = MovePartitionRequest{}
-	mi := &file_capkv_proto_msgTypes[42]
+	mi := &file_capkv_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2898,7 +3059,7 @@ func (x *MovePartitionRequest) String() string {
 func (*MovePartitionRequest) ProtoMessage() {}
 
 func (x *MovePartitionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[42]
+	mi := &file_capkv_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2911,7 +3072,7 @@ func (x *MovePartitionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MovePartitionRequest.ProtoReflect.Descriptor instead.
 func (*MovePartitionRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{42}
+	return file_capkv_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *MovePartitionRequest) GetPartition() string {
@@ -2948,7 +3109,7 @@ type MovePartitionResponse struct {
 
 func (x *MovePartitionResponse) Reset() {
 	*x = MovePartitionResponse{}
-	mi := &file_capkv_proto_msgTypes[43]
+	mi := &file_capkv_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2960,7 +3121,7 @@ func (x *MovePartitionResponse) String() string {
 func (*MovePartitionResponse) ProtoMessage() {}
 
 func (x *MovePartitionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[43]
+	mi := &file_capkv_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2973,7 +3134,7 @@ func (x *MovePartitionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MovePartitionResponse.ProtoReflect.Descriptor instead.
 func (*MovePartitionResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{43}
+	return file_capkv_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *MovePartitionResponse) GetNotLeader() bool {
@@ -3013,7 +3174,7 @@ type PartitionStatusRequest struct {
 
 func (x *PartitionStatusRequest) Reset() {
 	*x = PartitionStatusRequest{}
-	mi := &file_capkv_proto_msgTypes[44]
+	mi := &file_capkv_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3025,7 +3186,7 @@ func (x *PartitionStatusRequest) String() string {
 func (*PartitionStatusRequest) ProtoMessage() {}
 
 func (x *PartitionStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[44]
+	mi := &file_capkv_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3038,7 +3199,7 @@ func (x *PartitionStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionStatusRequest.ProtoReflect.Descriptor instead.
 func (*PartitionStatusRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{44}
+	return file_capkv_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *PartitionStatusRequest) GetPartition() string {
@@ -3059,7 +3220,7 @@ type PartitionStatusResponse struct {
 
 func (x *PartitionStatusResponse) Reset() {
 	*x = PartitionStatusResponse{}
-	mi := &file_capkv_proto_msgTypes[45]
+	mi := &file_capkv_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3071,7 +3232,7 @@ func (x *PartitionStatusResponse) String() string {
 func (*PartitionStatusResponse) ProtoMessage() {}
 
 func (x *PartitionStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[45]
+	mi := &file_capkv_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3084,7 +3245,7 @@ func (x *PartitionStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionStatusResponse.ProtoReflect.Descriptor instead.
 func (*PartitionStatusResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{45}
+	return file_capkv_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *PartitionStatusResponse) GetRunning() bool {
@@ -3117,7 +3278,7 @@ type RebalanceStatusRequest struct {
 
 func (x *RebalanceStatusRequest) Reset() {
 	*x = RebalanceStatusRequest{}
-	mi := &file_capkv_proto_msgTypes[46]
+	mi := &file_capkv_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3129,7 +3290,7 @@ func (x *RebalanceStatusRequest) String() string {
 func (*RebalanceStatusRequest) ProtoMessage() {}
 
 func (x *RebalanceStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[46]
+	mi := &file_capkv_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3142,7 +3303,7 @@ func (x *RebalanceStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceStatusRequest.ProtoReflect.Descriptor instead.
 func (*RebalanceStatusRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{46}
+	return file_capkv_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RebalanceStatusRequest) GetHops() uint32 {
@@ -3170,7 +3331,7 @@ type MoveStatus struct {
 
 func (x *MoveStatus) Reset() {
 	*x = MoveStatus{}
-	mi := &file_capkv_proto_msgTypes[47]
+	mi := &file_capkv_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3182,7 +3343,7 @@ func (x *MoveStatus) String() string {
 func (*MoveStatus) ProtoMessage() {}
 
 func (x *MoveStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[47]
+	mi := &file_capkv_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3195,7 +3356,7 @@ func (x *MoveStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveStatus.ProtoReflect.Descriptor instead.
 func (*MoveStatus) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{47}
+	return file_capkv_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *MoveStatus) GetPartition() string {
@@ -3284,7 +3445,7 @@ type RebalanceStatusResponse struct {
 
 func (x *RebalanceStatusResponse) Reset() {
 	*x = RebalanceStatusResponse{}
-	mi := &file_capkv_proto_msgTypes[48]
+	mi := &file_capkv_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3296,7 +3457,7 @@ func (x *RebalanceStatusResponse) String() string {
 func (*RebalanceStatusResponse) ProtoMessage() {}
 
 func (x *RebalanceStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[48]
+	mi := &file_capkv_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3309,7 +3470,7 @@ func (x *RebalanceStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceStatusResponse.ProtoReflect.Descriptor instead.
 func (*RebalanceStatusResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{48}
+	return file_capkv_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RebalanceStatusResponse) GetPlannedAtEpoch() uint64 {
@@ -3379,7 +3540,7 @@ type RepairRequest struct {
 
 func (x *RepairRequest) Reset() {
 	*x = RepairRequest{}
-	mi := &file_capkv_proto_msgTypes[49]
+	mi := &file_capkv_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3391,7 +3552,7 @@ func (x *RepairRequest) String() string {
 func (*RepairRequest) ProtoMessage() {}
 
 func (x *RepairRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[49]
+	mi := &file_capkv_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3404,7 +3565,7 @@ func (x *RepairRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairRequest.ProtoReflect.Descriptor instead.
 func (*RepairRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{49}
+	return file_capkv_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RepairRequest) GetKeyspace() string {
@@ -3442,7 +3603,7 @@ type RepairResponse struct {
 
 func (x *RepairResponse) Reset() {
 	*x = RepairResponse{}
-	mi := &file_capkv_proto_msgTypes[50]
+	mi := &file_capkv_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3454,7 +3615,7 @@ func (x *RepairResponse) String() string {
 func (*RepairResponse) ProtoMessage() {}
 
 func (x *RepairResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[50]
+	mi := &file_capkv_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3467,7 +3628,7 @@ func (x *RepairResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairResponse.ProtoReflect.Descriptor instead.
 func (*RepairResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{50}
+	return file_capkv_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RepairResponse) GetPartitions() uint32 {
@@ -3523,7 +3684,7 @@ type PurgeRequest struct {
 
 func (x *PurgeRequest) Reset() {
 	*x = PurgeRequest{}
-	mi := &file_capkv_proto_msgTypes[51]
+	mi := &file_capkv_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3535,7 +3696,7 @@ func (x *PurgeRequest) String() string {
 func (*PurgeRequest) ProtoMessage() {}
 
 func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[51]
+	mi := &file_capkv_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3548,7 +3709,7 @@ func (x *PurgeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeRequest.ProtoReflect.Descriptor instead.
 func (*PurgeRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{51}
+	return file_capkv_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *PurgeRequest) GetPartition() string {
@@ -3581,7 +3742,7 @@ type PurgeResponse struct {
 
 func (x *PurgeResponse) Reset() {
 	*x = PurgeResponse{}
-	mi := &file_capkv_proto_msgTypes[52]
+	mi := &file_capkv_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3593,7 +3754,7 @@ func (x *PurgeResponse) String() string {
 func (*PurgeResponse) ProtoMessage() {}
 
 func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[52]
+	mi := &file_capkv_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3606,7 +3767,7 @@ func (x *PurgeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeResponse.ProtoReflect.Descriptor instead.
 func (*PurgeResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{52}
+	return file_capkv_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *PurgeResponse) GetPurged() bool {
@@ -3625,7 +3786,7 @@ type DigestRequest struct {
 
 func (x *DigestRequest) Reset() {
 	*x = DigestRequest{}
-	mi := &file_capkv_proto_msgTypes[53]
+	mi := &file_capkv_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3637,7 +3798,7 @@ func (x *DigestRequest) String() string {
 func (*DigestRequest) ProtoMessage() {}
 
 func (x *DigestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[53]
+	mi := &file_capkv_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3650,7 +3811,7 @@ func (x *DigestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestRequest.ProtoReflect.Descriptor instead.
 func (*DigestRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{53}
+	return file_capkv_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *DigestRequest) GetPartition() string {
@@ -3669,7 +3830,7 @@ type DigestResponse struct {
 
 func (x *DigestResponse) Reset() {
 	*x = DigestResponse{}
-	mi := &file_capkv_proto_msgTypes[54]
+	mi := &file_capkv_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3681,7 +3842,7 @@ func (x *DigestResponse) String() string {
 func (*DigestResponse) ProtoMessage() {}
 
 func (x *DigestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[54]
+	mi := &file_capkv_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3694,7 +3855,7 @@ func (x *DigestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestResponse.ProtoReflect.Descriptor instead.
 func (*DigestResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{54}
+	return file_capkv_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *DigestResponse) GetLeaves() []uint64 {
@@ -3714,7 +3875,7 @@ type LeafRequest struct {
 
 func (x *LeafRequest) Reset() {
 	*x = LeafRequest{}
-	mi := &file_capkv_proto_msgTypes[55]
+	mi := &file_capkv_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3726,7 +3887,7 @@ func (x *LeafRequest) String() string {
 func (*LeafRequest) ProtoMessage() {}
 
 func (x *LeafRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[55]
+	mi := &file_capkv_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3739,7 +3900,7 @@ func (x *LeafRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeafRequest.ProtoReflect.Descriptor instead.
 func (*LeafRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{55}
+	return file_capkv_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *LeafRequest) GetPartition() string {
@@ -3766,7 +3927,7 @@ type KeyClock struct {
 
 func (x *KeyClock) Reset() {
 	*x = KeyClock{}
-	mi := &file_capkv_proto_msgTypes[56]
+	mi := &file_capkv_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3778,7 +3939,7 @@ func (x *KeyClock) String() string {
 func (*KeyClock) ProtoMessage() {}
 
 func (x *KeyClock) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[56]
+	mi := &file_capkv_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3791,7 +3952,7 @@ func (x *KeyClock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyClock.ProtoReflect.Descriptor instead.
 func (*KeyClock) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{56}
+	return file_capkv_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *KeyClock) GetKey() string {
@@ -3817,7 +3978,7 @@ type LeafResponse struct {
 
 func (x *LeafResponse) Reset() {
 	*x = LeafResponse{}
-	mi := &file_capkv_proto_msgTypes[57]
+	mi := &file_capkv_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3829,7 +3990,7 @@ func (x *LeafResponse) String() string {
 func (*LeafResponse) ProtoMessage() {}
 
 func (x *LeafResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[57]
+	mi := &file_capkv_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3842,7 +4003,7 @@ func (x *LeafResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeafResponse.ProtoReflect.Descriptor instead.
 func (*LeafResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{57}
+	return file_capkv_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *LeafResponse) GetEntries() []*KeyClock {
@@ -3865,7 +4026,7 @@ type ReplicaStoreRequest struct {
 
 func (x *ReplicaStoreRequest) Reset() {
 	*x = ReplicaStoreRequest{}
-	mi := &file_capkv_proto_msgTypes[58]
+	mi := &file_capkv_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3877,7 +4038,7 @@ func (x *ReplicaStoreRequest) String() string {
 func (*ReplicaStoreRequest) ProtoMessage() {}
 
 func (x *ReplicaStoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[58]
+	mi := &file_capkv_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3890,7 +4051,7 @@ func (x *ReplicaStoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStoreRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaStoreRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{58}
+	return file_capkv_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ReplicaStoreRequest) GetPartition() string {
@@ -3937,7 +4098,7 @@ type ReplicaStoreResponse struct {
 
 func (x *ReplicaStoreResponse) Reset() {
 	*x = ReplicaStoreResponse{}
-	mi := &file_capkv_proto_msgTypes[59]
+	mi := &file_capkv_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3949,7 +4110,7 @@ func (x *ReplicaStoreResponse) String() string {
 func (*ReplicaStoreResponse) ProtoMessage() {}
 
 func (x *ReplicaStoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[59]
+	mi := &file_capkv_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3962,7 +4123,7 @@ func (x *ReplicaStoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStoreResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaStoreResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{59}
+	return file_capkv_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ReplicaStoreResponse) GetClock() []byte {
@@ -3982,7 +4143,7 @@ type ReplicaFetchRequest struct {
 
 func (x *ReplicaFetchRequest) Reset() {
 	*x = ReplicaFetchRequest{}
-	mi := &file_capkv_proto_msgTypes[60]
+	mi := &file_capkv_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3994,7 +4155,7 @@ func (x *ReplicaFetchRequest) String() string {
 func (*ReplicaFetchRequest) ProtoMessage() {}
 
 func (x *ReplicaFetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[60]
+	mi := &file_capkv_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4007,7 +4168,7 @@ func (x *ReplicaFetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaFetchRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaFetchRequest) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{60}
+	return file_capkv_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ReplicaFetchRequest) GetPartition() string {
@@ -4034,7 +4195,7 @@ type ReplicaFetchResponse struct {
 
 func (x *ReplicaFetchResponse) Reset() {
 	*x = ReplicaFetchResponse{}
-	mi := &file_capkv_proto_msgTypes[61]
+	mi := &file_capkv_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4046,7 +4207,7 @@ func (x *ReplicaFetchResponse) String() string {
 func (*ReplicaFetchResponse) ProtoMessage() {}
 
 func (x *ReplicaFetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_capkv_proto_msgTypes[61]
+	mi := &file_capkv_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4059,7 +4220,7 @@ func (x *ReplicaFetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaFetchResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaFetchResponse) Descriptor() ([]byte, []int) {
-	return file_capkv_proto_rawDescGZIP(), []int{61}
+	return file_capkv_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ReplicaFetchResponse) GetClock() []byte {
@@ -4080,13 +4241,14 @@ var File_capkv_proto protoreflect.FileDescriptor
 
 const file_capkv_proto_rawDesc = "" +
 	"\n" +
-	"\vcapkv.proto\x12\bcapkv.v1\"z\n" +
+	"\vcapkv.proto\x12\bcapkv.v1\"\x96\x01\n" +
 	"\rRequestHeader\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12 \n" +
 	"\vconsistency\x18\x02 \x01(\tR\vconsistency\x12\x12\n" +
 	"\x04hops\x18\x03 \x01(\rR\x04hops\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x04 \x01(\tR\trequestId\"\xe7\x03\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x12\x1a\n" +
+	"\bidentity\x18\x05 \x01(\tR\bidentity\"\xe7\x03\n" +
 	"\aReceipt\x12\x1a\n" +
 	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\x14\n" +
@@ -4192,7 +4354,7 @@ const file_capkv_proto_rawDesc = "" +
 	"\x05Range\x12\x0e\n" +
 	"\x02lo\x18\x01 \x01(\x04R\x02lo\x12\x0e\n" +
 	"\x02hi\x18\x02 \x01(\x04R\x02hi\x12\x1c\n" +
-	"\tpartition\x18\x03 \x01(\rR\tpartition\"\x95\x02\n" +
+	"\tpartition\x18\x03 \x01(\rR\tpartition\"\xbe\x02\n" +
 	"\bKeyspace\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\x1a\n" +
@@ -4204,7 +4366,19 @@ const file_capkv_proto_rawDesc = "" +
 	"\x06ranges\x18\x06 \x03(\v2\x0f.capkv.v1.RangeR\x06ranges\x12#\n" +
 	"\rdefault_level\x18\a \x01(\tR\fdefaultLevel\x12\x18\n" +
 	"\aresolve\x18\b \x01(\tR\aresolve\x12!\n" +
-	"\fmax_siblings\x18\t \x01(\rR\vmaxSiblings\"\xcb\x02\n" +
+	"\fmax_siblings\x18\t \x01(\rR\vmaxSiblings\x12'\n" +
+	"\x06grants\x18\n" +
+	" \x03(\v2\x0f.capkv.v1.GrantR\x06grants\"c\n" +
+	"\x05Grant\x12\x1a\n" +
+	"\bidentity\x18\x01 \x01(\tR\bidentity\x12\x12\n" +
+	"\x04read\x18\x02 \x01(\bR\x04read\x12\x14\n" +
+	"\x05write\x18\x03 \x01(\bR\x05write\x12\x14\n" +
+	"\x05admin\x18\x04 \x01(\bR\x05admin\"\x85\x01\n" +
+	"\x14GrantKeyspaceRequest\x12\x1a\n" +
+	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12%\n" +
+	"\x05grant\x18\x02 \x01(\v2\x0f.capkv.v1.GrantR\x05grant\x12\x16\n" +
+	"\x06revoke\x18\x03 \x01(\bR\x06revoke\x12\x12\n" +
+	"\x04hops\x18\x04 \x01(\rR\x04hops\"\xcb\x02\n" +
 	"\n" +
 	"ClusterMap\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12$\n" +
@@ -4398,7 +4572,7 @@ const file_capkv_proto_rawDesc = "" +
 	"\x06Delete\x12\x17.capkv.v1.DeleteRequest\x1a\x18.capkv.v1.DeleteResponse\x122\n" +
 	"\x03CAS\x12\x14.capkv.v1.CASRequest\x1a\x15.capkv.v1.CASResponse\x125\n" +
 	"\x04Scan\x12\x15.capkv.v1.ScanRequest\x1a\x16.capkv.v1.ScanResponse\x12:\n" +
-	"\x05Watch\x12\x16.capkv.v1.WatchRequest\x1a\x17.capkv.v1.WatchResponse0\x012\x9e\b\n" +
+	"\x05Watch\x12\x16.capkv.v1.WatchRequest\x1a\x17.capkv.v1.WatchResponse0\x012\xe5\b\n" +
 	"\x05Admin\x12B\n" +
 	"\rGetClusterMap\x12\x1b.capkv.v1.ClusterMapRequest\x1a\x14.capkv.v1.ClusterMap\x12<\n" +
 	"\vGetNodeInfo\x12\x19.capkv.v1.NodeInfoRequest\x1a\x12.capkv.v1.NodeInfo\x12P\n" +
@@ -4408,7 +4582,8 @@ const file_capkv_proto_rawDesc = "" +
 	"\x04Ring\x12\x15.capkv.v1.RingRequest\x1a\x16.capkv.v1.RingResponse\x123\n" +
 	"\x04Join\x12\x15.capkv.v1.JoinRequest\x1a\x14.capkv.v1.ClusterMap\x12G\n" +
 	"\x0eCreateKeyspace\x12\x1f.capkv.v1.CreateKeyspaceRequest\x1a\x14.capkv.v1.ClusterMap\x12C\n" +
-	"\fDropKeyspace\x12\x1d.capkv.v1.DropKeyspaceRequest\x1a\x14.capkv.v1.ClusterMap\x12D\n" +
+	"\fDropKeyspace\x12\x1d.capkv.v1.DropKeyspaceRequest\x1a\x14.capkv.v1.ClusterMap\x12E\n" +
+	"\rGrantKeyspace\x12\x1e.capkv.v1.GrantKeyspaceRequest\x1a\x14.capkv.v1.ClusterMap\x12D\n" +
 	"\tSetFaults\x12\x1a.capkv.v1.SetFaultsRequest\x1a\x1b.capkv.v1.SetFaultsResponse\x12;\n" +
 	"\x06Repair\x12\x17.capkv.v1.RepairRequest\x1a\x18.capkv.v1.RepairResponse\x12P\n" +
 	"\rMovePartition\x12\x1e.capkv.v1.MovePartitionRequest\x1a\x1f.capkv.v1.MovePartitionResponse\x12V\n" +
@@ -4436,7 +4611,7 @@ func file_capkv_proto_rawDescGZIP() []byte {
 }
 
 var file_capkv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_capkv_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
+var file_capkv_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
 var file_capkv_proto_goTypes = []any{
 	(WatchEvent_Kind)(0),            // 0: capkv.v1.WatchEvent.Kind
 	(*RequestHeader)(nil),           // 1: capkv.v1.RequestHeader
@@ -4459,48 +4634,50 @@ var file_capkv_proto_goTypes = []any{
 	(*Node)(nil),                    // 18: capkv.v1.Node
 	(*Range)(nil),                   // 19: capkv.v1.Range
 	(*Keyspace)(nil),                // 20: capkv.v1.Keyspace
-	(*ClusterMap)(nil),              // 21: capkv.v1.ClusterMap
-	(*Assignment)(nil),              // 22: capkv.v1.Assignment
-	(*JoinRequest)(nil),             // 23: capkv.v1.JoinRequest
-	(*CreateKeyspaceRequest)(nil),   // 24: capkv.v1.CreateKeyspaceRequest
-	(*ClusterMapRequest)(nil),       // 25: capkv.v1.ClusterMapRequest
-	(*DropKeyspaceRequest)(nil),     // 26: capkv.v1.DropKeyspaceRequest
-	(*NodeInfoRequest)(nil),         // 27: capkv.v1.NodeInfoRequest
-	(*NodeInfo)(nil),                // 28: capkv.v1.NodeInfo
-	(*ClusterStatusRequest)(nil),    // 29: capkv.v1.ClusterStatusRequest
-	(*NodeStatus)(nil),              // 30: capkv.v1.NodeStatus
-	(*ClusterStatusResponse)(nil),   // 31: capkv.v1.ClusterStatusResponse
-	(*KeyspacesRequest)(nil),        // 32: capkv.v1.KeyspacesRequest
-	(*KeyspacesResponse)(nil),       // 33: capkv.v1.KeyspacesResponse
-	(*LocateRequest)(nil),           // 34: capkv.v1.LocateRequest
-	(*LocateResponse)(nil),          // 35: capkv.v1.LocateResponse
-	(*RingRequest)(nil),             // 36: capkv.v1.RingRequest
-	(*PartitionPlacement)(nil),      // 37: capkv.v1.PartitionPlacement
-	(*RingResponse)(nil),            // 38: capkv.v1.RingResponse
-	(*FaultRule)(nil),               // 39: capkv.v1.FaultRule
-	(*SetFaultsRequest)(nil),        // 40: capkv.v1.SetFaultsRequest
-	(*SetFaultsResponse)(nil),       // 41: capkv.v1.SetFaultsResponse
-	(*RemoveNodeRequest)(nil),       // 42: capkv.v1.RemoveNodeRequest
-	(*MovePartitionRequest)(nil),    // 43: capkv.v1.MovePartitionRequest
-	(*MovePartitionResponse)(nil),   // 44: capkv.v1.MovePartitionResponse
-	(*PartitionStatusRequest)(nil),  // 45: capkv.v1.PartitionStatusRequest
-	(*PartitionStatusResponse)(nil), // 46: capkv.v1.PartitionStatusResponse
-	(*RebalanceStatusRequest)(nil),  // 47: capkv.v1.RebalanceStatusRequest
-	(*MoveStatus)(nil),              // 48: capkv.v1.MoveStatus
-	(*RebalanceStatusResponse)(nil), // 49: capkv.v1.RebalanceStatusResponse
-	(*RepairRequest)(nil),           // 50: capkv.v1.RepairRequest
-	(*RepairResponse)(nil),          // 51: capkv.v1.RepairResponse
-	(*PurgeRequest)(nil),            // 52: capkv.v1.PurgeRequest
-	(*PurgeResponse)(nil),           // 53: capkv.v1.PurgeResponse
-	(*DigestRequest)(nil),           // 54: capkv.v1.DigestRequest
-	(*DigestResponse)(nil),          // 55: capkv.v1.DigestResponse
-	(*LeafRequest)(nil),             // 56: capkv.v1.LeafRequest
-	(*KeyClock)(nil),                // 57: capkv.v1.KeyClock
-	(*LeafResponse)(nil),            // 58: capkv.v1.LeafResponse
-	(*ReplicaStoreRequest)(nil),     // 59: capkv.v1.ReplicaStoreRequest
-	(*ReplicaStoreResponse)(nil),    // 60: capkv.v1.ReplicaStoreResponse
-	(*ReplicaFetchRequest)(nil),     // 61: capkv.v1.ReplicaFetchRequest
-	(*ReplicaFetchResponse)(nil),    // 62: capkv.v1.ReplicaFetchResponse
+	(*Grant)(nil),                   // 21: capkv.v1.Grant
+	(*GrantKeyspaceRequest)(nil),    // 22: capkv.v1.GrantKeyspaceRequest
+	(*ClusterMap)(nil),              // 23: capkv.v1.ClusterMap
+	(*Assignment)(nil),              // 24: capkv.v1.Assignment
+	(*JoinRequest)(nil),             // 25: capkv.v1.JoinRequest
+	(*CreateKeyspaceRequest)(nil),   // 26: capkv.v1.CreateKeyspaceRequest
+	(*ClusterMapRequest)(nil),       // 27: capkv.v1.ClusterMapRequest
+	(*DropKeyspaceRequest)(nil),     // 28: capkv.v1.DropKeyspaceRequest
+	(*NodeInfoRequest)(nil),         // 29: capkv.v1.NodeInfoRequest
+	(*NodeInfo)(nil),                // 30: capkv.v1.NodeInfo
+	(*ClusterStatusRequest)(nil),    // 31: capkv.v1.ClusterStatusRequest
+	(*NodeStatus)(nil),              // 32: capkv.v1.NodeStatus
+	(*ClusterStatusResponse)(nil),   // 33: capkv.v1.ClusterStatusResponse
+	(*KeyspacesRequest)(nil),        // 34: capkv.v1.KeyspacesRequest
+	(*KeyspacesResponse)(nil),       // 35: capkv.v1.KeyspacesResponse
+	(*LocateRequest)(nil),           // 36: capkv.v1.LocateRequest
+	(*LocateResponse)(nil),          // 37: capkv.v1.LocateResponse
+	(*RingRequest)(nil),             // 38: capkv.v1.RingRequest
+	(*PartitionPlacement)(nil),      // 39: capkv.v1.PartitionPlacement
+	(*RingResponse)(nil),            // 40: capkv.v1.RingResponse
+	(*FaultRule)(nil),               // 41: capkv.v1.FaultRule
+	(*SetFaultsRequest)(nil),        // 42: capkv.v1.SetFaultsRequest
+	(*SetFaultsResponse)(nil),       // 43: capkv.v1.SetFaultsResponse
+	(*RemoveNodeRequest)(nil),       // 44: capkv.v1.RemoveNodeRequest
+	(*MovePartitionRequest)(nil),    // 45: capkv.v1.MovePartitionRequest
+	(*MovePartitionResponse)(nil),   // 46: capkv.v1.MovePartitionResponse
+	(*PartitionStatusRequest)(nil),  // 47: capkv.v1.PartitionStatusRequest
+	(*PartitionStatusResponse)(nil), // 48: capkv.v1.PartitionStatusResponse
+	(*RebalanceStatusRequest)(nil),  // 49: capkv.v1.RebalanceStatusRequest
+	(*MoveStatus)(nil),              // 50: capkv.v1.MoveStatus
+	(*RebalanceStatusResponse)(nil), // 51: capkv.v1.RebalanceStatusResponse
+	(*RepairRequest)(nil),           // 52: capkv.v1.RepairRequest
+	(*RepairResponse)(nil),          // 53: capkv.v1.RepairResponse
+	(*PurgeRequest)(nil),            // 54: capkv.v1.PurgeRequest
+	(*PurgeResponse)(nil),           // 55: capkv.v1.PurgeResponse
+	(*DigestRequest)(nil),           // 56: capkv.v1.DigestRequest
+	(*DigestResponse)(nil),          // 57: capkv.v1.DigestResponse
+	(*LeafRequest)(nil),             // 58: capkv.v1.LeafRequest
+	(*KeyClock)(nil),                // 59: capkv.v1.KeyClock
+	(*LeafResponse)(nil),            // 60: capkv.v1.LeafResponse
+	(*ReplicaStoreRequest)(nil),     // 61: capkv.v1.ReplicaStoreRequest
+	(*ReplicaStoreResponse)(nil),    // 62: capkv.v1.ReplicaStoreResponse
+	(*ReplicaFetchRequest)(nil),     // 63: capkv.v1.ReplicaFetchRequest
+	(*ReplicaFetchResponse)(nil),    // 64: capkv.v1.ReplicaFetchResponse
 }
 var file_capkv_proto_depIdxs = []int32{
 	1,  // 0: capkv.v1.GetRequest.header:type_name -> capkv.v1.RequestHeader
@@ -4519,78 +4696,82 @@ var file_capkv_proto_depIdxs = []int32{
 	0,  // 13: capkv.v1.WatchEvent.kind:type_name -> capkv.v1.WatchEvent.Kind
 	16, // 14: capkv.v1.WatchResponse.events:type_name -> capkv.v1.WatchEvent
 	19, // 15: capkv.v1.Keyspace.ranges:type_name -> capkv.v1.Range
-	18, // 16: capkv.v1.ClusterMap.nodes:type_name -> capkv.v1.Node
-	20, // 17: capkv.v1.ClusterMap.keyspaces:type_name -> capkv.v1.Keyspace
-	22, // 18: capkv.v1.ClusterMap.assignments:type_name -> capkv.v1.Assignment
-	22, // 19: capkv.v1.ClusterMap.joining:type_name -> capkv.v1.Assignment
-	18, // 20: capkv.v1.JoinRequest.node:type_name -> capkv.v1.Node
-	20, // 21: capkv.v1.CreateKeyspaceRequest.keyspace:type_name -> capkv.v1.Keyspace
-	18, // 22: capkv.v1.NodeStatus.node:type_name -> capkv.v1.Node
-	28, // 23: capkv.v1.NodeStatus.info:type_name -> capkv.v1.NodeInfo
-	30, // 24: capkv.v1.ClusterStatusResponse.nodes:type_name -> capkv.v1.NodeStatus
-	20, // 25: capkv.v1.ClusterStatusResponse.keyspaces:type_name -> capkv.v1.Keyspace
-	20, // 26: capkv.v1.KeyspacesResponse.keyspaces:type_name -> capkv.v1.Keyspace
-	37, // 27: capkv.v1.RingResponse.partitions:type_name -> capkv.v1.PartitionPlacement
-	39, // 28: capkv.v1.SetFaultsRequest.rules:type_name -> capkv.v1.FaultRule
-	48, // 29: capkv.v1.RebalanceStatusResponse.moves:type_name -> capkv.v1.MoveStatus
-	57, // 30: capkv.v1.LeafResponse.entries:type_name -> capkv.v1.KeyClock
-	4,  // 31: capkv.v1.KV.Get:input_type -> capkv.v1.GetRequest
-	7,  // 32: capkv.v1.KV.Put:input_type -> capkv.v1.PutRequest
-	9,  // 33: capkv.v1.KV.Delete:input_type -> capkv.v1.DeleteRequest
-	11, // 34: capkv.v1.KV.CAS:input_type -> capkv.v1.CASRequest
-	13, // 35: capkv.v1.KV.Scan:input_type -> capkv.v1.ScanRequest
-	15, // 36: capkv.v1.KV.Watch:input_type -> capkv.v1.WatchRequest
-	25, // 37: capkv.v1.Admin.GetClusterMap:input_type -> capkv.v1.ClusterMapRequest
-	27, // 38: capkv.v1.Admin.GetNodeInfo:input_type -> capkv.v1.NodeInfoRequest
-	29, // 39: capkv.v1.Admin.ClusterStatus:input_type -> capkv.v1.ClusterStatusRequest
-	32, // 40: capkv.v1.Admin.Keyspaces:input_type -> capkv.v1.KeyspacesRequest
-	34, // 41: capkv.v1.Admin.Locate:input_type -> capkv.v1.LocateRequest
-	36, // 42: capkv.v1.Admin.Ring:input_type -> capkv.v1.RingRequest
-	23, // 43: capkv.v1.Admin.Join:input_type -> capkv.v1.JoinRequest
-	24, // 44: capkv.v1.Admin.CreateKeyspace:input_type -> capkv.v1.CreateKeyspaceRequest
-	26, // 45: capkv.v1.Admin.DropKeyspace:input_type -> capkv.v1.DropKeyspaceRequest
-	40, // 46: capkv.v1.Admin.SetFaults:input_type -> capkv.v1.SetFaultsRequest
-	50, // 47: capkv.v1.Admin.Repair:input_type -> capkv.v1.RepairRequest
-	43, // 48: capkv.v1.Admin.MovePartition:input_type -> capkv.v1.MovePartitionRequest
-	45, // 49: capkv.v1.Admin.PartitionStatus:input_type -> capkv.v1.PartitionStatusRequest
-	47, // 50: capkv.v1.Admin.RebalanceStatus:input_type -> capkv.v1.RebalanceStatusRequest
-	42, // 51: capkv.v1.Admin.RemoveNode:input_type -> capkv.v1.RemoveNodeRequest
-	59, // 52: capkv.v1.Replica.Store:input_type -> capkv.v1.ReplicaStoreRequest
-	61, // 53: capkv.v1.Replica.Fetch:input_type -> capkv.v1.ReplicaFetchRequest
-	54, // 54: capkv.v1.Replica.Digest:input_type -> capkv.v1.DigestRequest
-	56, // 55: capkv.v1.Replica.Leaf:input_type -> capkv.v1.LeafRequest
-	52, // 56: capkv.v1.Replica.Purge:input_type -> capkv.v1.PurgeRequest
-	5,  // 57: capkv.v1.KV.Get:output_type -> capkv.v1.GetResponse
-	8,  // 58: capkv.v1.KV.Put:output_type -> capkv.v1.PutResponse
-	10, // 59: capkv.v1.KV.Delete:output_type -> capkv.v1.DeleteResponse
-	12, // 60: capkv.v1.KV.CAS:output_type -> capkv.v1.CASResponse
-	14, // 61: capkv.v1.KV.Scan:output_type -> capkv.v1.ScanResponse
-	17, // 62: capkv.v1.KV.Watch:output_type -> capkv.v1.WatchResponse
-	21, // 63: capkv.v1.Admin.GetClusterMap:output_type -> capkv.v1.ClusterMap
-	28, // 64: capkv.v1.Admin.GetNodeInfo:output_type -> capkv.v1.NodeInfo
-	31, // 65: capkv.v1.Admin.ClusterStatus:output_type -> capkv.v1.ClusterStatusResponse
-	33, // 66: capkv.v1.Admin.Keyspaces:output_type -> capkv.v1.KeyspacesResponse
-	35, // 67: capkv.v1.Admin.Locate:output_type -> capkv.v1.LocateResponse
-	38, // 68: capkv.v1.Admin.Ring:output_type -> capkv.v1.RingResponse
-	21, // 69: capkv.v1.Admin.Join:output_type -> capkv.v1.ClusterMap
-	21, // 70: capkv.v1.Admin.CreateKeyspace:output_type -> capkv.v1.ClusterMap
-	21, // 71: capkv.v1.Admin.DropKeyspace:output_type -> capkv.v1.ClusterMap
-	41, // 72: capkv.v1.Admin.SetFaults:output_type -> capkv.v1.SetFaultsResponse
-	51, // 73: capkv.v1.Admin.Repair:output_type -> capkv.v1.RepairResponse
-	44, // 74: capkv.v1.Admin.MovePartition:output_type -> capkv.v1.MovePartitionResponse
-	46, // 75: capkv.v1.Admin.PartitionStatus:output_type -> capkv.v1.PartitionStatusResponse
-	49, // 76: capkv.v1.Admin.RebalanceStatus:output_type -> capkv.v1.RebalanceStatusResponse
-	21, // 77: capkv.v1.Admin.RemoveNode:output_type -> capkv.v1.ClusterMap
-	60, // 78: capkv.v1.Replica.Store:output_type -> capkv.v1.ReplicaStoreResponse
-	62, // 79: capkv.v1.Replica.Fetch:output_type -> capkv.v1.ReplicaFetchResponse
-	55, // 80: capkv.v1.Replica.Digest:output_type -> capkv.v1.DigestResponse
-	58, // 81: capkv.v1.Replica.Leaf:output_type -> capkv.v1.LeafResponse
-	53, // 82: capkv.v1.Replica.Purge:output_type -> capkv.v1.PurgeResponse
-	57, // [57:83] is the sub-list for method output_type
-	31, // [31:57] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	21, // 16: capkv.v1.Keyspace.grants:type_name -> capkv.v1.Grant
+	21, // 17: capkv.v1.GrantKeyspaceRequest.grant:type_name -> capkv.v1.Grant
+	18, // 18: capkv.v1.ClusterMap.nodes:type_name -> capkv.v1.Node
+	20, // 19: capkv.v1.ClusterMap.keyspaces:type_name -> capkv.v1.Keyspace
+	24, // 20: capkv.v1.ClusterMap.assignments:type_name -> capkv.v1.Assignment
+	24, // 21: capkv.v1.ClusterMap.joining:type_name -> capkv.v1.Assignment
+	18, // 22: capkv.v1.JoinRequest.node:type_name -> capkv.v1.Node
+	20, // 23: capkv.v1.CreateKeyspaceRequest.keyspace:type_name -> capkv.v1.Keyspace
+	18, // 24: capkv.v1.NodeStatus.node:type_name -> capkv.v1.Node
+	30, // 25: capkv.v1.NodeStatus.info:type_name -> capkv.v1.NodeInfo
+	32, // 26: capkv.v1.ClusterStatusResponse.nodes:type_name -> capkv.v1.NodeStatus
+	20, // 27: capkv.v1.ClusterStatusResponse.keyspaces:type_name -> capkv.v1.Keyspace
+	20, // 28: capkv.v1.KeyspacesResponse.keyspaces:type_name -> capkv.v1.Keyspace
+	39, // 29: capkv.v1.RingResponse.partitions:type_name -> capkv.v1.PartitionPlacement
+	41, // 30: capkv.v1.SetFaultsRequest.rules:type_name -> capkv.v1.FaultRule
+	50, // 31: capkv.v1.RebalanceStatusResponse.moves:type_name -> capkv.v1.MoveStatus
+	59, // 32: capkv.v1.LeafResponse.entries:type_name -> capkv.v1.KeyClock
+	4,  // 33: capkv.v1.KV.Get:input_type -> capkv.v1.GetRequest
+	7,  // 34: capkv.v1.KV.Put:input_type -> capkv.v1.PutRequest
+	9,  // 35: capkv.v1.KV.Delete:input_type -> capkv.v1.DeleteRequest
+	11, // 36: capkv.v1.KV.CAS:input_type -> capkv.v1.CASRequest
+	13, // 37: capkv.v1.KV.Scan:input_type -> capkv.v1.ScanRequest
+	15, // 38: capkv.v1.KV.Watch:input_type -> capkv.v1.WatchRequest
+	27, // 39: capkv.v1.Admin.GetClusterMap:input_type -> capkv.v1.ClusterMapRequest
+	29, // 40: capkv.v1.Admin.GetNodeInfo:input_type -> capkv.v1.NodeInfoRequest
+	31, // 41: capkv.v1.Admin.ClusterStatus:input_type -> capkv.v1.ClusterStatusRequest
+	34, // 42: capkv.v1.Admin.Keyspaces:input_type -> capkv.v1.KeyspacesRequest
+	36, // 43: capkv.v1.Admin.Locate:input_type -> capkv.v1.LocateRequest
+	38, // 44: capkv.v1.Admin.Ring:input_type -> capkv.v1.RingRequest
+	25, // 45: capkv.v1.Admin.Join:input_type -> capkv.v1.JoinRequest
+	26, // 46: capkv.v1.Admin.CreateKeyspace:input_type -> capkv.v1.CreateKeyspaceRequest
+	28, // 47: capkv.v1.Admin.DropKeyspace:input_type -> capkv.v1.DropKeyspaceRequest
+	22, // 48: capkv.v1.Admin.GrantKeyspace:input_type -> capkv.v1.GrantKeyspaceRequest
+	42, // 49: capkv.v1.Admin.SetFaults:input_type -> capkv.v1.SetFaultsRequest
+	52, // 50: capkv.v1.Admin.Repair:input_type -> capkv.v1.RepairRequest
+	45, // 51: capkv.v1.Admin.MovePartition:input_type -> capkv.v1.MovePartitionRequest
+	47, // 52: capkv.v1.Admin.PartitionStatus:input_type -> capkv.v1.PartitionStatusRequest
+	49, // 53: capkv.v1.Admin.RebalanceStatus:input_type -> capkv.v1.RebalanceStatusRequest
+	44, // 54: capkv.v1.Admin.RemoveNode:input_type -> capkv.v1.RemoveNodeRequest
+	61, // 55: capkv.v1.Replica.Store:input_type -> capkv.v1.ReplicaStoreRequest
+	63, // 56: capkv.v1.Replica.Fetch:input_type -> capkv.v1.ReplicaFetchRequest
+	56, // 57: capkv.v1.Replica.Digest:input_type -> capkv.v1.DigestRequest
+	58, // 58: capkv.v1.Replica.Leaf:input_type -> capkv.v1.LeafRequest
+	54, // 59: capkv.v1.Replica.Purge:input_type -> capkv.v1.PurgeRequest
+	5,  // 60: capkv.v1.KV.Get:output_type -> capkv.v1.GetResponse
+	8,  // 61: capkv.v1.KV.Put:output_type -> capkv.v1.PutResponse
+	10, // 62: capkv.v1.KV.Delete:output_type -> capkv.v1.DeleteResponse
+	12, // 63: capkv.v1.KV.CAS:output_type -> capkv.v1.CASResponse
+	14, // 64: capkv.v1.KV.Scan:output_type -> capkv.v1.ScanResponse
+	17, // 65: capkv.v1.KV.Watch:output_type -> capkv.v1.WatchResponse
+	23, // 66: capkv.v1.Admin.GetClusterMap:output_type -> capkv.v1.ClusterMap
+	30, // 67: capkv.v1.Admin.GetNodeInfo:output_type -> capkv.v1.NodeInfo
+	33, // 68: capkv.v1.Admin.ClusterStatus:output_type -> capkv.v1.ClusterStatusResponse
+	35, // 69: capkv.v1.Admin.Keyspaces:output_type -> capkv.v1.KeyspacesResponse
+	37, // 70: capkv.v1.Admin.Locate:output_type -> capkv.v1.LocateResponse
+	40, // 71: capkv.v1.Admin.Ring:output_type -> capkv.v1.RingResponse
+	23, // 72: capkv.v1.Admin.Join:output_type -> capkv.v1.ClusterMap
+	23, // 73: capkv.v1.Admin.CreateKeyspace:output_type -> capkv.v1.ClusterMap
+	23, // 74: capkv.v1.Admin.DropKeyspace:output_type -> capkv.v1.ClusterMap
+	23, // 75: capkv.v1.Admin.GrantKeyspace:output_type -> capkv.v1.ClusterMap
+	43, // 76: capkv.v1.Admin.SetFaults:output_type -> capkv.v1.SetFaultsResponse
+	53, // 77: capkv.v1.Admin.Repair:output_type -> capkv.v1.RepairResponse
+	46, // 78: capkv.v1.Admin.MovePartition:output_type -> capkv.v1.MovePartitionResponse
+	48, // 79: capkv.v1.Admin.PartitionStatus:output_type -> capkv.v1.PartitionStatusResponse
+	51, // 80: capkv.v1.Admin.RebalanceStatus:output_type -> capkv.v1.RebalanceStatusResponse
+	23, // 81: capkv.v1.Admin.RemoveNode:output_type -> capkv.v1.ClusterMap
+	62, // 82: capkv.v1.Replica.Store:output_type -> capkv.v1.ReplicaStoreResponse
+	64, // 83: capkv.v1.Replica.Fetch:output_type -> capkv.v1.ReplicaFetchResponse
+	57, // 84: capkv.v1.Replica.Digest:output_type -> capkv.v1.DigestResponse
+	60, // 85: capkv.v1.Replica.Leaf:output_type -> capkv.v1.LeafResponse
+	55, // 86: capkv.v1.Replica.Purge:output_type -> capkv.v1.PurgeResponse
+	60, // [60:87] is the sub-list for method output_type
+	33, // [33:60] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_capkv_proto_init() }
@@ -4605,7 +4786,7 @@ func file_capkv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_capkv_proto_rawDesc), len(file_capkv_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   62,
+			NumMessages:   64,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

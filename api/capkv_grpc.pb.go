@@ -331,6 +331,7 @@ const (
 	Admin_Join_FullMethodName            = "/capkv.v1.Admin/Join"
 	Admin_CreateKeyspace_FullMethodName  = "/capkv.v1.Admin/CreateKeyspace"
 	Admin_DropKeyspace_FullMethodName    = "/capkv.v1.Admin/DropKeyspace"
+	Admin_GrantKeyspace_FullMethodName   = "/capkv.v1.Admin/GrantKeyspace"
 	Admin_SetFaults_FullMethodName       = "/capkv.v1.Admin/SetFaults"
 	Admin_Repair_FullMethodName          = "/capkv.v1.Admin/Repair"
 	Admin_MovePartition_FullMethodName   = "/capkv.v1.Admin/MovePartition"
@@ -361,6 +362,9 @@ type AdminClient interface {
 	// deletes its data (partition records, Raft logs and snapshots, hints).
 	// It returns once every reachable node has done so.
 	DropKeyspace(ctx context.Context, in *DropKeyspaceRequest, opts ...grpc.CallOption) (*ClusterMap, error)
+	// GrantKeyspace changes a keyspace's grants (admin on it, or a cluster
+	// admin identity).
+	GrantKeyspace(ctx context.Context, in *GrantKeyspaceRequest, opts ...grpc.CallOption) (*ClusterMap, error)
 	// SetFaults installs network fault rules on this node's traffic to other
 	// nodes. TEST ONLY: refused unless kvd runs with --test-faults.
 	SetFaults(ctx context.Context, in *SetFaultsRequest, opts ...grpc.CallOption) (*SetFaultsResponse, error)
@@ -483,6 +487,16 @@ func (c *adminClient) DropKeyspace(ctx context.Context, in *DropKeyspaceRequest,
 	return out, nil
 }
 
+func (c *adminClient) GrantKeyspace(ctx context.Context, in *GrantKeyspaceRequest, opts ...grpc.CallOption) (*ClusterMap, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClusterMap)
+	err := c.cc.Invoke(ctx, Admin_GrantKeyspace_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) SetFaults(ctx context.Context, in *SetFaultsRequest, opts ...grpc.CallOption) (*SetFaultsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(SetFaultsResponse)
@@ -565,6 +579,9 @@ type AdminServer interface {
 	// deletes its data (partition records, Raft logs and snapshots, hints).
 	// It returns once every reachable node has done so.
 	DropKeyspace(context.Context, *DropKeyspaceRequest) (*ClusterMap, error)
+	// GrantKeyspace changes a keyspace's grants (admin on it, or a cluster
+	// admin identity).
+	GrantKeyspace(context.Context, *GrantKeyspaceRequest) (*ClusterMap, error)
 	// SetFaults installs network fault rules on this node's traffic to other
 	// nodes. TEST ONLY: refused unless kvd runs with --test-faults.
 	SetFaults(context.Context, *SetFaultsRequest) (*SetFaultsResponse, error)
@@ -623,6 +640,9 @@ func (UnimplementedAdminServer) CreateKeyspace(context.Context, *CreateKeyspaceR
 }
 func (UnimplementedAdminServer) DropKeyspace(context.Context, *DropKeyspaceRequest) (*ClusterMap, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method DropKeyspace not implemented")
+}
+func (UnimplementedAdminServer) GrantKeyspace(context.Context, *GrantKeyspaceRequest) (*ClusterMap, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GrantKeyspace not implemented")
 }
 func (UnimplementedAdminServer) SetFaults(context.Context, *SetFaultsRequest) (*SetFaultsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method SetFaults not implemented")
@@ -825,6 +845,24 @@ func _Admin_DropKeyspace_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_GrantKeyspace_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GrantKeyspaceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).GrantKeyspace(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_GrantKeyspace_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).GrantKeyspace(ctx, req.(*GrantKeyspaceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_SetFaults_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(SetFaultsRequest)
 	if err := dec(in); err != nil {
@@ -975,6 +1013,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DropKeyspace",
 			Handler:    _Admin_DropKeyspace_Handler,
+		},
+		{
+			MethodName: "GrantKeyspace",
+			Handler:    _Admin_GrantKeyspace_Handler,
 		},
 		{
 			MethodName: "SetFaults",

@@ -37,6 +37,9 @@ var (
 	// ErrUnauthenticated: the TLS settings of client and node disagree, or
 	// one refused the other's certificate.
 	ErrUnauthenticated = kverrors.ErrUnauthenticated
+	// ErrPermissionDenied: the client's identity (its certificate's name)
+	// has no grant for the operation on the keyspace.
+	ErrPermissionDenied = kverrors.ErrPermissionDenied
 )
 
 // Config configures a Client.

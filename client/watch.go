@@ -176,7 +176,7 @@ func (c *Client) Watch(ctx context.Context, prefix string, opts ...WatchOption) 
 		all.Add(1)
 		go func() {
 			defer all.Done()
-			c.watchPartition(wctx, prefix, p, ks.Mode == consistency.CP, out, opened.Done, health)
+			c.watchPartition(wctx, stop, prefix, p, ks.Mode == consistency.CP, out, opened.Done, health)
 		}()
 	}
 	if o.giveUp > 0 {
@@ -225,8 +225,9 @@ func (c *Client) watchGiveUp(ctx context.Context, stop func(), prefix string, gi
 }
 
 // watchPartition keeps one partition's stream open until ctx ends. ready is
-// called once, after the first attempt to open it.
-func (c *Client) watchPartition(ctx context.Context, prefix string, p ring.PartitionInfo, cp bool, out chan<- WatchEvent, ready func(), h *watchHealth) {
+// called once, after the first attempt to open it. A refusal for want of a
+// read grant ends the whole watch (stop): reopening cannot help.
+func (c *Client) watchPartition(ctx context.Context, stop func(), prefix string, p ring.PartitionInfo, cp bool, out chan<- WatchEvent, ready func(), h *watchHealth) {
 	readyOnce := sync.OnceFunc(ready)
 	defer readyOnce()
 	pid := p.ID.String()
@@ -251,6 +252,14 @@ func (c *Client) watchPartition(ctx context.Context, prefix string, p ring.Parti
 		readyOnce()
 		if err == nil {
 			err = errors.New("stream ended")
+		}
+		if errors.Is(err, ErrPermissionDenied) {
+			select {
+			case out <- WatchEvent{Kind: WatchGap, Err: fmt.Errorf("watch %s: %w", prefix, err)}:
+			case <-ctx.Done():
+			}
+			stop()
+			return
 		}
 		failures++
 		h.failed(err)

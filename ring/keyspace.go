@@ -53,6 +53,49 @@ type KeyspaceConfig struct {
 	// SiblingCap applies; WithDefaults leaves it 0 so that configs stored
 	// before the field existed compare equal).
 	MaxSiblings int `json:",omitempty"`
+	// Grants are the client identities allowed on the keyspace, sorted by
+	// identity (see internal/access; empty: open to every client).
+	Grants []Grant `json:",omitempty"`
+}
+
+// Grant is what one client identity (its certificate's common name) may
+// do on a keyspace.
+type Grant struct {
+	Identity           string
+	Read, Write, Admin bool
+}
+
+// ApplyGrant returns grants with g's permissions added to its identity's
+// (revoke: its grant removed), kept sorted by identity, and whether that
+// changed anything. grants is not modified.
+func ApplyGrant(grants []Grant, g Grant, revoke bool) ([]Grant, bool) {
+	out := slices.Clone(grants)
+	i, found := slices.BinarySearchFunc(out, g.Identity, func(x Grant, id string) int { return strings.Compare(x.Identity, id) })
+	switch {
+	case revoke && !found:
+		return grants, false
+	case revoke:
+		return slices.Delete(out, i, i+1), true
+	case !found:
+		return slices.Insert(out, i, g), true
+	}
+	was := out[i]
+	out[i].Read, out[i].Write, out[i].Admin = was.Read || g.Read, was.Write || g.Write, was.Admin || g.Admin
+	return out, out[i] != was
+}
+
+// String is the grant as "alice=read,write".
+func (g Grant) String() string {
+	var ps []string
+	for _, p := range []struct {
+		on   bool
+		name string
+	}{{g.Read, "read"}, {g.Write, "write"}, {g.Admin, "admin"}} {
+		if p.on {
+			ps = append(ps, p.name)
+		}
+	}
+	return g.Identity + "=" + strings.Join(ps, ",")
 }
 
 // DefaultMaxSiblings is the sibling cap of an AP keyspace that sets none:

@@ -3,6 +3,7 @@ package ring
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -168,5 +169,37 @@ func TestCheckPlacement(t *testing.T) {
 				t.Errorf("%s: %q does not name %q", tc.name, err, s)
 			}
 		}
+	}
+}
+
+func TestApplyGrant(t *testing.T) {
+	var gs []Grant
+	steps := []struct {
+		g       Grant
+		revoke  bool
+		want    string
+		changed bool
+	}{
+		{Grant{Identity: "carol", Read: true}, false, "carol=read", true},
+		{Grant{Identity: "alice", Write: true}, false, "alice=write carol=read", true},
+		{Grant{Identity: "alice", Read: true}, false, "alice=read,write carol=read", true}, // added to what it has
+		{Grant{Identity: "alice", Read: true}, false, "alice=read,write carol=read", false},
+		{Grant{Identity: "bob"}, true, "alice=read,write carol=read", false},
+		{Grant{Identity: "carol"}, true, "alice=read,write", true},
+	}
+	for i, s := range steps {
+		before := slices.Clone(gs)
+		out, changed := ApplyGrant(gs, s.g, s.revoke)
+		var strs []string
+		for _, g := range out {
+			strs = append(strs, g.String())
+		}
+		if got := strings.Join(strs, " "); got != s.want || changed != s.changed {
+			t.Fatalf("step %d: %q changed=%v, want %q changed=%v", i, got, changed, s.want, s.changed)
+		}
+		if !slices.Equal(gs, before) {
+			t.Fatalf("step %d modified its input", i)
+		}
+		gs = out
 	}
 }

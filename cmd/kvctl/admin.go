@@ -274,6 +274,13 @@ func keyspacesJSON(ks []*api.Keyspace) []map[string]any {
 			}
 			m["ranges"] = strings.Join(rs, ",")
 		}
+		if len(k.Grants) > 0 {
+			var gs []string
+			for _, gr := range k.Grants {
+				gs = append(gs, wire.GrantFromProto(gr).String())
+			}
+			m["grants"] = strings.Join(gs, " ")
+		}
 		out = append(out, m)
 	}
 	return out
@@ -292,7 +299,7 @@ func keyspaceCmd(g *globals) *cobra.Command {
 		})
 		return ks, err
 	}
-	cmd.AddCommand(createKeyspaceCmd(g), dropKeyspaceCmd(g))
+	cmd.AddCommand(createKeyspaceCmd(g), dropKeyspaceCmd(g), grantKeyspaceCmd(g, false), grantKeyspaceCmd(g, true))
 	cmd.AddCommand(&cobra.Command{
 		Use:   "list",
 		Short: "list keyspaces with their mode",
@@ -330,7 +337,7 @@ func keyspaceCmd(g *globals) *cobra.Command {
 					return g.printJSON(m)
 				}
 				w := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
-				for _, f := range []string{"name", "mode", "replicas", "partitions", "template", "default_level", "resolve", "max_siblings", "ranges"} {
+				for _, f := range []string{"name", "mode", "replicas", "partitions", "template", "default_level", "resolve", "max_siblings", "ranges", "grants"} {
 					if v, ok := m[f]; ok {
 						fmt.Fprintf(w, "%s\t%v\n", f, v)
 					}
@@ -413,6 +420,66 @@ cluster, or one region when the template names {region}) is refused.`,
 	cmd.Flags().StringVar(&level, "default-level", "", "default consistency level (cp: linearizable|stale; ap: one|quorum|all)")
 	cmd.Flags().StringVar(&resolve, "resolve", "", "ap conflict resolution: siblings (default) or lww")
 	cmd.Flags().IntVar(&maxSiblings, "max-siblings", 0, fmt.Sprintf("ap: concurrent values a key may keep; a write that would add one more is refused (0: %d)", ring.DefaultMaxSiblings))
+	return cmd
+}
+
+// grantKeyspaceCmd is keyspace grant, or with revoke keyspace revoke.
+func grantKeyspaceCmd(g *globals, revoke bool) *cobra.Command {
+	var who string
+	var gr ring.Grant
+	cmd := &cobra.Command{
+		Use:   "grant NAME --to IDENTITY [--read] [--write] [--admin]",
+		Short: "give a client identity permissions on a keyspace (added to those it has)",
+		Long: `grant gives the client identity (the common name of its certificate) read
+(get, scan, watch), write (put, delete, cas) and/or admin (grant, revoke, drop)
+on a keyspace. Grants apply on nodes started with --client-cert-auth: a
+keyspace without grants is open to every client with a valid certificate; once
+it has one, only the identities granted (and kvd's --admin-identities) may use
+it. It returns once every reachable node has the new grants.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			gr.Identity = who
+			if gr.Identity == "" {
+				return usageError{fmt.Errorf("keyspace %s %s: name the identity with %s", cmd.Name(), args[0], map[bool]string{false: "--to", true: "--from"}[revoke])}
+			}
+			if !revoke && !gr.Read && !gr.Write && !gr.Admin {
+				return usageError{fmt.Errorf("keyspace grant %s --to %s: give at least one of --read, --write, --admin", args[0], who)}
+			}
+			return g.withAdmin(func(ctx context.Context, a api.AdminClient) error {
+				cm, err := a.GrantKeyspace(ctx, &api.GrantKeyspaceRequest{Keyspace: args[0], Grant: wire.GrantToProto(gr), Revoke: revoke})
+				if err != nil {
+					return kverrors.FromStatus(err)
+				}
+				var grants []string
+				for _, k := range cm.GetKeyspaces() {
+					if k.GetName() == args[0] {
+						for _, x := range k.GetGrants() {
+							grants = append(grants, wire.GrantFromProto(x).String())
+						}
+					}
+				}
+				if g.json {
+					return g.printJSON(map[string]any{"keyspace": args[0], "grants": grants, "epoch": cm.GetEpoch()})
+				}
+				if len(grants) == 0 {
+					grants = []string{"none (open to every authenticated client)"}
+				}
+				fmt.Fprintf(g.out, "keyspace %s grants: %s (epoch %d)\n", args[0], strings.Join(grants, " "), cm.GetEpoch())
+				return nil
+			})
+		},
+	}
+	if revoke {
+		cmd.Use = "revoke NAME --from IDENTITY"
+		cmd.Short = "remove every permission of a client identity on a keyspace"
+		cmd.Long = "revoke removes the identity's grant on the keyspace; it returns once every reachable node has the new grants."
+		cmd.Flags().StringVar(&who, "from", "", "the identity (client certificate common name)")
+		return cmd
+	}
+	cmd.Flags().StringVar(&who, "to", "", "the identity (client certificate common name)")
+	cmd.Flags().BoolVar(&gr.Read, "read", false, "get, scan, watch")
+	cmd.Flags().BoolVar(&gr.Write, "write", false, "put, delete, cas")
+	cmd.Flags().BoolVar(&gr.Admin, "admin", false, "grant, revoke, drop")
 	return cmd
 }
 

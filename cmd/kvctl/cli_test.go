@@ -41,6 +41,10 @@ func TestUsageErrors(t *testing.T) {
 		{name: "bash completion", args: []string{"completion", "bash"}, code: 0, want: []string{"bash completion", "__kvctl"}},
 		{name: "zsh completion", args: []string{"completion", "zsh"}, code: 0, want: []string{"#compdef kvctl"}},
 		{name: "fish completion", args: []string{"completion", "fish"}, code: 0, want: []string{"complete -c kvctl"}},
+		{name: "grant without an identity", args: []string{"keyspace", "grant", "ledger", "--read"}, code: 2, want: []string{"keyspace grant ledger: name the identity with --to"}},
+		{name: "grant without a permission", args: []string{"keyspace", "grant", "ledger", "--to", "bob"}, code: 2,
+			want: []string{"keyspace grant ledger --to bob: give at least one of --read, --write, --admin"}},
+		{name: "revoke without an identity", args: []string{"keyspace", "revoke", "ledger"}, code: 2, want: []string{"keyspace revoke ledger: name the identity with --from"}},
 		{name: "cluster status --check flag exists", args: []string{"cluster", "status", "--help"}, code: 0, want: []string{"--check"}},
 	} {
 		c.run(t)

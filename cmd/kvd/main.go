@@ -204,6 +204,7 @@ func runServe(cmd *cobra.Command, f serveFlags) error {
 		return err
 	}
 	cfg.Security = sec
+	cfg.AdminIdentities = ts.admins()
 	set := func(name string) bool { return cmd.Flags().Changed(name) || f.configFile == "" }
 	if set("id") {
 		cfg.ID = f.id

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -29,6 +30,9 @@ type tlsSettings struct {
 	PeerKeyFile       string `json:"peer_key_file"`
 	PeerTrustedCAFile string `json:"peer_trusted_ca_file"`
 	MinVersion        string `json:"tls_min_version"`
+	// AdminIdentities are client identities allowed everything on every
+	// keyspace (internal/access), comma-separated; they need ClientCertAuth.
+	AdminIdentities string `json:"admin_identities"`
 }
 
 func (s *tlsSettings) addFlags(cmd *cobra.Command) {
@@ -41,6 +45,7 @@ func (s *tlsSettings) addFlags(cmd *cobra.Command) {
 	fl.StringVar(&s.PeerKeyFile, "peer-key-file", "", "TLS: the key of --peer-cert-file (default: --key-file)")
 	fl.StringVar(&s.PeerTrustedCAFile, "peer-trusted-ca-file", "", "TLS: CA bundle node certificates are verified with (default: --trusted-ca-file); node-to-node calls always need one")
 	fl.StringVar(&s.MinVersion, "tls-min-version", "1.2", "TLS: oldest protocol version accepted: 1.2 or 1.3")
+	fl.StringVar(&s.AdminIdentities, "admin-identities", "", "with --client-cert-auth: client certificate names (comma-separated) allowed everything on every keyspace; when set, only they may create keyspaces")
 }
 
 // override sets the fields whose flags were given on the command line.
@@ -49,7 +54,7 @@ func (s *tlsSettings) override(cmd *cobra.Command, flags tlsSettings) {
 		"cert-file": {&s.CertFile, &flags.CertFile}, "key-file": {&s.KeyFile, &flags.KeyFile},
 		"trusted-ca-file": {&s.TrustedCAFile, &flags.TrustedCAFile}, "peer-cert-file": {&s.PeerCertFile, &flags.PeerCertFile},
 		"peer-key-file": {&s.PeerKeyFile, &flags.PeerKeyFile}, "peer-trusted-ca-file": {&s.PeerTrustedCAFile, &flags.PeerTrustedCAFile},
-		"tls-min-version": {&s.MinVersion, &flags.MinVersion},
+		"tls-min-version": {&s.MinVersion, &flags.MinVersion}, "admin-identities": {&s.AdminIdentities, &flags.AdminIdentities},
 	} {
 		if cmd.Flags().Changed(name) {
 			*p.to = *p.from
@@ -71,6 +76,10 @@ func (s tlsSettings) security() (dial.Security, error) {
 	if err != nil {
 		return dial.Security{}, fmt.Errorf("--tls-min-version: %w", err)
 	}
+	if len(s.admins()) > 0 && !s.ClientCertAuth {
+		return dial.Security{}, fmt.Errorf("--admin-identities %s needs --client-cert-auth: identities are the names of client certificates",
+			s.AdminIdentities)
+	}
 	if !s.on() {
 		return dial.Plaintext, nil
 	}
@@ -90,6 +99,17 @@ func (s tlsSettings) security() (dial.Security, error) {
 		}
 	}
 	return dial.NodeTLS(serve, peer, s.ClientCertAuth), nil
+}
+
+// admins are the names of AdminIdentities.
+func (s tlsSettings) admins() []string {
+	var out []string
+	for _, a := range strings.Split(s.AdminIdentities, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 func or(a, b string) string {

@@ -44,9 +44,10 @@ func TestTLSSettings(t *testing.T) {
 		t.Fatalf("no TLS settings: %s, %v", sec, err)
 	}
 	for ts, want := range map[tlsSettings]string{
-		{CertFile: dir + "/n1.crt"}: "TLS needs --cert-file, --key-file and --trusted-ca-file",
-		{ClientCertAuth: true}:      "TLS needs",
-		{MinVersion: "1.1"}:         "--tls-min-version",
+		{CertFile: dir + "/n1.crt"}:    "TLS needs --cert-file, --key-file and --trusted-ca-file",
+		{ClientCertAuth: true}:         "TLS needs",
+		{MinVersion: "1.1"}:            "--tls-min-version",
+		{AdminIdentities: "root, ops"}: "--admin-identities root, ops needs --client-cert-auth",
 		{CertFile: dir + "/n1.crt", KeyFile: dir + "/n1.key", TrustedCAFile: dir + "/ca.crt", PeerCertFile: dir + "/n2.crt"}: "peer TLS",
 	} {
 		if _, err := ts.security(); err == nil || !strings.Contains(err.Error(), want) {

@@ -162,3 +162,21 @@ func (s Security) peerOnlyStream(srv any, ss grpc.ServerStream, info *grpc.Strea
 	}
 	return h(srv, ss)
 }
+
+// Caller is who made a call on a node's server: the common name of the
+// client certificate its connection presented, and whether that is a node
+// certificate of the peer CA (as the node-only calls require). ok is false
+// when the connection presented no certificate (plaintext, or TLS without
+// --client-cert-auth).
+func (s Security) Caller(ctx context.Context) (name string, node, ok bool) {
+	p, found := peer.FromContext(ctx)
+	if !found || s.peer == nil {
+		return "", false, false
+	}
+	info, isTLS := p.AuthInfo.(credentials.TLSInfo)
+	if !isTLS || len(info.State.PeerCertificates) == 0 {
+		return "", false, false
+	}
+	chain := info.State.PeerCertificates
+	return chain[0].Subject.CommonName, s.peer.VerifiedBy(chain) == nil, true
+}

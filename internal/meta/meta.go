@@ -28,6 +28,7 @@ import (
 
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/consistency"
+	"github.com/capkv/capkv/internal/access"
 	"github.com/capkv/capkv/internal/kverrors"
 	"github.com/capkv/capkv/internal/rebalance"
 	"github.com/capkv/capkv/internal/wire"
@@ -60,7 +61,10 @@ type Config struct {
 	MetaSize int
 	// Keyspaces of the initial map.
 	Keyspaces []ring.KeyspaceConfig
-	VNodes    int
+	// AdminIdentities are the cluster admin identities (internal/access):
+	// with none, a keyspace's grants must keep an identity with admin.
+	AdminIdentities []string
+	VNodes          int
 	// Join lists addresses to register through; JoinTimeout bounds it.
 	Join        []string
 	JoinTimeout time.Duration
@@ -494,6 +498,7 @@ func (s *Service) Join(ctx context.Context, req *api.JoinRequest) (*api.ClusterM
 // CreateKeyspace adds a keyspace to the map.
 func (s *Service) CreateKeyspace(ctx context.Context, req *api.CreateKeyspaceRequest) (*api.ClusterMap, error) {
 	ks := wire.KeyspaceFromProto(req.GetKeyspace()).WithDefaults()
+	ks.Grants = nil // grants are given by GrantKeyspace, by an admin
 	if err := ks.Validate(); err != nil {
 		return nil, err
 	}
@@ -503,6 +508,7 @@ func (s *Service) CreateKeyspace(ctx context.Context, req *api.CreateKeyspaceReq
 				if x.Name != ks.Name {
 					continue
 				}
+				x.Grants = nil // creating it again is a no-op whatever its grants
 				if reflect.DeepEqual(x.WithDefaults(), ks) {
 					return errNoChange
 				}
@@ -532,6 +538,49 @@ func (s *Service) CreateKeyspace(ctx context.Context, req *api.CreateKeyspaceReq
 	s.adoptProto(pm)
 	if err := s.waitUsable(ctx, ks.Name, pm.GetEpoch()); err != nil {
 		return nil, err
+	}
+	return pm, nil
+}
+
+// GrantKeyspace adds an identity's permissions on a keyspace to those it
+// has, or with revoke removes its grant. It returns once every node the
+// failure detector does not hold down has adopted the new map, so that a
+// revoke is in force on each of them when it returns. Whether the caller
+// may change grants is the node's access check (internal/access), made
+// before this is called.
+func (s *Service) GrantKeyspace(ctx context.Context, req *api.GrantKeyspaceRequest) (*api.ClusterMap, error) {
+	name, g := req.GetKeyspace(), wire.GrantFromProto(req.GetGrant())
+	if g.Identity == "" {
+		return nil, fmt.Errorf("%w: a grant names an identity (a client certificate's common name)", kverrors.ErrInvalidArgument)
+	}
+	if !req.GetRevoke() && !g.Read && !g.Write && !g.Admin {
+		return nil, fmt.Errorf("%w: grant to %q on keyspace %q gives no permission (read, write or admin)", kverrors.ErrInvalidArgument, g.Identity, name)
+	}
+	pm, err := s.onLeader(ctx, req.GetHops(), func(cg *cp.Group) (*clusterMap, error) {
+		return s.updateMap(ctx, cg, func(m *clusterMap) error {
+			i := slices.IndexFunc(m.Keyspaces, func(k ring.KeyspaceConfig) bool { return k.Name == name })
+			if i < 0 {
+				return fmt.Errorf("%w: %q", kverrors.ErrUnknownKeyspace, name)
+			}
+			grants, changed := ring.ApplyGrant(m.Keyspaces[i].Grants, g, req.GetRevoke())
+			if !changed {
+				return errNoChange
+			}
+			if err := access.CheckManageable(name, grants, s.cfg.AdminIdentities); err != nil {
+				return err
+			}
+			m.Keyspaces[i].Grants = grants
+			return nil
+		})
+	}, func(ctx context.Context, c api.AdminClient, hops uint32) (*api.ClusterMap, error) {
+		return c.GrantKeyspace(ctx, &api.GrantKeyspaceRequest{Keyspace: name, Grant: req.GetGrant(), Revoke: req.GetRevoke(), Hops: hops})
+	})
+	if err != nil || req.GetHops() > 0 {
+		return pm, err
+	}
+	s.adoptProto(pm)
+	if _, err := s.waitNodes(ctx, nodeIDs(wire.TopologyFromProto(pm).Nodes), pm.GetEpoch(), nil); err != nil {
+		return nil, fmt.Errorf("the grants of keyspace %q are changed in the cluster map (epoch %d), but not every node has adopted it yet: %w", name, pm.GetEpoch(), err)
 	}
 	return pm, nil
 }

@@ -147,3 +147,9 @@ func (n *Node) CreateKeyspace(ctx context.Context, req *api.CreateKeyspaceReques
 func (n *Node) DropKeyspace(ctx context.Context, req *api.DropKeyspaceRequest) (*api.ClusterMap, error) {
 	return n.meta.DropKeyspace(ctx, req)
 }
+
+// GrantKeyspace changes a keyspace's grants (on the metadata leader) and
+// returns once every reachable node has adopted them.
+func (n *Node) GrantKeyspace(ctx context.Context, req *api.GrantKeyspaceRequest) (*api.ClusterMap, error) {
+	return n.meta.GrantKeyspace(ctx, req)
+}

@@ -82,6 +82,11 @@ type Config struct {
 	// Security is the transport of the node's listener and of its dials to
 	// other nodes: plaintext (the zero value) or mutual TLS (dial.NodeTLS).
 	Security dial.Security
+	// AdminIdentities are the client identities (certificate common names)
+	// that may do everything on every keyspace and alone may create
+	// keyspaces, with Security's client certificate auth (see
+	// internal/access; empty: creating keyspaces is open).
+	AdminIdentities []string
 	// Logger receives the node's logs; nil discards them.
 	Logger *slog.Logger
 }

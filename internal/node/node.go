@@ -149,7 +149,7 @@ func (n *Node) Start(lis net.Listener) error {
 	n.lis = lis
 	n.started = time.Now()
 	m, err := meta.New(meta.Config{Self: n.cfg.ID, Region: n.cfg.Region, Advertise: n.advertise,
-		Peers: n.cfg.Peers, MetaSize: n.cfg.MetaSize, Keyspaces: n.cfg.Keyspaces, VNodes: n.cfg.VNodes,
+		Peers: n.cfg.Peers, MetaSize: n.cfg.MetaSize, Keyspaces: n.cfg.Keyspaces, AdminIdentities: n.cfg.AdminIdentities, VNodes: n.cfg.VNodes,
 		Join: n.cfg.Join, JoinTimeout: n.cfg.JoinTimeout, Host: n.host, Storage: n.store.Replica(meta.GroupID), Clock: n.clock,
 		Peer:     func(id string) (grpc.ClientConnInterface, error) { return n.peer(id) },
 		DialAddr: func(addr string) (grpc.ClientConnInterface, error) { return n.dialAddr(addr) },
@@ -159,7 +159,7 @@ func (n *Node) Start(lis net.Listener) error {
 		return err
 	}
 	n.meta = m
-	n.srv = grpc.NewServer(append(sopts, grpc.ChainUnaryInterceptor(n.unaryInterceptor))...)
+	n.srv = grpc.NewServer(append(sopts, grpc.ChainUnaryInterceptor(n.unaryInterceptor), grpc.ChainStreamInterceptor(n.authorizeStream))...)
 	api.RegisterKVServer(n.srv, n)
 	api.RegisterAdminServer(n.srv, n)
 	api.RegisterRaftServer(n.srv, n.host.Network())
@@ -414,7 +414,11 @@ func (n *Node) unaryInterceptor(ctx context.Context, req any, info *grpc.UnarySe
 		defer cancel()
 	}
 	start := time.Now()
-	resp, err := handler(ctx, req)
+	var resp any
+	err := n.authorize(ctx, req)
+	if err == nil {
+		resp, err = handler(ctx, req)
+	}
 	err = kverrors.ToStatus(err) // once, for the caller and the metrics
 	n.observe(info.FullMethod, req, resp, err, time.Since(start))
 	if err != nil {

@@ -164,6 +164,7 @@ func forwardHeader(h *api.RequestHeader, epoch uint64) *api.RequestHeader {
 	if h != nil {
 		out.Consistency = h.Consistency
 		out.RequestId = h.RequestId
+		out.Identity = h.Identity // the client's, which the next node checks too
 	}
 	return out
 }
@@ -316,7 +317,7 @@ func WithRequestID(h *api.RequestHeader) *api.RequestHeader {
 	rand.Read(b[:])
 	out := &api.RequestHeader{RequestId: hex.EncodeToString(b[:])}
 	if h != nil {
-		out.Epoch, out.Consistency, out.Hops = h.Epoch, h.Consistency, h.Hops
+		out.Epoch, out.Consistency, out.Hops, out.Identity = h.Epoch, h.Consistency, h.Hops, h.Identity
 	}
 	return out
 }

@@ -326,3 +326,14 @@ func TestUnknownKeyspaceRefreshesFirst(t *testing.T) {
 		t.Errorf("unknown keyspace after a refresh: %v (%d refreshes)", err, refreshes)
 	}
 }
+
+// A forward carries the client's identity, which the next node checks.
+func TestForwardKeepsIdentity(t *testing.T) {
+	h := &api.RequestHeader{Identity: "alice", Consistency: "stale", Hops: 0}
+	if got := forwardHeader(h, 7); got.GetIdentity() != "alice" || got.GetHops() != 1 || got.GetEpoch() != 7 {
+		t.Fatalf("forwardHeader: %v", got)
+	}
+	if got := WithRequestID(h); got.GetIdentity() != "alice" || got.GetRequestId() == "" {
+		t.Fatalf("WithRequestID: %v", got)
+	}
+}

@@ -28,6 +28,9 @@ func KeyspaceToProto(k *ring.KeyspaceConfig) *api.Keyspace {
 	for _, r := range k.Ranges {
 		out.Ranges = append(out.Ranges, &api.Range{Lo: r.Lo, Hi: r.Hi, Partition: uint32(r.Partition)})
 	}
+	for _, g := range k.Grants {
+		out.Grants = append(out.Grants, GrantToProto(g))
+	}
 	return out
 }
 
@@ -46,7 +49,20 @@ func KeyspaceFromProto(k *api.Keyspace) ring.KeyspaceConfig {
 	for _, r := range k.GetRanges() {
 		out.Ranges = append(out.Ranges, ring.Range{Lo: r.GetLo(), Hi: r.GetHi(), Partition: int(r.GetPartition())})
 	}
+	for _, g := range k.GetGrants() {
+		out.Grants = append(out.Grants, GrantFromProto(g))
+	}
 	return out
+}
+
+// GrantToProto converts a grant.
+func GrantToProto(g ring.Grant) *api.Grant {
+	return &api.Grant{Identity: g.Identity, Read: g.Read, Write: g.Write, Admin: g.Admin}
+}
+
+// GrantFromProto converts a grant.
+func GrantFromProto(g *api.Grant) ring.Grant {
+	return ring.Grant{Identity: g.GetIdentity(), Read: g.GetRead(), Write: g.GetWrite(), Admin: g.GetAdmin()}
 }
 
 // NodeToProto converts a node.
