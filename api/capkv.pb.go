@@ -1315,10 +1315,13 @@ func (x *WatchResponse) GetServedBy() string {
 }
 
 type Node struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
-	Region        string                 `protobuf:"bytes,3,opt,name=region,proto3" json:"region,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Addr   string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	Region string                 `protobuf:"bytes,3,opt,name=region,proto3" json:"region,omitempty"`
+	// The node's data directory, made at its creation: a node that comes
+	// back with a new one (wiped) under an old id is refused.
+	Incarnation   string `protobuf:"bytes,4,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1370,6 +1373,13 @@ func (x *Node) GetAddr() string {
 func (x *Node) GetRegion() string {
 	if x != nil {
 		return x.Region
+	}
+	return ""
+}
+
+func (x *Node) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
 	}
 	return ""
 }
@@ -4346,11 +4356,12 @@ const file_capkv_proto_rawDesc = "" +
 	"\x06DELETE\x10\x01\"Z\n" +
 	"\rWatchResponse\x12,\n" +
 	"\x06events\x18\x01 \x03(\v2\x14.capkv.v1.WatchEventR\x06events\x12\x1b\n" +
-	"\tserved_by\x18\x02 \x01(\tR\bservedBy\"B\n" +
+	"\tserved_by\x18\x02 \x01(\tR\bservedBy\"d\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x16\n" +
-	"\x06region\x18\x03 \x01(\tR\x06region\"E\n" +
+	"\x06region\x18\x03 \x01(\tR\x06region\x12 \n" +
+	"\vincarnation\x18\x04 \x01(\tR\vincarnation\"E\n" +
 	"\x05Range\x12\x0e\n" +
 	"\x02lo\x18\x01 \x01(\x04R\x02lo\x12\x0e\n" +
 	"\x02hi\x18\x02 \x01(\x04R\x02hi\x12\x1c\n" +

@@ -19,6 +19,9 @@ type Node struct {
 	ID     string
 	Addr   string
 	Region string // locality label ("" = none: never eligible for locality keyspaces)
+	// Incarnation names the node's data directory (not used for placement):
+	// a wiped node must not come back under its old ID.
+	Incarnation string `json:",omitempty"`
 }
 
 // Topology is everything a ring is built from. Every node that builds a ring

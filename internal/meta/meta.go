@@ -84,6 +84,10 @@ type Config struct {
 	Info func() (*api.NodeInfo, error)
 	// OnMap is called with every newer ring this node adopts, in epoch order.
 	OnMap func(*ring.Ring) error
+	// Incarnation names this node's data directory (identity.go in
+	// internal/node): registered in the map, so that a wiped node cannot
+	// come back under its old ID.
+	Incarnation string
 	// MoveLimit is how many moves of a rebalancing one node takes part in
 	// at once (0: rebalance.DefaultLimit).
 	MoveLimit int
@@ -104,7 +108,8 @@ type Service struct {
 	wg      sync.WaitGroup
 	once    sync.Once
 
-	moves movers // the rebalancing moves this node's mover runs
+	moves      movers      // the rebalancing moves this node's mover runs
+	registered atomic.Bool // this node's incarnation is in the map
 
 	refreshMu struct {
 		sync.Mutex
@@ -256,6 +261,7 @@ func (s *Service) loop() {
 	defer t.Stop()
 	for {
 		s.sync()
+		s.register()
 		s.rebalanceTick()
 		select {
 		case <-s.stop:
@@ -470,12 +476,18 @@ func (s *Service) Join(ctx context.Context, req *api.JoinRequest) (*api.ClusterM
 	if nd.GetId() == "" || nd.GetAddr() == "" {
 		return nil, fmt.Errorf("%w: join needs a node id and address", kverrors.ErrInvalidArgument)
 	}
-	joining := ring.Node{ID: nd.GetId(), Addr: nd.GetAddr(), Region: nd.GetRegion()}
+	joining := ring.Node{ID: nd.GetId(), Addr: nd.GetAddr(), Region: nd.GetRegion(), Incarnation: nd.GetIncarnation()}
 	return s.onLeader(ctx, req.GetHops(), func(g *cp.Group) (*clusterMap, error) {
 		return s.updateMap(ctx, g, func(m *clusterMap) error {
 			for i, x := range m.Nodes {
 				if x.ID != joining.ID {
 					continue
+				}
+				if x.Incarnation != "" && joining.Incarnation != "" && x.Incarnation != joining.Incarnation {
+					return WipedNode(x.ID, x.Incarnation, joining.Incarnation)
+				}
+				if joining.Incarnation == "" {
+					joining.Incarnation = x.Incarnation // an older node's join keeps what is known
 				}
 				if x == joining {
 					return errNoChange
@@ -591,7 +603,7 @@ func (s *Service) GrantKeyspace(ctx context.Context, req *api.GrantKeyspaceReque
 func (s *Service) join() error {
 	start := time.Now()
 	deadline := start.Add(s.cfg.JoinTimeout)
-	self := &api.Node{Id: s.cfg.Self, Addr: s.cfg.Advertise(), Region: s.cfg.Region}
+	self := &api.Node{Id: s.cfg.Self, Addr: s.cfg.Advertise(), Region: s.cfg.Region, Incarnation: s.cfg.Incarnation}
 	var last error
 	tries := 0
 	for attempt := 0; time.Now().Before(deadline); attempt++ {

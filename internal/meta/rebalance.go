@@ -640,3 +640,40 @@ func (s *Service) metaGroup() (*cp.Group, bool) {
 	}
 	return g, true
 }
+
+// WipedNode is the refusal of a node that came back with a new data
+// directory under an ID the map knows.
+func WipedNode(id, known, now string) error {
+	return fmt.Errorf("%w: node %s is in the cluster map with another data directory (incarnation %s; this one is %s): "+
+		"a wiped node must not come back under its old ID, since its Raft votes are gone and it could help elect two leaders in one term; "+
+		"remove it (kvctl node remove %s) and start it with a new --id", kverrors.ErrInvalidArgument, id, known, now, id)
+}
+
+// register records this node's incarnation in the map once it has one
+// (initial members never call Join; a node that joined did so with it).
+func (s *Service) register() {
+	if s.cfg.Incarnation == "" || s.registered.Load() {
+		return
+	}
+	r := s.Ring()
+	nd, ok := r.Node(s.cfg.Self)
+	if r.Epoch() == 0 || !ok {
+		return
+	}
+	if nd.Incarnation == s.cfg.Incarnation {
+		s.registered.Store(true)
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, 3*time.Second)
+	defer cancel()
+	_, err := s.Join(ctx, &api.JoinRequest{Node: &api.Node{Id: s.cfg.Self, Addr: nd.Addr, Region: nd.Region, Incarnation: s.cfg.Incarnation}})
+	if err != nil {
+		s.cfg.Log.Debug("register incarnation", "err", err)
+		if errors.Is(err, kverrors.ErrInvalidArgument) {
+			s.cfg.Log.Error("this node's data directory is not the one the cluster knows", "err", err)
+			s.registered.Store(true) // nothing to retry
+		}
+		return
+	}
+	s.registered.Store(true)
+}

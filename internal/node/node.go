@@ -68,6 +68,9 @@ type Node struct {
 
 	peers *dial.Pool // one connection per peer node, dialed lazily
 
+	identity identity // of the data directory (identity.go)
+	freshDir bool     // it held no store when this process opened it
+
 	mu struct {
 		sync.Mutex
 		closed bool
@@ -94,6 +97,10 @@ func New(cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("initial cluster: %w", err)
 		}
 	}
+	idt, fresh, err := loadIdentity(cfg.DataDir, cfg.ID)
+	if err != nil {
+		return nil, err
+	}
 	opts := shard.DefaultOptions(cfg.DataDir)
 	opts.SyncWrites = cfg.SyncWrites
 	opts.MaxKeySize = cfg.MaxKeySize
@@ -105,7 +112,7 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store in %s: %w", cfg.DataDir, err)
 	}
-	n := &Node{cfg: cfg, log: log, store: st, stop: make(chan struct{})}
+	n := &Node{cfg: cfg, log: log, store: st, stop: make(chan struct{}), identity: idt, freshDir: fresh}
 	// The wall clock behind the HLC; the test-only fault hook can skew it.
 	n.clock = consistency.NewClock(func() time.Time { return time.Now().Add(time.Duration(n.clockSkew.Load())) }, 0)
 	n.peers = &dial.Pool{Resolve: n.resolve, Options: n.peerOptions, Security: cfg.Security}
@@ -148,9 +155,13 @@ func (n *Node) Start(lis net.Listener) error {
 	}
 	n.lis = lis
 	n.started = time.Now()
+	if err := n.checkNotWiped(); err != nil {
+		lis.Close()
+		return err
+	}
 	m, err := meta.New(meta.Config{Self: n.cfg.ID, Region: n.cfg.Region, Advertise: n.advertise,
 		Peers: n.cfg.Peers, MetaSize: n.cfg.MetaSize, Keyspaces: n.cfg.Keyspaces, AdminIdentities: n.cfg.AdminIdentities, VNodes: n.cfg.VNodes,
-		Join: n.cfg.Join, JoinTimeout: n.cfg.JoinTimeout, Host: n.host, Storage: n.store.Replica(meta.GroupID), Clock: n.clock,
+		Join: n.cfg.Join, JoinTimeout: n.cfg.JoinTimeout, Host: n.host, Storage: n.store.Replica(meta.GroupID), Clock: n.clock, Incarnation: n.identity.Incarnation,
 		Peer:     func(id string) (grpc.ClientConnInterface, error) { return n.peer(id) },
 		DialAddr: func(addr string) (grpc.ClientConnInterface, error) { return n.dialAddr(addr) },
 		Down:     n.fd.Down, Unreachable: n.down, Info: n.info, OnMap: n.adoptModes, Log: n.log},

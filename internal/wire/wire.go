@@ -67,7 +67,7 @@ func GrantFromProto(g *api.Grant) ring.Grant {
 
 // NodeToProto converts a node.
 func NodeToProto(n ring.Node) *api.Node {
-	return &api.Node{Id: n.ID, Addr: n.Addr, Region: n.Region}
+	return &api.Node{Id: n.ID, Addr: n.Addr, Region: n.Region, Incarnation: n.Incarnation}
 }
 
 // MapToProto converts a ring's topology to the cluster map clients fetch.
@@ -114,7 +114,7 @@ func TopologyFromProto(m *api.ClusterMap) ring.Topology {
 		}
 	}
 	for _, n := range m.GetNodes() {
-		t.Nodes = append(t.Nodes, ring.Node{ID: n.GetId(), Addr: n.GetAddr(), Region: n.GetRegion()})
+		t.Nodes = append(t.Nodes, ring.Node{ID: n.GetId(), Addr: n.GetAddr(), Region: n.GetRegion(), Incarnation: n.GetIncarnation()})
 	}
 	for _, k := range m.GetKeyspaces() {
 		t.Keyspaces = append(t.Keyspaces, KeyspaceFromProto(k))
