@@ -2,8 +2,9 @@
 # Smoke test of the Docker image and compose cluster, with whichever Compose
 # is installed (deploy/docker/compose.sh): start the 5 nodes, wait until
 # every container's healthcheck says healthy and all 5 are up, write through
-# a eu seed, read through a joined us node, check n1's port published on the
-# host, and always tear everything down (containers and volumes).
+# a eu seed, read through a joined us node, check that the joined nodes took
+# over partitions (rebalancing), check n1's port published on the host, and
+# always tear everything down (containers and volumes).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CAPKV_COMPOSE_PROJECT=capkvsmoke
@@ -48,6 +49,20 @@ status=$("$KVCTL" --endpoints "127.0.0.1:$CAPKV_HOST_PORT" --timeout 5s cluster 
 if [ "$(grep -c ' up ' <<<"$status")" != 5 ]; then
   echo "docker smoke: cluster status through the published port 127.0.0.1:$CAPKV_HOST_PORT:"; echo "$status"; exit 1
 fi
+# The us nodes joined after the seeds: the rebalancing gives them partitions
+# of the keyspaces placed over all nodes (sessions), with their data.
+us=0
+for i in $(seq 1 120); do
+  ring=$($COMPOSE exec -T n1 /kvctl --endpoints n1:7001 --timeout 5s ring sessions 2>/dev/null || true)
+  us=$(grep -cE '(^|[ ,])n[45](,|$| )' <<<"$(grep '^sessions/' <<<"$ring")" || true)
+  done_=$($COMPOSE exec -T n1 /kvctl --endpoints n1:7001 --timeout 5s rebalance status --json 2>/dev/null | grep -c '"complete": true' || true)
+  [ "$us" -gt 0 ] && [ "$done_" = 1 ] && break
+  sleep 1
+done
+if [ "$us" = 0 ] || [ "$done_" != 1 ]; then
+  echo "docker smoke: the joined us nodes hold no sessions partition after 120s (rebalance complete: $done_):"
+  $COMPOSE exec -T n1 /kvctl --endpoints n1:7001 rebalance status || true; exit 1
+fi
 # Metrics, scraped from the host at the container's address.
 ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$($COMPOSE ps -q n1)")
 # (Read it whole first: grep -q stops reading at its match, and with pipefail
@@ -56,4 +71,4 @@ metrics=$(curl -fsS --max-time 5 "http://$ip:9100/metrics" || true)
 if ! grep -q 'capkv_keyspace_info{.*keyspace="accounts",mode="cp"' <<<"$metrics"; then
   echo "docker smoke: no capkv metrics at http://$ip:9100/metrics"; exit 1
 fi
-echo "docker smoke ($($COMPOSE version --short 2>/dev/null | head -1 || true)): 5 containers healthy, 5 nodes up, write via n1 (eu) read back via n4 (us), n1 answers on 127.0.0.1:$CAPKV_HOST_PORT, metrics served: ok"
+echo "docker smoke ($($COMPOSE version --short 2>/dev/null | head -1 || true)): 5 containers healthy, 5 nodes up, write via n1 (eu) read back via n4 (us), $us sessions partitions on the joined us nodes, n1 answers on 127.0.0.1:$CAPKV_HOST_PORT, metrics served: ok"
