@@ -214,6 +214,12 @@ func TestDeadlineAfterSendIsIndeterminate(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	_, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "block"}, grpc.WaitForReady(true))
+	// Two answers race: the client's own deadline (classified here as sent)
+	// and the server's, whose handler also ends at the propagated deadline
+	// and answers with its indeterminate status. A loaded machine lets the
+	// server's win; callers read it with FromStatus, as here. Either way the
+	// outcome must be indeterminate.
+	err = kverrors.FromStatus(err)
 	if !errors.Is(err, kverrors.ErrIndeterminate) || errors.Is(err, kverrors.ErrUnavailable) || status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("deadline after sending: %v (code %v), want ErrIndeterminate", err, status.Code(err))
 	}
