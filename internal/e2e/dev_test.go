@@ -5,6 +5,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -21,8 +22,10 @@ func TestKvdDev(t *testing.T) {
 	dir := t.TempDir()
 	eps := consecutivePorts(t, 3)
 	base := strings.Split(eps[0], ":")[1]
-	start := func() (*exec.Cmd, *syncBuf, chan struct{}) {
-		cmd := exec.Command(bins.kvd, "dev", "--nodes", "3", "--base-port", base, "--data-dir", dir, "--log-level", "warn")
+	debugAddr := consecutivePorts(t, 1)[0]
+	start := func(extra ...string) (*exec.Cmd, *syncBuf, chan struct{}) {
+		args := append([]string{"dev", "--nodes", "3", "--base-port", base, "--data-dir", dir, "--log-level", "warn"}, extra...)
+		cmd := exec.Command(bins.kvd, args...)
 		out := &syncBuf{}
 		pr, pw := io.Pipe()
 		cmd.Stdout, cmd.Stderr = pw, pw
@@ -87,9 +90,18 @@ func TestKvdDev(t *testing.T) {
 	}
 	stop(cmd, out, done)
 
-	// Restarting with the same flags keeps the data.
-	cmd, out, done = start()
+	// Restarting with the same flags keeps the data. The restart also
+	// serves pprof (--debug-addr was once bound twice, failing every start).
+	cmd, out, done = start("--debug-addr", debugAddr)
 	waitServing(t, eps)
+	if resp, err := http.Get("http://" + debugAddr + "/debug/pprof/cmdline"); err != nil {
+		t.Errorf("kvd dev --debug-addr %s: %v", debugAddr, err)
+	} else {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("kvd dev --debug-addr: GET /debug/pprof/cmdline: %s", resp.Status)
+		}
+	}
 	if got, errOut, _ := kvctl(t, eps, "", "get", "accounts/eu/42/balance"); got != "100" {
 		t.Fatalf("after restart: get = %q (%s)", got, errOut)
 	}
