@@ -74,6 +74,10 @@ type GroupConfig struct {
 	raftLog *raftLogLimiter
 }
 
+// logCacheSize is the number of recent log entries a group keeps in
+// memory (raft.LogCache); with 256-byte values about 200 KiB per busy group.
+const logCacheSize = 512
+
 // notReady is the initial ready generation: no leadership is ready until
 // its Barrier completed.
 const notReady = ^uint64(0)
@@ -176,7 +180,15 @@ func StartGroup(cfg GroupConfig) (*Group, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := raft.NewRaft(rc, fsm, cfg.LogStore, cfg.LogStore, snaps, trans)
+	// The cache keeps the newest entries in memory: the leader's replication
+	// to each follower reads what it just appended, which otherwise costs a
+	// Badger lookup and a decode per entry and follower (5% of a loaded
+	// node's CPU in a profile of 128-client puts).
+	logs, err := raft.NewLogCache(logCacheSize, cfg.LogStore)
+	if err != nil {
+		return nil, err
+	}
+	r, err := raft.NewRaft(rc, fsm, logs, cfg.LogStore, snaps, trans)
 	if err != nil {
 		closeTransport(trans)
 		return nil, fmt.Errorf("start raft group %s: %w", cfg.ID, err)
