@@ -132,11 +132,10 @@ func serverTLS(sec dial.Security) *tls.Config {
 
 // reloadOnHUP reloads every certificate source on SIGHUP until ctx ends,
 // logging each outcome; a failed reload keeps the certificates in use.
+// Without TLS it still takes the signal: SIGHUP's default action would stop
+// the node, and an operator who sends it to every kvd expects a reload.
 func reloadOnHUP(ctx context.Context, sec dial.Security, log *slog.Logger) {
 	srcs := sec.Sources()
-	if len(srcs) == 0 {
-		return
-	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
@@ -146,6 +145,10 @@ func reloadOnHUP(ctx context.Context, sec dial.Security, log *slog.Logger) {
 			case <-ctx.Done():
 				return
 			case <-hup:
+				if len(srcs) == 0 {
+					log.Info("SIGHUP: TLS is off, no certificates to reload")
+					continue
+				}
 				reload(srcs, log)
 			}
 		}

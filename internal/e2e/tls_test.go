@@ -508,3 +508,19 @@ func TestKvdDevTLS(t *testing.T) {
 		}
 	}
 }
+
+// SIGHUP to a plaintext node is a reload with nothing to reload: the node
+// keeps serving (the signal's default action once stopped it).
+func TestPlaintextSIGHUPKeepsServing(t *testing.T) {
+	cl := startClusterWith(t, 1, []string{"--log-level", "info"})
+	n := cl.procs[0]
+	n.cmd.Process.Signal(syscall.SIGHUP)
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logOf(n), "no certificates to reload"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no SIGHUP log within 10s:\n%s", logOf(n))
+		}
+	}
+	if out, errOut, code := kvctl(t, cl.endpoints(), "", "put", "sessions/hup", "1"); code != 0 {
+		t.Fatalf("kvctl after SIGHUP: exit %d %q %q\n%s", code, out, errOut, logOf(n))
+	}
+}
