@@ -3,6 +3,9 @@ package shard
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -18,7 +21,10 @@ import (
 // each other, never inside one. A batch is acknowledged only after the
 // transaction holding it committed (and was synced, with SyncWrites).
 type groupCommit struct {
-	db   *badger.DB
+	db *badger.DB
+	// sync makes everything committed so far durable (Store.syncAll); it
+	// runs after a transaction that holds at least one durable batch.
+	sync func() error
 	ch   chan *commitReq
 	stop chan struct{}
 	done chan struct{}
@@ -26,21 +32,24 @@ type groupCommit struct {
 
 type commitReq struct {
 	entries []*badger.Entry
+	durable bool // acknowledged only after an fsync (with SyncWrites)
 	err     chan error
 }
 
 // maxGroup bounds how many batches one transaction carries.
 const maxGroup = 512
 
-func newGroupCommit(db *badger.DB) *groupCommit {
-	g := &groupCommit{db: db, ch: make(chan *commitReq, maxGroup), stop: make(chan struct{}), done: make(chan struct{})}
+func newGroupCommit(db *badger.DB, sync func() error) *groupCommit {
+	g := &groupCommit{db: db, sync: sync, ch: make(chan *commitReq, maxGroup), stop: make(chan struct{}), done: make(chan struct{})}
 	go g.loop()
 	return g
 }
 
 // write commits entries atomically, together with whatever else is waiting.
-func (g *groupCommit) write(entries []*badger.Entry) error {
-	r := &commitReq{entries: entries, err: make(chan error, 1)}
+// A durable write returns after the commit was synced; a non-durable one
+// after the commit, sharing the sync of a durable neighbour if it has one.
+func (g *groupCommit) write(entries []*badger.Entry, durable bool) error {
+	r := &commitReq{entries: entries, durable: durable, err: make(chan error, 1)}
 	select {
 	case g.ch <- r:
 	case <-g.stop:
@@ -90,6 +99,11 @@ func (g *groupCommit) commit(batch []*commitReq) {
 	txn := g.db.NewTransaction(true)
 	finish := func() {
 		err := commit(txn)
+		if err == nil && anyDurable(pending) {
+			if serr := g.sync(); serr != nil {
+				err = fmt.Errorf("%w: sync after commit: %w", kverrors.ErrIndeterminate, serr)
+			}
+		}
 		for _, r := range pending {
 			r.err <- err
 		}
@@ -154,10 +168,67 @@ func addAll(txn *badger.Txn, entries []*badger.Entry) error {
 	return nil
 }
 
+func anyDurable(rs []*commitReq) bool {
+	for _, r := range rs {
+		if r.durable {
+			return true
+		}
+	}
+	return false
+}
+
 func flatten(rs []*commitReq) []*badger.Entry {
 	var out []*badger.Entry
 	for _, r := range rs {
 		out = append(out, r.entries...)
 	}
 	return out
+}
+
+// syncAll makes every write committed before the call durable (a no-op
+// without SyncWrites). Badger's DB.Sync syncs only the active memtable's WAL
+// and value log file; a write committed into a WAL that has since been
+// rotated (the memtable filled, by any writer, Badger's own included) sits
+// in an immutable memtable's WAL until that is flushed. So every *.mem file
+// is fsynced first (on Linux fsync also writes back the pages Badger wrote
+// through its mapping), then the active files. A WAL flushed and removed in
+// between is in a table Badger synced when it wrote it.
+func (s *Store) syncAll() error {
+	if !s.opts.SyncWrites {
+		return nil
+	}
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	wals, err := filepath.Glob(filepath.Join(s.opts.Dir, "*.mem"))
+	if err != nil {
+		return err
+	}
+	for _, name := range wals {
+		f, err := os.Open(name)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // flushed meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("sync %s: %w", name, err)
+		}
+	}
+	return s.db.Sync()
+}
+
+// durably runs a write outside the group commit (a Badger transaction or
+// write batch) and then syncs, as SyncWrites promises for every write but
+// ApplyNoSync's.
+func (s *Store) durably(err error) error {
+	if err != nil {
+		return err
+	}
+	if serr := s.syncAll(); serr != nil {
+		return fmt.Errorf("%w: sync after write: %w", kverrors.ErrIndeterminate, serr)
+	}
+	return nil
 }

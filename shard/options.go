@@ -145,7 +145,9 @@ func (o Options) Validate() error {
 // badgerOptions translates Options (already defaulted and validated).
 func (o Options) badgerOptions() badger.Options {
 	return badger.DefaultOptions(o.Dir).
-		WithSyncWrites(o.SyncWrites).
+		// Badger syncs nothing itself: the Store syncs the writes that must
+		// be durable (syncAll), so that Replica.ApplyNoSync can skip it.
+		WithSyncWrites(false).
 		WithMemTableSize(o.MemTableSize).
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(4).

@@ -169,7 +169,7 @@ func (l *RaftLog) Append(entries []LogEntry) error {
 		es[i] = badger.Entry{Key: k, Value: e.Data}
 		ptrs[i] = &es[i]
 	}
-	if err := l.s.gc.write(ptrs); err != nil {
+	if err := l.s.gc.write(ptrs, true); err != nil {
 		return err
 	}
 	l.mu.Lock()
@@ -203,7 +203,7 @@ func (l *RaftLog) DeleteRange(min, max uint64) error {
 			break
 		}
 	}
-	if err := wb.Flush(); err != nil {
+	if err := l.s.durably(wb.Flush()); err != nil {
 		return badgerErr(fmt.Sprintf("delete raft log %d-%d of %q", min, max, l.group), err)
 	}
 	l.mu.Lock()
@@ -237,7 +237,7 @@ func (l *RaftLog) SetStable(key, val []byte) error {
 		return err
 	}
 	defer l.s.leave()
-	return l.s.gc.write([]*badger.Entry{badger.NewEntry(k, val)})
+	return l.s.gc.write([]*badger.Entry{badger.NewEntry(k, val)}, true)
 }
 
 // Stable returns a copy of a stable value; found is false when it was never

@@ -164,7 +164,7 @@ func (r *Replica) Put(key string, rec Record) error {
 		return err
 	}
 	defer done()
-	return r.s.gc.write([]*badger.Entry{r.entry(key, rec)})
+	return r.s.gc.write([]*badger.Entry{r.entry(key, rec)}, true)
 }
 
 // Update atomically reads, modifies and writes one key in one Badger
@@ -220,6 +220,9 @@ func (r *Replica) updateOnce(key string, fn func(Record, bool) (Record, error)) 
 	if err := commit(txn); err != nil {
 		return Record{}, err
 	}
+	if err := r.s.durably(nil); err != nil {
+		return Record{}, err
+	}
 	return next, nil
 }
 
@@ -233,7 +236,18 @@ type Mutation struct {
 // nothing. Every mutation is validated before anything is written. A batch is
 // never split: one larger than a Badger transaction allows fails with an error
 // wrapping kverrors.ErrTooLarge. If a key repeats, the last mutation wins.
-func (r *Replica) Apply(batch []Mutation) error {
+func (r *Replica) Apply(batch []Mutation) error { return r.apply(batch, true) }
+
+// ApplyNoSync is Apply without the fsync: it returns once the batch is
+// committed (readable, and kept by a process crash: the page cache holds
+// it), and it becomes durable with the next synced write or Close. An OS
+// crash or power loss may drop it, and not only as a suffix of what was
+// written (Badger spreads writes over several WAL files), so it is for data
+// that can be rebuilt from a durable source: a cp state machine, whose Raft
+// log and snapshots are synced (Store.LostUnsynced says when to rebuild).
+func (r *Replica) ApplyNoSync(batch []Mutation) error { return r.apply(batch, false) }
+
+func (r *Replica) apply(batch []Mutation, durable bool) error {
 	for i, m := range batch {
 		if err := r.checkMutation(m.Key, m.Record); err != nil {
 			return fmt.Errorf("mutation %d of %d: %w", i, len(batch), err)
@@ -251,7 +265,7 @@ func (r *Replica) Apply(batch []Mutation) error {
 	for i, m := range batch {
 		entries[i] = r.entry(m.Key, m.Record)
 	}
-	return r.s.gc.write(entries)
+	return r.s.gc.write(entries, durable)
 }
 
 func txnErr(err error, n int) error {
@@ -376,5 +390,5 @@ func (r *Replica) Remove(keys ...string) error {
 			return txnErr(err, len(keys))
 		}
 	}
-	return commit(txn)
+	return r.s.durably(commit(txn))
 }

@@ -393,7 +393,7 @@ func (r *Replica) stage(er *exportReader, stage []byte) (int, error) {
 			return 0, badgerErr("stage entry", err)
 		}
 	}
-	if err := wb.Flush(); err != nil {
+	if err := r.s.durably(wb.Flush()); err != nil {
 		return 0, badgerErr("stage flush", err)
 	}
 	return er.count, nil

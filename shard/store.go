@@ -50,7 +50,8 @@ type Store struct {
 	gcStop chan struct{}
 	gcDone chan struct{}
 
-	gc *groupCommit // every Put, Apply, RaftLog.Append and SetStable goes through it
+	gc     *groupCommit // every Put, Apply, RaftLog.Append and SetStable goes through it
+	syncMu sync.Mutex   // one syncAll at a time
 }
 
 var errClosed = fmt.Errorf("%w: shard store is closed", kverrors.ErrUnavailable)
@@ -77,7 +78,7 @@ func Open(o Options) (*Store, error) {
 		_ = db.Close()
 		return nil, err
 	}
-	s.gc = newGroupCommit(db)
+	s.gc = newGroupCommit(db, s.syncAll)
 	if o.ValueLogGCInterval > 0 {
 		s.gcStop, s.gcDone = make(chan struct{}), make(chan struct{})
 		go s.gcLoop(o.ValueLogGCInterval)
@@ -104,8 +105,14 @@ func (s *Store) Close() error {
 		<-s.gcDone
 	}
 	s.gc.close()
+	// Badger's close flushes the memtables into synced tables; the sync
+	// first covers ApplyNoSync's writes should that flush fail.
+	syncErr := s.syncAll()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("%w: close badger: %w", kverrors.ErrInternal, err)
+	}
+	if syncErr != nil {
+		return fmt.Errorf("%w: sync at close: %w", kverrors.ErrInternal, syncErr)
 	}
 	return nil
 }
@@ -264,9 +271,9 @@ func stagingPrefix(partition string, id uint64) []byte {
 
 func (s *Store) setPending(partition string, op byte, stageID uint64) error {
 	v := binary.BigEndian.AppendUint64([]byte{op}, stageID)
-	return badgerErr("write pending marker", s.db.Update(func(txn *badger.Txn) error {
+	return s.durably(badgerErr("write pending marker", s.db.Update(func(txn *badger.Txn) error {
 		return txn.Set(pendingKey(partition), v)
-	}))
+	})))
 }
 
 // finishPending performs (or redoes) a Drop or an Import swap. Every step up
@@ -285,7 +292,7 @@ func (s *Store) finishPending(partition string, op byte, stageID uint64) error {
 			return err
 		}
 	}
-	err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(pendingKey(partition)) })
+	err := s.durably(s.db.Update(func(txn *badger.Txn) error { return txn.Delete(pendingKey(partition)) }))
 	if err != nil {
 		return badgerErr("delete pending marker", err)
 	}
@@ -353,7 +360,7 @@ func (s *Store) deletePrefix(prefix []byte) error {
 	if err == nil {
 		err = wb.Flush()
 	}
-	return badgerErr("delete prefix", err)
+	return s.durably(badgerErr("delete prefix", err))
 }
 
 // copyPrefix copies every key under from to the same suffix under to.
@@ -379,7 +386,7 @@ func (s *Store) copyPrefix(from, to []byte) error {
 	if err == nil {
 		err = wb.Flush()
 	}
-	return badgerErr("copy prefix", err)
+	return s.durably(badgerErr("copy prefix", err))
 }
 
 // badgerErr classifies a Badger error: nil stays nil, closed means
