@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -189,35 +190,84 @@ func flatten(rs []*commitReq) []*badger.Entry {
 // without SyncWrites). Badger's DB.Sync syncs only the active memtable's WAL
 // and value log file; a write committed into a WAL that has since been
 // rotated (the memtable filled, by any writer, Badger's own included) sits
-// in an immutable memtable's WAL until that is flushed. So every *.mem file
-// is fsynced first (on Linux fsync also writes back the pages Badger wrote
-// through its mapping), then the active files. A WAL flushed and removed in
-// between is in a table Badger synced when it wrote it.
+// in an immutable memtable's WAL until that is flushed. So every WAL but the
+// newest is fsynced once after it stopped growing (on Linux fsync also
+// writes back the pages Badger wrote through its mapping), then DB.Sync
+// syncs the active one; if a rotation slipped in meanwhile, the WAL it
+// retired is fsynced too. A WAL flushed and removed in between is in a
+// table, which Badger syncs when it writes it.
 func (s *Store) syncAll() error {
 	if !s.opts.SyncWrites {
 		return nil
 	}
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
-	wals, err := filepath.Glob(filepath.Join(s.opts.Dir, "*.mem"))
+	wals, err := s.wals()
 	if err != nil {
 		return err
 	}
-	for _, name := range wals {
-		f, err := os.Open(name)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue // flushed meanwhile
+	for {
+		for _, name := range wals[:max(len(wals)-1, 0)] {
+			if err := s.syncRetired(name); err != nil {
+				return err
+			}
 		}
+		if err := s.db.Sync(); err != nil {
+			return err
+		}
+		after, err := s.wals()
 		if err != nil {
 			return err
 		}
-		err = f.Sync()
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("sync %s: %w", name, err)
+		if len(after) == 0 || len(wals) == 0 || after[len(after)-1] == wals[len(wals)-1] {
+			return nil
+		}
+		wals = after // rotated during the sync: the retired WAL needs its own
+	}
+}
+
+// wals lists the memtable WAL files, oldest first (Badger numbers them in
+// creation order, zero-padded), and forgets retired ones that are gone.
+func (s *Store) wals() ([]string, error) {
+	names, err := filepath.Glob(filepath.Join(s.opts.Dir, "*.mem"))
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	live := make(map[string]bool, len(names))
+	for _, n := range names {
+		live[n] = true
+	}
+	for n := range s.retiredSynced {
+		if !live[n] {
+			delete(s.retiredSynced, n)
 		}
 	}
-	return s.db.Sync()
+	return names, nil
+}
+
+// syncRetired fsyncs a WAL that no longer grows, once.
+func (s *Store) syncRetired(name string) error {
+	if s.retiredSynced[name] {
+		return nil
+	}
+	f, err := os.Open(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // flushed meanwhile
+	}
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", name, err)
+	}
+	if s.retiredSynced == nil {
+		s.retiredSynced = map[string]bool{}
+	}
+	s.retiredSynced[name] = true
+	return nil
 }
 
 // durably runs a write outside the group commit (a Badger transaction or

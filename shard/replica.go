@@ -244,7 +244,7 @@ func (r *Replica) Apply(batch []Mutation) error { return r.apply(batch, true) }
 // crash or power loss may drop it, and not only as a suffix of what was
 // written (Badger spreads writes over several WAL files), so it is for data
 // that can be rebuilt from a durable source: a cp state machine, whose Raft
-// log and snapshots are synced (Store.LostUnsynced says when to rebuild).
+// log and snapshots are synced (NeedsRebuild says when to rebuild).
 func (r *Replica) ApplyNoSync(batch []Mutation) error { return r.apply(batch, false) }
 
 func (r *Replica) apply(batch []Mutation, durable bool) error {
@@ -264,6 +264,11 @@ func (r *Replica) apply(batch []Mutation, durable bool) error {
 	entries := make([]*badger.Entry, len(batch))
 	for i, m := range batch {
 		entries[i] = r.entry(m.Key, m.Record)
+	}
+	if !durable {
+		if err := r.markUnsynced(); err != nil {
+			return err
+		}
 	}
 	return r.s.gc.write(entries, durable)
 }

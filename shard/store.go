@@ -51,7 +51,11 @@ type Store struct {
 	gcDone chan struct{}
 
 	gc     *groupCommit // every Put, Apply, RaftLog.Append and SetStable goes through it
-	syncMu sync.Mutex   // one syncAll at a time
+	syncMu sync.Mutex   // one syncAll at a time; guards retiredSynced
+	// retiredSynced: WAL files fsynced after they stopped growing.
+	retiredSynced map[string]bool
+	// unsynced: partitions whose unsynced marker this process wrote.
+	unsynced sync.Map
 }
 
 var errClosed = fmt.Errorf("%w: shard store is closed", kverrors.ErrUnavailable)
@@ -79,6 +83,11 @@ func Open(o Options) (*Store, error) {
 		return nil, err
 	}
 	s.gc = newGroupCommit(db, s.syncAll)
+	if err := s.openUnsynced(); err != nil {
+		s.gc.close()
+		_ = db.Close()
+		return nil, fmt.Errorf("%w: open %s: %w", kverrors.ErrInternal, o.Dir, err)
+	}
 	if o.ValueLogGCInterval > 0 {
 		s.gcStop, s.gcDone = make(chan struct{}), make(chan struct{})
 		go s.gcLoop(o.ValueLogGCInterval)
@@ -113,6 +122,9 @@ func (s *Store) Close() error {
 	}
 	if syncErr != nil {
 		return fmt.Errorf("%w: sync at close: %w", kverrors.ErrInternal, syncErr)
+	}
+	if err := s.closeUnsynced(); err != nil {
+		return fmt.Errorf("%w: record a clean close: %w", kverrors.ErrInternal, err)
 	}
 	return nil
 }
