@@ -19,7 +19,14 @@ import (
 // *shard.Replica provides it.
 type Storage interface {
 	Get(key string) (shard.Record, bool, error)
-	Apply(batch []shard.Mutation) error
+	// ApplyNoSync writes a batch atomically without waiting for an fsync:
+	// the Raft log is the durable record. After a machine crash
+	// NeedsRebuild says so, and the group rebuilds the partition from its
+	// snapshot and log (StartGroup), then calls RebuildDone.
+	ApplyNoSync(batch []shard.Mutation) error
+	NeedsRebuild() (bool, error)
+	RebuildDone() error
+	Drop() error
 	Scan(prefix, after string, limit int, withTombstones bool, fn func(key string, rec shard.Record) bool) error
 	Export(w io.Writer) (int, error)
 	Import(r io.Reader) (int, error)
@@ -50,7 +57,9 @@ type Result struct {
 // FSM applies committed commands of one partition to its storage.
 //
 // Durability and replay: every batch writes its data and the index of its
-// last entry (appliedKey) in one atomic storage batch. Entries at or below
+// last entry (appliedKey) in one atomic storage batch, without an fsync of
+// its own (the entries are durable in the Raft log already; the write
+// shares the next log append's sync, and a process crash keeps it). Entries at or below
 // that index are skipped, so replaying the log after a restart (the group
 // runs with NoSnapshotRestoreOnStart) never re-evaluates a CAS against a
 // newer state. A storage failure is fatal: a replica that cannot apply a
@@ -209,7 +218,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			muts = append(muts, f.expiredDedup(newest)...)
 		}
 		muts = append(muts, shard.Mutation{Key: appliedKey, Record: shard.Record{Version: last}})
-		if err := f.st.Apply(muts); err != nil {
+		if err := f.st.ApplyNoSync(muts); err != nil {
 			panic(fmt.Sprintf("capkv: cp state machine cannot write entries up to %d: %v", last, err))
 		}
 		f.persisted = last

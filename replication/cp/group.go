@@ -137,11 +137,6 @@ func StartGroup(cfg GroupConfig) (*Group, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	log = log.With("group", cfg.ID)
-	fsm, err := NewFSM(cfg.Storage)
-	if err != nil {
-		return nil, err
-	}
-	fsm.watch, fsm.partition = cfg.Watch, cfg.ID
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.Self)
 	rc.HeartbeatTimeout = cfg.Tuning.HeartbeatTimeout
@@ -180,6 +175,18 @@ func StartGroup(cfg GroupConfig) (*Group, error) {
 	if err != nil {
 		return nil, err
 	}
+	rebuild, err := prepareRebuild(cfg.Storage, snaps, log)
+	if err != nil {
+		return nil, fmt.Errorf("rebuild %s: %w", cfg.ID, err)
+	}
+	if rebuild {
+		rc.NoSnapshotRestoreOnStart = false // NewRaft restores the newest snapshot
+	}
+	fsm, err := NewFSM(cfg.Storage)
+	if err != nil {
+		return nil, err
+	}
+	fsm.watch, fsm.partition = cfg.Watch, cfg.ID
 	// The cache keeps the newest entries in memory: the leader's replication
 	// to each follower reads what it just appended, which otherwise costs a
 	// Badger lookup and a decode per entry and follower (5% of a loaded
@@ -192,6 +199,16 @@ func StartGroup(cfg GroupConfig) (*Group, error) {
 	if err != nil {
 		closeTransport(trans)
 		return nil, fmt.Errorf("start raft group %s: %w", cfg.ID, err)
+	}
+	if rebuild {
+		// The snapshot is restored (durably: Import syncs) or the data is
+		// gone; the log tail re-applies from there as it commits.
+		if err := cfg.Storage.RebuildDone(); err != nil {
+			r.Shutdown()
+			closeTransport(trans)
+			return nil, fmt.Errorf("rebuild %s: %w", cfg.ID, err)
+		}
+		log.Warn("partition rebuilt from its Raft snapshot and log after a machine crash")
 	}
 	g := &Group{cfg: cfg, raft: r, fsm: fsm, trans: trans, log: log, stop: make(chan struct{}), obsCh: make(chan raft.Observation, 16)}
 	g.ready.Store(notReady)
@@ -462,4 +479,27 @@ func closeTransport(t raft.Transport) {
 	if c, ok := t.(raft.WithClose); ok {
 		c.Close()
 	}
+}
+
+// prepareRebuild readies a replica whose state machine writes a machine
+// crash may have lost (they are not fsynced: see FSM): it reports whether
+// NewRaft must restore the newest snapshot, and without a snapshot it drops
+// the partition's data, since the log then still starts at its first entry
+// and re-applies everything.
+func prepareRebuild(st Storage, snaps raft.SnapshotStore, log *slog.Logger) (bool, error) {
+	need, err := st.NeedsRebuild()
+	if err != nil || !need {
+		return false, err
+	}
+	metas, err := snaps.List()
+	if err != nil {
+		return false, err
+	}
+	if len(metas) == 0 {
+		log.Warn("rebuilding the partition from its whole Raft log after a machine crash")
+		if err := st.Drop(); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
 }

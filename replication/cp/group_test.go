@@ -39,6 +39,17 @@ func (s *memStorage) Get(key string) (shard.Record, bool, error) {
 	return r, ok, nil
 }
 
+func (s *memStorage) ApplyNoSync(batch []shard.Mutation) error { return s.Apply(batch) }
+func (s *memStorage) NeedsRebuild() (bool, error)              { return false, nil }
+func (s *memStorage) RebuildDone() error                       { return nil }
+
+func (s *memStorage) Drop() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m = map[string]shard.Record{}
+	return nil
+}
+
 func (s *memStorage) Apply(batch []shard.Mutation) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
