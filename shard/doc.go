@@ -51,7 +51,15 @@
 // Put, Update and Apply return only after Badger committed the write; with
 // Options.SyncWrites (the default) the commit was fsynced first, so an
 // acknowledged write survives a process crash or kill -9 (tested by killing a
-// real child process). Apply is atomic: all mutations or none. A commit that
+// real child process) and a machine crash. Badger itself runs without
+// SyncWrites: the store syncs (syncAll: every retired WAL once, then the
+// active WAL and value log) after each transaction that holds a durable
+// write, so that ApplyNoSync can skip it. ApplyNoSync's writes survive a
+// process crash (the page cache keeps them) but maybe not a machine crash,
+// and not necessarily as a suffix; the store marks the partitions that take
+// them, and an Open after a machine crash (the store was left open under
+// another kernel boot ID, see unsynced.go) makes NeedsRebuild report them
+// until their owner rebuilt them and called RebuildDone. Apply is atomic: all mutations or none. A commit that
 // fails in Badger's write path reports kverrors.ErrIndeterminate: the write may
 // or may not be on disk. Drop and Import are crash-atomic: a marker is
 // committed before their first destructive write and Open rolls the operation

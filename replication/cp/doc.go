@@ -7,6 +7,13 @@
 //   - Durability: a write is acknowledged only after a majority of the group
 //     has appended it to a Raft log that was fsynced (when the node's store
 //     runs with SyncWrites, the default), and the leader applied it.
+//   - State machine durability: the Raft log is the durable record. The FSM
+//     writes without an fsync of its own (shard.Replica.ApplyNoSync); a
+//     process crash keeps its writes, and after a machine crash StartGroup
+//     rebuilds the partition from the newest snapshot and the log (or from
+//     the whole log when there is no snapshot yet). Snapshots are exported
+//     into synced files, so the log is never compacted past what a rebuild
+//     can reach.
 //   - Apply: the FSM evaluates commands deterministically from the log alone
 //     (the leader stamps the HLC timestamp before proposing; CAS is decided
 //     at apply time). It writes each batch's data and its last log index
