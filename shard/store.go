@@ -54,6 +54,8 @@ type Store struct {
 	syncMu sync.Mutex   // one syncAll at a time; guards retiredSynced
 	// retiredSynced: WAL files fsynced after they stopped growing.
 	retiredSynced map[string]bool
+	walList       []string  // the WAL files when walDirMod was read (wals)
+	walDirMod     time.Time // the directory's modification time then
 	// unsynced: partitions whose unsynced marker this process wrote.
 	unsynced sync.Map
 }
