@@ -241,6 +241,7 @@ log "$BG_LINE"
 
 # ---------------------------------------------------------------- runs
 CAPKV_KEYFMT='accounts/eu/%d/bench'
+CAPKV_AP_KEYFMT='sessions/%d'
 ETCD_KEYFMT='%08d'
 COMMANDS=()    # every command, for the results file
 declare -A R   # R[name,system,field]
@@ -293,7 +294,15 @@ declare -A LABEL=(
   [get-1]="linearizable get, 1 client"
   [get-128]="linearizable get, 128 clients / 8 conns"
   [sget-128]="serializable get (etcd) / stale get (capkv), 128 / 8"
+  [ap-put-128]="ap put at quorum, 128 clients / 8 conns"
+  [ap-put-1]="ap put at quorum, 1 client"
+  [ap-get-128]="ap get at one, 128 clients / 8 conns"
+  [ap-get-1]="ap get at one, 1 client"
 )
+# capkv only: its ap keyspace ('sessions') against its own cp rows of the
+# same run (AP_VS names the cp row each is compared with).
+AP_NAMES=(ap-put-128 ap-put-1 ap-get-128 ap-get-1)
+declare -A AP_VS=([ap-put-128]=put-128 [ap-put-1]=put-1 [ap-get-128]=get-128 [ap-get-1]=get-1)
 run_etcd() {
   local d=$DURATION
   [[ $1 == preload ]] && d=1s
@@ -311,7 +320,9 @@ run_capkv() {
   local d=$DURATION
   [[ $1 == preload ]] && d=1s
   local CAPKV_GLOBAL=(--endpoints "$KVD_EPS" --json)
+  [[ $1 == ap-preload ]] && d=1s
   local CAPKV_COMMON=(--duration "$d" --keys "$KEYS" --value-size "$VALUE_SIZE" --key-format "$CAPKV_KEYFMT")
+  local CAPKV_AP=(--duration "$d" --keys "$KEYS" --value-size "$VALUE_SIZE" --key-format "$CAPKV_AP_KEYFMT")
   case $1 in
     put-1)    run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" bench "${CAPKV_COMMON[@]}" --workload write --clients 1 --conns 1 ;;
     put-128)  run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" bench "${CAPKV_COMMON[@]}" --workload write --clients 128 --conns 8 ;;
@@ -319,6 +330,11 @@ run_capkv() {
     get-128)  run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency linearizable bench "${CAPKV_COMMON[@]}" --workload read --clients 128 --conns 8 --preload=false ;;
     sget-128) run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency stale bench "${CAPKV_COMMON[@]}" --workload read --clients 128 --conns 8 --preload=false ;;
     preload)  run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" bench "${CAPKV_COMMON[@]}" --workload read --clients 128 --conns 8 ;;
+    ap-put-128) run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency quorum bench "${CAPKV_AP[@]}" --workload write --clients 128 --conns 8 ;;
+    ap-put-1)   run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency quorum bench "${CAPKV_AP[@]}" --workload write --clients 1 --conns 1 ;;
+    ap-get-128) run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency one bench "${CAPKV_AP[@]}" --workload read --clients 128 --conns 8 --preload=false ;;
+    ap-get-1)   run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency one bench "${CAPKV_AP[@]}" --workload read --clients 1 --conns 1 --preload=false ;;
+    ap-preload) run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency quorum bench "${CAPKV_AP[@]}" --workload read --clients 128 --conns 8 ;;
   esac
 }
 
@@ -351,6 +367,20 @@ for name in "${NAMES[@]}"; do
   sleep 2
   step=$((step + 1))
 done
+for name in "${AP_NAMES[@]}"; do
+  if [[ $name == ap-get-128 ]]; then
+    log "preload: writing all $KEYS keys into capkv's ap keyspace (128 clients; followed by a 1s get run, not reported)"
+    before=$FAILED
+    FAILED=0
+    run_capkv ap-preload
+    if ((FAILED == 0)); then R[ap-preload,capkv,note]="ok"; else R[ap-preload,capkv,note]="failed: ${R[ap-preload,capkv,stderr]:-}"; fi
+    FAILED=$before
+    [[ ${R[ap-preload,capkv,note]} == ok ]] || { FAILED=1; log "ap preload failed: the ap get runs below include misses"; }
+  fi
+  log "== ${LABEL[$name]} (capkv only)"
+  run_capkv "$name"
+  sleep 2
+done
 
 # ---------------------------------------------------------------- report
 fmt_ops() { [[ -n ${1:-} ]] && printf '%.0f' "$1" || printf 'FAILED'; }
@@ -372,6 +402,19 @@ TABLE=$(
     echo "| ${LABEL[$n]} | $(cell "$n" etcd) | $(cell "$n" capkv) | $(ratio "$n") |"
   done
 )
+ap_ratio() { # ap_ratio NAME: the ap row's ops/s over its cp row's
+  local n=$1 c=${AP_VS[$1]}
+  if [[ -n ${R[$n,capkv,failed]:-} || -n ${R[$c,capkv,failed]:-} ]]; then printf '–'; return; fi
+  awk -v a="${R[$n,capkv,ops_per_sec]}" -v b="${R[$c,capkv,ops_per_sec]}" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else printf "–" }'
+}
+AP_TABLE=$(
+  echo "| workload | ap ops/s | ap p50 ms | ap p99 ms | ap server CPU µs/op | cp row | cp ops/s | cp server CPU µs/op | ap/cp ops/s |"
+  echo "|---|---:|---:|---:|---:|---|---:|---:|---:|"
+  for n in "${AP_NAMES[@]}"; do
+    c=${AP_VS[$n]}
+    echo "| ${LABEL[$n]} | $(cell "$n" capkv) | ${R[$n,capkv,cpu_us_op]:-–} | ${LABEL[$c]} | $(fmt_ops "${R[$c,capkv,ops_per_sec]:-}") | ${R[$c,capkv,cpu_us_op]:-–} | $(ap_ratio "$n") |"
+  done
+)
 DETAILS=$(
   echo "| workload | system | ops | errors | ops/s | p50 ms | p99 ms | p99.9 ms | max ms | server CPU µs/op | load generator CPU % | idle system CPU % | rest of machine CPU % | example error |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
@@ -383,6 +426,14 @@ DETAILS=$(
         echo "| ${LABEL[$n]} | $s | ${R[$n,$s,ops]} | ${R[$n,$s,errors]} | $(fmt_ops "${R[$n,$s,ops_per_sec]}") | ${R[$n,$s,p50_ms]} | ${R[$n,$s,p99_ms]} | ${R[$n,$s,p999_ms]} | ${R[$n,$s,max_ms]} | ${R[$n,$s,cpu_us_op]} | ${R[$n,$s,loadgen_pct]} | ${R[$n,$s,other_pct]} | ${R[$n,$s,rest_pct]} | ${R[$n,$s,example_error]//|/\\|} |"
       fi
     done
+  done
+  for n in "${AP_NAMES[@]}"; do
+    s=capkv
+    if [[ -n ${R[$n,$s,failed]:-} ]]; then
+      echo "| ${LABEL[$n]} | $s | FAILED (${R[$n,$s,failed]}) | | | | | | | | | | | ${R[$n,$s,stderr]//|/\\|} |"
+    else
+      echo "| ${LABEL[$n]} | $s | ${R[$n,$s,ops]} | ${R[$n,$s,errors]} | $(fmt_ops "${R[$n,$s,ops_per_sec]}") | ${R[$n,$s,p50_ms]} | ${R[$n,$s,p99_ms]} | ${R[$n,$s,p999_ms]} | ${R[$n,$s,max_ms]} | ${R[$n,$s,cpu_us_op]} | ${R[$n,$s,loadgen_pct]} | ${R[$n,$s,other_pct]} | ${R[$n,$s,rest_pct]} | ${R[$n,$s,example_error]//|/\\|} |"
+    fi
   done
 )
 
@@ -399,6 +450,15 @@ CPU=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
   echo
   echo "$TABLE"
   echo
+  echo "## capkv ap against capkv cp"
+  echo
+  echo "The ap keyspace ('sessions', leaderless, 3 replicas) against the cp rows above, same"
+  echo "run and cluster: puts at quorum (2 of 3 fsynced), gets at one (the serving replica's"
+  echo "copy). An ap put without a session context reads the key first (the Go client's"
+  echo "read-modify-write), so most ap puts here are a quorum get and a quorum put."
+  echo
+  echo "$AP_TABLE"
+  echo
   echo "## Details"
   echo
   echo "$DETAILS"
@@ -412,7 +472,7 @@ CPU=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
   echo "I/O-heavy workload; compare it with the same workload's other row."
   echo
   echo "Preload (all $KEYS keys written once with 128 clients before the get runs):"
-  echo "etcd: ${R[preload,etcd,note]:-not run}; capkv: ${R[preload,capkv,note]:-not run}."
+  echo "etcd: ${R[preload,etcd,note]:-not run}; capkv: ${R[preload,capkv,note]:-not run}; capkv ap keyspace: ${R[ap-preload,capkv,note]:-not run}."
   echo
   echo "## Machine"
   echo

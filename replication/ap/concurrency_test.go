@@ -34,19 +34,24 @@ func TestConcurrentWritesNoLostUpdates(t *testing.T) {
 	ctx := testCtx(t)
 	record := func(key, value string, w WriteRequest, res WriteResult, coord string) {
 		t.Helper()
-		// The write's dot is the sibling carrying its value (values are unique).
+		// The write's dot is the one the result names. The coordinator's
+		// merged clock has seen it, as a sibling or, when a write that read
+		// it (from a replica that stored it first: the coordinator's own
+		// store runs beside the sends) already replaced it, in its context.
+		if res.Dot.Node != coord {
+			t.Errorf("%s=%s minted by %s, coordinated by %s", key, value, res.Dot.Node, coord)
+		}
+		if !res.Clock.Context().Covers(res.Dot) {
+			t.Errorf("%s=%s: the coordinator's merged clock has not seen the write's dot %v: %v", key, value, res.Dot, res.Clock)
+		}
 		for _, s := range res.Clock.Values() {
-			if string(s.Data) == value {
-				if s.Dot.Node != coord {
-					t.Errorf("%s=%s minted by %s, coordinated by %s", key, value, s.Dot.Node, coord)
-				}
-				mu.Lock()
-				writes = append(writes, writeRec{key, value, s.Dot, w.Context})
-				mu.Unlock()
-				return
+			if s.Dot == res.Dot && string(s.Data) != value {
+				t.Errorf("%s=%s: dot %v carries %q", key, value, s.Dot, s.Data)
 			}
 		}
-		t.Errorf("%s=%s: the coordinator's merged clock lacks the write: %v", key, value, res.Clock)
+		mu.Lock()
+		writes = append(writes, writeRec{key, value, res.Dot, w.Context})
+		mu.Unlock()
 	}
 	for _, coord := range []string{"a", "b"} {
 		co := c.node(coord).coord

@@ -39,6 +39,7 @@ type Coordinator struct {
 
 	seed    maphash.Seed
 	stripes [256]sync.Mutex // one Update at a time per key on this node
+	dots    *dotLease       // every dot counter minted here
 	bg      sync.WaitGroup  // stores and repairs that outlive their request
 }
 
@@ -47,11 +48,14 @@ func NewCoordinator(self string, clocks *ClockStore, hints *HintStore, peers Pee
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Coordinator{Self: self, Clocks: clocks, Hints: hints, Peers: peers, Log: log, seed: maphash.MakeSeed()}
+	return &Coordinator{Self: self, Clocks: clocks, Hints: hints, Peers: peers, Log: log, seed: maphash.MakeSeed(), dots: newDotLease(clocks.st)}
 }
 
-// Close waits for background stores and repairs.
-func (c *Coordinator) Close() { c.bg.Wait() }
+// Close waits for background stores, repairs and dot reservations.
+func (c *Coordinator) Close() {
+	c.bg.Wait()
+	c.dots.close()
+}
 
 // WriteRequest is one coordinated write.
 type WriteRequest struct {
@@ -84,52 +88,26 @@ type WriteResult struct {
 	HadLive bool
 }
 
-// Write mints the write's dot here, stores it locally, and replicates it.
+// Write mints the write's dot here, then stores it locally while it sends
+// it to the other replicas. It succeeds once the local store and the level's
+// count of acknowledgements (the local one included) are in: the coordinator
+// keeps every dot it acknowledged, so its next write of the key, which
+// covers its own earlier dots, cannot supersede one it never saw.
 func (c *Coordinator) Write(ctx context.Context, w WriteRequest) (WriteResult, error) {
 	if !slices.Contains(w.Replicas, c.Self) {
 		return WriteResult{}, fmt.Errorf("%w: %s is not a replica of %s", kverrors.ErrInternal, c.Self, w.Partition)
 	}
 	res := WriteResult{Need: Need(w.Level, len(w.Replicas))}
+	// The key's stripe is held from the read to the end of the local store:
+	// the next write of the key here must see this one's dot, or its
+	// context (which covers every earlier dot of this node) would drop it.
 	mu := &c.stripes[maphash.String(c.seed, w.Partition+"\x00"+w.Key)%uint64(len(c.stripes))]
 	mu.Lock()
-	cur, _, err := c.Clocks.Read(w.Partition, w.Key)
-	res.HadLive = len(cur.Live()) > 0
-	if c.Clock != nil {
-		// The HLC of a write is later than every write it supersedes or sits
-		// beside, whatever the wall clocks say: last-writer-wins then never
-		// prefers a write this coordinator had already seen.
-		for _, s := range cur.Values() {
-			c.Clock.Update(s.Timestamp)
-		}
-		w.Value.Timestamp = c.Clock.Now()
-	}
-	if err == nil {
-		// With an HLC the dot counter rises above every dot this node
-		// minted before, for any key: a purged key's history cannot come back
-		// as a reused dot (see consistency.DVV.UpdateAbove).
-		var floor uint64
-		if c.Clock != nil {
-			floor = uint64(w.Value.Timestamp)
-		}
-		var next consistency.DVV
-		if next, err = cur.UpdateAbove(w.Context, c.Self, w.Value, floor); err == nil {
-			res.Dot, res.Timestamp = newDot(cur, next), w.Value.Timestamp
-			err = checkSiblings(w, len(cur.Live()), len(next.Live()))
-		}
-		if err == nil {
-			res.Clock, err = c.Clocks.Merge(w.Partition, w.Key, next, w.LWW)
-			if errors.Is(err, kverrors.ErrTooLarge) && len(next.Live()) > 1 {
-				err = fmt.Errorf("%w: key %q would keep %d concurrent values (siblings), which together exceed the value limit; "+
-					"write with the context of a read ('kvctl get --json', then 'put --context') to replace them: %w",
-					kverrors.ErrTooLarge, w.Key, len(next.Live()), err)
-			}
-		}
-	}
-	mu.Unlock()
+	next, clock, err := c.mint(w, &res)
 	if err != nil {
+		mu.Unlock()
 		return res, err
 	}
-	clock := res.Clock.Encode(nil)
 
 	// The round (quorum.go) decides; this loop only sends its stores and
 	// feeds it their answers and the caller's deadline. Every store gets a
@@ -149,7 +127,27 @@ func (c *Coordinator) Write(ctx context.Context, w WriteRequest) (WriteResult, e
 			answers <- writeEvent{Kind: evStored, Node: node, HintFor: hintFor, Err: err}
 		}()
 	}
+	// The round counts this node from the start; the stores go out first
+	// and the local one runs beside them, and nothing is decided before it
+	// is durable. The dot is safe to send before that: the lease reserved
+	// it durably (dotlease.go), so a crash here never mints it again.
 	acts := round.Step(writeEvent{Kind: evStart})
+	var finish []writeAction
+	for _, a := range acts {
+		if a.Kind == actStore {
+			store(a.Node, a.HintFor)
+		} else {
+			finish = append(finish, a)
+		}
+	}
+	res.Clock, err = c.Clocks.Merge(w.Partition, w.Key, next, w.LWW)
+	mu.Unlock()
+	if err != nil {
+		// The others may store it: the write may exist and spread.
+		return res, fmt.Errorf("%w: partition %s: the coordinator's own store failed after the write was sent to the other replicas: %w",
+			kverrors.ErrIndeterminate, w.Partition, err)
+	}
+	acts = finish
 	for {
 		for _, a := range acts {
 			switch a.Kind {
@@ -172,6 +170,59 @@ func (c *Coordinator) Write(ctx context.Context, w WriteRequest) (WriteResult, e
 			acts = round.Step(writeEvent{Kind: evDeadline})
 		}
 	}
+}
+
+// mint reads the key's clock and returns it updated with the write, under
+// a dot from the lease, and encoded; it sets res's Dot, Timestamp and HadLive. Its errors
+// are definite: nothing was sent or stored. The caller holds the key's stripe.
+func (c *Coordinator) mint(w WriteRequest, res *WriteResult) (consistency.DVV, []byte, error) {
+	cur, _, err := c.Clocks.Read(w.Partition, w.Key)
+	if err != nil {
+		return consistency.DVV{}, nil, err
+	}
+	res.HadLive = len(cur.Live()) > 0
+	if c.Clock != nil {
+		// The HLC of a write is later than every write it supersedes or sits
+		// beside, whatever the wall clocks say: last-writer-wins then never
+		// prefers a write this coordinator had already seen.
+		for _, s := range cur.Values() {
+			c.Clock.Update(s.Timestamp)
+		}
+		w.Value.Timestamp = c.Clock.Now()
+	}
+	// The dot counter rises above every dot this node minted before, for
+	// any key and across restarts (the lease), and with an HLC above it
+	// too: a purged key's history cannot come back as a reused dot (see
+	// consistency.DVV.UpdateAbove).
+	floor := max(cur.Context().Get(c.Self), w.Context.Get(c.Self))
+	if c.Clock != nil {
+		floor = max(floor, uint64(w.Value.Timestamp))
+	}
+	counter, err := c.dots.mint(floor)
+	if err != nil {
+		return consistency.DVV{}, nil, err
+	}
+	next, err := cur.UpdateAbove(w.Context, c.Self, w.Value, counter-1)
+	if err != nil {
+		return consistency.DVV{}, nil, err
+	}
+	res.Dot, res.Timestamp = newDot(cur, next), w.Value.Timestamp
+	if err := checkSiblings(w, len(cur.Live()), len(next.Live())); err != nil {
+		return consistency.DVV{}, nil, err
+	}
+	// What the local store would refuse for its size is refused before it
+	// is sent anywhere (a merge with a concurrent change can still grow it;
+	// then the local store fails and the write is indeterminate).
+	enc := next.Encode(nil)
+	if err := c.Clocks.fits(w.Key, len(enc)); err != nil {
+		if len(next.Live()) > 1 {
+			err = fmt.Errorf("%w: key %q would keep %d concurrent values (siblings), which together exceed the value limit; "+
+				"write with the context of a read ('kvctl get --json', then 'put --context') to replace them: %w",
+				kverrors.ErrTooLarge, w.Key, len(next.Live()), err)
+		}
+		return consistency.DVV{}, nil, err
+	}
+	return next, enc, nil
 }
 
 // newDot is the dot an update minted: the one sibling of next not in cur.

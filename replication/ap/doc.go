@@ -18,9 +18,17 @@
 //     it over when it is reachable again (HintStore). A hinted acknowledgement
 //     counts for one and quorum, never for all.
 //   - Acknowledgement: success once the level's count of replicas has stored
-//     and (with SyncWrites) fsynced the merged clock. If some but not enough
-//     acknowledged, the write is ErrIndeterminate: it exists on some replicas
-//     and will spread; with none it is ErrUnavailable.
+//     and (with SyncWrites) fsynced the merged clock, the coordinator always
+//     among them. If some but not enough acknowledged, the write is
+//     ErrIndeterminate: it exists on some replicas and will spread; with
+//     none it is ErrUnavailable.
+//   - Dots (dotlease.go): the coordinator sends a write to the other
+//     replicas while it stores its own copy, so a crash can leave a dot on
+//     them that its own store never recorded. Dot counters therefore come
+//     from a node-wide lease: one is handed out only below a durable bound
+//     (reserved a block at a time, in the background, about every 30 s of
+//     HLC time), and a restart starts above the bound, so no dot is ever
+//     minted twice (Riak's vnode counter lease; tested by SIGKILL).
 //   - Reads ask every replica, answer once the level's count replied with the
 //     merge of their clocks, and repair the replicas that were behind.
 //   - Anti-entropy (merkle.go, antientropy.go): every partition's replicas
@@ -42,10 +50,11 @@
 //     error; the caller's deadline) and returns actions (send a store, as a
 //     hint for a replica or not; finish with acked, hinted, sloppy and nil
 //     or ErrIndeterminate), stores first, the finish once and last.
-//     Coordinator.Write is its driver: it mints the dot and stores locally,
-//     then runs each store in a goroutine that posts the answer to a
-//     channel, feeds answers and ctx.Done to Step, and returns at the
-//     finish; stores still in flight complete in the background (Close
+//     Coordinator.Write is its driver: it mints the dot, runs each store
+//     in a goroutine that posts the answer to a channel, stores locally
+//     meanwhile (the round counts the coordinator from the start; the
+//     driver looks at no finish before the local store succeeded), feeds
+//     answers and ctx.Done to Step, and returns at the finish; stores still in flight complete in the background (Close
 //     waits for them) and their answers are ignored.
 //   - fallback.go: FallbackOrder, the order in which a partition's
 //     fallbacks take hints, from which the node builds WriteRequest.Fallbacks.

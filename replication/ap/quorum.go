@@ -28,7 +28,9 @@ func Need(level consistency.Level, n int) int {
 type writeEventKind uint8
 
 const (
-	// evStart: the coordinator stored the write locally; replicate it.
+	// evStart: the coordinator minted the write; replicate it. (Its local
+	// store runs beside the stores this asks for, and the driver acts on
+	// no finish before that store succeeded: the round counts it.)
 	evStart writeEventKind = iota
 	// evStored: a store the round asked for answered (Node, HintFor, Err).
 	evStored
@@ -75,8 +77,8 @@ type roundResult struct {
 	Err error
 }
 
-// writeRound is the state of one write's replication after the coordinator's
-// local store.
+// writeRound is the state of one write's replication beside the
+// coordinator's local store.
 type writeRound struct {
 	self      string
 	replicas  []string
@@ -90,8 +92,8 @@ type writeRound struct {
 	done      bool
 }
 
-// newWriteRound starts the round of a write that self (a replica) has
-// stored: self counts as the first acknowledgement.
+// newWriteRound starts the round of a write that self (a replica) stores:
+// self counts as the first acknowledgement.
 func newWriteRound(self string, replicas, fallbacks []string, level consistency.Level) *writeRound {
 	return &writeRound{
 		self: self, replicas: replicas, fallbacks: slices.Clone(fallbacks), level: level,

@@ -171,3 +171,16 @@ func purgeable(d consistency.DVV, cutoff consistency.Timestamp) bool {
 	w, _ := d.LWW()
 	return w.Timestamp < cutoff
 }
+
+// fits reports whether the store would take an n-byte encoded clock for
+// key (its size limits), without writing.
+func (s *ClockStore) fits(key string, n int) error {
+	o := s.st.Options()
+	if len(key) > o.MaxKeySize {
+		return fmt.Errorf("%w: key is %d bytes, limit %d", kverrors.ErrTooLarge, len(key), o.MaxKeySize)
+	}
+	if n > o.MaxValueSize {
+		return fmt.Errorf("%w: value of key %q is %d bytes, limit %d", kverrors.ErrTooLarge, key, n, o.MaxValueSize)
+	}
+	return nil
+}
