@@ -10,6 +10,7 @@ import (
 	"github.com/capkv/capkv/internal/failure"
 	"github.com/capkv/capkv/internal/fault"
 	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/internal/trace"
 	"github.com/capkv/capkv/replication/cp"
 	"github.com/capkv/capkv/ring"
 	"github.com/capkv/capkv/shard"
@@ -71,6 +72,9 @@ type Config struct {
 	// Faults, when set, decides the fate of Raft messages between nodes
 	// (tests and the partition harness; nil delivers everything).
 	Faults fault.Injector
+	// Tracing records this node's spans (internal/trace); nil: a provider
+	// that samples only traced requests and buffers their spans.
+	Tracing *trace.Provider
 	// TestFaults enables the SetFaults admin RPC, which installs network
 	// fault rules on this node's traffic to other nodes. TEST ONLY: it is how
 	// the partition harness cuts links between kvd processes without root.

@@ -23,6 +23,7 @@ import (
 	"github.com/capkv/capkv/internal/failure"
 	"github.com/capkv/capkv/internal/fault"
 	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/internal/trace"
 	"github.com/capkv/capkv/internal/meta"
 	"github.com/capkv/capkv/internal/metrics"
 	"github.com/capkv/capkv/internal/route"
@@ -40,6 +41,10 @@ const Version = "0.1.0-dev"
 // Node is one running kvd. Create with New, run with Start, stop with Close.
 type Node struct {
 	cfg   Config
+	// tracing records this node's spans; ownTracing: New made it, so Close
+	// stops it.
+	tracing    *trace.Provider
+	ownTracing bool
 	log   *slog.Logger
 	store *shard.Store
 	host  *cp.Host
@@ -89,7 +94,8 @@ func New(cfg Config) (*Node, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	log = log.With("node", cfg.ID)
+	// Log lines written with a request's context carry its trace ID.
+	log = slog.New(trace.LogHandler(log.Handler())).With("node", cfg.ID)
 	// Check the initial cluster and keyspaces now, so a bad config fails at
 	// start-up with every problem listed, not later inside the metadata group.
 	if len(cfg.Peers) > 0 {
@@ -112,7 +118,15 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store in %s: %w", cfg.DataDir, err)
 	}
-	n := &Node{cfg: cfg, log: log, store: st, stop: make(chan struct{}), identity: idt, freshDir: fresh}
+	n := &Node{cfg: cfg, log: log, store: st, stop: make(chan struct{}), identity: idt, freshDir: fresh, tracing: cfg.Tracing}
+	if n.tracing == nil {
+		// Traced requests only (a client asked), buffered here.
+		if n.tracing, err = trace.New(context.Background(), trace.DefaultConfig(cfg.ID)); err != nil {
+			st.Close()
+			return nil, err
+		}
+		n.ownTracing = true
+	}
 	// The wall clock behind the HLC; the test-only fault hook can skew it.
 	n.clock = consistency.NewClock(func() time.Time { return time.Now().Add(time.Duration(n.clockSkew.Load())) }, 0)
 	n.peers = &dial.Pool{Resolve: n.resolve, Options: n.peerOptions, Security: cfg.Security}
@@ -170,7 +184,7 @@ func (n *Node) Start(lis net.Listener) error {
 		return err
 	}
 	n.meta = m
-	n.srv = grpc.NewServer(append(sopts, grpc.ChainUnaryInterceptor(n.unaryInterceptor), grpc.ChainStreamInterceptor(n.authorizeStream))...)
+	n.srv = grpc.NewServer(append(sopts, trace.ServerOption(n.tracing), grpc.ChainUnaryInterceptor(n.unaryInterceptor), grpc.ChainStreamInterceptor(n.authorizeStream))...)
 	api.RegisterKVServer(n.srv, n)
 	api.RegisterAdminServer(n.srv, n)
 	api.RegisterRaftServer(n.srv, n.host.Network())
@@ -355,6 +369,11 @@ func (n *Node) Close() error {
 	}
 	if err := n.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close store: %w", err))
+	}
+	if n.ownTracing {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		n.tracing.Close(ctx)
+		cancel()
 	}
 	n.log.Info("stopped")
 	return errors.Join(errs...)
