@@ -23,10 +23,10 @@ import (
 	"github.com/capkv/capkv/internal/failure"
 	"github.com/capkv/capkv/internal/fault"
 	"github.com/capkv/capkv/internal/kverrors"
-	"github.com/capkv/capkv/internal/trace"
 	"github.com/capkv/capkv/internal/meta"
 	"github.com/capkv/capkv/internal/metrics"
 	"github.com/capkv/capkv/internal/route"
+	"github.com/capkv/capkv/internal/trace"
 	"github.com/capkv/capkv/internal/watch"
 	"github.com/capkv/capkv/replication"
 	"github.com/capkv/capkv/replication/ap"
@@ -40,16 +40,16 @@ const Version = "0.1.0-dev"
 
 // Node is one running kvd. Create with New, run with Start, stop with Close.
 type Node struct {
-	cfg   Config
+	cfg Config
 	// tracing records this node's spans; ownTracing: New made it, so Close
 	// stops it.
 	tracing    *trace.Provider
 	ownTracing bool
-	log   *slog.Logger
-	store *shard.Store
-	host  *cp.Host
-	cpr   *cp.Replicator
-	apr   *ap.Replicator
+	log        *slog.Logger
+	store      *shard.Store
+	host       *cp.Host
+	cpr        *cp.Replicator
+	apr        *ap.Replicator
 	// modes is the replicator of each keyspace mode; route picks from it.
 	modes   map[consistency.Mode]replication.Replicator
 	router  *route.Router
@@ -137,9 +137,11 @@ func New(cfg Config) (*Node, error) {
 	}
 	net := cp.NewNetwork(cfg.ID, n.peer, cfg.Faults)
 	net.HeartbeatPeriod = cfg.Raft.HeartbeatTimeout / 10
+	net.Tracing = n.tracing
 	n.watch = watch.NewHub(0)
 	n.host = cp.NewHost(cfg.ID, st, net, filepath.Join(cfg.DataDir, "raft-snapshots"), cfg.Raft, log)
 	n.host.Watch = n.watch
+	n.host.Tracing = n.tracing
 	n.cpr = cp.NewReplicator(cp.ReplicatorConfig{Host: n.host, Clock: n.clock, UnsafeLocalReads: cfg.UnsafeLocalReads, Watch: n.watch,
 		Storage: func(id string) cp.Storage { return st.Replica(id) }})
 	n.apr = ap.New(ap.Config{Self: cfg.ID, Store: st, Clock: n.clock, Watch: n.watch, Dial: n.replicaPeer, Ring: n.r,
@@ -452,8 +454,13 @@ func (n *Node) unaryInterceptor(ctx context.Context, req any, info *grpc.UnarySe
 	err = kverrors.ToStatus(err) // once, for the caller and the metrics
 	n.observe(info.FullMethod, req, resp, err, time.Since(start))
 	if err != nil {
-		n.log.Debug("request failed", "method", info.FullMethod, "err", err)
+		n.log.DebugContext(ctx, "request failed", "method", info.FullMethod, "err", err)
 		return nil, err
+	}
+	if r, ok := resp.(interface{ GetReceipt() *api.Receipt }); ok {
+		if id := trace.TraceID(ctx); id != "" && r.GetReceipt() != nil {
+			r.GetReceipt().TraceId = id
+		}
 	}
 	return resp, nil
 }

@@ -2,6 +2,7 @@ package trace
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"strings"
@@ -290,4 +291,17 @@ func Outcome(err error) string {
 		}
 	}
 	return "error"
+}
+
+// Force returns ctx with a new sampled remote span context, and its trace
+// ID: every call made with it is traced on every node it reaches (their
+// parent-based samplers follow it), whatever their sample ratios. It is
+// what kvctl --trace does; the client records no span of its own.
+func Force(ctx context.Context) (context.Context, string) {
+	var tid oteltrace.TraceID
+	var sid oteltrace.SpanID
+	rand.Read(tid[:])
+	rand.Read(sid[:])
+	sc := oteltrace.NewSpanContext(oteltrace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: oteltrace.FlagsSampled, Remote: true})
+	return oteltrace.ContextWithRemoteSpanContext(ctx, sc), tid.String()
 }
