@@ -121,7 +121,9 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, log: log, store: st, stop: make(chan struct{}), identity: idt, freshDir: fresh, tracing: cfg.Tracing}
 	if n.tracing == nil {
 		// Traced requests only (a client asked), buffered here.
-		if n.tracing, err = trace.New(context.Background(), trace.DefaultConfig(cfg.ID)); err != nil {
+		tc := trace.DefaultConfig(cfg.ID)
+		tc.SampleRatio, tc.OTLPEndpoint = cfg.TraceSample, cfg.OTLPEndpoint
+		if n.tracing, err = trace.New(context.Background(), tc); err != nil {
 			st.Close()
 			return nil, err
 		}

@@ -72,7 +72,7 @@ func PrintTree(w io.Writer, spans []Span) {
 			branch, next = "", ""
 		}
 		fmt.Fprintf(w, "%9s %9s  %-4s %s%s%s\n", fmtDur(n.Span.Start.Sub(t0)), fmtDur(n.Span.Duration()), n.Span.Node,
-			prefix+branch, n.Span.Name, attrText(n.Span))
+			prefix+branch, n.Span.Name+kindText(n.Span), attrText(n.Span))
 		for i, c := range n.Children {
 			rec(c, prefix+next, i == len(n.Children)-1, false)
 		}
@@ -81,6 +81,14 @@ func PrintTree(w io.Writer, spans []Span) {
 	for _, r := range roots {
 		rec(r, "", true, true)
 	}
+}
+
+// kindText marks the two ends of a gRPC call, which share a name.
+func kindText(s Span) string {
+	if s.Kind == "client" || s.Kind == "server" {
+		return " (" + s.Kind + ")"
+	}
+	return ""
 }
 
 func attrText(s Span) string {
@@ -93,7 +101,13 @@ func attrText(s Span) string {
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(s.Attrs)) {
-		if !seen[k] && strings.HasPrefix(k, "capkv.") && k != string(KeyNode) {
+		if k == string(KeyNode) {
+			if v := s.Attrs[k]; v != s.Node {
+				fmt.Fprintf(&b, " to=%s", v)
+			}
+			continue
+		}
+		if !seen[k] && strings.HasPrefix(k, "capkv.") {
 			fmt.Fprintf(&b, " %s=%s", strings.TrimPrefix(k, "capkv."), s.Attrs[k])
 		}
 	}
