@@ -304,7 +304,7 @@ func (c *Coordinator) repair(ctx context.Context, r ReadRequest, clock consisten
 			defer c.bg.Done()
 			if node == c.Self {
 				if _, err := c.Clocks.Merge(r.Partition, r.Key, clock, r.LWW); err != nil {
-					c.Log.Warn("read repair", "node", node, "key", r.Key, "err", err)
+					c.Log.WarnContext(ctx, "read repair", "node", node, "key", r.Key, "err", err)
 				}
 				return
 			}
@@ -314,7 +314,7 @@ func (c *Coordinator) repair(ctx context.Context, r ReadRequest, clock consisten
 			_, err := c.Peers.Store(sctx, node, &api.ReplicaStoreRequest{Partition: r.Partition, Key: r.Key, Clock: enc, Lww: r.LWW})
 			trace.End(span, err)
 			if err != nil {
-				c.Log.Debug("read repair", "node", node, "key", r.Key, "err", err)
+				c.Log.DebugContext(sctx, "read repair", "node", node, "key", r.Key, "err", err)
 			}
 		}()
 	}
