@@ -17,6 +17,7 @@ import (
 	oteltrace "go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/embedded"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/stats"
 
 	"github.com/capkv/capkv/internal/kverrors"
@@ -80,7 +81,8 @@ func (c Config) Validate() error {
 // Provider is one node's tracer provider with its span buffer.
 type Provider struct {
 	*sdktrace.TracerProvider
-	buf *Buffer
+	buf   *Buffer
+	ratio float64 // of new traces; 1 with AlwaysSample
 }
 
 // New builds a provider. The OTLP exporter connects lazily: an endpoint
@@ -95,7 +97,10 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	}
 	res := resource.NewSchemaless(attribute.String("service.name", "capkv"), attribute.String("service.instance.id", cfg.Node), KeyNode.String(cfg.Node))
 	opts := []sdktrace.TracerProviderOption{sdktrace.WithSampler(sampler), sdktrace.WithResource(res)}
-	p := &Provider{}
+	p := &Provider{ratio: cfg.SampleRatio}
+	if cfg.AlwaysSample {
+		p.ratio = 1
+	}
 	if cfg.BufferSpans > 0 && cfg.BufferBytes > 0 {
 		p.buf = NewBuffer(cfg.Node, cfg.BufferSpans, cfg.BufferBytes)
 		opts = append(opts, sdktrace.WithSpanProcessor(p.buf))
@@ -136,8 +141,39 @@ func (p *Provider) Close(ctx context.Context) error {
 var propagator = propagation.TraceContext{}
 
 // ServerHandler is the stats handler of a node's gRPC server: it continues
-// the caller's trace (or samples a new one) with tp.
+// the caller's trace (or samples a new one) with tp. With a provider that
+// samples no new traces (ratio 0, the default), a call that brings no
+// trace context skips the instrumentation entirely: untraced requests pay
+// one metadata lookup, not otelgrpc's span and attribute set-up.
 func ServerHandler(tp oteltrace.TracerProvider) stats.Handler {
+	h := otelHandler(tp)
+	if p, ok := tp.(*Provider); ok && p.ratio == 0 {
+		return skipUntraced{h}
+	}
+	return h
+}
+
+// skipUntraced runs the wrapped handler only for calls that carry a
+// traceparent.
+type skipUntraced struct{ stats.Handler }
+
+type skippedKey struct{}
+
+func (h skipUntraced) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
+	if md, ok := metadata.FromIncomingContext(ctx); !ok || len(md.Get("traceparent")) == 0 {
+		return context.WithValue(ctx, skippedKey{}, true)
+	}
+	return h.Handler.TagRPC(ctx, info)
+}
+
+func (h skipUntraced) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	if ctx.Value(skippedKey{}) != nil {
+		return
+	}
+	h.Handler.HandleRPC(ctx, s)
+}
+
+func otelHandler(tp oteltrace.TracerProvider) stats.Handler {
 	return otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(propagator),
 		otelgrpc.WithFilter(serverFilter))
 }
