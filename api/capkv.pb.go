@@ -179,6 +179,7 @@ type Receipt struct {
 	StalenessMs       int64                  `protobuf:"varint,14,opt,name=staleness_ms,json=stalenessMs,proto3" json:"staleness_ms,omitempty"`                   // bound on how far behind the answer may be
 	MajorityReachable bool                   `protobuf:"varint,15,opt,name=majority_reachable,json=majorityReachable,proto3" json:"majority_reachable,omitempty"` // could the coordinator reach a majority
 	Epoch             uint64                 `protobuf:"varint,16,opt,name=epoch,proto3" json:"epoch,omitempty"`                                                  // cluster map epoch of the serving node
+	TraceId           string                 `protobuf:"bytes,17,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`                                // W3C trace ID when the request was traced ("kvctl trace ID")
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
@@ -323,6 +324,13 @@ func (x *Receipt) GetEpoch() uint64 {
 		return x.Epoch
 	}
 	return 0
+}
+
+func (x *Receipt) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
 }
 
 type KeyValue struct {
@@ -4247,6 +4255,210 @@ func (x *ReplicaFetchResponse) GetFound() bool {
 	return false
 }
 
+type TraceSpansRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TraceId       string                 `protobuf:"bytes,1,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"` // 32 hex digits
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TraceSpansRequest) Reset() {
+	*x = TraceSpansRequest{}
+	mi := &file_capkv_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TraceSpansRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TraceSpansRequest) ProtoMessage() {}
+
+func (x *TraceSpansRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TraceSpansRequest.ProtoReflect.Descriptor instead.
+func (*TraceSpansRequest) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *TraceSpansRequest) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
+type TraceSpan struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TraceId       string                 `protobuf:"bytes,1,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	SpanId        string                 `protobuf:"bytes,2,opt,name=span_id,json=spanId,proto3" json:"span_id,omitempty"`
+	ParentId      string                 `protobuf:"bytes,3,opt,name=parent_id,json=parentId,proto3" json:"parent_id,omitempty"` // empty for a root
+	Name          string                 `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	Node          string                 `protobuf:"bytes,5,opt,name=node,proto3" json:"node,omitempty"`
+	Kind          string                 `protobuf:"bytes,6,opt,name=kind,proto3" json:"kind,omitempty"` // server, client, or empty (internal)
+	StartUnixNano int64                  `protobuf:"varint,7,opt,name=start_unix_nano,json=startUnixNano,proto3" json:"start_unix_nano,omitempty"`
+	EndUnixNano   int64                  `protobuf:"varint,8,opt,name=end_unix_nano,json=endUnixNano,proto3" json:"end_unix_nano,omitempty"`
+	Attrs         map[string]string      `protobuf:"bytes,9,rep,name=attrs,proto3" json:"attrs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Error         string                 `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TraceSpan) Reset() {
+	*x = TraceSpan{}
+	mi := &file_capkv_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TraceSpan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TraceSpan) ProtoMessage() {}
+
+func (x *TraceSpan) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TraceSpan.ProtoReflect.Descriptor instead.
+func (*TraceSpan) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *TraceSpan) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
+func (x *TraceSpan) GetSpanId() string {
+	if x != nil {
+		return x.SpanId
+	}
+	return ""
+}
+
+func (x *TraceSpan) GetParentId() string {
+	if x != nil {
+		return x.ParentId
+	}
+	return ""
+}
+
+func (x *TraceSpan) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TraceSpan) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *TraceSpan) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *TraceSpan) GetStartUnixNano() int64 {
+	if x != nil {
+		return x.StartUnixNano
+	}
+	return 0
+}
+
+func (x *TraceSpan) GetEndUnixNano() int64 {
+	if x != nil {
+		return x.EndUnixNano
+	}
+	return 0
+}
+
+func (x *TraceSpan) GetAttrs() map[string]string {
+	if x != nil {
+		return x.Attrs
+	}
+	return nil
+}
+
+func (x *TraceSpan) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type TraceSpansResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Spans         []*TraceSpan           `protobuf:"bytes,1,rep,name=spans,proto3" json:"spans,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TraceSpansResponse) Reset() {
+	*x = TraceSpansResponse{}
+	mi := &file_capkv_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TraceSpansResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TraceSpansResponse) ProtoMessage() {}
+
+func (x *TraceSpansResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_capkv_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TraceSpansResponse.ProtoReflect.Descriptor instead.
+func (*TraceSpansResponse) Descriptor() ([]byte, []int) {
+	return file_capkv_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *TraceSpansResponse) GetSpans() []*TraceSpan {
+	if x != nil {
+		return x.Spans
+	}
+	return nil
+}
+
 var File_capkv_proto protoreflect.FileDescriptor
 
 const file_capkv_proto_rawDesc = "" +
@@ -4258,7 +4470,7 @@ const file_capkv_proto_rawDesc = "" +
 	"\x04hops\x18\x03 \x01(\rR\x04hops\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x04 \x01(\tR\trequestId\x12\x1a\n" +
-	"\bidentity\x18\x05 \x01(\tR\bidentity\"\xe7\x03\n" +
+	"\bidentity\x18\x05 \x01(\tR\bidentity\"\x82\x04\n" +
 	"\aReceipt\x12\x1a\n" +
 	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\x14\n" +
@@ -4276,7 +4488,8 @@ const file_capkv_proto_rawDesc = "" +
 	"\rapplied_index\x18\r \x01(\x04R\fappliedIndex\x12!\n" +
 	"\fstaleness_ms\x18\x0e \x01(\x03R\vstalenessMs\x12-\n" +
 	"\x12majority_reachable\x18\x0f \x01(\bR\x11majorityReachable\x12\x14\n" +
-	"\x05epoch\x18\x10 \x01(\x04R\x05epoch\"j\n" +
+	"\x05epoch\x18\x10 \x01(\x04R\x05epoch\x12\x19\n" +
+	"\btrace_id\x18\x11 \x01(\tR\atraceId\"j\n" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x18\n" +
@@ -4576,15 +4789,37 @@ const file_capkv_proto_rawDesc = "" +
 	"\x03key\x18\x02 \x01(\tR\x03key\"B\n" +
 	"\x14ReplicaFetchResponse\x12\x14\n" +
 	"\x05clock\x18\x01 \x01(\fR\x05clock\x12\x14\n" +
-	"\x05found\x18\x02 \x01(\bR\x05found2\xd0\x02\n" +
+	"\x05found\x18\x02 \x01(\bR\x05found\".\n" +
+	"\x11TraceSpansRequest\x12\x19\n" +
+	"\btrace_id\x18\x01 \x01(\tR\atraceId\"\xea\x02\n" +
+	"\tTraceSpan\x12\x19\n" +
+	"\btrace_id\x18\x01 \x01(\tR\atraceId\x12\x17\n" +
+	"\aspan_id\x18\x02 \x01(\tR\x06spanId\x12\x1b\n" +
+	"\tparent_id\x18\x03 \x01(\tR\bparentId\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12\x12\n" +
+	"\x04node\x18\x05 \x01(\tR\x04node\x12\x12\n" +
+	"\x04kind\x18\x06 \x01(\tR\x04kind\x12&\n" +
+	"\x0fstart_unix_nano\x18\a \x01(\x03R\rstartUnixNano\x12\"\n" +
+	"\rend_unix_nano\x18\b \x01(\x03R\vendUnixNano\x124\n" +
+	"\x05attrs\x18\t \x03(\v2\x1e.capkv.v1.TraceSpan.AttrsEntryR\x05attrs\x12\x14\n" +
+	"\x05error\x18\n" +
+	" \x01(\tR\x05error\x1a8\n" +
+	"\n" +
+	"AttrsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"?\n" +
+	"\x12TraceSpansResponse\x12)\n" +
+	"\x05spans\x18\x01 \x03(\v2\x13.capkv.v1.TraceSpanR\x05spans2\xd0\x02\n" +
 	"\x02KV\x122\n" +
 	"\x03Get\x12\x14.capkv.v1.GetRequest\x1a\x15.capkv.v1.GetResponse\x122\n" +
 	"\x03Put\x12\x14.capkv.v1.PutRequest\x1a\x15.capkv.v1.PutResponse\x12;\n" +
 	"\x06Delete\x12\x17.capkv.v1.DeleteRequest\x1a\x18.capkv.v1.DeleteResponse\x122\n" +
 	"\x03CAS\x12\x14.capkv.v1.CASRequest\x1a\x15.capkv.v1.CASResponse\x125\n" +
 	"\x04Scan\x12\x15.capkv.v1.ScanRequest\x1a\x16.capkv.v1.ScanResponse\x12:\n" +
-	"\x05Watch\x12\x16.capkv.v1.WatchRequest\x1a\x17.capkv.v1.WatchResponse0\x012\xe5\b\n" +
-	"\x05Admin\x12B\n" +
+	"\x05Watch\x12\x16.capkv.v1.WatchRequest\x1a\x17.capkv.v1.WatchResponse0\x012\xae\t\n" +
+	"\x05Admin\x12G\n" +
+	"\n" +
+	"TraceSpans\x12\x1b.capkv.v1.TraceSpansRequest\x1a\x1c.capkv.v1.TraceSpansResponse\x12B\n" +
 	"\rGetClusterMap\x12\x1b.capkv.v1.ClusterMapRequest\x1a\x14.capkv.v1.ClusterMap\x12<\n" +
 	"\vGetNodeInfo\x12\x19.capkv.v1.NodeInfoRequest\x1a\x12.capkv.v1.NodeInfo\x12P\n" +
 	"\rClusterStatus\x12\x1e.capkv.v1.ClusterStatusRequest\x1a\x1f.capkv.v1.ClusterStatusResponse\x12D\n" +
@@ -4622,7 +4857,7 @@ func file_capkv_proto_rawDescGZIP() []byte {
 }
 
 var file_capkv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_capkv_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
+var file_capkv_proto_msgTypes = make([]protoimpl.MessageInfo, 68)
 var file_capkv_proto_goTypes = []any{
 	(WatchEvent_Kind)(0),            // 0: capkv.v1.WatchEvent.Kind
 	(*RequestHeader)(nil),           // 1: capkv.v1.RequestHeader
@@ -4689,6 +4924,10 @@ var file_capkv_proto_goTypes = []any{
 	(*ReplicaStoreResponse)(nil),    // 62: capkv.v1.ReplicaStoreResponse
 	(*ReplicaFetchRequest)(nil),     // 63: capkv.v1.ReplicaFetchRequest
 	(*ReplicaFetchResponse)(nil),    // 64: capkv.v1.ReplicaFetchResponse
+	(*TraceSpansRequest)(nil),       // 65: capkv.v1.TraceSpansRequest
+	(*TraceSpan)(nil),               // 66: capkv.v1.TraceSpan
+	(*TraceSpansResponse)(nil),      // 67: capkv.v1.TraceSpansResponse
+	nil,                             // 68: capkv.v1.TraceSpan.AttrsEntry
 }
 var file_capkv_proto_depIdxs = []int32{
 	1,  // 0: capkv.v1.GetRequest.header:type_name -> capkv.v1.RequestHeader
@@ -4724,65 +4963,69 @@ var file_capkv_proto_depIdxs = []int32{
 	41, // 30: capkv.v1.SetFaultsRequest.rules:type_name -> capkv.v1.FaultRule
 	50, // 31: capkv.v1.RebalanceStatusResponse.moves:type_name -> capkv.v1.MoveStatus
 	59, // 32: capkv.v1.LeafResponse.entries:type_name -> capkv.v1.KeyClock
-	4,  // 33: capkv.v1.KV.Get:input_type -> capkv.v1.GetRequest
-	7,  // 34: capkv.v1.KV.Put:input_type -> capkv.v1.PutRequest
-	9,  // 35: capkv.v1.KV.Delete:input_type -> capkv.v1.DeleteRequest
-	11, // 36: capkv.v1.KV.CAS:input_type -> capkv.v1.CASRequest
-	13, // 37: capkv.v1.KV.Scan:input_type -> capkv.v1.ScanRequest
-	15, // 38: capkv.v1.KV.Watch:input_type -> capkv.v1.WatchRequest
-	27, // 39: capkv.v1.Admin.GetClusterMap:input_type -> capkv.v1.ClusterMapRequest
-	29, // 40: capkv.v1.Admin.GetNodeInfo:input_type -> capkv.v1.NodeInfoRequest
-	31, // 41: capkv.v1.Admin.ClusterStatus:input_type -> capkv.v1.ClusterStatusRequest
-	34, // 42: capkv.v1.Admin.Keyspaces:input_type -> capkv.v1.KeyspacesRequest
-	36, // 43: capkv.v1.Admin.Locate:input_type -> capkv.v1.LocateRequest
-	38, // 44: capkv.v1.Admin.Ring:input_type -> capkv.v1.RingRequest
-	25, // 45: capkv.v1.Admin.Join:input_type -> capkv.v1.JoinRequest
-	26, // 46: capkv.v1.Admin.CreateKeyspace:input_type -> capkv.v1.CreateKeyspaceRequest
-	28, // 47: capkv.v1.Admin.DropKeyspace:input_type -> capkv.v1.DropKeyspaceRequest
-	22, // 48: capkv.v1.Admin.GrantKeyspace:input_type -> capkv.v1.GrantKeyspaceRequest
-	42, // 49: capkv.v1.Admin.SetFaults:input_type -> capkv.v1.SetFaultsRequest
-	52, // 50: capkv.v1.Admin.Repair:input_type -> capkv.v1.RepairRequest
-	45, // 51: capkv.v1.Admin.MovePartition:input_type -> capkv.v1.MovePartitionRequest
-	47, // 52: capkv.v1.Admin.PartitionStatus:input_type -> capkv.v1.PartitionStatusRequest
-	49, // 53: capkv.v1.Admin.RebalanceStatus:input_type -> capkv.v1.RebalanceStatusRequest
-	44, // 54: capkv.v1.Admin.RemoveNode:input_type -> capkv.v1.RemoveNodeRequest
-	61, // 55: capkv.v1.Replica.Store:input_type -> capkv.v1.ReplicaStoreRequest
-	63, // 56: capkv.v1.Replica.Fetch:input_type -> capkv.v1.ReplicaFetchRequest
-	56, // 57: capkv.v1.Replica.Digest:input_type -> capkv.v1.DigestRequest
-	58, // 58: capkv.v1.Replica.Leaf:input_type -> capkv.v1.LeafRequest
-	54, // 59: capkv.v1.Replica.Purge:input_type -> capkv.v1.PurgeRequest
-	5,  // 60: capkv.v1.KV.Get:output_type -> capkv.v1.GetResponse
-	8,  // 61: capkv.v1.KV.Put:output_type -> capkv.v1.PutResponse
-	10, // 62: capkv.v1.KV.Delete:output_type -> capkv.v1.DeleteResponse
-	12, // 63: capkv.v1.KV.CAS:output_type -> capkv.v1.CASResponse
-	14, // 64: capkv.v1.KV.Scan:output_type -> capkv.v1.ScanResponse
-	17, // 65: capkv.v1.KV.Watch:output_type -> capkv.v1.WatchResponse
-	23, // 66: capkv.v1.Admin.GetClusterMap:output_type -> capkv.v1.ClusterMap
-	30, // 67: capkv.v1.Admin.GetNodeInfo:output_type -> capkv.v1.NodeInfo
-	33, // 68: capkv.v1.Admin.ClusterStatus:output_type -> capkv.v1.ClusterStatusResponse
-	35, // 69: capkv.v1.Admin.Keyspaces:output_type -> capkv.v1.KeyspacesResponse
-	37, // 70: capkv.v1.Admin.Locate:output_type -> capkv.v1.LocateResponse
-	40, // 71: capkv.v1.Admin.Ring:output_type -> capkv.v1.RingResponse
-	23, // 72: capkv.v1.Admin.Join:output_type -> capkv.v1.ClusterMap
-	23, // 73: capkv.v1.Admin.CreateKeyspace:output_type -> capkv.v1.ClusterMap
-	23, // 74: capkv.v1.Admin.DropKeyspace:output_type -> capkv.v1.ClusterMap
-	23, // 75: capkv.v1.Admin.GrantKeyspace:output_type -> capkv.v1.ClusterMap
-	43, // 76: capkv.v1.Admin.SetFaults:output_type -> capkv.v1.SetFaultsResponse
-	53, // 77: capkv.v1.Admin.Repair:output_type -> capkv.v1.RepairResponse
-	46, // 78: capkv.v1.Admin.MovePartition:output_type -> capkv.v1.MovePartitionResponse
-	48, // 79: capkv.v1.Admin.PartitionStatus:output_type -> capkv.v1.PartitionStatusResponse
-	51, // 80: capkv.v1.Admin.RebalanceStatus:output_type -> capkv.v1.RebalanceStatusResponse
-	23, // 81: capkv.v1.Admin.RemoveNode:output_type -> capkv.v1.ClusterMap
-	62, // 82: capkv.v1.Replica.Store:output_type -> capkv.v1.ReplicaStoreResponse
-	64, // 83: capkv.v1.Replica.Fetch:output_type -> capkv.v1.ReplicaFetchResponse
-	57, // 84: capkv.v1.Replica.Digest:output_type -> capkv.v1.DigestResponse
-	60, // 85: capkv.v1.Replica.Leaf:output_type -> capkv.v1.LeafResponse
-	55, // 86: capkv.v1.Replica.Purge:output_type -> capkv.v1.PurgeResponse
-	60, // [60:87] is the sub-list for method output_type
-	33, // [33:60] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	68, // 33: capkv.v1.TraceSpan.attrs:type_name -> capkv.v1.TraceSpan.AttrsEntry
+	66, // 34: capkv.v1.TraceSpansResponse.spans:type_name -> capkv.v1.TraceSpan
+	4,  // 35: capkv.v1.KV.Get:input_type -> capkv.v1.GetRequest
+	7,  // 36: capkv.v1.KV.Put:input_type -> capkv.v1.PutRequest
+	9,  // 37: capkv.v1.KV.Delete:input_type -> capkv.v1.DeleteRequest
+	11, // 38: capkv.v1.KV.CAS:input_type -> capkv.v1.CASRequest
+	13, // 39: capkv.v1.KV.Scan:input_type -> capkv.v1.ScanRequest
+	15, // 40: capkv.v1.KV.Watch:input_type -> capkv.v1.WatchRequest
+	65, // 41: capkv.v1.Admin.TraceSpans:input_type -> capkv.v1.TraceSpansRequest
+	27, // 42: capkv.v1.Admin.GetClusterMap:input_type -> capkv.v1.ClusterMapRequest
+	29, // 43: capkv.v1.Admin.GetNodeInfo:input_type -> capkv.v1.NodeInfoRequest
+	31, // 44: capkv.v1.Admin.ClusterStatus:input_type -> capkv.v1.ClusterStatusRequest
+	34, // 45: capkv.v1.Admin.Keyspaces:input_type -> capkv.v1.KeyspacesRequest
+	36, // 46: capkv.v1.Admin.Locate:input_type -> capkv.v1.LocateRequest
+	38, // 47: capkv.v1.Admin.Ring:input_type -> capkv.v1.RingRequest
+	25, // 48: capkv.v1.Admin.Join:input_type -> capkv.v1.JoinRequest
+	26, // 49: capkv.v1.Admin.CreateKeyspace:input_type -> capkv.v1.CreateKeyspaceRequest
+	28, // 50: capkv.v1.Admin.DropKeyspace:input_type -> capkv.v1.DropKeyspaceRequest
+	22, // 51: capkv.v1.Admin.GrantKeyspace:input_type -> capkv.v1.GrantKeyspaceRequest
+	42, // 52: capkv.v1.Admin.SetFaults:input_type -> capkv.v1.SetFaultsRequest
+	52, // 53: capkv.v1.Admin.Repair:input_type -> capkv.v1.RepairRequest
+	45, // 54: capkv.v1.Admin.MovePartition:input_type -> capkv.v1.MovePartitionRequest
+	47, // 55: capkv.v1.Admin.PartitionStatus:input_type -> capkv.v1.PartitionStatusRequest
+	49, // 56: capkv.v1.Admin.RebalanceStatus:input_type -> capkv.v1.RebalanceStatusRequest
+	44, // 57: capkv.v1.Admin.RemoveNode:input_type -> capkv.v1.RemoveNodeRequest
+	61, // 58: capkv.v1.Replica.Store:input_type -> capkv.v1.ReplicaStoreRequest
+	63, // 59: capkv.v1.Replica.Fetch:input_type -> capkv.v1.ReplicaFetchRequest
+	56, // 60: capkv.v1.Replica.Digest:input_type -> capkv.v1.DigestRequest
+	58, // 61: capkv.v1.Replica.Leaf:input_type -> capkv.v1.LeafRequest
+	54, // 62: capkv.v1.Replica.Purge:input_type -> capkv.v1.PurgeRequest
+	5,  // 63: capkv.v1.KV.Get:output_type -> capkv.v1.GetResponse
+	8,  // 64: capkv.v1.KV.Put:output_type -> capkv.v1.PutResponse
+	10, // 65: capkv.v1.KV.Delete:output_type -> capkv.v1.DeleteResponse
+	12, // 66: capkv.v1.KV.CAS:output_type -> capkv.v1.CASResponse
+	14, // 67: capkv.v1.KV.Scan:output_type -> capkv.v1.ScanResponse
+	17, // 68: capkv.v1.KV.Watch:output_type -> capkv.v1.WatchResponse
+	67, // 69: capkv.v1.Admin.TraceSpans:output_type -> capkv.v1.TraceSpansResponse
+	23, // 70: capkv.v1.Admin.GetClusterMap:output_type -> capkv.v1.ClusterMap
+	30, // 71: capkv.v1.Admin.GetNodeInfo:output_type -> capkv.v1.NodeInfo
+	33, // 72: capkv.v1.Admin.ClusterStatus:output_type -> capkv.v1.ClusterStatusResponse
+	35, // 73: capkv.v1.Admin.Keyspaces:output_type -> capkv.v1.KeyspacesResponse
+	37, // 74: capkv.v1.Admin.Locate:output_type -> capkv.v1.LocateResponse
+	40, // 75: capkv.v1.Admin.Ring:output_type -> capkv.v1.RingResponse
+	23, // 76: capkv.v1.Admin.Join:output_type -> capkv.v1.ClusterMap
+	23, // 77: capkv.v1.Admin.CreateKeyspace:output_type -> capkv.v1.ClusterMap
+	23, // 78: capkv.v1.Admin.DropKeyspace:output_type -> capkv.v1.ClusterMap
+	23, // 79: capkv.v1.Admin.GrantKeyspace:output_type -> capkv.v1.ClusterMap
+	43, // 80: capkv.v1.Admin.SetFaults:output_type -> capkv.v1.SetFaultsResponse
+	53, // 81: capkv.v1.Admin.Repair:output_type -> capkv.v1.RepairResponse
+	46, // 82: capkv.v1.Admin.MovePartition:output_type -> capkv.v1.MovePartitionResponse
+	48, // 83: capkv.v1.Admin.PartitionStatus:output_type -> capkv.v1.PartitionStatusResponse
+	51, // 84: capkv.v1.Admin.RebalanceStatus:output_type -> capkv.v1.RebalanceStatusResponse
+	23, // 85: capkv.v1.Admin.RemoveNode:output_type -> capkv.v1.ClusterMap
+	62, // 86: capkv.v1.Replica.Store:output_type -> capkv.v1.ReplicaStoreResponse
+	64, // 87: capkv.v1.Replica.Fetch:output_type -> capkv.v1.ReplicaFetchResponse
+	57, // 88: capkv.v1.Replica.Digest:output_type -> capkv.v1.DigestResponse
+	60, // 89: capkv.v1.Replica.Leaf:output_type -> capkv.v1.LeafResponse
+	55, // 90: capkv.v1.Replica.Purge:output_type -> capkv.v1.PurgeResponse
+	63, // [63:91] is the sub-list for method output_type
+	35, // [35:63] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_capkv_proto_init() }
@@ -4797,7 +5040,7 @@ func file_capkv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_capkv_proto_rawDesc), len(file_capkv_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   64,
+			NumMessages:   68,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -322,6 +322,7 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
+	Admin_TraceSpans_FullMethodName      = "/capkv.v1.Admin/TraceSpans"
 	Admin_GetClusterMap_FullMethodName   = "/capkv.v1.Admin/GetClusterMap"
 	Admin_GetNodeInfo_FullMethodName     = "/capkv.v1.Admin/GetNodeInfo"
 	Admin_ClusterStatus_FullMethodName   = "/capkv.v1.Admin/ClusterStatus"
@@ -344,6 +345,9 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type AdminClient interface {
+	// TraceSpans returns the spans of one trace this node still holds in its
+	// in-memory span buffer (kvctl trace ID asks every node).
+	TraceSpans(ctx context.Context, in *TraceSpansRequest, opts ...grpc.CallOption) (*TraceSpansResponse, error)
 	GetClusterMap(ctx context.Context, in *ClusterMapRequest, opts ...grpc.CallOption) (*ClusterMap, error)
 	GetNodeInfo(ctx context.Context, in *NodeInfoRequest, opts ...grpc.CallOption) (*NodeInfo, error)
 	ClusterStatus(ctx context.Context, in *ClusterStatusRequest, opts ...grpc.CallOption) (*ClusterStatusResponse, error)
@@ -395,6 +399,16 @@ type adminClient struct {
 
 func NewAdminClient(cc grpc.ClientConnInterface) AdminClient {
 	return &adminClient{cc}
+}
+
+func (c *adminClient) TraceSpans(ctx context.Context, in *TraceSpansRequest, opts ...grpc.CallOption) (*TraceSpansResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TraceSpansResponse)
+	err := c.cc.Invoke(ctx, Admin_TraceSpans_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (c *adminClient) GetClusterMap(ctx context.Context, in *ClusterMapRequest, opts ...grpc.CallOption) (*ClusterMap, error) {
@@ -561,6 +575,9 @@ func (c *adminClient) RemoveNode(ctx context.Context, in *RemoveNodeRequest, opt
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
 type AdminServer interface {
+	// TraceSpans returns the spans of one trace this node still holds in its
+	// in-memory span buffer (kvctl trace ID asks every node).
+	TraceSpans(context.Context, *TraceSpansRequest) (*TraceSpansResponse, error)
 	GetClusterMap(context.Context, *ClusterMapRequest) (*ClusterMap, error)
 	GetNodeInfo(context.Context, *NodeInfoRequest) (*NodeInfo, error)
 	ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error)
@@ -614,6 +631,9 @@ type AdminServer interface {
 // pointer dereference when methods are called.
 type UnimplementedAdminServer struct{}
 
+func (UnimplementedAdminServer) TraceSpans(context.Context, *TraceSpansRequest) (*TraceSpansResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method TraceSpans not implemented")
+}
 func (UnimplementedAdminServer) GetClusterMap(context.Context, *ClusterMapRequest) (*ClusterMap, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetClusterMap not implemented")
 }
@@ -681,6 +701,24 @@ func RegisterAdminServer(s grpc.ServiceRegistrar, srv AdminServer) {
 		t.testEmbeddedByValue()
 	}
 	s.RegisterService(&Admin_ServiceDesc, srv)
+}
+
+func _Admin_TraceSpans_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TraceSpansRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).TraceSpans(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_TraceSpans_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).TraceSpans(ctx, req.(*TraceSpansRequest))
+	}
+	return interceptor(ctx, in, info, handler)
 }
 
 func _Admin_GetClusterMap_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
@@ -978,6 +1016,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "capkv.v1.Admin",
 	HandlerType: (*AdminServer)(nil),
 	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "TraceSpans",
+			Handler:    _Admin_TraceSpans_Handler,
+		},
 		{
 			MethodName: "GetClusterMap",
 			Handler:    _Admin_GetClusterMap_Handler,

@@ -291,6 +291,16 @@ func (c *Client) Admin() (api.AdminClient, error) {
 	return api.NewAdminClient(cc), nil
 }
 
+// AdminAt returns an Admin service client of the node at addr (kvctl
+// trace asks every node of the map for its spans).
+func (c *Client) AdminAt(addr string) (api.AdminClient, error) {
+	cc, err := c.conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	return api.NewAdminClient(cc), nil
+}
+
 // Option adjusts one call.
 type Option func(*callOptions)
 

@@ -30,6 +30,8 @@ type Receipt struct {
 	Staleness         time.Duration
 	MajorityReachable bool
 	Epoch             uint64
+	// TraceID names the request's trace when it was sampled (kvctl trace).
+	TraceID string
 }
 
 func receiptFrom(r *api.Receipt) Receipt {
@@ -38,7 +40,7 @@ func receiptFrom(r *api.Receipt) Receipt {
 	}
 	return Receipt{
 		Keyspace: r.Keyspace, Mode: consistency.Mode(r.Mode), Level: consistency.Level(r.Level),
-		Partition: r.Partition, Replicas: r.Replicas, AckedBy: r.AckedBy, ServedBy: r.ServedBy,
+		Partition: r.Partition, Replicas: r.Replicas, AckedBy: r.AckedBy, ServedBy: r.ServedBy, TraceID: r.TraceId,
 		Coordinator: r.Coordinator, Forwarded: r.Forwarded, SloppyQuorum: r.SloppyQuorum, Hinted: r.Hinted,
 		Siblings: int(r.Siblings), AppliedIndex: r.AppliedIndex, Staleness: time.Duration(r.StalenessMs) * time.Millisecond,
 		MajorityReachable: r.MajorityReachable, Epoch: r.Epoch,

@@ -23,6 +23,7 @@ import (
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/client"
 	"github.com/capkv/capkv/consistency"
+	"github.com/capkv/capkv/internal/trace"
 )
 
 // defaultEndpoints is the cluster `make run` starts.
@@ -34,6 +35,7 @@ type globals struct {
 	json        bool
 	verbose     bool
 	timeout     time.Duration
+	trace       bool
 	// TLS: the CA bundle the nodes are verified with, and the client's
 	// certificate and key (see tls.go).
 	cacert, cert, key string
@@ -81,12 +83,13 @@ func rootCmd(g *globals) *cobra.Command {
 	pf.BoolVar(&g.json, "json", false, "print JSON, including the CAP receipt")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "print the CAP receipt as one line on stderr")
 	pf.DurationVar(&g.timeout, "timeout", 5*time.Second, "deadline of the whole command")
+	pf.BoolVar(&g.trace, "trace", false, "trace this request on every node it reaches and print the trace ID on stderr (then: kvctl trace ID)")
 	pf.StringVar(&g.cacert, "cacert", "", "TLS: verify the nodes with this CA bundle (PEM); turns TLS on")
 	pf.StringVar(&g.cert, "cert", "", "TLS: client certificate (PEM) for clusters that require one")
 	pf.StringVar(&g.key, "key", "", "TLS: the key of --cert")
 
 	root.AddCommand(putCmd(g), getCmd(g), delCmd(g), casCmd(g), scanCmd(g), locateCmd(g), ringCmd(g),
-		clusterCmd(g), keyspaceCmd(g), benchCmd(g), repairCmd(g), watchCmd(g), certsCmd(g), rebalanceCmd(g), nodeCmd(g))
+		clusterCmd(g), keyspaceCmd(g), benchCmd(g), traceCmd(g), repairCmd(g), watchCmd(g), certsCmd(g), rebalanceCmd(g), nodeCmd(g))
 	setupCLI(root, g)
 	return root
 }
@@ -106,6 +109,11 @@ func (g *globals) connect() (context.Context, context.CancelFunc, *client.Client
 		return nil, nil, nil, nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
+	if g.trace {
+		var id string
+		ctx, id = trace.Force(ctx)
+		fmt.Fprintln(g.errOut, "trace:", id)
+	}
 	c, err := client.New(ctx, client.Config{Endpoints: eps, DialTimeout: g.timeout, TLS: tc})
 	if err != nil {
 		cancel()
@@ -189,13 +197,14 @@ type jsonReceipt struct {
 	StalenessMs       int64    `json:"staleness_ms"`
 	MajorityReachable bool     `json:"majority_reachable"`
 	Epoch             uint64   `json:"epoch"`
+	TraceID           string   `json:"trace_id,omitempty"`
 }
 
 func toJSONReceipt(r client.Receipt) jsonReceipt {
 	return jsonReceipt{Keyspace: r.Keyspace, Mode: string(r.Mode), Level: string(r.Level), Partition: r.Partition,
 		Replicas: r.Replicas, AckedBy: r.AckedBy, ServedBy: r.ServedBy, Coordinator: r.Coordinator, Forwarded: r.Forwarded,
 		SloppyQuorum: r.SloppyQuorum, Hinted: r.Hinted, Siblings: r.Siblings, AppliedIndex: r.AppliedIndex,
-		StalenessMs: r.Staleness.Milliseconds(), MajorityReachable: r.MajorityReachable, Epoch: r.Epoch}
+		StalenessMs: r.Staleness.Milliseconds(), MajorityReachable: r.MajorityReachable, Epoch: r.Epoch, TraceID: r.TraceID}
 }
 
 // jsonItem prints a value as text when it is UTF-8, else as base64.

@@ -36,6 +36,8 @@ func main() {
 // serveFlags are the flags of a single node; dev mode reuses the storage ones.
 type serveFlags struct {
 	configFile     string
+	traceSample    float64
+	otlpEndpoint   string
 	id             string
 	listen         string
 	region         string
@@ -71,6 +73,8 @@ func (f *serveFlags) addStorage(cmd *cobra.Command) {
 	cmd.Flags().DurationVar(&f.stopTimeout, "stop-timeout", 30*time.Second, "on Ctrl-C/SIGTERM, give up a clean stop that takes longer, dumping goroutine stacks into the data dir (0: wait forever); a second Ctrl-C exits at once")
 	cmd.Flags().StringVar(&f.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off by default")
 	cmd.Flags().StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address at /metrics (kvd dev: /metrics/NODE-ID); off by default")
+	cmd.Flags().Float64Var(&f.traceSample, "trace-sample", 0, "tracing: fraction of client requests to trace (0..1; 0: only those a client asks for, kvctl --trace); spans are kept in memory for kvctl trace")
+	cmd.Flags().StringVar(&f.otlpEndpoint, "otlp-endpoint", "", "tracing: also send spans by OTLP/gRPC (plaintext) to this collector, host:port (Jaeger, Tempo, an OpenTelemetry collector)")
 	cmd.Flags().DurationVar(&f.tombstoneGrace, "tombstone-grace", 10*time.Minute, "ap: how old a delete must be before anti-entropy purges it from replicas that all hold it")
 	cmd.Flags().DurationVar(&f.probeInterval, "probe-interval", failure.DefaultInterval, "failure detector: how often a quiet node is probed (any answer to any call counts)")
 	cmd.Flags().DurationVar(&f.downAfter, "down-after", failure.DefaultDownAfter, "failure detector: a node silent this long is down (ap skips it, a cp minority refuses at once)")
@@ -289,6 +293,12 @@ func applyStorageFlags(cmd *cobra.Command, f serveFlags, cfg *node.Config, all b
 	}
 	if set("request-timeout") {
 		cfg.RequestTimeout = f.requestTimeout
+	}
+	if set("trace-sample") {
+		cfg.TraceSample = f.traceSample
+	}
+	if set("otlp-endpoint") {
+		cfg.OTLPEndpoint = f.otlpEndpoint
 	}
 	if set("tombstone-grace") {
 		cfg.TombstoneGrace = f.tombstoneGrace

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/capkv/capkv/internal/limits"
+	"github.com/capkv/capkv/internal/trace"
 )
 
 // Keepalive timing: a connection with nothing received for KeepaliveTime
@@ -62,6 +63,10 @@ func conn(addr string, creds credentials.TransportCredentials, extra ...grpc.Dia
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: KeepaliveTime, Timeout: KeepaliveTimeout, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(limits.MaxMessageSize), grpc.MaxCallSendMsgSize(limits.MaxMessageSize)),
 		grpc.WithStatsHandler(deliveryStats{}),
+		// Tracing: records the call on the provider of the caller's span
+		// and passes the trace context on (nothing when the caller's
+		// context is not traced).
+		grpc.WithStatsHandler(trace.ClientHandler()),
 		grpc.WithChainUnaryInterceptor(unaryDelivery),
 		grpc.WithChainStreamInterceptor(streamDelivery),
 	}, extra...)...)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/capkv/capkv/api"
@@ -152,4 +153,18 @@ func (n *Node) DropKeyspace(ctx context.Context, req *api.DropKeyspaceRequest) (
 // returns once every reachable node has adopted them.
 func (n *Node) GrantKeyspace(ctx context.Context, req *api.GrantKeyspaceRequest) (*api.ClusterMap, error) {
 	return n.meta.GrantKeyspace(ctx, req)
+}
+
+// TraceSpans returns the spans of one trace in this node's span buffer.
+func (n *Node) TraceSpans(_ context.Context, req *api.TraceSpansRequest) (*api.TraceSpansResponse, error) {
+	id := strings.ToLower(req.GetTraceId())
+	if len(id) != 32 || strings.Trim(id, "0123456789abcdef") != "" {
+		return nil, fmt.Errorf("%w: trace ID %q: want 32 hex digits", kverrors.ErrInvalidArgument, req.GetTraceId())
+	}
+	resp := &api.TraceSpansResponse{}
+	for _, s := range n.tracing.Buffer().TraceOrNil(id) {
+		resp.Spans = append(resp.Spans, &api.TraceSpan{TraceId: s.TraceID, SpanId: s.SpanID, ParentId: s.ParentID, Name: s.Name,
+			Node: s.Node, Kind: s.Kind, StartUnixNano: s.Start.UnixNano(), EndUnixNano: s.End.UnixNano(), Attrs: s.Attrs, Error: s.Error})
+	}
+	return resp, nil
 }

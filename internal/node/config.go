@@ -10,6 +10,7 @@ import (
 	"github.com/capkv/capkv/internal/failure"
 	"github.com/capkv/capkv/internal/fault"
 	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/internal/trace"
 	"github.com/capkv/capkv/replication/cp"
 	"github.com/capkv/capkv/ring"
 	"github.com/capkv/capkv/shard"
@@ -71,6 +72,14 @@ type Config struct {
 	// Faults, when set, decides the fate of Raft messages between nodes
 	// (tests and the partition harness; nil delivers everything).
 	Faults fault.Injector
+	// Tracing records this node's spans (internal/trace); nil: New makes a
+	// provider from TraceSample and OTLPEndpoint that buffers spans.
+	Tracing *trace.Provider
+	// TraceSample is the fraction of client requests traced without being
+	// asked (0..1); OTLPEndpoint, when set, is a collector spans are also
+	// sent to (host:port, OTLP/gRPC).
+	TraceSample  float64
+	OTLPEndpoint string
 	// TestFaults enables the SetFaults admin RPC, which installs network
 	// fault rules on this node's traffic to other nodes. TEST ONLY: it is how
 	// the partition harness cuts links between kvd processes without root.
@@ -119,6 +128,9 @@ func (c Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{kverrors.ErrInvalidArgument}, args...)...))
+	}
+	if c.TraceSample < 0 || c.TraceSample > 1 {
+		bad("trace sample %v: want a fraction between 0 and 1", c.TraceSample)
 	}
 	if c.ID == "" {
 		bad("node id is empty")

@@ -26,6 +26,7 @@ import (
 	"github.com/capkv/capkv/internal/meta"
 	"github.com/capkv/capkv/internal/metrics"
 	"github.com/capkv/capkv/internal/route"
+	"github.com/capkv/capkv/internal/trace"
 	"github.com/capkv/capkv/internal/watch"
 	"github.com/capkv/capkv/replication"
 	"github.com/capkv/capkv/replication/ap"
@@ -39,12 +40,16 @@ const Version = "0.1.0-dev"
 
 // Node is one running kvd. Create with New, run with Start, stop with Close.
 type Node struct {
-	cfg   Config
-	log   *slog.Logger
-	store *shard.Store
-	host  *cp.Host
-	cpr   *cp.Replicator
-	apr   *ap.Replicator
+	cfg Config
+	// tracing records this node's spans; ownTracing: New made it, so Close
+	// stops it.
+	tracing    *trace.Provider
+	ownTracing bool
+	log        *slog.Logger
+	store      *shard.Store
+	host       *cp.Host
+	cpr        *cp.Replicator
+	apr        *ap.Replicator
 	// modes is the replicator of each keyspace mode; route picks from it.
 	modes   map[consistency.Mode]replication.Replicator
 	router  *route.Router
@@ -89,7 +94,8 @@ func New(cfg Config) (*Node, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	log = log.With("node", cfg.ID)
+	// Log lines written with a request's context carry its trace ID.
+	log = slog.New(trace.LogHandler(log.Handler())).With("node", cfg.ID)
 	// Check the initial cluster and keyspaces now, so a bad config fails at
 	// start-up with every problem listed, not later inside the metadata group.
 	if len(cfg.Peers) > 0 {
@@ -112,7 +118,17 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store in %s: %w", cfg.DataDir, err)
 	}
-	n := &Node{cfg: cfg, log: log, store: st, stop: make(chan struct{}), identity: idt, freshDir: fresh}
+	n := &Node{cfg: cfg, log: log, store: st, stop: make(chan struct{}), identity: idt, freshDir: fresh, tracing: cfg.Tracing}
+	if n.tracing == nil {
+		// Traced requests only (a client asked), buffered here.
+		tc := trace.DefaultConfig(cfg.ID)
+		tc.SampleRatio, tc.OTLPEndpoint = cfg.TraceSample, cfg.OTLPEndpoint
+		if n.tracing, err = trace.New(context.Background(), tc); err != nil {
+			st.Close()
+			return nil, err
+		}
+		n.ownTracing = true
+	}
 	// The wall clock behind the HLC; the test-only fault hook can skew it.
 	n.clock = consistency.NewClock(func() time.Time { return time.Now().Add(time.Duration(n.clockSkew.Load())) }, 0)
 	n.peers = &dial.Pool{Resolve: n.resolve, Options: n.peerOptions, Security: cfg.Security}
@@ -123,9 +139,11 @@ func New(cfg Config) (*Node, error) {
 	}
 	net := cp.NewNetwork(cfg.ID, n.peer, cfg.Faults)
 	net.HeartbeatPeriod = cfg.Raft.HeartbeatTimeout / 10
+	net.Tracing = n.tracing
 	n.watch = watch.NewHub(0)
 	n.host = cp.NewHost(cfg.ID, st, net, filepath.Join(cfg.DataDir, "raft-snapshots"), cfg.Raft, log)
 	n.host.Watch = n.watch
+	n.host.Tracing = n.tracing
 	n.cpr = cp.NewReplicator(cp.ReplicatorConfig{Host: n.host, Clock: n.clock, UnsafeLocalReads: cfg.UnsafeLocalReads, Watch: n.watch,
 		Storage: func(id string) cp.Storage { return st.Replica(id) }})
 	n.apr = ap.New(ap.Config{Self: cfg.ID, Store: st, Clock: n.clock, Watch: n.watch, Dial: n.replicaPeer, Ring: n.r,
@@ -175,7 +193,7 @@ func (n *Node) Start(lis net.Listener) error {
 	// the replication path (runtime.newstack was ~6% of a node's CPU under
 	// ap puts). Calls past the pool still get their own goroutine.
 	sopts = append(sopts, grpc.NumStreamWorkers(streamWorkers))
-	n.srv = grpc.NewServer(append(sopts, grpc.ChainUnaryInterceptor(n.unaryInterceptor), grpc.ChainStreamInterceptor(n.authorizeStream))...)
+	n.srv = grpc.NewServer(append(sopts, trace.ServerOption(n.tracing), grpc.ChainUnaryInterceptor(n.unaryInterceptor), grpc.ChainStreamInterceptor(n.authorizeStream))...)
 	api.RegisterKVServer(n.srv, n)
 	api.RegisterAdminServer(n.srv, n)
 	api.RegisterRaftServer(n.srv, n.host.Network())
@@ -365,6 +383,11 @@ func (n *Node) Close() error {
 	if err := n.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close store: %w", err))
 	}
+	if n.ownTracing {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		n.tracing.Close(ctx)
+		cancel()
+	}
 	n.log.Info("stopped")
 	return errors.Join(errs...)
 }
@@ -442,8 +465,13 @@ func (n *Node) unaryInterceptor(ctx context.Context, req any, info *grpc.UnarySe
 	err = kverrors.ToStatus(err) // once, for the caller and the metrics
 	n.observe(info.FullMethod, req, resp, err, time.Since(start))
 	if err != nil {
-		n.log.Debug("request failed", "method", info.FullMethod, "err", err)
+		n.log.DebugContext(ctx, "request failed", "method", info.FullMethod, "err", err)
 		return nil, err
+	}
+	if r, ok := resp.(interface{ GetReceipt() *api.Receipt }); ok {
+		if id := trace.TraceID(ctx); id != "" && r.GetReceipt() != nil {
+			r.GetReceipt().TraceId = id
+		}
 	}
 	return resp, nil
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/consistency"
 	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/internal/trace"
 	"github.com/capkv/capkv/replication"
 	"github.com/capkv/capkv/ring"
 )
@@ -175,7 +176,14 @@ type Forward func(ctx context.Context, c api.KVClient, h *api.RequestHeader) err
 // Call runs a request here when this node serves its partition (local) and
 // otherwise forwards it, following the mode's policy. This is the one
 // forwarding path of every KV operation.
-func (r *Router) Call(ctx context.Context, rt Route, h *api.RequestHeader, local func(ctx context.Context) error, forward Forward) error {
+func (r *Router) Call(ctx context.Context, rt Route, h *api.RequestHeader, local func(ctx context.Context) error, forward Forward) (err error) {
+	ctx, span := trace.Start(ctx, "route")
+	if span.IsRecording() {
+		p := rt.T.Placement
+		span.SetAttributes(trace.KeyKeyspace.String(p.Keyspace.Name), trace.KeyPartition.String(p.Partition.String()),
+			trace.KeyMode.String(string(p.Keyspace.Mode)), trace.KeyLevel.String(string(rt.T.Level)), trace.KeyNode.String(r.cfg.Self))
+	}
+	defer func() { trace.End(span, err) }()
 	if !rt.Rep.Forwarding().WaitForLeader {
 		if rt.Rep.Serves(rt.T) {
 			return local(ctx)
@@ -297,11 +305,18 @@ func (r *Router) forwardTo(ctx context.Context, to string, h *api.RequestHeader,
 		return fmt.Errorf("%w: node %s received a request already forwarded %d times; its owner is %s (epoch %d, sender's %d)",
 			kverrors.ErrStaleEpoch, r.cfg.Self, h.GetHops(), to, r.cfg.Ring().Epoch(), h.GetEpoch())
 	}
+	ctx, span := trace.Start(ctx, "forward")
+	if span.IsRecording() {
+		span.SetAttributes(trace.KeyNode.String(to))
+	}
 	c, err := r.cfg.KV(to)
 	if err != nil {
+		trace.End(span, err)
 		return err
 	}
-	if err := forward(ctx, c, forwardHeader(h, r.cfg.Ring().Epoch())); err != nil {
+	err = forward(ctx, c, forwardHeader(h, r.cfg.Ring().Epoch()))
+	trace.End(span, err)
+	if err != nil {
 		return fmt.Errorf("via %s: %w", to, kverrors.FromStatus(err))
 	}
 	return nil

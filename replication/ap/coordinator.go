@@ -11,9 +11,13 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	oteltrace "go.opentelemetry.io/otel/trace"
+
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/consistency"
 	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/internal/trace"
 )
 
 // Peers reaches the Replica service of other nodes.
@@ -123,7 +127,9 @@ func (c *Coordinator) Write(ctx context.Context, w WriteRequest) (WriteResult, e
 			// still spreads as far as it can.
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), replicaTimeout)
 			defer cancel()
+			sctx, span := replicaSpan(sctx, "ap.store", w.Partition, node, hintFor)
 			_, err := c.Peers.Store(sctx, node, &api.ReplicaStoreRequest{Partition: w.Partition, Key: w.Key, Clock: clock, HintFor: hintFor, Lww: w.LWW})
+			trace.End(span, err)
 			answers <- writeEvent{Kind: evStored, Node: node, HintFor: hintFor, Err: err}
 		}()
 	}
@@ -296,7 +302,9 @@ func (c *Coordinator) Read(ctx context.Context, r ReadRequest) (ReadResult, erro
 		go func() {
 			fctx, cancel := context.WithTimeout(ctx, replicaTimeout)
 			defer cancel()
+			fctx, span := replicaSpan(fctx, "ap.fetch", r.Partition, node, "")
 			resp, err := c.Peers.Fetch(fctx, node, &api.ReplicaFetchRequest{Partition: r.Partition, Key: r.Key})
+			trace.End(span, err)
 			var d consistency.DVV
 			if err == nil && resp.GetFound() {
 				d, err = consistency.DecodeDVV(resp.GetClock())
@@ -347,15 +355,31 @@ func (c *Coordinator) repair(ctx context.Context, r ReadRequest, clock consisten
 			defer c.bg.Done()
 			if node == c.Self {
 				if _, err := c.Clocks.Merge(r.Partition, r.Key, clock, r.LWW); err != nil {
-					c.Log.Warn("read repair", "node", node, "key", r.Key, "err", err)
+					c.Log.WarnContext(ctx, "read repair", "node", node, "key", r.Key, "err", err)
 				}
 				return
 			}
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), replicaTimeout)
 			defer cancel()
-			if _, err := c.Peers.Store(sctx, node, &api.ReplicaStoreRequest{Partition: r.Partition, Key: r.Key, Clock: enc, Lww: r.LWW}); err != nil {
-				c.Log.Debug("read repair", "node", node, "key", r.Key, "err", err)
+			sctx, span := replicaSpan(sctx, "ap.read_repair", r.Partition, node, "")
+			_, err := c.Peers.Store(sctx, node, &api.ReplicaStoreRequest{Partition: r.Partition, Key: r.Key, Clock: enc, Lww: r.LWW})
+			trace.End(span, err)
+			if err != nil {
+				c.Log.DebugContext(sctx, "read repair", "node", node, "key", r.Key, "err", err)
 			}
 		}()
 	}
+}
+
+// replicaSpan starts the span of one replica call of a quorum round (or a
+// hint write, or a read repair); untraced requests pay nothing.
+func replicaSpan(ctx context.Context, name, partition, node, hintFor string) (context.Context, oteltrace.Span) {
+	ctx, span := trace.Start(ctx, name)
+	if span.IsRecording() {
+		span.SetAttributes(trace.KeyPartition.String(partition), trace.KeyNode.String(node))
+		if hintFor != "" {
+			span.SetAttributes(attribute.String("capkv.hint_for", hintFor))
+		}
+	}
+	return ctx, span
 }

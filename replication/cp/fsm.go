@@ -6,8 +6,10 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
+	oteltrace "go.opentelemetry.io/otel/trace"
 
 	"github.com/capkv/capkv/consistency"
 	"github.com/capkv/capkv/internal/kverrors"
@@ -69,6 +71,9 @@ type FSM struct {
 	// watch, when set, receives what every batch changed (partition id).
 	watch     *watch.Hub
 	partition string
+	// tracing and self record the apply of traced entries (tracing.go).
+	tracing oteltrace.TracerProvider
+	self    string
 
 	applied   atomic.Uint64
 	persisted uint64 // only touched from raft's FSM goroutine
@@ -146,6 +151,8 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	if len(logs) == 0 {
 		return results
 	}
+	start := time.Now()
+	defer applySpans(f.tracing, f.self, f.partition, logs, start)
 	overlay := map[string]shard.Record{}
 	var muts []shard.Mutation
 	get := func(key string) (shard.Record, bool) {

@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	oteltrace "go.opentelemetry.io/otel/trace"
 
 	"github.com/capkv/capkv/internal/kverrors"
+	"github.com/capkv/capkv/internal/trace"
 	"github.com/capkv/capkv/internal/watch"
 )
 
@@ -68,6 +70,8 @@ type GroupConfig struct {
 	Logger *slog.Logger
 	// Watch, when set, receives the changes this replica applies.
 	Watch *watch.Hub
+	// Tracing records the apply spans of traced entries (nil: none).
+	Tracing oteltrace.TracerProvider
 
 	// raftLog is the rate limit of raft's log lines shared by the node's
 	// groups (Host sets it; nil: the group's own).
@@ -186,7 +190,7 @@ func StartGroup(cfg GroupConfig) (*Group, error) {
 	if err != nil {
 		return nil, err
 	}
-	fsm.watch, fsm.partition = cfg.Watch, cfg.ID
+	fsm.watch, fsm.partition, fsm.tracing, fsm.self = cfg.Watch, cfg.ID, cfg.Tracing, cfg.Self
 	// The cache keeps the newest entries in memory: the leader's replication
 	// to each follower reads what it just appended, which otherwise costs a
 	// Badger lookup and a decode per entry and follower (5% of a loaded
@@ -327,7 +331,19 @@ func (g *Group) Propose(ctx context.Context, cmd Command) (Result, error) {
 	if timeout <= 0 {
 		return Result{}, fmt.Errorf("%w: deadline passed before proposing", kverrors.ErrUnavailable)
 	}
-	f := g.raft.Apply(EncodeCommand(nil, cmd), timeout)
+	ctx, span := trace.Start(ctx, "cp.propose")
+	if span.IsRecording() {
+		span.SetAttributes(trace.KeyPartition.String(g.cfg.ID), trace.KeyNode.String(g.cfg.Self))
+	}
+	res, err := g.propose(ctx, cmd, timeout)
+	trace.End(span, err)
+	return res, err
+}
+
+func (g *Group) propose(ctx context.Context, cmd Command, timeout time.Duration) (Result, error) {
+	// A traced proposal's entry carries its span context to the followers
+	// and to every replica's apply (tracing.go).
+	f := g.raft.ApplyLog(raft.Log{Data: EncodeCommand(nil, cmd), Extensions: trace.Inject(ctx)}, timeout)
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
 	select {
@@ -392,6 +408,16 @@ func (g *Group) ReadBarrier(ctx context.Context) (uint64, error) {
 			return 0, err
 		}
 	}
+	_, span := trace.Start(ctx, "cp.read_index")
+	if span.IsRecording() {
+		span.SetAttributes(trace.KeyPartition.String(g.cfg.ID), trace.KeyNode.String(g.cfg.Self))
+	}
+	idx, err := g.readIndex(ctx)
+	trace.End(span, err)
+	return idx, err
+}
+
+func (g *Group) readIndex(ctx context.Context) (uint64, error) {
 	idx := g.raft.CommitIndex()
 	vf := g.raft.VerifyLeader()
 	done := make(chan error, 1)

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	oteltrace "go.opentelemetry.io/otel/trace"
+
 	"github.com/capkv/capkv/internal/watch"
 	"github.com/capkv/capkv/shard"
 )
@@ -33,6 +35,9 @@ type Host struct {
 	log         *slog.Logger
 	// Watch, when set before groups start, receives what they apply.
 	Watch *watch.Hub
+	// Tracing, when set before groups start, records the spans of traced
+	// entries (package trace; set the Network's too).
+	Tracing oteltrace.TracerProvider
 	// raftLog rate-limits the raft lines of every group together.
 	raftLog *raftLogLimiter
 
@@ -85,7 +90,7 @@ func (h *Host) ensure(id string, peers []string, storage Storage, join bool) (*G
 		return nil, fmt.Errorf("open raft log of %s: %w", id, err)
 	}
 	g, err := StartGroup(GroupConfig{ID: id, Self: h.self, Peers: peers, Join: join, Storage: storage, LogStore: NewLogStore(rl),
-		Network: h.net, SnapshotDir: h.snapshotDir, Tuning: h.tuning, Logger: h.log, Watch: h.Watch, raftLog: h.raftLog})
+		Network: h.net, SnapshotDir: h.snapshotDir, Tuning: h.tuning, Logger: h.log, Watch: h.Watch, Tracing: h.Tracing, raftLog: h.raftLog})
 	if err != nil {
 		return nil, fmt.Errorf("start replica of %s: %w", id, err)
 	}

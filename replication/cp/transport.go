@@ -11,10 +11,12 @@ import (
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/hashicorp/raft"
+	oteltrace "go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/internal/fault"
+	"github.com/capkv/capkv/internal/trace"
 )
 
 // RPC kinds carried in api.RaftFrame.Kind.
@@ -52,6 +54,9 @@ type Network struct {
 	self   string
 	dial   Dialer
 	faults fault.Injector
+	// Tracing records the spans of traced entries this node sends and
+	// receives (tracing.go; nil: none). Set before groups start.
+	Tracing oteltrace.TracerProvider
 	// HeartbeatPeriod is the shortest interval of raft's periodic
 	// heartbeats (HeartbeatTimeout/10 of the groups; 0: of DefaultTuning):
 	// a heartbeat sooner than that is a leadership check, sent at once.
@@ -151,7 +156,7 @@ func newCommand(kind uint32) (any, error) {
 // --- server side ---
 
 // dispatch hands one decoded request to the group and waits for raft's answer.
-func (n *Network) dispatch(ctx context.Context, f *api.RaftFrame, data io.Reader) (*api.RaftFrame, error) {
+func (n *Network) dispatch(ctx context.Context, f *api.RaftFrame, data io.Reader) (_ *api.RaftFrame, err error) {
 	t := n.lookup(f.GetGroup())
 	if t == nil {
 		return &api.RaftFrame{Group: f.GetGroup(), Kind: f.GetKind(), From: n.self,
@@ -163,6 +168,13 @@ func (n *Network) dispatch(ctx context.Context, f *api.RaftFrame, data io.Reader
 	}
 	if err := decode(f.GetPayload(), cmd); err != nil {
 		return nil, fmt.Errorf("decode raft %d for %s: %w", f.GetKind(), f.GetGroup(), err)
+	}
+	if req, ok := cmd.(*raft.AppendEntriesRequest); ok && len(req.Entries) > 0 {
+		// A follower's append of traced entries (tracing.go).
+		spans := tracedEntries(n.Tracing, req.Entries, "cp.append", func(s oteltrace.Span) {
+			s.SetAttributes(trace.KeyPartition.String(f.GetGroup()), trace.KeyNode.String(n.self), trace.KeyBatch.Int(len(req.Entries)))
+		})
+		defer func() { endSpans(spans, err) }()
 	}
 	respCh := make(chan raft.RPCResponse, 1)
 	rpc := raft.RPC{Command: cmd, Reader: data, RespChan: respCh}
@@ -449,11 +461,22 @@ func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, ar
 			return nil
 		}
 	}
+	spans := t.replicateSpans(target, args)
 	if err := t.call(target, kindAppend, args, resp); err != nil {
+		endSpans(spans, err)
 		return err
 	}
+	endSpans(spans, nil)
 	t.acks.observe(target, args, resp)
 	return nil
+}
+
+// replicateSpans starts the leader's spans of sending traced entries to
+// target (tracing.go).
+func (t *Transport) replicateSpans(target raft.ServerAddress, args *raft.AppendEntriesRequest) []oteltrace.Span {
+	return tracedEntries(t.net.Tracing, args.Entries, "cp.replicate", func(s oteltrace.Span) {
+		s.SetAttributes(trace.KeyPartition.String(t.group), trace.KeyNode.String(string(target)), trace.KeyBatch.Int(len(args.Entries)))
+	})
 }
 
 // RequestVote sends one RequestVote RPC.
@@ -559,6 +582,7 @@ type appendFuture struct {
 	resp  *raft.AppendEntriesResponse
 	err   error
 	ready chan struct{}
+	spans []oteltrace.Span // of traced entries, ended with the answer
 }
 
 func (f *appendFuture) Error() error                          { <-f.ready; return f.err }
@@ -578,7 +602,7 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 	if err != nil {
 		return nil, err
 	}
-	f := &appendFuture{start: time.Now(), req: args, resp: resp, ready: make(chan struct{})}
+	f := &appendFuture{start: time.Now(), req: args, resp: resp, ready: make(chan struct{}), spans: p.t.replicateSpans(raft.ServerAddress(p.target), args)}
 	select {
 	case p.inflight <- f:
 	case <-p.closed:
@@ -609,6 +633,7 @@ func (p *pipeline) receive() {
 		} else if f.err = frameResult(out, f.resp); f.err == nil {
 			p.t.acks.observe(raft.ServerAddress(p.target), f.req, f.resp)
 		}
+		endSpans(f.spans, f.err)
 		close(f.ready)
 		select {
 		case p.done <- f:
