@@ -556,18 +556,7 @@ func (s *Service) finishDrain(g *cp.Group, m *clusterMap) {
 		defer s.stopMover(GroupID)
 		mctx, mcancel := context.WithTimeout(s.ctx, moveTimeout)
 		defer mcancel()
-		err := g.Move(mctx, target, func(ctx context.Context, server string, index uint64) error {
-			for ctx.Err() == nil {
-				if applied, err := s.metaApplied(ctx, server); err == nil && applied >= index {
-					return nil
-				}
-				select {
-				case <-ctx.Done():
-				case <-time.After(50 * time.Millisecond):
-				}
-			}
-			return ctx.Err()
-		})
+		err := g.Move(mctx, target, cp.PollApplied(s.metaApplied))
 		var nl *cp.NotLeaderError
 		if errors.As(err, &nl) {
 			return // handed leadership on (this node leaves): the next leader goes on
