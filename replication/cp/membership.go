@@ -217,7 +217,7 @@ func (g *Group) MoveStep(ctx context.Context, target []string, caughtUp CaughtUp
 	case StepRemove:
 		f = g.raft.RemoveServer(id, idx, timeout)
 	}
-	if err := waitFuture(ctx, f); err != nil {
+	if _, err := g.await(ctx, f); err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost):
 			return st, g.notLeader()
@@ -267,16 +267,4 @@ func deadlineOr(ctx context.Context, d time.Duration) time.Time {
 		return dl
 	}
 	return time.Now().Add(d)
-}
-
-// waitFuture waits for f or the context, whichever ends first.
-func waitFuture(ctx context.Context, f raft.Future) error {
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

@@ -353,3 +353,35 @@ func TestPollApplied(t *testing.T) {
 		}
 	})
 }
+
+// pendingFuture is a raft.Future that completes when its channel yields.
+type pendingFuture chan error
+
+func (f pendingFuture) Error() error { return <-f }
+
+// await tells a completed future (with its own error) from a context that
+// ended first and from a group that stopped first.
+func TestAwait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := &Group{stop: make(chan struct{})}
+		refused := errors.New("refused")
+		f := make(pendingFuture, 1)
+		f <- refused
+		if done, err := g.await(t.Context(), f); !done || !errors.Is(err, refused) {
+			t.Fatalf("completed future: done=%v err=%v, want true and its error", done, err)
+		}
+
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		never := make(pendingFuture)
+		defer close(never)
+		if done, err := g.await(ctx, never); done || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("deadline first: done=%v err=%v, want false and the deadline", done, err)
+		}
+
+		close(g.stop)
+		if done, err := g.await(t.Context(), never); done || !errors.Is(err, errStopped) {
+			t.Fatalf("stopped first: done=%v err=%v, want false and errStopped", done, err)
+		}
+	})
+}
