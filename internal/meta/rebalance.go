@@ -51,6 +51,28 @@ func (s *Service) moverRunning(id string) bool {
 	return s.moves.running[id]
 }
 
+// startMover claims partition id (or GroupID, for a metadata seat move) for
+// a mover of this service; false means one runs it already. The mover calls
+// stopMover when it ends.
+func (s *Service) startMover(id string) bool {
+	s.moves.mu.Lock()
+	defer s.moves.mu.Unlock()
+	if s.moves.running == nil {
+		s.moves.running = map[string]bool{}
+	}
+	if s.moves.running[id] {
+		return false
+	}
+	s.moves.running[id] = true
+	return true
+}
+
+func (s *Service) stopMover(id string) {
+	s.moves.mu.Lock()
+	delete(s.moves.running, id)
+	s.moves.mu.Unlock()
+}
+
 // replan plans the moves of m's current node set when no plan is running.
 func (s *Service) replan(m *clusterMap) {
 	if m.Rebalance != nil && !m.Rebalance.Complete() {
@@ -150,17 +172,9 @@ func (s *Service) rebalanceTick() {
 		return
 	}
 	for _, st := range start {
-		id := st.mv.Partition.String()
-		s.moves.mu.Lock()
-		if s.moves.running == nil {
-			s.moves.running = map[string]bool{}
-		}
-		if s.moves.running[id] {
-			s.moves.mu.Unlock()
+		if !s.startMover(st.mv.Partition.String()) {
 			continue
 		}
-		s.moves.running[id] = true
-		s.moves.mu.Unlock()
 		s.wg.Add(1)
 		go s.runMove(g, st.mv)
 	}
@@ -170,11 +184,7 @@ func (s *Service) rebalanceTick() {
 func (s *Service) runMove(g *cp.Group, mv rebalance.Move) {
 	defer s.wg.Done()
 	id := mv.Partition.String()
-	defer func() {
-		s.moves.mu.Lock()
-		delete(s.moves.running, id)
-		s.moves.mu.Unlock()
-	}()
+	defer s.stopMover(id)
 	began := time.Now()
 	ctx, cancel := context.WithTimeout(s.ctx, moveTimeout)
 	// A joining node the failure detector holds down cannot receive the
@@ -546,18 +556,7 @@ func (s *Service) finishDrain(g *cp.Group, m *clusterMap) {
 		defer s.stopMover(GroupID)
 		mctx, mcancel := context.WithTimeout(s.ctx, moveTimeout)
 		defer mcancel()
-		err := g.Move(mctx, target, func(ctx context.Context, server string, index uint64) error {
-			for ctx.Err() == nil {
-				if applied, err := s.metaApplied(ctx, server); err == nil && applied >= index {
-					return nil
-				}
-				select {
-				case <-ctx.Done():
-				case <-time.After(50 * time.Millisecond):
-				}
-			}
-			return ctx.Err()
-		})
+		err := g.Move(mctx, target, cp.PollApplied(s.metaApplied))
 		var nl *cp.NotLeaderError
 		if errors.As(err, &nl) {
 			return // handed leadership on (this node leaves): the next leader goes on
@@ -577,25 +576,6 @@ func (s *Service) finishDrain(g *cp.Group, m *clusterMap) {
 		}
 		s.cfg.Log.Info("metadata seat moved", "from", seat, "members", target)
 	}()
-}
-
-func (s *Service) startMover(id string) bool {
-	s.moves.mu.Lock()
-	defer s.moves.mu.Unlock()
-	if s.moves.running == nil {
-		s.moves.running = map[string]bool{}
-	}
-	if s.moves.running[id] {
-		return false
-	}
-	s.moves.running[id] = true
-	return true
-}
-
-func (s *Service) stopMover(id string) {
-	s.moves.mu.Lock()
-	delete(s.moves.running, id)
-	s.moves.mu.Unlock()
 }
 
 // metaApplied is how far node id's replica of the metadata group is.

@@ -147,16 +147,6 @@ func (p *Plan) RunningMove(m ring.Move) int {
 	})
 }
 
-// Abandon puts running moves back to pending: the mover that ran them is
-// gone (a new metadata leader takes over), and their steps are idempotent.
-func (p *Plan) Abandon() {
-	for i := range p.Moves {
-		if p.Moves[i].State == Running {
-			p.Moves[i].State = Pending
-		}
-	}
-}
-
 // Status counts moves by state.
 type Status struct {
 	Pending, Running, Done, Failed int

@@ -256,21 +256,14 @@ func (g *Group) watchLeadership() {
 			go func() {
 				defer g.wg.Done()
 				for g.gen.Load() == gen && g.raft.State() == raft.Leader {
-					// hashicorp/raft may drop a future that is still queued
-					// when it shuts down, so never wait for one past stop:
-					// the waiting goroutine outlives the group then.
-					f := g.raft.Barrier(5 * time.Second)
-					done := make(chan error, 1)
-					go func() { done <- f.Error() }()
-					select {
-					case err := <-done:
-						if err == nil {
-							if g.gen.Load() == gen {
-								g.ready.Store(gen)
-							}
-							return
+					done, err := g.await(context.Background(), g.raft.Barrier(5*time.Second))
+					if !done {
+						return // stopped
+					}
+					if err == nil {
+						if g.gen.Load() == gen {
+							g.ready.Store(gen)
 						}
-					case <-g.stop:
 						return
 					}
 					select {
@@ -344,10 +337,8 @@ func (g *Group) propose(ctx context.Context, cmd Command, timeout time.Duration)
 	// A traced proposal's entry carries its span context to the followers
 	// and to every replica's apply (tracing.go).
 	f := g.raft.ApplyLog(raft.Log{Data: EncodeCommand(nil, cmd), Extensions: trace.Inject(ctx)}, timeout)
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	select {
-	case err := <-done:
+	switch done, err := g.await(ctx, f); {
+	case done:
 		switch {
 		case err == nil:
 		case errors.Is(err, raft.ErrNotLeader):
@@ -367,12 +358,12 @@ func (g *Group) propose(ctx context.Context, cmd Command, timeout time.Duration)
 		}
 		res.Index = f.Index()
 		return res, res.Err
-	case <-ctx.Done():
-		return Result{}, fmt.Errorf("%w: partition %s: write proposed but not confirmed before the deadline", kverrors.ErrIndeterminate, g.cfg.ID)
-	case <-g.stop:
+	case errors.Is(err, errStopped):
 		// hashicorp/raft can drop a queued future at shutdown; waiting for
 		// the deadline held the node's graceful stop that long.
 		return Result{}, fmt.Errorf("%w: partition %s: replica stopped before the write was confirmed", kverrors.ErrIndeterminate, g.cfg.ID)
+	default:
+		return Result{}, fmt.Errorf("%w: partition %s: write proposed but not confirmed before the deadline", kverrors.ErrIndeterminate, g.cfg.ID)
 	}
 }
 
@@ -419,18 +410,15 @@ func (g *Group) ReadBarrier(ctx context.Context) (uint64, error) {
 
 func (g *Group) readIndex(ctx context.Context) (uint64, error) {
 	idx := g.raft.CommitIndex()
-	vf := g.raft.VerifyLeader()
-	done := make(chan error, 1)
-	go func() { done <- vf.Error() }()
-	select {
-	case err := <-done:
+	switch done, err := g.await(ctx, g.raft.VerifyLeader()); {
+	case done:
 		if err != nil {
 			return 0, g.notLeader()
 		}
-	case <-ctx.Done():
-		return 0, fmt.Errorf("%w: partition %s: leadership not confirmed before the deadline (cut off from a majority?)", kverrors.ErrUnavailable, g.cfg.ID)
-	case <-g.stop:
+	case errors.Is(err, errStopped):
 		return 0, g.stopped()
+	default:
+		return 0, fmt.Errorf("%w: partition %s: leadership not confirmed before the deadline (cut off from a majority?)", kverrors.ErrUnavailable, g.cfg.ID)
 	}
 	if err := g.waitApplied(ctx, idx); err != nil {
 		return 0, fmt.Errorf("%w: partition %s: apply did not reach %d before the deadline", kverrors.ErrUnavailable, g.cfg.ID, idx)
@@ -481,6 +469,29 @@ func (g *Group) waitReady(ctx context.Context) error {
 // stopped is the error of a read that the replica's shutdown cut short.
 func (g *Group) stopped() error {
 	return fmt.Errorf("%w: partition %s: replica is shutting down", kverrors.ErrUnavailable, g.cfg.ID)
+}
+
+// errStopped is await's error when the group stopped before the future
+// completed.
+var errStopped = errors.New("replica stopped")
+
+// await waits for raft future f until ctx ends or the group stops,
+// whichever comes first. hashicorp/raft can drop a future still queued when
+// it shuts down, so nothing waits for one past stop: that held a node's
+// graceful stop until the request deadline, and a Barrier's waiter outlived
+// the group. done reports whether f completed: then err is f's own error;
+// otherwise it is ctx.Err() or errStopped, and f's outcome is unknown.
+func (g *Group) await(ctx context.Context, f raft.Future) (done bool, err error) {
+	ch := make(chan error, 1)
+	go func() { ch <- f.Error() }() // blocks for good if raft drops f; it holds only ch
+	select {
+	case err := <-ch:
+		return true, err
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-g.stop:
+		return false, errStopped
+	}
 }
 
 // Snapshot asks raft for a snapshot now (tests and operators).

@@ -159,6 +159,28 @@ func (g *Group) Members() ([]Member, uint64, error) {
 // new voter never holds up commits while it fetches the log.
 type CaughtUp func(ctx context.Context, server string, index uint64) error
 
+// PollApplied is the CaughtUp of a mover that can ask a node how far its
+// replica is (applied): it asks every 50ms until server has applied index,
+// and when ctx ends first its error says what the last answer was.
+func PollApplied(applied func(ctx context.Context, server string) (uint64, error)) CaughtUp {
+	return func(ctx context.Context, server string, index uint64) error {
+		for {
+			n, err := applied(ctx, server)
+			if err == nil && n >= index {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				if err != nil {
+					return fmt.Errorf("%w (last answer: %v)", ctx.Err(), err)
+				}
+				return fmt.Errorf("%w (applied %d of %d)", ctx.Err(), n, index)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+}
+
 // MoveStep runs one step of a move towards target on this replica, which
 // must lead the group. It returns the step it ran (StepDone when there is
 // nothing left). After a StepTransfer this replica no longer leads: the
@@ -195,7 +217,7 @@ func (g *Group) MoveStep(ctx context.Context, target []string, caughtUp CaughtUp
 	case StepRemove:
 		f = g.raft.RemoveServer(id, idx, timeout)
 	}
-	if err := waitFuture(ctx, f); err != nil {
+	if _, err := g.await(ctx, f); err != nil {
 		switch {
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost):
 			return st, g.notLeader()
@@ -245,16 +267,4 @@ func deadlineOr(ctx context.Context, d time.Duration) time.Time {
 		return dl
 	}
 	return time.Now().Add(d)
-}
-
-// waitFuture waits for f or the context, whichever ends first.
-func waitFuture(ctx context.Context, f raft.Future) error {
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -308,4 +309,79 @@ func sameMembers(a, b []Member) bool {
 	slices.Sort(as)
 	slices.Sort(bs)
 	return slices.Equal(as, bs)
+}
+
+// PollApplied returns once the node reports the index, and when the
+// context ends first it names the last answer.
+func TestPollApplied(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		asked := 0
+		applied := func(ctx context.Context, server string) (uint64, error) {
+			if server != "n2" {
+				return 0, fmt.Errorf("asked %s", server)
+			}
+			asked++
+			if asked < 3 {
+				return 0, errors.New("not running yet")
+			}
+			return uint64(asked), nil
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		if err := PollApplied(applied)(ctx, "n2", 5); err != nil {
+			t.Fatalf("caught up: %v", err)
+		}
+		if asked != 5 {
+			t.Fatalf("asked %d times, want 5 (until applied 5)", asked)
+		}
+
+		ctx2, cancel2 := context.WithTimeout(t.Context(), time.Second)
+		defer cancel2()
+		err := PollApplied(applied)(ctx2, "n2", 1000)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v, want the deadline", err)
+		}
+		if want := fmt.Sprintf("of %d", 1000); !strings.Contains(err.Error(), want) {
+			t.Fatalf("err = %v, want it to say how far the node is (%q)", err, want)
+		}
+
+		ctx3, cancel3 := context.WithTimeout(t.Context(), time.Second)
+		defer cancel3()
+		err = PollApplied(applied)(ctx3, "n9", 1)
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "asked n9") {
+			t.Fatalf("err = %v, want the deadline and the last answer", err)
+		}
+	})
+}
+
+// pendingFuture is a raft.Future that completes when its channel yields.
+type pendingFuture chan error
+
+func (f pendingFuture) Error() error { return <-f }
+
+// await tells a completed future (with its own error) from a context that
+// ended first and from a group that stopped first.
+func TestAwait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := &Group{stop: make(chan struct{})}
+		refused := errors.New("refused")
+		f := make(pendingFuture, 1)
+		f <- refused
+		if done, err := g.await(t.Context(), f); !done || !errors.Is(err, refused) {
+			t.Fatalf("completed future: done=%v err=%v, want true and its error", done, err)
+		}
+
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		never := make(pendingFuture)
+		defer close(never)
+		if done, err := g.await(ctx, never); done || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("deadline first: done=%v err=%v, want false and the deadline", done, err)
+		}
+
+		close(g.stop)
+		if done, err := g.await(t.Context(), never); done || !errors.Is(err, errStopped) {
+			t.Fatalf("stopped first: done=%v err=%v, want false and errStopped", done, err)
+		}
+	})
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -32,23 +31,7 @@ func (r *Replicator) Move(ctx context.Context, t replication.Target, m replicati
 	if !g.IsLeader() {
 		return replication.MoveResult{NotLeader: true, Leader: g.Leader()}, nil
 	}
-	caughtUp := func(ctx context.Context, server string, index uint64) error {
-		for {
-			applied, err := m.Applied(ctx, server)
-			if err == nil && applied >= index {
-				return nil
-			}
-			select {
-			case <-ctx.Done():
-				if err != nil {
-					return fmt.Errorf("%w (last answer: %v)", ctx.Err(), err)
-				}
-				return fmt.Errorf("%w (applied %d of %d)", ctx.Err(), applied, index)
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-	}
-	err = g.Move(ctx, m.To, caughtUp)
+	err = g.Move(ctx, m.To, PollApplied(m.Applied))
 	var nl *NotLeaderError
 	if errors.As(err, &nl) {
 		return replication.MoveResult{NotLeader: true, Leader: nl.Leader}, nil
