@@ -103,7 +103,9 @@ func TestTraceFollowsRequestAcrossNodes(t *testing.T) {
 	if len(nodes) < 3 {
 		t.Fatalf("trace on %d nodes (%v), want at least 3", len(nodes), nodes)
 	}
-	top := find(spans, func(s trace.Span) bool { return s.Name == "capkv.v1.KV/Put" && s.Kind == "server" && s.Node == entry.id })
+	top := find(spans, func(s trace.Span) bool {
+		return s.Name == "capkv.v1.KV/Put" && s.Kind == "server" && s.Node == entry.id
+	})
 	mid := find(spans, func(s trace.Span) bool { return s.Name == "capkv.v1.KV/Put" && s.Kind == "server" && s.Node == coord })
 	if len(top) != 1 || len(mid) != 1 || !under(spans, mid[0], top[0]) {
 		t.Fatalf("entry %s -> coordinator %s not nested:\n%s", entry.id, coord, treeText(spans))
