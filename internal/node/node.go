@@ -122,7 +122,7 @@ func New(cfg Config) (*Node, error) {
 		n.cfg.Faults = n.faults
 	}
 	net := cp.NewNetwork(cfg.ID, n.peer, cfg.Faults)
-	net.HeartbeatPeriod = cfg.Raft.HeartbeatTimeout / 10
+	net.HeartbeatPeriod = cfg.Raft.LeaderHeartbeatPeriod()
 	n.watch = watch.NewHub(0)
 	n.host = cp.NewHost(cfg.ID, st, net, filepath.Join(cfg.DataDir, "raft-snapshots"), cfg.Raft, log)
 	n.host.Watch = n.watch
