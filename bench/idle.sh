@@ -19,6 +19,8 @@
 #   PROFILE=1       with DEBUG_ADDR: also take a CPU profile over the measured window
 #                   (written next to the results file; it costs a little CPU itself)
 #   LABEL           free text for the results file (e.g. "baseline")
+#   BIN_DIR         use the kvd and kvctl already built in this directory (e.g. of an
+#                   older commit, for a before/after comparison) instead of make build
 #   SERVER_LIFETIME hard cap in seconds on the server process (default 600)
 #   KEEP_WORK=1     keep the temporary directory (server log) for a post-mortem
 #
@@ -98,19 +100,26 @@ KVD_EPS=$(printf '127.0.0.1:%s,' "${KVD_PORTS[@]}"); KVD_EPS=${KVD_EPS%,}
 
 # ---------------------------------------------------------------- build
 mkdir -p "$RESULTS_DIR"
-log "building capkv (make build)"
-make -C "$REPO" build >"$WORK/make.log" 2>&1 || { cat "$WORK/make.log" >&2; die "make build failed"; }
-KVD=$REPO/bin/kvd
-KVCTL=$REPO/bin/kvctl
-COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [[ -n $(git -C "$REPO" status --porcelain -- . ':(exclude)bench' 2>/dev/null || true) ]]; then
-  COMMIT="$COMMIT+dirty"
+if [[ -n ${BIN_DIR:-} ]]; then
+  KVD=$BIN_DIR/kvd
+  KVCTL=$BIN_DIR/kvctl
+  [[ -x $KVD && -x $KVCTL ]] || die "BIN_DIR=$BIN_DIR: no kvd and kvctl there"
+  COMMIT="binaries in $BIN_DIR"
+else
+  log "building capkv (make build)"
+  make -C "$REPO" build >"$WORK/make.log" 2>&1 || { cat "$WORK/make.log" >&2; die "make build failed"; }
+  KVD=$REPO/bin/kvd
+  KVCTL=$REPO/bin/kvctl
+  COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  if [[ -n $(git -C "$REPO" status --porcelain -- . ':(exclude)bench' 2>/dev/null || true) ]]; then
+    COMMIT="$COMMIT+dirty"
+  fi
 fi
 
 # ---------------------------------------------------------------- start
 KVD_CMD=("$KVD" dev --nodes 3 --base-port "$KVD_PORT" --data-dir "$WORK/kvd" --log-level warn)
 [[ -n $DEBUG_ADDR ]] && KVD_CMD+=(--debug-addr "$DEBUG_ADDR")
-log "starting: ${KVD_CMD[*]#"$REPO/"}"
+log "starting: ${KVD_CMD[*]}"
 timeout -k 10 --signal=TERM "$SERVER_LIFETIME" "${KVD_CMD[@]}" >"$WORK/kvd.log" 2>&1 &
 PIDS+=($!)
 
