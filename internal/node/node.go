@@ -138,7 +138,7 @@ func New(cfg Config) (*Node, error) {
 		n.cfg.Faults = n.faults
 	}
 	net := cp.NewNetwork(cfg.ID, n.peer, cfg.Faults)
-	net.HeartbeatPeriod = cfg.Raft.HeartbeatTimeout / 10
+	net.HeartbeatPeriod = cfg.Raft.LeaderHeartbeatPeriod()
 	net.Tracing = n.tracing
 	n.watch = watch.NewHub(0)
 	n.host = cp.NewHost(cfg.ID, st, net, filepath.Join(cfg.DataDir, "raft-snapshots"), cfg.Raft, log)

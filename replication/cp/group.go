@@ -27,27 +27,70 @@ type Tuning struct {
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
 	CommitTimeout      time.Duration
-	SnapshotThreshold  uint64
-	SnapshotInterval   time.Duration
-	TrailingLogs       uint64
+	// LeaderHeartbeatTimeout is the HeartbeatTimeout a replica runs with
+	// while it leads (raft reloads it on every leadership change). A leader
+	// heartbeats each follower every LeaderHeartbeatTimeout/10 to /5, so a
+	// longer value means fewer idle heartbeats; followers keep
+	// HeartbeatTimeout, so failover is as fast as before. It must keep the
+	// longest interval (LeaderHeartbeatTimeout/5) below both HeartbeatTimeout
+	// and LeaderLeaseTimeout, or followers would call elections and the
+	// leader would lose its lease. 0: 3 x min(HeartbeatTimeout,
+	// LeaderLeaseTimeout), a longest interval of 60% of the tighter bound.
+	// Set it to HeartbeatTimeout for raft's own pacing.
+	LeaderHeartbeatTimeout time.Duration
+	SnapshotThreshold      uint64
+	SnapshotInterval       time.Duration
+	TrailingLogs           uint64
 }
 
-// DefaultTuning trades some idle CPU (a heartbeat every 50-100ms per
-// follower per group) for failover in about a second: followers notice a dead
+// DefaultTuning keeps failover at about a second: followers notice a dead
 // leader after 500ms-1s and elect a new one within another election timeout.
+// Idle CPU goes mostly to heartbeats, so leaders pace theirs by
+// LeaderHeartbeatTimeout (derived: 1.5s, a heartbeat every 150-300ms per
+// follower per group instead of raft's 50-100ms); the lease is 500ms so that
+// the longest interval fits in it with room for a slow round trip. The lease
+// only decides when an isolated leader steps down: linearizable reads confirm
+// leadership with a quorum round (VerifyLeader), whatever the lease.
 // CommitTimeout only paces the commit notices an idle leader sends its
-// followers (writes carry them anyway); 250ms instead of raft's 50ms halves
+// followers (writes carry them anyway); 250ms instead of raft's 50ms cuts
 // idle traffic, at the cost of followers applying up to 250ms later when idle.
 func DefaultTuning() Tuning {
 	return Tuning{
 		HeartbeatTimeout:   500 * time.Millisecond,
 		ElectionTimeout:    500 * time.Millisecond,
-		LeaderLeaseTimeout: 250 * time.Millisecond,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
 		CommitTimeout:      250 * time.Millisecond,
 		SnapshotThreshold:  8192,
 		SnapshotInterval:   2 * time.Minute,
 		TrailingLogs:       10240,
 	}
+}
+
+// leaderHeartbeatTimeout is LeaderHeartbeatTimeout with its default applied.
+func (t Tuning) leaderHeartbeatTimeout() time.Duration {
+	if t.LeaderHeartbeatTimeout > 0 {
+		return t.LeaderHeartbeatTimeout
+	}
+	return 3 * min(t.HeartbeatTimeout, t.LeaderLeaseTimeout)
+}
+
+// LeaderHeartbeatPeriod is the shortest interval between a leader's periodic
+// heartbeats to one follower (raft's HeartbeatTimeout/10 of a leader).
+func (t Tuning) LeaderHeartbeatPeriod() time.Duration {
+	return t.leaderHeartbeatTimeout() / 10
+}
+
+// validateLeaderHeartbeat reports a LeaderHeartbeatTimeout whose longest
+// interval would not fit in the follower timeout or the lease.
+func (t Tuning) validateLeaderHeartbeat() error {
+	lh := t.leaderHeartbeatTimeout()
+	if lh < t.HeartbeatTimeout {
+		return fmt.Errorf("LeaderHeartbeatTimeout %s: want at least HeartbeatTimeout (%s)", lh, t.HeartbeatTimeout)
+	}
+	if bound := min(t.HeartbeatTimeout, t.LeaderLeaseTimeout); lh/5 >= bound {
+		return fmt.Errorf("LeaderHeartbeatTimeout %s: its longest heartbeat interval (%s) must be below HeartbeatTimeout and LeaderLeaseTimeout (%s)", lh, lh/5, bound)
+	}
+	return nil
 }
 
 // GroupConfig configures one partition's Raft group on one node.
@@ -159,6 +202,9 @@ func StartGroup(cfg GroupConfig) (*Group, error) {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return nil, fmt.Errorf("raft config of %s: %w", cfg.ID, err)
 	}
+	if err := cfg.Tuning.validateLeaderHeartbeat(); err != nil {
+		return nil, fmt.Errorf("raft config of %s: %w", cfg.ID, err)
+	}
 	var snaps raft.SnapshotStore = raft.NewInmemSnapshotStore()
 	if cfg.SnapshotDir != "" {
 		dir := filepath.Join(cfg.SnapshotDir, url.PathEscape(cfg.ID))
@@ -249,7 +295,13 @@ func (g *Group) watchLeadership() {
 		case o := <-g.obsCh:
 			lo, _ := o.Data.(raft.LeaderObservation)
 			gen := g.gen.Add(1)
-			if string(lo.LeaderID) != g.cfg.Self {
+			leads := string(lo.LeaderID) == g.cfg.Self
+			// Observations arrive in order, so the last reload matches
+			// the last change: a replica that stops leading is back on
+			// the follower timeout at once (the shorter value also resets
+			// raft's running follower timer).
+			g.pace(leads)
+			if !leads {
 				continue
 			}
 			g.wg.Add(1)
@@ -275,6 +327,29 @@ func (g *Group) watchLeadership() {
 			}()
 		}
 	}
+}
+
+// pace sets raft's heartbeat timing for the role: a leader heartbeats by
+// LeaderHeartbeatTimeout, anyone else waits HeartbeatTimeout for its leader.
+// raft requires ElectionTimeout >= HeartbeatTimeout, so a leader's grows
+// along; a leader only uses it to time out a leadership transfer.
+func (g *Group) pace(leader bool) {
+	t := g.cfg.Tuning
+	rc := g.raft.ReloadableConfig()
+	rc.HeartbeatTimeout, rc.ElectionTimeout = t.HeartbeatTimeout, t.ElectionTimeout
+	if leader {
+		rc.HeartbeatTimeout = t.leaderHeartbeatTimeout()
+		rc.ElectionTimeout = max(t.ElectionTimeout, rc.HeartbeatTimeout)
+	}
+	if err := g.raft.ReloadConfig(rc); err != nil {
+		g.log.Warn("raft heartbeat timing not changed", "leader", leader, "err", err)
+	}
+}
+
+// HeartbeatTimeout is the heartbeat timeout raft runs with now (the leader's
+// or the follower's, see Tuning.LeaderHeartbeatTimeout).
+func (g *Group) HeartbeatTimeout() time.Duration {
+	return g.raft.ReloadableConfig().HeartbeatTimeout
 }
 
 // ID is the partition id.

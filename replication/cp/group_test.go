@@ -561,3 +561,66 @@ func TestProposeEndsAtShutdown(t *testing.T) {
 	}
 	t.Logf("%d of %d writes failed at shutdown, all within %s", failed, writes, time.Since(start))
 }
+
+// A leader heartbeats by LeaderHeartbeatTimeout and its followers keep
+// HeartbeatTimeout: leadership stays put while idle (no follower times out
+// between the sparser heartbeats, the lease holds), a leader cut off is
+// replaced within the followers' timeouts, and a deposed leader goes back to
+// the follower timeout.
+func TestLeaderHeartbeatPacing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newTestGroup(t, "a", "b", "c")
+		tu := g.tuning
+		leaderHB := 3 * min(tu.HeartbeatTimeout, tu.LeaderLeaseTimeout)
+		old := g.leader()
+		term := old.raft.Stats()["term"]
+		waitTimeout := func(r *Group, want time.Duration) {
+			t.Helper()
+			deadline := time.Now().Add(time.Second)
+			for r.HeartbeatTimeout() != want {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s (leader %t): heartbeat timeout %s, want %s", r.cfg.Self, r.IsLeader(), r.HeartbeatTimeout(), want)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+		waitTimeout(old, leaderHB)
+		for _, id := range g.others(old.cfg.Self) {
+			waitTimeout(g.reps[id], tu.HeartbeatTimeout)
+		}
+		time.Sleep(10 * time.Second) // idle: 50 follower timeouts
+		if !old.IsLeader() || old.raft.Stats()["term"] != term {
+			t.Fatalf("leadership moved while idle: leader %q, term %s (was %s, %s)", g.leader().cfg.Self, g.leader().raft.Stats()["term"], old.cfg.Self, term)
+		}
+
+		g.faults.Partition([]string{old.cfg.Self}, g.others(old.cfg.Self), fault.Rule{Drop: true})
+		start := time.Now()
+		nl := g.leader(old.cfg.Self)
+		// Follower timeout (up to 2x) plus one election timeout (up to 2x).
+		if took, limit := time.Since(start), 2*(tu.HeartbeatTimeout+tu.ElectionTimeout); took > limit {
+			t.Fatalf("new leader after %s, want within %s", took, limit)
+		}
+		waitTimeout(nl, leaderHB)
+		g.faults.Heal()
+		deadline := time.Now().Add(5 * time.Second)
+		for old.IsLeader() || old.Leader() != nl.cfg.Self {
+			if time.Now().After(deadline) {
+				t.Fatalf("deposed leader %s still leads or does not follow %s", old.cfg.Self, nl.cfg.Self)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		waitTimeout(old, tu.HeartbeatTimeout)
+	})
+}
+
+// A leader heartbeat timeout whose longest interval does not fit in the
+// follower timeout or the lease is refused, naming the field.
+func TestLeaderHeartbeatTimeoutValidated(t *testing.T) {
+	tu := testTuning()
+	tu.LeaderHeartbeatTimeout = 5 * tu.LeaderLeaseTimeout
+	_, err := StartGroup(GroupConfig{ID: "ks/*/0", Self: "a", Peers: []string{"a"}, Storage: newMemStorage(), LogStore: raft.NewInmemStore(),
+		Transport: func() raft.Transport { _, tr := raft.NewInmemTransport("a"); return tr }(), Tuning: tu})
+	if err == nil || !strings.Contains(err.Error(), "LeaderHeartbeatTimeout") {
+		t.Fatalf("StartGroup = %v, want an error naming LeaderHeartbeatTimeout", err)
+	}
+}

@@ -14,10 +14,11 @@ import (
 
 // HeartbeatWindow is how long a periodic heartbeat waits for others to the
 // same node before they go out together. hashicorp/raft sends one every
-// 50-100 ms per group and follower (HeartbeatTimeout/10), so a node leading
-// many groups would make one call per group; with the window it makes at
-// most one per window and follower. The delay is small next to the lease
-// (250 ms) and election (500 ms) timeouts.
+// 150-300 ms per group and follower (a leader's HeartbeatTimeout/10 to /5,
+// see Tuning.LeaderHeartbeatTimeout), so a node leading many groups would
+// make one call per group; with the window it makes at most one per window
+// and follower. The delay is small next to the lease (500 ms) and the
+// follower timeout (500 ms).
 //
 // A heartbeat that follows the group's previous one to the same node sooner
 // than the periodic interval is not periodic: raft sends those to confirm

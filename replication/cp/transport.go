@@ -58,7 +58,7 @@ type Network struct {
 	// receives (tracing.go; nil: none). Set before groups start.
 	Tracing oteltrace.TracerProvider
 	// HeartbeatPeriod is the shortest interval of raft's periodic
-	// heartbeats (HeartbeatTimeout/10 of the groups; 0: of DefaultTuning):
+	// heartbeats (Tuning.LeaderHeartbeatPeriod of the groups; 0: of DefaultTuning):
 	// a heartbeat sooner than that is a leadership check, sent at once.
 	HeartbeatPeriod time.Duration
 	hbUrgent        atomic.Int64 // heartbeats sent without waiting for the window
@@ -86,7 +86,7 @@ func (n *Network) hbPeriod() time.Duration {
 	if n.HeartbeatPeriod > 0 {
 		return n.HeartbeatPeriod
 	}
-	return DefaultTuning().HeartbeatTimeout / 10
+	return DefaultTuning().LeaderHeartbeatPeriod()
 }
 
 // Transport returns the transport of group, creating it on first use.
