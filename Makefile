@@ -144,3 +144,9 @@ jepsen-docker: docker-image build
 	@mkdir -p $(JEPSEN_OUT)
 	$(BIN)/kvjepsen run --backend docker --image capkv:dev --nodes 3 --clients 6 --time 12s --workload register \
 	  --nemesis partition-halves,kill,pause --out $(JEPSEN_OUT)/docker-register
+
+## jepsen-docker-tls: the same with mutual TLS on every node (kvjepsen --tls)
+jepsen-docker-tls: docker-image build
+	@mkdir -p $(JEPSEN_OUT)
+	$(BIN)/kvjepsen run --backend docker --tls --image capkv:dev --nodes 3 --clients 6 --time 12s --workload register \
+	  --nemesis partition-halves,kill,pause --out $(JEPSEN_OUT)/docker-register-tls
