@@ -83,9 +83,6 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 	if err != nil {
 		return err
 	}
-	if err := startDebug(f.debugAddr, nil, log); err != nil {
-		return err
-	}
 	dataDir, err := filepath.Abs(f.dataDir)
 	if err != nil {
 		return err
