@@ -15,7 +15,7 @@ GOBIN_DIR := $(CURDIR)/.tools/bin
 # once, in the second line of test.
 RACE_PKGS := ./consistency/... ./shard/... ./client/... ./replication/...
 
-.PHONY: jepsen-docker demo docker-image docker-up docker-down docker-smoke all build run test test-short lint vet fmt-check bench fuzz proto clean jepsen jepsen-quick
+.PHONY: jepsen-docker jepsen-docker-tls demo docker-image docker-up docker-up-tls docker-down docker-smoke docker-smoke-tls all build run test test-short lint vet fmt-check bench fuzz proto clean jepsen jepsen-quick
 
 all: build
 
@@ -120,6 +120,14 @@ docker-up: docker-image
 	@echo "try: $(COMPOSE) exec n1 /kvctl --endpoints n1:7001 cluster status"
 	@echo " or: $(DOCKER_CTX)/kvctl --endpoints 127.0.0.1:$${CAPKV_HOST_PORT:-7001} cluster status   (n1's published port)"
 
+## docker-up-tls: the same cluster with mutual TLS (deploy/docker/compose.tls.yaml), certificates
+## made on first use in bin/docker-tls (CAPKV_TLS_DIR); the client certificate is admin's
+docker-up-tls: docker-image
+	$(COMPOSE) --tls up -d
+	@echo "try: $(COMPOSE) --tls exec n1 /kvctl --endpoints n1:7001 --cacert /certs/ca.crt --cert /certs/admin.crt --key /certs/admin.key cluster status"
+	@echo " or: $(DOCKER_CTX)/kvctl --endpoints 127.0.0.1:$${CAPKV_HOST_PORT:-7001} --cacert $(BIN)/docker-tls/ca.crt --cert $(BIN)/docker-tls/admin.crt --key $(BIN)/docker-tls/admin.key cluster status"
+
+# (The TLS file only adds flags and mounts to the same services: down needs no --tls.)
 docker-down:
 	$(COMPOSE) down -v
 
@@ -127,8 +135,18 @@ docker-down:
 docker-smoke: docker-image
 	deploy/docker/smoke.sh
 
+## docker-smoke-tls: the smoke test with mutual TLS; plaintext clients must be refused
+docker-smoke-tls: docker-image
+	deploy/docker/smoke.sh --tls
+
 ## jepsen-docker: a short partition test on containers of the image (kvjepsen --backend docker)
 jepsen-docker: docker-image build
 	@mkdir -p $(JEPSEN_OUT)
 	$(BIN)/kvjepsen run --backend docker --image capkv:dev --nodes 3 --clients 6 --time 12s --workload register \
 	  --nemesis partition-halves,kill,pause --out $(JEPSEN_OUT)/docker-register
+
+## jepsen-docker-tls: the same with mutual TLS on every node (kvjepsen --tls)
+jepsen-docker-tls: docker-image build
+	@mkdir -p $(JEPSEN_OUT)
+	$(BIN)/kvjepsen run --backend docker --tls --image capkv:dev --nodes 3 --clients 6 --time 12s --workload register \
+	  --nemesis partition-halves,kill,pause --out $(JEPSEN_OUT)/docker-register-tls

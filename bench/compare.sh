@@ -13,6 +13,9 @@
 #   VALUE_SIZE      value size in bytes (default 256)
 #   ETCD_PORT       first etcd client port (default 23790; peers use ETCD_PEER_PORT, 23800)
 #   KVD_PORT        first kvd port (default 27101)
+#   TLS=1           also run capkv with mutual TLS (`kvd dev --tls`, a second cluster on
+#                   KVD_TLS_PORT, default KVD_PORT+10, next to the plaintext one): every
+#                   workload runs on it too, and a second table gives TLS/plain ratios
 #   SERVER_LIFETIME hard cap in seconds on every server process (default 3600)
 #   KEEP_WORK=1     keep the temporary directory (server logs, raw JSON) for a post-mortem
 #
@@ -27,6 +30,8 @@ VALUE_SIZE=${VALUE_SIZE:-256}
 ETCD_PORT=${ETCD_PORT:-23790}
 ETCD_PEER_PORT=${ETCD_PEER_PORT:-23800}
 KVD_PORT=${KVD_PORT:-27101}
+TLS=${TLS:-0}
+KVD_TLS_PORT=${KVD_TLS_PORT:-$((KVD_PORT + 10))}
 SERVER_LIFETIME=${SERVER_LIFETIME:-3600}
 ETCD_VERSION=v3.7.3
 
@@ -54,6 +59,10 @@ case $DURATION in
   *) die "DURATION=$DURATION: want Ns or Nm (e.g. 12s, 1m)" ;;
 esac
 [[ $DUR_S =~ ^[0-9]+$ && $DUR_S -gt 0 ]] || die "DURATION=$DURATION: want Ns or Nm"
+[[ $TLS == 0 || $TLS == 1 ]] || die "TLS=$TLS: want 0 or 1"
+# The systems under test; capkv_tls is the same kvd dev with mutual TLS.
+SYSTEMS=(etcd capkv)
+((TLS)) && SYSTEMS+=(capkv_tls)
 # Bound on one load-generator run: the run itself plus a generous preload.
 RUN_LIMIT=$(( DUR_S + 600 ))
 
@@ -111,11 +120,14 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 ETCD_CLIENT_PORTS=("$ETCD_PORT" $((ETCD_PORT + 1)) $((ETCD_PORT + 2)))
 ETCD_PEER_PORTS=("$ETCD_PEER_PORT" $((ETCD_PEER_PORT + 1)) $((ETCD_PEER_PORT + 2)))
 KVD_PORTS=("$KVD_PORT" $((KVD_PORT + 1)) $((KVD_PORT + 2)))
-for p in "${ETCD_CLIENT_PORTS[@]}" "${ETCD_PEER_PORTS[@]}" "${KVD_PORTS[@]}"; do
-  port_busy "$p" && die "port 127.0.0.1:$p is in use (set ETCD_PORT / ETCD_PEER_PORT / KVD_PORT)"
+KVD_TLS_PORTS=()
+((TLS)) && KVD_TLS_PORTS=("$KVD_TLS_PORT" $((KVD_TLS_PORT + 1)) $((KVD_TLS_PORT + 2)))
+for p in "${ETCD_CLIENT_PORTS[@]}" "${ETCD_PEER_PORTS[@]}" "${KVD_PORTS[@]}" ${KVD_TLS_PORTS[@]+"${KVD_TLS_PORTS[@]}"}; do
+  port_busy "$p" && die "port 127.0.0.1:$p is in use (set ETCD_PORT / ETCD_PEER_PORT / KVD_PORT / KVD_TLS_PORT)"
 done
 ETCD_EPS=$(printf '127.0.0.1:%s,' "${ETCD_CLIENT_PORTS[@]}"); ETCD_EPS=${ETCD_EPS%,}
 KVD_EPS=$(printf '127.0.0.1:%s,' "${KVD_PORTS[@]}"); KVD_EPS=${KVD_EPS%,}
+if ((TLS)); then KVD_TLS_EPS=$(printf '127.0.0.1:%s,' "${KVD_TLS_PORTS[@]}"); KVD_TLS_EPS=${KVD_TLS_EPS%,}; fi
 
 # ---------------------------------------------------------------- build
 mkdir -p "$CACHE" "$RESULTS_DIR"
@@ -186,6 +198,17 @@ log "starting capkv: kvd dev, 3 nodes on $KVD_EPS"
 KVD_CMD=("$KVD" dev --nodes 3 --base-port "$KVD_PORT" --data-dir "$WORK/kvd" --log-level warn --sync=true)
 timeout -k 10 --signal=TERM "$SERVER_LIFETIME" "${KVD_CMD[@]}" >"$WORK/kvd.log" 2>&1 &
 PIDS+=($!)
+KVD_TLS_CMD=()
+if ((TLS)); then
+  # The same cluster with mutual TLS: kvd dev --tls makes a CA, the node
+  # certificates and the client certificate dev-client in DATA-DIR/tls.
+  log "starting capkv with mutual TLS: kvd dev --tls, 3 nodes on $KVD_TLS_EPS"
+  KVD_TLS_CMD=("$KVD" dev --tls --nodes 3 --base-port "$KVD_TLS_PORT" --data-dir "$WORK/kvd-tls" --log-level warn --sync=true)
+  timeout -k 10 --signal=TERM "$SERVER_LIFETIME" "${KVD_TLS_CMD[@]}" >"$WORK/kvd-tls.log" 2>&1 &
+  PIDS+=($!)
+  PKI=$WORK/kvd-tls/tls
+  KVCTL_TLS=(--cacert "$PKI/ca.crt" --cert "$PKI/dev-client.crt" --key "$PKI/dev-client.key")
+fi
 
 log "waiting for etcd to be healthy"
 ok=""
@@ -199,21 +222,29 @@ log "etcd ready"
 ETCD_STATUS=$(timeout 10 "$ETCDCTL_BIN" --endpoints "$ETCD_EPS" endpoint status -w table 2>&1 || true)
 echo "$ETCD_STATUS" >&2
 
-log "waiting for capkv (the 'Ctrl-C stops the cluster' banner line)"
-ok=""
-for _ in $(seq 1 180); do
-  alive_or_die "while waiting for kvd"
-  if grep -q "Ctrl-C stops the cluster" "$WORK/kvd.log"; then ok=1; break; fi
-  sleep 0.5
+for kl in kvd ${KVD_TLS_CMD[@]+kvd-tls}; do
+  log "waiting for capkv ($kl.log: the 'Ctrl-C stops the cluster' banner line)"
+  ok=""
+  for _ in $(seq 1 180); do
+    alive_or_die "while waiting for $kl"
+    if grep -q "Ctrl-C stops the cluster" "$WORK/$kl.log"; then ok=1; break; fi
+    sleep 0.5
+  done
+  [[ -n $ok ]] || die "kvd dev ($kl) not ready after 90s"
 done
-[[ -n $ok ]] || die "kvd dev not ready after 90s"
 log "capkv ready"
 
 # The server processes themselves (children of the timeout wrappers), for CPU accounting.
-ETCD_SRV=(); KVD_SRV=()
+ETCD_SRV=(); KVD_SRV=(); KVD_TLS_SRV=()
 for i in 0 1 2; do ETCD_SRV+=($(pgrep -P "${PIDS[$i]}")); done
 KVD_SRV+=($(pgrep -P "${PIDS[3]}"))
-((${#ETCD_SRV[@]} == 3 && ${#KVD_SRV[@]} == 1)) || die "cannot find the server processes (etcd: ${ETCD_SRV[*]:-none}, kvd: ${KVD_SRV[*]:-none})"
+((TLS)) && KVD_TLS_SRV+=($(pgrep -P "${PIDS[4]}"))
+((${#ETCD_SRV[@]} == 3 && ${#KVD_SRV[@]} == 1 && ${#KVD_TLS_SRV[@]} == TLS)) ||
+  die "cannot find the server processes (etcd: ${ETCD_SRV[*]:-none}, kvd: ${KVD_SRV[*]:-none}, kvd --tls: ${KVD_TLS_SRV[*]:-none})"
+# SRV[system]: the PIDs of its server processes.
+declare -A SRV=([etcd]="${ETCD_SRV[*]}" [capkv]="${KVD_SRV[*]}" [capkv_tls]="${KVD_TLS_SRV[*]:-}")
+# shellcheck disable=SC2206 # SRV holds space-separated PIDs
+ALL_SRV=(${SRV[etcd]} ${SRV[capkv]} ${SRV[capkv_tls]})
 CLK_TCK=$(getconf CLK_TCK)
 cpu_ticks() { # cpu_ticks PID...: user+system clock ticks, summed
   local p t=0 v
@@ -230,12 +261,12 @@ children_ticks() { awk '{ sub(/.*\) /, ""); print $14 + $15 }' "/proc/$$/stat"; 
 pct_core() { awk -v t="$1" -v hz="$CLK_TCK" -v a="$2" -v b="$3" 'BEGIN { v = 100 * t / hz / (b - a); if (v < 0) v = 0; printf "%.0f", v }'; }
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 BG_LINE="background CPU before the runs (3s sample, outside both clusters): $(
-  m0=$(machine_ticks); s0=$(( $(cpu_ticks "${ETCD_SRV[@]}") + $(cpu_ticks "${KVD_SRV[@]}") )); w0=$(date +%s.%N)
+  m0=$(machine_ticks); s0=$(cpu_ticks "${ALL_SRV[@]}"); w0=$(date +%s.%N)
   sleep 3
-  m1=$(machine_ticks); s1=$(( $(cpu_ticks "${ETCD_SRV[@]}") + $(cpu_ticks "${KVD_SRV[@]}") )); w1=$(date +%s.%N)
-  pct_core $(( (m1 - m0) - (s1 - s0) )) "$w0" "$w1")% of a core; idle clusters: etcd + capkv together $(
-  a=$(( $(cpu_ticks "${ETCD_SRV[@]}") + $(cpu_ticks "${KVD_SRV[@]}") )); w0=$(date +%s.%N); sleep 2
-  b=$(( $(cpu_ticks "${ETCD_SRV[@]}") + $(cpu_ticks "${KVD_SRV[@]}") )); w1=$(date +%s.%N)
+  m1=$(machine_ticks); s1=$(cpu_ticks "${ALL_SRV[@]}"); w1=$(date +%s.%N)
+  pct_core $(( (m1 - m0) - (s1 - s0) )) "$w0" "$w1")% of a core; idle clusters: ${SYSTEMS[*]} together $(
+  a=$(cpu_ticks "${ALL_SRV[@]}"); w0=$(date +%s.%N); sleep 2
+  b=$(cpu_ticks "${ALL_SRV[@]}"); w1=$(date +%s.%N)
   pct_core $((b - a)) "$w0" "$w1")%"
 log "$BG_LINE"
 
@@ -254,15 +285,16 @@ run() {
   local out="$WORK/$name-$sys.json" err="$WORK/$name-$sys.stderr" rc=0 f
   COMMANDS+=("$(show "$@")")
   log "run $name on $sys: $(show "$@")"
-  local e0 k0 w0 m0 c0 e1 k1 w1 m1 c1
-  e0=$(cpu_ticks "${ETCD_SRV[@]}"); k0=$(cpu_ticks "${KVD_SRV[@]}"); m0=$(machine_ticks); c0=$(children_ticks); w0=$(date +%s.%N)
+  local s0 a0 w0 m0 c0 s1 a1 w1 m1 c1
+  # shellcheck disable=SC2086 # SRV holds space-separated PIDs
+  s0=$(cpu_ticks ${SRV[$sys]}); a0=$(cpu_ticks "${ALL_SRV[@]}"); m0=$(machine_ticks); c0=$(children_ticks); w0=$(date +%s.%N)
   timeout --foreground -k 10 "$RUN_LIMIT" "$@" >"$out" 2>"$err" || rc=$?
-  e1=$(cpu_ticks "${ETCD_SRV[@]}"); k1=$(cpu_ticks "${KVD_SRV[@]}"); m1=$(machine_ticks); c1=$(children_ticks); w1=$(date +%s.%N)
+  # shellcheck disable=SC2086
+  s1=$(cpu_ticks ${SRV[$sys]}); a1=$(cpu_ticks "${ALL_SRV[@]}"); m1=$(machine_ticks); c1=$(children_ticks); w1=$(date +%s.%N)
   R[$name,$sys,loadgen_pct]=$(pct_core $((c1 - c0)) "$w0" "$w1")
-  R[$name,$sys,rest_pct]=$(pct_core $(( (m1 - m0) - (e1 - e0) - (k1 - k0) - (c1 - c0) )) "$w0" "$w1")
-  # CPU of the system under load per op, and of the idle one (in % of one core).
-  local mine=$((e1 - e0)) other=$((k1 - k0))
-  [[ $sys == capkv ]] && { mine=$((k1 - k0)); other=$((e1 - e0)); }
+  R[$name,$sys,rest_pct]=$(pct_core $(( (m1 - m0) - (a1 - a0) - (c1 - c0) )) "$w0" "$w1")
+  # CPU of the system under load per op, and of the idle ones (in % of one core).
+  local mine=$((s1 - s0)) other=$(( (a1 - a0) - (s1 - s0) ))
   R[$name,$sys,cpu_s]=$(awk -v t="$mine" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", t / hz }')
   R[$name,$sys,other_pct]=$(pct_core "$other" "$w0" "$w1")
   if [[ $rc -ne 0 ]] || ! jfield "$out" ops_per_sec >/dev/null 2>&1 || [[ -z $(jfield "$out" ops_per_sec 2>/dev/null) ]]; then
@@ -316,25 +348,27 @@ run_etcd() {
     preload)  run "$1" etcd "$LOADGEN_BIN" "${ETCD_COMMON[@]}" --workload get --clients 128 --conns 8 ;;
   esac
 }
-run_capkv() {
-  local d=$DURATION
+run_capkv_tls() { run_capkv "$1" capkv_tls; }
+run_capkv() { # run_capkv NAME [capkv_tls]
+  local d=$DURATION sys=${2:-capkv}
   [[ $1 == preload ]] && d=1s
   local CAPKV_GLOBAL=(--endpoints "$KVD_EPS" --json)
   [[ $1 == ap-preload ]] && d=1s
+  [[ $sys == capkv_tls ]] && CAPKV_GLOBAL=(--endpoints "$KVD_TLS_EPS" "${KVCTL_TLS[@]}" --json)
   local CAPKV_COMMON=(--duration "$d" --keys "$KEYS" --value-size "$VALUE_SIZE" --key-format "$CAPKV_KEYFMT")
   local CAPKV_AP=(--duration "$d" --keys "$KEYS" --value-size "$VALUE_SIZE" --key-format "$CAPKV_AP_KEYFMT")
   case $1 in
-    put-1)    run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" bench "${CAPKV_COMMON[@]}" --workload write --clients 1 --conns 1 ;;
-    put-128)  run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" bench "${CAPKV_COMMON[@]}" --workload write --clients 128 --conns 8 ;;
-    get-1)    run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency linearizable bench "${CAPKV_COMMON[@]}" --workload read --clients 1 --conns 1 --preload=false ;;
-    get-128)  run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency linearizable bench "${CAPKV_COMMON[@]}" --workload read --clients 128 --conns 8 --preload=false ;;
-    sget-128) run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency stale bench "${CAPKV_COMMON[@]}" --workload read --clients 128 --conns 8 --preload=false ;;
-    preload)  run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" bench "${CAPKV_COMMON[@]}" --workload read --clients 128 --conns 8 ;;
-    ap-put-128) run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency quorum bench "${CAPKV_AP[@]}" --workload write --clients 128 --conns 8 ;;
-    ap-put-1)   run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency quorum bench "${CAPKV_AP[@]}" --workload write --clients 1 --conns 1 ;;
-    ap-get-128) run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency one bench "${CAPKV_AP[@]}" --workload read --clients 128 --conns 8 --preload=false ;;
-    ap-get-1)   run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency one bench "${CAPKV_AP[@]}" --workload read --clients 1 --conns 1 --preload=false ;;
-    ap-preload) run "$1" capkv "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency quorum bench "${CAPKV_AP[@]}" --workload read --clients 128 --conns 8 ;;
+    put-1)    run "$1" "$sys" "$KVCTL" "${CAPKV_GLOBAL[@]}" bench "${CAPKV_COMMON[@]}" --workload write --clients 1 --conns 1 ;;
+    put-128)  run "$1" "$sys" "$KVCTL" "${CAPKV_GLOBAL[@]}" bench "${CAPKV_COMMON[@]}" --workload write --clients 128 --conns 8 ;;
+    get-1)    run "$1" "$sys" "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency linearizable bench "${CAPKV_COMMON[@]}" --workload read --clients 1 --conns 1 --preload=false ;;
+    get-128)  run "$1" "$sys" "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency linearizable bench "${CAPKV_COMMON[@]}" --workload read --clients 128 --conns 8 --preload=false ;;
+    sget-128) run "$1" "$sys" "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency stale bench "${CAPKV_COMMON[@]}" --workload read --clients 128 --conns 8 --preload=false ;;
+    preload)  run "$1" "$sys" "$KVCTL" "${CAPKV_GLOBAL[@]}" bench "${CAPKV_COMMON[@]}" --workload read --clients 128 --conns 8 ;;
+    ap-put-128) run "$1" "$sys" "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency quorum bench "${CAPKV_AP[@]}" --workload write --clients 128 --conns 8 ;;
+    ap-put-1)   run "$1" "$sys" "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency quorum bench "${CAPKV_AP[@]}" --workload write --clients 1 --conns 1 ;;
+    ap-get-128) run "$1" "$sys" "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency one bench "${CAPKV_AP[@]}" --workload read --clients 128 --conns 8 --preload=false ;;
+    ap-get-1)   run "$1" "$sys" "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency one bench "${CAPKV_AP[@]}" --workload read --clients 1 --conns 1 --preload=false ;;
+    ap-preload) run "$1" "$sys" "$KVCTL" "${CAPKV_GLOBAL[@]}" --consistency quorum bench "${CAPKV_AP[@]}" --workload read --clients 128 --conns 8 ;;
   esac
 }
 
@@ -344,7 +378,7 @@ step=0
 for name in "${NAMES[@]}"; do
   if [[ $name == get-1 ]]; then
     log "preload: writing all $KEYS keys into both systems (128 clients; followed by a 1s get run, not reported)"
-    for sys in etcd capkv; do
+    for sys in "${SYSTEMS[@]}"; do
       for attempt in 1 2; do
         before=$FAILED
         FAILED=0
@@ -362,8 +396,11 @@ for name in "${NAMES[@]}"; do
     done
   fi
   log "== ${LABEL[$name]}"
-  if (( step % 2 == 0 )); then run_etcd "$name"; sleep 2; run_capkv "$name"
-  else run_capkv "$name"; sleep 2; run_etcd "$name"; fi
+  # The first system rotates: with two, etcd first, then capkv first, ...
+  for i in "${!SYSTEMS[@]}"; do
+    ((i > 0)) && sleep 2
+    "run_${SYSTEMS[(step + i) % ${#SYSTEMS[@]}]}" "$name"
+  done
   sleep 2
   step=$((step + 1))
 done
@@ -389,10 +426,10 @@ cell() { # cell NAME SYS: "ops/s | p50 | p99"
   if [[ -n ${R[$n,$s,failed]:-} ]]; then printf 'FAILED (%s) | – | –' "${R[$n,$s,failed]}"; return; fi
   printf '%s | %s | %s' "$(fmt_ops "${R[$n,$s,ops_per_sec]}")" "${R[$n,$s,p50_ms]}" "${R[$n,$s,p99_ms]}"
 }
-ratio() {
-  local n=$1
-  if [[ -n ${R[$n,etcd,failed]:-} || -n ${R[$n,capkv,failed]:-} ]]; then printf '–'; return; fi
-  awk -v a="${R[$n,capkv,ops_per_sec]}" -v b="${R[$n,etcd,ops_per_sec]}" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else printf "–" }'
+ratio() { # ratio NAME [A B [FIELD]]: A's FIELD (default ops/s) over B's
+  local n=$1 a=${2:-capkv} b=${3:-etcd} f=${4:-ops_per_sec}
+  if [[ -n ${R[$n,$a,failed]:-} || -n ${R[$n,$b,failed]:-} ]]; then printf '–'; return; fi
+  awk -v a="${R[$n,$a,$f]}" -v b="${R[$n,$b,$f]}" 'BEGIN { if (b > 0) printf "%.2f×", a / b; else printf "–" }'
 }
 
 TABLE=$(
@@ -401,6 +438,16 @@ TABLE=$(
   for n in "${NAMES[@]}"; do
     echo "| ${LABEL[$n]} | $(cell "$n" etcd) | $(cell "$n" capkv) | $(ratio "$n") |"
   done
+  if ((TLS)); then
+    echo
+    echo "capkv with mutual TLS (\`kvd dev --tls\`, client certificate) against plaintext, same run:"
+    echo
+    echo "| workload | capkv ops/s | capkv p50 ms | capkv p99 ms | capkv-TLS ops/s | capkv-TLS p50 ms | capkv-TLS p99 ms | TLS/plain ops/s | TLS/plain p50 |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for n in "${NAMES[@]}"; do
+      echo "| ${LABEL[$n]} | $(cell "$n" capkv) | $(cell "$n" capkv_tls) | $(ratio "$n" capkv_tls capkv) | $(ratio "$n" capkv_tls capkv p50_ms) |"
+    done
+  fi
 )
 ap_ratio() { # ap_ratio NAME: the ap row's ops/s over its cp row's
   local n=$1 c=${AP_VS[$1]}
@@ -416,10 +463,10 @@ AP_TABLE=$(
   done
 )
 DETAILS=$(
-  echo "| workload | system | ops | errors | ops/s | p50 ms | p99 ms | p99.9 ms | max ms | server CPU µs/op | load generator CPU % | idle system CPU % | rest of machine CPU % | example error |"
+  echo "| workload | system | ops | errors | ops/s | p50 ms | p99 ms | p99.9 ms | max ms | server CPU µs/op | load generator CPU % | idle systems CPU % | rest of machine CPU % | example error |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
   for n in "${NAMES[@]}"; do
-    for s in etcd capkv; do
+    for s in "${SYSTEMS[@]}"; do
       if [[ -n ${R[$n,$s,failed]:-} ]]; then
         echo "| ${LABEL[$n]} | $s | FAILED (${R[$n,$s,failed]}) | | | | | | | | | | | ${R[$n,$s,stderr]//|/\\|} |"
       else
@@ -443,8 +490,9 @@ CPU=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
 {
   echo "# capkv vs etcd $ETCD_VERSION, $(date '+%Y-%m-%d %H:%M:%S %Z')"
   echo
-  echo "Produced by \`bench/compare.sh\` (DURATION=$DURATION, KEYS=$KEYS, VALUE_SIZE=$VALUE_SIZE)."
-  echo "Both clusters: 3 members on 127.0.0.1, fsync on, running side by side; the load"
+  echo "Produced by \`bench/compare.sh\` (DURATION=$DURATION, KEYS=$KEYS, VALUE_SIZE=$VALUE_SIZE, TLS=$TLS)."
+  ((TLS)) && echo "With TLS=1 a third cluster, capkv-TLS, is \`kvd dev --tls\` (mutual TLS, TLS 1.3 negotiated, ECDSA P-256)."
+  echo "Every cluster: 3 members on 127.0.0.1, fsync on, running side by side; the load"
   echo "generator on the same machine. Shared, noisy machine: compare the ratios of this run,"
   echo "not absolute numbers across runs."
   echo
@@ -465,14 +513,14 @@ CPU=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
   echo
   echo "Server CPU µs/op: user+system CPU of the loaded system's server processes (all three"
   echo "members) during the run, divided by the ops completed. CPU percentages are of one core"
-  echo "($(nproc) cores in all) over the run: the load generator, the other (idle) cluster, and"
+  echo "($(nproc) cores in all) over the run: the load generator, the other (idle) clusters, and"
   echo "everything else on the machine: other tenants, steal, and kernel work not charged to"
   echo "any process (softirq for loopback networking, kworker/jbd2 threads flushing the"
   echo "fsyncs of the loaded system). A high last column can thus mean a disturbed run or an"
   echo "I/O-heavy workload; compare it with the same workload's other row."
   echo
   echo "Preload (all $KEYS keys written once with 128 clients before the get runs):"
-  echo "etcd: ${R[preload,etcd,note]:-not run}; capkv: ${R[preload,capkv,note]:-not run}; capkv ap keyspace: ${R[ap-preload,capkv,note]:-not run}."
+  echo "etcd: ${R[preload,etcd,note]:-not run}; capkv: ${R[preload,capkv,note]:-not run}$( ((TLS)) && echo "; capkv-TLS: ${R[preload,capkv_tls,note]:-not run}"); capkv ap keyspace: ${R[ap-preload,capkv,note]:-not run}."
   echo
   echo "## Machine"
   echo
@@ -501,12 +549,13 @@ CPU=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
   echo '```'
   for c in "${ETCD_CMDS[@]}"; do echo "$c" | sed "s|$WORK|\$WORK|g"; done
   echo "$(show "${KVD_CMD[@]}" | sed "s|$WORK|\$WORK|g")"
+  ((TLS)) && echo "$(show "${KVD_TLS_CMD[@]}" | sed "s|$WORK|\$WORK|g")"
   echo '```'
   echo
   echo "Load, in the order run (bench/.cache/etcd-loadgen is bench/etcd/loadgen):"
   echo
   echo '```'
-  for c in "${COMMANDS[@]}"; do echo "$c"; done
+  for c in "${COMMANDS[@]}"; do echo "$c" | sed "s|$WORK|\$WORK|g"; done
   echo '```'
   if (( FAILED )); then
     echo
@@ -517,6 +566,14 @@ CPU=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
     echo '```'
     tail -n 40 "$WORK/kvd.log" | sed "s|$WORK|\$WORK|g"
     echo '```'
+    if ((TLS)); then
+      echo
+      echo "kvd-tls.log, last 40 lines:"
+      echo
+      echo '```'
+      tail -n 40 "$WORK/kvd-tls.log" | sed "s|$WORK|\$WORK|g"
+      echo '```'
+    fi
   fi
 } >"$OUT"
 

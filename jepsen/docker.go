@@ -25,10 +25,12 @@ import (
 // Partitions are nftables drop rules entered into each container's network
 // namespace from the host (the image is FROM scratch, it has no tools);
 // kill, restart, pause and resume are docker's. Close removes the containers
-// and the network.
+// and the network. With TLS, each container gets the CA certificate and its
+// own certificate and key (made in Dir/tls) mounted read-only at /tls.
 type DockerCluster struct {
 	image, prefix, network, subnet, dir string
 	ids                                 []string
+	pki                                 *clusterPKI // TLS only
 	mu                                  sync.Mutex
 	links                               []Link
 	loss                                int
@@ -39,6 +41,8 @@ type DockerConfig struct {
 	Image string // e.g. capkv:dev (make docker-image)
 	Nodes int
 	Dir   string // logs are saved here at Close
+	// TLS runs every node with mutual TLS, as ProcessConfig.TLS does.
+	TLS bool
 }
 
 func docker(args ...string) (string, error) {
@@ -63,25 +67,47 @@ func StartDockerCluster(ctx context.Context, cfg DockerConfig) (*DockerCluster, 
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
 	}
+	// Absolute: the certificates are bind-mounted into the containers.
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
 	var b [3]byte
 	rand.Read(b[:])
 	tag := hex.EncodeToString(b[:])
 	c := &DockerCluster{image: cfg.Image, prefix: "capkvj-" + tag + "-", network: "capkvj-" + tag,
-		subnet: fmt.Sprintf("10.78.%d.", 1+int(b[0])%250), dir: cfg.Dir}
-	if _, err := docker("network", "create", "--subnet", c.subnet+"0/24", c.network); err != nil {
-		return nil, err
-	}
+		subnet: fmt.Sprintf("10.78.%d.", 1+int(b[0])%250), dir: dir}
 	var peers []string
 	for i := 1; i <= cfg.Nodes; i++ {
 		id := fmt.Sprintf("n%d", i)
 		c.ids = append(c.ids, id)
 		peers = append(peers, fmt.Sprintf("%s=%s@eu", id, c.addr(id)))
 	}
+	if cfg.TLS {
+		nodes := map[string]string{}
+		for _, id := range c.ids {
+			nodes[id] = c.addr(id)
+		}
+		if c.pki, err = newClusterPKI(filepath.Join(dir, "tls"), nodes); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := docker("network", "create", "--subnet", c.subnet+"0/24", c.network); err != nil {
+		return nil, err
+	}
 	for _, id := range c.ids {
-		_, err := docker("run", "-d", "--name", c.prefix+id, "--network", c.network, "--ip", strings.Split(c.addr(id), ":")[0],
-			c.image, "--id", id, "--listen", "0.0.0.0:7001", "--advertise", c.addr(id), "--region", "eu", "--data-dir", "/data",
+		args := []string{"run", "-d", "--name", c.prefix + id, "--network", c.network, "--ip", strings.Split(c.addr(id), ":")[0]}
+		var kvdTLS []string
+		if c.pki != nil {
+			// Only what this node needs, not the CA key.
+			for _, f := range c.pki.nodeFiles(id) {
+				args = append(args, "-v", filepath.Join(c.pki.dir, f)+":/tls/"+f+":ro")
+			}
+			kvdTLS = c.pki.kvdFlagsIn("/tls", id)
+		}
+		args = append(args, c.image, "--id", id, "--listen", "0.0.0.0:7001", "--advertise", c.addr(id), "--region", "eu", "--data-dir", "/data",
 			"--initial-cluster", strings.Join(peers, ","), "--test-faults", "--request-timeout", "2s")
-		if err != nil {
+		if _, err := docker(append(args, kvdTLS...)...); err != nil {
 			c.Close()
 			return nil, err
 		}
@@ -106,7 +132,7 @@ func (c *DockerCluster) addr(id string) string {
 }
 
 func (c *DockerCluster) waitReady(ctx context.Context, id string) error {
-	cc, err := dial.Conn(c.addr(id))
+	cc, err := dial.Conn(c.addr(id), c.DialOptions()...)
 	if err != nil {
 		return err
 	}
@@ -195,7 +221,7 @@ func (c *DockerCluster) Loss(ctx context.Context, percent int) error {
 
 // Skew offsets a node's clock through kvd's test-only hook.
 func (c *DockerCluster) Skew(ctx context.Context, id string, offset time.Duration) error {
-	cc, err := dial.Conn(c.addr(id))
+	cc, err := dial.Conn(c.addr(id), c.DialOptions()...)
 	if err != nil {
 		return err
 	}
@@ -229,8 +255,14 @@ func (c *DockerCluster) Pause(id string) error { _, err := docker("pause", c.pre
 // Resume thaws it.
 func (c *DockerCluster) Resume(id string) error { _, err := docker("unpause", c.prefix+id); return err }
 
-// DialOptions: the host reaches the containers' addresses directly.
-func (c *DockerCluster) DialOptions() []grpc.DialOption { return nil }
+// DialOptions: the host reaches the containers' addresses directly (with
+// TLS, presenting the harness's certificate).
+func (c *DockerCluster) DialOptions() []grpc.DialOption {
+	if c.pki != nil {
+		return []grpc.DialOption{c.pki.dialOption()}
+	}
+	return nil
+}
 
 // Close saves the logs, removes the containers and the network.
 func (c *DockerCluster) Close() error {

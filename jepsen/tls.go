@@ -59,9 +59,17 @@ func newClusterPKI(dir string, nodes map[string]string) (*clusterPKI, error) {
 }
 
 // kvdFlags are node id's TLS flags: mutual TLS, client certificates required.
-func (p *clusterPKI) kvdFlags(id string) []string {
-	return []string{"--cert-file", filepath.Join(p.dir, id+".crt"), "--key-file", filepath.Join(p.dir, id+".key"),
-		"--trusted-ca-file", filepath.Join(p.dir, certs.CACert), "--client-cert-auth"}
+func (p *clusterPKI) kvdFlags(id string) []string { return p.kvdFlagsIn(p.dir, id) }
+
+// kvdFlagsIn are kvdFlags for a node that sees nodeFiles in dir (a container's mount).
+func (p *clusterPKI) kvdFlagsIn(dir, id string) []string {
+	return []string{"--cert-file", filepath.Join(dir, id+".crt"), "--key-file", filepath.Join(dir, id+".key"),
+		"--trusted-ca-file", filepath.Join(dir, certs.CACert), "--client-cert-auth"}
+}
+
+// nodeFiles are the names of the files in dir node id runs with.
+func (p *clusterPKI) nodeFiles(id string) []string {
+	return []string{certs.CACert, id + ".crt", id + ".key"}
 }
 
 // issue makes the certificate of a node that joins during the run.

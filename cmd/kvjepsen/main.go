@@ -109,7 +109,7 @@ It prints a summary and writes results.json, history.jsonl, timeline.html and
 	fl.StringVar(&f.out, "out", "", "output directory (default out/jepsen-<time>)")
 	fl.StringVar(&f.kvd, "kvd", "", "kvd binary (default: next to kvjepsen, then PATH)")
 	fl.Uint64Var(&f.seed, "seed", 0, "random seed (0: time-based; always printed)")
-	fl.BoolVar(&f.tls, "tls", false, "run the cluster with mutual TLS (a CA and certificates made in OUT/cluster/tls; process and netns backends)")
+	fl.BoolVar(&f.tls, "tls", false, "run the cluster with mutual TLS (a CA and certificates made in OUT/cluster/tls)")
 	fl.BoolVar(&f.unsafeReads, "unsafe-local-reads", false, "TEST ONLY: run kvd with a deliberately unsafe read path; the checker must fail")
 	fl.MarkHidden("unsafe-local-reads")
 	return cmd
@@ -155,8 +155,6 @@ func run(ctx context.Context, f runFlags) (bool, error) {
 		return false, fmt.Errorf("--resolve %q: want siblings or lww", f.resolve)
 	case f.backend != "process" && f.backend != "netns" && f.backend != "docker":
 		return false, fmt.Errorf("--backend %q: want netns, process or docker", f.backend)
-	case f.tls && f.backend == "docker":
-		return false, errors.New("--tls needs the process or netns backend (the docker image runs plaintext)")
 	case f.nodes < 3 || f.nodes > 9:
 		return false, fmt.Errorf("--nodes %d: want 3..9", f.nodes)
 	case f.clients < 1 || f.duration <= 0 || f.faultFor <= 0 || f.healFor <= 0:
@@ -208,7 +206,7 @@ func run(ctx context.Context, f runFlags) (bool, error) {
 	os.RemoveAll(clusterDir)
 	var cl jepsen.Cluster
 	if f.backend == "docker" {
-		cl, err = jepsen.StartDockerCluster(ctx, jepsen.DockerConfig{Image: f.image, Nodes: f.nodes, Dir: clusterDir})
+		cl, err = jepsen.StartDockerCluster(ctx, jepsen.DockerConfig{Image: f.image, Nodes: f.nodes, Dir: clusterDir, TLS: f.tls})
 	} else {
 		cl, err = jepsen.StartProcessCluster(ctx, jepsen.ProcessConfig{KVD: kvd, Nodes: f.nodes, Dir: clusterDir, UnsafeReads: f.unsafeReads, Backend: f.backend, TLS: f.tls})
 	}

@@ -447,14 +447,27 @@ func waitSerial(t *testing.T, n *proc, cfg *tls.Config, want *big.Int) {
 func logOf(p *proc) string { return p.log.String() }
 
 // kvd dev --tls runs the dev cluster with mutual TLS, and the kvctl flags
-// its banner prints work for put, get and watch; a restart reuses the
-// certificates.
+// its banner prints work for put, get and watch; --debug-addr serves pprof
+// over TLS; a restart reuses the certificates.
 func TestKvdDevTLS(t *testing.T) {
 	dir := t.TempDir()
 	eps := consecutivePorts(t, 3)
 	base := strings.Split(eps[0], ":")[1]
-	dev := startDev(t, dir, base, "--tls")
+	debugAddr := freePorts(t, 1)[0]
+	dev := startDev(t, dir, base, "--tls", "--debug-addr", debugAddr)
 	banner := dev.out.String()
+	// (kvd dev once started its pprof server twice, and the second listen
+	// failed the whole cluster with "address already in use".)
+	dp := testPKI{dir: filepath.Join(dir, "tls")}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: dp.clientTLS(t, "dev-client")}}
+	resp, err := hc.Get("https://" + debugAddr + "/debug/pprof/")
+	if err != nil {
+		t.Fatalf("pprof of kvd dev --tls --debug-addr %s: %v\n%s", debugAddr, err, dev.out)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("pprof over TLS: %s", resp.Status)
+	}
 	var flags []string
 	for _, line := range strings.Split(banner, "\n") {
 		if rest, ok := strings.CutPrefix(line, "kvctl flags: "); ok {

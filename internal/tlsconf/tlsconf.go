@@ -10,12 +10,14 @@
 package tlsconf
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
 	"sync"
+	"time"
 )
 
 // Files names the PEM files of one identity.
@@ -47,7 +49,26 @@ type Source struct {
 		pool  *x509.CertPool
 		caPEM []byte // the bundle pool was built from, to merge bundles
 	}
+
+	// verified remembers the chains VerifiedBy accepted (it runs on every
+	// node-only call; an ECDSA chain verification costs more than a Raft
+	// heartbeat). Guarded by its own lock, never held with mu.
+	verified struct {
+		sync.Mutex
+		m map[[32]byte]verifiedChain
+	}
 }
+
+// verifiedChain is a chain VerifiedBy accepted against pool, and the time
+// span in which every certificate of its verified chains is valid.
+type verifiedChain struct {
+	pool                *x509.CertPool
+	notBefore, notAfter time.Time
+}
+
+// maxVerified bounds the remembered chains: a node has a few peers, and
+// a full cache is dropped, not grown.
+const maxVerified = 1024
 
 // Load reads files; every problem is reported with the file it is in.
 func Load(files Files, minVersion uint16) (*Source, error) {
@@ -149,22 +170,62 @@ func PeerClient(serve, peer *Source) *tls.Config {
 // for both client and server use, as node certificates are (they serve and
 // dial) and client certificates are not. A cluster with one CA for clients
 // and nodes tells them apart by this.
+//
+// An accepted chain is remembered until the CA bundle is reloaded, and
+// until then it is accepted again without a new verification while every
+// certificate of it is within its validity period; refusals are not
+// remembered.
 func (s *Source) VerifiedBy(chain []*x509.Certificate) error {
+	return s.verifiedByAt(chain, time.Now())
+}
+
+func (s *Source) verifiedByAt(chain []*x509.Certificate, now time.Time) error {
 	if len(chain) == 0 {
 		return errors.New("no client certificate")
+	}
+	pool := s.Pool()
+	h := sha256.New()
+	for _, c := range chain {
+		h.Write(c.Raw)
+	}
+	var key [32]byte
+	h.Sum(key[:0])
+	s.verified.Lock()
+	v, ok := s.verified.m[key]
+	s.verified.Unlock()
+	if ok && v.pool == pool && !now.Before(v.notBefore) && !now.After(v.notAfter) {
+		return nil
 	}
 	inter := x509.NewCertPool()
 	for _, c := range chain[1:] {
 		inter.AddCert(c)
 	}
+	v = verifiedChain{pool: pool, notAfter: chain[0].NotAfter, notBefore: chain[0].NotBefore}
 	for _, u := range []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth} {
-		if _, err := chain[0].Verify(x509.VerifyOptions{Roots: s.Pool(), Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{u}}); err != nil {
+		chains, err := chain[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{u}, CurrentTime: now})
+		if err != nil {
 			if u == x509.ExtKeyUsageServerAuth {
 				return fmt.Errorf("certificate %q is not a node certificate (not valid for server use): %w", chain[0].Subject.CommonName, err)
 			}
 			return fmt.Errorf("certificate %q: %w", chain[0].Subject.CommonName, err)
 		}
+		for _, ch := range chains {
+			for _, c := range ch {
+				if c.NotAfter.Before(v.notAfter) {
+					v.notAfter = c.NotAfter
+				}
+				if c.NotBefore.After(v.notBefore) {
+					v.notBefore = c.NotBefore
+				}
+			}
+		}
 	}
+	s.verified.Lock()
+	if s.verified.m == nil || len(s.verified.m) >= maxVerified {
+		s.verified.m = make(map[[32]byte]verifiedChain)
+	}
+	s.verified.m[key] = v
+	s.verified.Unlock()
 	return nil
 }
 

@@ -2,6 +2,8 @@ package tlsconf_test
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net"
@@ -250,5 +252,82 @@ func TestIssueRefusesBadInput(t *testing.T) {
 	}
 	if _, err := tlsconf.ParseMinVersion("1.1"); err == nil {
 		t.Fatal("TLS 1.1 accepted")
+	}
+}
+
+func chainOf(t testing.TB, path string) []*x509.Certificate {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []*x509.Certificate{c}
+}
+
+// VerifiedBy remembers the chains it verified (it runs on every node-only
+// call), but a remembered chain is still refused once it expires, and none
+// is remembered across a reload of the CA bundle.
+func TestVerifiedByRemembers(t *testing.T) {
+	p := newPKI(t)
+	src := p.source(t, "n1")
+	node := chainOf(t, filepath.Join(p.dir, "n1.crt"))
+	alice := chainOf(t, filepath.Join(p.dir, "alice.crt"))
+	for range 2 {
+		if err := src.VerifiedBy(node); err != nil {
+			t.Fatalf("node certificate: %v", err)
+		}
+		if err := src.VerifiedBy(alice); err == nil || !strings.Contains(err.Error(), "not a node certificate") {
+			t.Fatalf("client certificate: %v, want not a node certificate", err)
+		}
+	}
+	late := node[0].NotAfter.Add(time.Hour)
+	if err := tlsconf.VerifiedByAt(src, node, late); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("a remembered chain after its expiry: %v, want expired", err)
+	}
+	early := node[0].NotBefore.Add(-time.Hour)
+	if err := tlsconf.VerifiedByAt(src, node, early); err == nil {
+		t.Fatal("a remembered chain before it is valid: verified")
+	}
+	if err := src.VerifiedBy(node); err != nil {
+		t.Fatalf("node certificate again: %v", err)
+	}
+	// The CA is replaced: the same chain is now refused.
+	other := newPKI(t)
+	if err := os.Rename(filepath.Join(other.dir, certs.CACert), p.files("n1").CA); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.VerifiedBy(node); err == nil || !strings.Contains(err.Error(), "unknown authority") {
+		t.Fatalf("after the CA was replaced: %v, want unknown authority", err)
+	}
+}
+
+// BenchmarkVerifiedBy is the per-call cost of the node-only check.
+func BenchmarkVerifiedBy(b *testing.B) {
+	dir := b.TempDir()
+	if _, err := certs.InitCA(dir, "", 0); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := certs.Issue(dir, certs.Request{Kind: certs.Node, Name: "n1", Hosts: []string{"127.0.0.1"}}); err != nil {
+		b.Fatal(err)
+	}
+	p := pki{dir}
+	src, err := tlsconf.Load(p.files("n1"), tls.VersionTLS12)
+	if err != nil {
+		b.Fatal(err)
+	}
+	node := chainOf(b, filepath.Join(dir, "n1.crt"))
+	b.ResetTimer()
+	for range b.N {
+		if err := src.VerifiedBy(node); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -1,0 +1,4 @@
+package tlsconf
+
+// VerifiedByAt is VerifiedBy at a given time.
+var VerifiedByAt = (*Source).verifiedByAt
