@@ -184,6 +184,8 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 	defer hupStop()
 	for _, sec := range secs {
 		reloadOnHUP(hupCtx, sec, log)
+		waitPoll := reloadOnChange(hupCtx, sec, f.tlsReload, log)
+		defer func() { hupStop(); waitPoll() }() // stopped, then joined
 	}
 
 	st := newStopper(cmd.ErrOrStderr(), f.stopTimeout)

@@ -60,6 +60,7 @@ type serveFlags struct {
 	requestTimeout time.Duration
 	logLevel       string
 	stopTimeout    time.Duration
+	tlsReload      time.Duration
 	tls            tlsSettings
 }
 
@@ -70,6 +71,7 @@ func (f *serveFlags) addStorage(cmd *cobra.Command) {
 	cmd.Flags().IntVar(&f.vnodes, "vnodes", 64, "ring tokens (virtual nodes) per node")
 	cmd.Flags().DurationVar(&f.requestTimeout, "request-timeout", 2*time.Second, "deadline of requests that arrive without one")
 	cmd.Flags().StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	cmd.Flags().DurationVar(&f.tlsReload, "tls-reload-interval", 10*time.Second, "with TLS: how often the certificate files are checked for a change, which reloads them as SIGHUP does (0: only on SIGHUP)")
 	cmd.Flags().DurationVar(&f.stopTimeout, "stop-timeout", 30*time.Second, "on Ctrl-C/SIGTERM, give up a clean stop that takes longer, dumping goroutine stacks into the data dir (0: wait forever); a second Ctrl-C exits at once")
 	cmd.Flags().StringVar(&f.debugAddr, "debug-addr", "", "serve Go's pprof profiles on this address (e.g. 127.0.0.1:6060); off by default")
 	cmd.Flags().StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address at /metrics (kvd dev: /metrics/NODE-ID); off by default")
@@ -271,6 +273,8 @@ func runServe(cmd *cobra.Command, f serveFlags) error {
 	hupCtx, hupStop := context.WithCancel(context.Background())
 	defer hupStop()
 	reloadOnHUP(hupCtx, sec, log)
+	waitPoll := reloadOnChange(hupCtx, sec, f.tlsReload, log)
+	defer func() { hupStop(); waitPoll() }() // stopped, then joined
 	st := newStopper(os.Stderr, f.stopTimeout)
 	sig := st.wait()
 	log.Info("shutting down", "signal", sig.String())

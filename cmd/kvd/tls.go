@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -170,4 +171,56 @@ func reload(srcs []*tlsconf.Source, log *slog.Logger) {
 	if err := errors.Join(errs...); err != nil {
 		log.Error("TLS reload failed; the previous certificates stay in use", "err", err)
 	}
+}
+
+// reloadOnChange polls the files of every certificate source each interval
+// (their size and modification time) and reloads all sources when any
+// changed, so that a rotation by a tool that only replaces files (cert-manager,
+// a renewal cron job) takes effect without a signal. A rotation caught
+// half-way (a new certificate, the old key) fails to reload, keeps the
+// certificates in use, and is retried at the next change. interval <= 0: off.
+// The returned wait blocks until the poller has stopped (after ctx ends).
+func reloadOnChange(ctx context.Context, sec dial.Security, interval time.Duration, log *slog.Logger) (wait func()) {
+	srcs := sec.Sources()
+	done := make(chan struct{})
+	if len(srcs) == 0 || interval <= 0 {
+		close(done)
+		return func() { <-done }
+	}
+	go func() {
+		defer close(done)
+		last := filesStamp(srcs)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if now := filesStamp(srcs); now != last {
+				last = now
+				log.Info("TLS files changed; reloading")
+				reload(srcs, log)
+			}
+		}
+	}()
+	return func() { <-done }
+}
+
+// filesStamp sums up the size and modification time of every file of srcs
+// (a missing file counts as its own state).
+func filesStamp(srcs []*tlsconf.Source) string {
+	var b strings.Builder
+	for _, s := range srcs {
+		f := s.Files()
+		for _, p := range []string{f.Cert, f.Key, f.CA} {
+			if st, err := os.Stat(p); err == nil {
+				fmt.Fprintf(&b, "%s:%d:%d;", p, st.Size(), st.ModTime().UnixNano())
+			} else {
+				fmt.Fprintf(&b, "%s:missing;", p)
+			}
+		}
+	}
+	return b.String()
 }

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/capkv/capkv/internal/certs"
 	"github.com/capkv/capkv/internal/node"
@@ -53,5 +57,56 @@ func TestTLSSettings(t *testing.T) {
 		if _, err := ts.security(); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%+v: got %v, want %q", ts, err, want)
 		}
+	}
+}
+
+// Replacing the certificate files is enough: the poller reloads them, and
+// stops when its context ends.
+func TestReloadOnFileChange(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := certs.InitCA(dir, "", 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"n1", "n1-next"} {
+		if _, err := certs.Issue(dir, certs.Request{Kind: certs.Node, Name: n, Hosts: []string{"127.0.0.1"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ts := tlsSettings{MinVersion: "1.2", CertFile: filepath.Join(dir, "n1.crt"), KeyFile: filepath.Join(dir, "n1.key"), TrustedCAFile: filepath.Join(dir, certs.CACert)}
+	sec, err := ts.security()
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := func() string {
+		leaf, err := sec.Sources()[0].Leaf()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return leaf.SerialNumber.String()
+	}
+	before := serial()
+	ctx, cancel := context.WithCancel(context.Background())
+	wait := reloadOnChange(ctx, sec, 20*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	time.Sleep(60 * time.Millisecond)
+	if serial() != before {
+		t.Fatal("reloaded without a change")
+	}
+	for _, ext := range []string{".key", ".crt"} {
+		if err := os.Rename(filepath.Join(dir, "n1-next"+ext), filepath.Join(dir, "n1"+ext)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); serial() == before; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("5s after the files were replaced the old certificate is still in use")
+		}
+	}
+	cancel()
+	stopped := make(chan struct{})
+	go func() { wait(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the poller did not stop after its context ended")
 	}
 }
