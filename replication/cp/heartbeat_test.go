@@ -145,9 +145,12 @@ func TestHeartbeatsAreBatched(t *testing.T) {
 	}
 	perCall := float64(beats) / float64(calls)
 	t.Logf("2s: %d heartbeats in %d calls (%.1f per call)", beats, calls, perCall)
-	// 24 groups x 2 followers, one heartbeat every 50-100 ms each: ~1200
-	// in 2 s; without batching they would be as many calls.
-	if perCall < 1.5 {
+	// 24 groups x 2 followers, one heartbeat every 150-300 ms each (a
+	// leader's pacing): ~430 in 2 s, 8 groups per node pair; without
+	// batching they would be as many calls.
+	// Measured 1.7-1.8 (a 25 ms window over 8 groups per pair); unbatched
+	// is exactly 1.
+	if perCall < 1.3 {
 		t.Errorf("%.1f heartbeats per call: batching does not gather them", perCall)
 	}
 	for _, l := range leaders {
