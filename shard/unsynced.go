@@ -58,15 +58,17 @@ func writeBootState(dir, boot string, open bool) error {
 		state = "open"
 	}
 	tmp := filepath.Join(dir, bootFile+".tmp")
-	if err := os.WriteFile(tmp, []byte("boot="+boot+"\nstate="+state+"\n"), 0o644); err != nil {
-		return err
-	}
-	f, err := os.Open(tmp)
+	f, err := os.Create(tmp)
 	if err != nil {
 		return err
 	}
-	err = f.Sync()
-	f.Close()
+	_, err = f.WriteString("boot=" + boot + "\nstate=" + state + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		return err
 	}
