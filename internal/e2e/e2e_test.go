@@ -287,8 +287,11 @@ func TestMinorityFailsFast(t *testing.T) {
 	}
 	// Two down: the survivor is a minority. Once its leader lease ran out,
 	// every cp request fails with a definite Unavailable before its deadline.
+	// A survivor that led steps down up to lease (500 ms) + a heartbeat gap
+	// (300 ms) after the kill, and its staleness counts from then: the wait
+	// leaves it over a second stale.
 	cl.kill(cl.procs[1])
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(2200 * time.Millisecond)
 	alone := newClient(t, cl.procs[2].addr)
 	for i := range 2 {
 		k := fmt.Sprintf("accounts/eu/%d/balance", i)
