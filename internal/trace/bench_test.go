@@ -46,3 +46,34 @@ func BenchmarkServerHandler(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkClientHandler measures what tracing adds to each outgoing call:
+// "nospan" is every heartbeat and every request with sampling off,
+// "nospan-unskipped" the same call through otelgrpc's handler alone (what
+// skipNoSpan saves), "sampled" a call made under a sampled span.
+func BenchmarkClientHandler(b *testing.B) {
+	p, err := New(context.Background(), Config{Node: "n1", AlwaysSample: true, BufferSpans: 10000, BufferBytes: 16 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	sampled, span := p.Tracer("bench").Start(context.Background(), "route")
+	defer span.End()
+	skipping := ClientHandler()
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+		h    stats.Handler
+	}{{"nospan", context.Background(), skipping}, {"nospan-unskipped", context.Background(), skipping.(skipNoSpan).Handler}, {"sampled", sampled, skipping}} {
+		b.Run(tc.name, func(b *testing.B) {
+			h := tc.h
+			info := &stats.RPCTagInfo{FullMethodName: "/capkv.v1.Raft/Heartbeats"}
+			b.ReportAllocs()
+			for b.Loop() {
+				ctx := h.TagRPC(tc.ctx, info)
+				h.HandleRPC(ctx, &stats.Begin{Client: true, BeginTime: time.Now()})
+				h.HandleRPC(ctx, &stats.End{Client: true, BeginTime: time.Now(), EndTime: time.Now()})
+			}
+		})
+	}
+}

@@ -204,9 +204,34 @@ func (s requestSampler) Description() string { return "KV requests: " + s.ratio.
 
 // ClientHandler is the stats handler of every client connection: it
 // records the call on the provider of the span in the caller's context and
-// passes the trace on. A call whose context has no span records nothing.
+// passes the trace on. A call whose context carries no span context at all
+// (every heartbeat, most node-to-node calls, every request with sampling
+// off) skips otelgrpc entirely: there is nothing to record or propagate,
+// and its per-call set-up was ~3% of a node's CPU on one-client gets.
 func ClientHandler() stats.Handler {
-	return otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(contextProvider{}), otelgrpc.WithPropagators(propagator))
+	return skipNoSpan{otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(contextProvider{}), otelgrpc.WithPropagators(propagator))}
+}
+
+// skipNoSpan runs the wrapped client handler only for calls whose context
+// holds a valid span context (sampled or not: an unsampled one still
+// travels, so the callee does not sample the request anew).
+type skipNoSpan struct{ stats.Handler }
+
+func (h skipNoSpan) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
+	if !oteltrace.SpanContextFromContext(ctx).IsValid() {
+		return ctx
+	}
+	return h.Handler.TagRPC(ctx, info)
+}
+
+// HandleRPC gets the context TagRPC returned, derived from the caller's, so
+// the same test tells a skipped call without a context value (which would
+// allocate on every call).
+func (h skipNoSpan) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	if !oteltrace.SpanContextFromContext(ctx).IsValid() {
+		return
+	}
+	h.Handler.HandleRPC(ctx, s)
 }
 
 // ServerOption installs ServerHandler.
