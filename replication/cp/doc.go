@@ -23,9 +23,16 @@
 //     (within a 10-minute window of HLC time) is not applied again; its first
 //     result is returned. Retries after a broken connection are safe.
 //   - Reads: ReadBarrier implements ReadIndex. It reads the commit index,
-//     confirms leadership with a quorum round (VerifyLeader), and waits until
-//     that index is applied. A newly elected leader serves none until its
-//     first Barrier has applied every entry of earlier terms.
+//     confirms leadership, and waits until that index is applied. A newly
+//     elected leader serves none until its first Barrier has applied every
+//     entry of earlier terms. Leadership is confirmed by the read lease when
+//     a majority of voters confirmed requests of this term sent less than
+//     Tuning.ReadLease (4/5 of HeartbeatTimeout) ago, by a quorum round
+//     (VerifyLeader) otherwise. The lease holds because a follower rejects
+//     other candidates for a HeartbeatTimeout after hearing from its leader,
+//     a replica refuses votes for a HeartbeatTimeout after it starts (it has
+//     forgotten its leader), a TimeoutNow ends the lease for the term, and a
+//     TimeoutNow from a node other than a replica's leader is refused.
 //   - Errors: *NotLeaderError (wrapping ErrNotLeader) means nothing was done
 //     and names the leader when known; kverrors.ErrUnavailable means the
 //     operation definitely did not happen; kverrors.ErrIndeterminate means it

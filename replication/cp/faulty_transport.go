@@ -64,10 +64,11 @@ func (f *FaultyTransport) AppendEntriesPipeline(raft.ServerID, raft.ServerAddres
 
 // AppendEntries passes through the fault rules.
 func (f *FaultyTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	sent := time.Now()
 	if err := f.roundTrip(target, func() error { return f.Transport.AppendEntries(id, target, args, resp) }); err != nil {
 		return err
 	}
-	f.acks.observe(target, args, resp)
+	f.acks.observe(target, args, resp, sent)
 	return nil
 }
 
@@ -85,8 +86,10 @@ func (f *FaultyTransport) RequestPreVote(id raft.ServerID, target raft.ServerAdd
 	return f.roundTrip(target, func() error { return pv.RequestPreVote(id, target, args, resp) })
 }
 
-// TimeoutNow passes through the fault rules.
+// TimeoutNow passes through the fault rules, ending the read lease first
+// (Acks.fence).
 func (f *FaultyTransport) TimeoutNow(id raft.ServerID, target raft.ServerAddress, args *raft.TimeoutNowRequest, resp *raft.TimeoutNowResponse) error {
+	f.acks.fence()
 	return f.roundTrip(target, func() error { return f.Transport.TimeoutNow(id, target, args, resp) })
 }
 

@@ -38,9 +38,19 @@ type Tuning struct {
 	// LeaderLeaseTimeout), a longest interval of 60% of the tighter bound.
 	// Set it to HeartbeatTimeout for raft's own pacing.
 	LeaderHeartbeatTimeout time.Duration
-	SnapshotThreshold      uint64
-	SnapshotInterval       time.Duration
-	TrailingLogs           uint64
+	// ReadLease is how long after a majority of voters confirmed one of
+	// its requests a leader serves linearizable reads without a quorum
+	// round of its own (ReadBarrier). It rests on followers rejecting other
+	// candidates for a HeartbeatTimeout after they heard from their leader
+	// (hashicorp/raft does), on replicas that restart not voting for as
+	// long (the transport's vote fence), and on clock rates: it must stay below
+	// HeartbeatTimeout, and the margin covers the clocks' drift. Every node
+	// must run the same HeartbeatTimeout. 0: 4/5 of HeartbeatTimeout;
+	// negative: off, every linearizable read makes a quorum round.
+	ReadLease         time.Duration
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
 }
 
 // DefaultTuning keeps failover at about a second: followers notice a dead
@@ -48,12 +58,14 @@ type Tuning struct {
 // Idle CPU goes mostly to heartbeats, so leaders pace theirs by
 // LeaderHeartbeatTimeout (derived: 1.5s, a heartbeat every 150-300ms per
 // follower per group instead of raft's 50-100ms); the lease is 500ms so that
-// the longest interval fits in it with room for a slow round trip. The lease
-// only decides when an isolated leader steps down: linearizable reads confirm
-// leadership with a quorum round (VerifyLeader), whatever the lease.
+// the longest interval fits in it with room for a slow round trip. That
+// lease (LeaderLeaseTimeout) decides when an isolated leader steps down.
 // CommitTimeout only paces the commit notices an idle leader sends its
 // followers (writes carry them anyway); 250ms instead of raft's 50ms cuts
 // idle traffic, at the cost of followers applying up to 250ms later when idle.
+// Linearizable reads need no quorum round of their own while the read
+// lease (4/5 of HeartbeatTimeout, ReadLease) holds: the paced heartbeats
+// renew it, so a leader confirms most reads locally.
 func DefaultTuning() Tuning {
 	return Tuning{
 		HeartbeatTimeout:   500 * time.Millisecond,
@@ -78,6 +90,26 @@ func (t Tuning) leaderHeartbeatTimeout() time.Duration {
 // heartbeats to one follower (raft's HeartbeatTimeout/10 of a leader).
 func (t Tuning) LeaderHeartbeatPeriod() time.Duration {
 	return t.leaderHeartbeatTimeout() / 10
+}
+
+// readLease is ReadLease with its default applied (0 when off).
+func (t Tuning) readLease() time.Duration {
+	switch {
+	case t.ReadLease < 0:
+		return 0
+	case t.ReadLease == 0:
+		return t.HeartbeatTimeout * 4 / 5
+	}
+	return t.ReadLease
+}
+
+// validateReadLease reports a lease that could outlast a follower's
+// loyalty to its leader.
+func (t Tuning) validateReadLease() error {
+	if l := t.readLease(); l >= t.HeartbeatTimeout {
+		return fmt.Errorf("ReadLease %s: must be below HeartbeatTimeout (%s)", l, t.HeartbeatTimeout)
+	}
+	return nil
 }
 
 // validateLeaderHeartbeat reports a LeaderHeartbeatTimeout whose longest
@@ -168,6 +200,10 @@ type Group struct {
 	gen   atomic.Uint64
 	ready atomic.Uint64
 
+	lease       time.Duration // Tuning.ReadLease, 0 when off
+	leaseReads  atomic.Int64  // linearizable reads the lease confirmed
+	quorumReads atomic.Int64  // and those that made a quorum round
+
 	obsCh  chan raft.Observation
 	obs    *raft.Observer
 	stop   chan struct{}
@@ -203,6 +239,9 @@ func StartGroup(cfg GroupConfig) (*Group, error) {
 		return nil, fmt.Errorf("raft config of %s: %w", cfg.ID, err)
 	}
 	if err := cfg.Tuning.validateLeaderHeartbeat(); err != nil {
+		return nil, fmt.Errorf("raft config of %s: %w", cfg.ID, err)
+	}
+	if err := cfg.Tuning.validateReadLease(); err != nil {
 		return nil, fmt.Errorf("raft config of %s: %w", cfg.ID, err)
 	}
 	var snaps raft.SnapshotStore = raft.NewInmemSnapshotStore()
@@ -260,8 +299,12 @@ func StartGroup(cfg GroupConfig) (*Group, error) {
 		}
 		log.Warn("partition rebuilt from its Raft snapshot and log after a machine crash")
 	}
-	g := &Group{cfg: cfg, raft: r, fsm: fsm, trans: trans, log: log, stop: make(chan struct{}), obsCh: make(chan raft.Observation, 16)}
+	g := &Group{cfg: cfg, raft: r, fsm: fsm, trans: trans, log: log, stop: make(chan struct{}), obsCh: make(chan raft.Observation, 16),
+		lease: cfg.Tuning.readLease()}
 	g.ready.Store(notReady)
+	if t, ok := trans.(*Transport); ok {
+		t.bind(func() raft.ServerAddress { a, _ := r.LeaderWithID(); return a }, cfg.Tuning.HeartbeatTimeout)
+	}
 	if !has && !cfg.Join {
 		var servers []raft.Server
 		for _, p := range cfg.Peers {
@@ -462,8 +505,17 @@ func (g *Group) AckedBy(index uint64) []string {
 }
 
 // ReadBarrier makes a following local read linearizable (ReadIndex): it
-// records the commit index, confirms leadership with a quorum round-trip,
-// and waits until the state machine has applied up to that index.
+// records the commit index, confirms leadership, and waits until the state
+// machine has applied up to that index.
+//
+// Leadership is confirmed by the read lease when it holds (Tuning.ReadLease):
+// a majority of voters, this leader included, confirmed requests of the
+// current term sent less than the lease ago. Each of them rejects other
+// candidates until a HeartbeatTimeout after it processed such a request,
+// so no other leader can exist yet, and every write acknowledged before
+// this read is at or below the commit index this leader read. Otherwise a
+// quorum round (VerifyLeader) confirms it. A process paused after the check
+// still returns what was true at the check, inside the read's interval.
 func (g *Group) ReadBarrier(ctx context.Context) (uint64, error) {
 	if g.raft.State() != raft.Leader {
 		return 0, g.notLeader()
@@ -485,6 +537,14 @@ func (g *Group) ReadBarrier(ctx context.Context) (uint64, error) {
 
 func (g *Group) readIndex(ctx context.Context) (uint64, error) {
 	idx := g.raft.CommitIndex()
+	if g.leaseHolds(time.Now()) {
+		g.leaseReads.Add(1)
+		if err := g.waitApplied(ctx, idx); err != nil {
+			return 0, fmt.Errorf("%w: partition %s: apply did not reach %d before the deadline", kverrors.ErrUnavailable, g.cfg.ID, idx)
+		}
+		return idx, nil
+	}
+	g.quorumReads.Add(1)
 	switch done, err := g.await(ctx, g.raft.VerifyLeader()); {
 	case done:
 		if err != nil {
@@ -499,6 +559,31 @@ func (g *Group) readIndex(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("%w: partition %s: apply did not reach %d before the deadline", kverrors.ErrUnavailable, g.cfg.ID, idx)
 	}
 	return idx, nil
+}
+
+// leaseHolds reports whether the read lease confirms this replica's
+// leadership at now (see ReadBarrier).
+func (g *Group) leaseHolds(now time.Time) bool {
+	if g.lease <= 0 {
+		return false
+	}
+	src, ok := g.trans.(ackSource)
+	if !ok {
+		return false
+	}
+	term := g.raft.CurrentTerm()
+	servers := g.raft.GetConfiguration().Configuration().Servers
+	base, always, ok := src.Acks().quorumContact(term, raft.ServerID(g.cfg.Self), servers)
+	if !ok || g.raft.State() != raft.Leader || g.raft.CurrentTerm() != term {
+		return false
+	}
+	return always || now.Sub(base) < g.lease
+}
+
+// ReadStats counts this replica's linearizable reads by how leadership
+// was confirmed: by the read lease, or by a quorum round.
+func (g *Group) ReadStats() (lease, quorum int64) {
+	return g.leaseReads.Load(), g.quorumReads.Load()
 }
 
 // waitApplied waits until raft has applied idx. Raft's own applied index

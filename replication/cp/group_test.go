@@ -129,8 +129,12 @@ func testTuning() Tuning {
 }
 
 func newTestGroup(t *testing.T, ids ...string) *testGroup {
+	return newTestGroupWith(t, testTuning(), ids...)
+}
+
+func newTestGroupWith(t *testing.T, tuning Tuning, ids ...string) *testGroup {
 	g := &testGroup{t: t, ids: ids, faults: fault.NewTable(), trans: map[string]*raft.InmemTransport{},
-		logs: map[string]*raft.InmemStore{}, stores: map[string]*memStorage{}, reps: map[string]*Group{}, tuning: testTuning()}
+		logs: map[string]*raft.InmemStore{}, stores: map[string]*memStorage{}, reps: map[string]*Group{}, tuning: tuning}
 	for _, id := range ids {
 		_, tr := raft.NewInmemTransport(raft.ServerAddress(id))
 		g.trans[id] = tr

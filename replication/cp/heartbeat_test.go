@@ -28,9 +28,10 @@ func (oldRaftServer) Heartbeats(context.Context, *api.RaftBatch) (*api.RaftBatch
 // grpcCluster runs the Raft networks of a few nodes over gRPC on loopback,
 // counting the calls each method receives.
 type grpcCluster struct {
-	nets  map[string]*Network
-	calls sync.Map // method -> *atomic.Int64
-	beats atomic.Int64
+	tuning *Tuning // of the groups startGroups starts (nil: DefaultTuning)
+	nets   map[string]*Network
+	calls  sync.Map // method -> *atomic.Int64
+	beats  atomic.Int64
 }
 
 func (c *grpcCluster) count(method string) int64 {
@@ -91,12 +92,16 @@ func startGRPCCluster(t *testing.T, ids []string, old map[string]bool) *grpcClus
 func (c *grpcCluster) startGroups(t *testing.T, ids []string, n int) []*Group {
 	var leaders []*Group
 	var all []*Group
+	tuning := DefaultTuning()
+	if c.tuning != nil {
+		tuning = *c.tuning
+	}
 	for g := range n {
 		gid := "ks/*/" + string(rune('a'+g))
 		var reps []*Group
 		for _, id := range ids {
 			r, err := StartGroup(GroupConfig{ID: gid, Self: id, Peers: ids, Storage: newMemStorage(), LogStore: raft.NewInmemStore(),
-				Network: c.nets[id], Tuning: DefaultTuning()})
+				Network: c.nets[id], Tuning: tuning})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -186,10 +191,14 @@ func TestHeartbeatsFallBackForOldNodes(t *testing.T) {
 }
 
 // A linearizable read's leadership check (VerifyLeader) sends heartbeats
-// that must not wait for the batching window: they go at once.
+// that must not wait for the batching window: they go at once. The read
+// lease is off here: it would confirm the reads without a check.
 func TestLeadershipCheckHeartbeatsAreNotDelayed(t *testing.T) {
 	ids := []string{"n1", "n2", "n3"}
 	c := startGRPCCluster(t, ids, nil)
+	noLease := DefaultTuning()
+	noLease.ReadLease = -1
+	c.tuning = &noLease
 	leaders := c.startGroups(t, ids, 4)
 	l := leaders[0]
 	var ln *Network

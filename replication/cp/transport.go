@@ -96,7 +96,7 @@ func (n *Network) Transport(group string) *Transport {
 	if t, ok := n.mu.groups[group]; ok && !t.isClosed() {
 		return t
 	}
-	t := &Transport{net: n, group: group, consumer: make(chan raft.RPC, 64), shutdown: make(chan struct{})}
+	t := &Transport{net: n, group: group, consumer: make(chan raft.RPC, 64), shutdown: make(chan struct{}), created: time.Now()}
 	n.mu.groups[group] = t
 	return t
 }
@@ -168,6 +168,9 @@ func (n *Network) dispatch(ctx context.Context, f *api.RaftFrame, data io.Reader
 	}
 	if err := decode(f.GetPayload(), cmd); err != nil {
 		return nil, fmt.Errorf("decode raft %d for %s: %w", f.GetKind(), f.GetGroup(), err)
+	}
+	if out, refused := t.refuse(f, cmd); refused {
+		return out, nil
 	}
 	if req, ok := cmd.(*raft.AppendEntriesRequest); ok && len(req.Entries) > 0 {
 		// A follower's append of traced entries (tracing.go).
@@ -320,7 +323,72 @@ type Transport struct {
 	hb     func(raft.RPC)
 	lastHB map[raft.ServerAddress]time.Time // when this group last sent a heartbeat to each peer
 
-	acks Acks // what followers acknowledged, for receipts
+	acks Acks // what followers acknowledged, for receipts and the read lease
+
+	// The vote fence: a replica that starts refuses to grant votes for
+	// its followers' HeartbeatTimeout (voteFence; 0: DefaultTuning's). A
+	// follower that heard from its leader rejects other candidates for a
+	// HeartbeatTimeout, which the leader's read lease relies on; a restarted
+	// replica has forgotten its leader, so it must not vote sooner either
+	// (see Group.ReadBarrier).
+	created   time.Time
+	voteFence atomic.Int64 // time.Duration
+	// leader, when set (bind), names the leader raft knows of: only that
+	// node may make this replica campaign (TimeoutNow).
+	leader atomic.Pointer[func() raft.ServerAddress]
+}
+
+// bind tells the transport how its group's raft instance learns its
+// leader, and the HeartbeatTimeout its votes are fenced for after start.
+func (t *Transport) bind(leader func() raft.ServerAddress, fence time.Duration) {
+	t.leader.Store(&leader)
+	t.voteFence.Store(int64(fence))
+}
+
+func (t *Transport) fenced() bool {
+	f := time.Duration(t.voteFence.Load())
+	if f <= 0 {
+		f = DefaultTuning().HeartbeatTimeout
+	}
+	return time.Since(t.created) < f
+}
+
+// refuse answers, without raft, the requests a replica must not act on:
+// votes within the vote fence of its start, and a TimeoutNow from a node
+// other than its leader (a deposed leader's transfer arriving late would let
+// its target win votes against the current leader's lease).
+func (t *Transport) refuse(f *api.RaftFrame, cmd any) (*api.RaftFrame, bool) {
+	var resp any
+	switch cmd.(type) {
+	case *raft.RequestVoteRequest:
+		if !t.fenced() {
+			return nil, false
+		}
+		resp = &raft.RequestVoteResponse{} // not granted; term 0 makes the candidate step down for nothing
+	case *raft.RequestPreVoteRequest:
+		if !t.fenced() {
+			return nil, false
+		}
+		resp = &raft.RequestPreVoteResponse{}
+	case *raft.TimeoutNowRequest:
+		lf := t.leader.Load()
+		if lf == nil {
+			return nil, false
+		}
+		if l := (*lf)(); l == raft.ServerAddress(f.GetFrom()) {
+			return nil, false
+		}
+		return &api.RaftFrame{Group: f.GetGroup(), Kind: f.GetKind(), From: t.net.self,
+			Error: fmt.Sprintf("timeout-now for %s from %s refused: not the leader %s follows", f.GetGroup(), f.GetFrom(), t.net.self)}, true
+	default:
+		return nil, false
+	}
+	out := &api.RaftFrame{Group: f.GetGroup(), Kind: f.GetKind(), From: t.net.self}
+	var err error
+	if out.Payload, err = encode(resp); err != nil {
+		out.Error = err.Error()
+	}
+	return out, true
 }
 
 // Acks is what this group's followers acknowledged to it as leader.
@@ -457,17 +525,18 @@ func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, ar
 			if err := frameResult(out, resp); err != nil {
 				return err
 			}
-			t.acks.observe(target, args, resp)
+			t.acks.observe(target, args, resp, now)
 			return nil
 		}
 	}
+	sent := time.Now()
 	spans := t.replicateSpans(target, args)
 	if err := t.call(target, kindAppend, args, resp); err != nil {
 		endSpans(spans, err)
 		return err
 	}
 	endSpans(spans, nil)
-	t.acks.observe(target, args, resp)
+	t.acks.observe(target, args, resp, sent)
 	return nil
 }
 
@@ -489,8 +558,9 @@ func (t *Transport) RequestPreVote(_ raft.ServerID, target raft.ServerAddress, a
 	return t.call(target, kindPreVote, args, resp)
 }
 
-// TimeoutNow sends one TimeoutNow RPC.
+// TimeoutNow sends one TimeoutNow RPC, ending the read lease first (Acks.fence).
 func (t *Transport) TimeoutNow(_ raft.ServerID, target raft.ServerAddress, args *raft.TimeoutNowRequest, resp *raft.TimeoutNowResponse) error {
+	t.acks.fence()
 	return t.call(target, kindTimeoutNow, args, resp)
 }
 
@@ -631,7 +701,7 @@ func (p *pipeline) receive() {
 		if err != nil {
 			f.err = err
 		} else if f.err = frameResult(out, f.resp); f.err == nil {
-			p.t.acks.observe(raft.ServerAddress(p.target), f.req, f.resp)
+			p.t.acks.observe(raft.ServerAddress(p.target), f.req, f.resp, f.start)
 		}
 		endSpans(f.spans, f.err)
 		close(f.ready)
