@@ -217,10 +217,7 @@ func (r *Replica) updateOnce(key string, fn func(Record, bool) (Record, error)) 
 	if err := txn.SetEntry(r.entry(key, next)); err != nil {
 		return Record{}, txnErr(err, 1)
 	}
-	if err := commit(txn); err != nil {
-		return Record{}, err
-	}
-	if err := r.s.durably(nil); err != nil {
+	if err := r.s.durably(commit(txn)); err != nil {
 		return Record{}, err
 	}
 	return next, nil

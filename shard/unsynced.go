@@ -105,7 +105,11 @@ func machineCrashed(dir, boot string) (bool, error) {
 		}
 	}
 	if state != "open" && state != "closed" {
-		return false, fmt.Errorf("%s: unreadable state %q", bootFile, b)
+		// Refused rather than guessed: assuming "closed" could serve a
+		// partition that lost writes. The way out is in the message.
+		return false, fmt.Errorf("%s: unreadable state %q: if the store was stopped cleanly, delete the file; "+
+			"if the machine may have crashed with the store open, write the line \"state=open\" into it, "+
+			"and the partitions with unsynced writes are rebuilt from their Raft logs", filepath.Join(dir, bootFile), b)
 	}
 	return state == "open" && (boot == "" || prevBoot != boot), nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -106,10 +107,23 @@ func TestBootStateUnreadableIsRefused(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, bootFile), []byte("garbage"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if s, err := Open(testOptions(t, dir)); err == nil {
+	s, err := Open(testOptions(t, dir))
+	if err == nil {
 		s.Close()
 		t.Fatal("Open accepted an unreadable boot state")
 	}
+	if !strings.Contains(err.Error(), `"state=open"`) {
+		t.Fatalf("the error gives no way out: %v", err)
+	}
+	// The way out it gives works: the store opens as one left open by a crash.
+	if err := os.WriteFile(filepath.Join(dir, bootFile), []byte("state=open\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(testOptions(t, dir))
+	if err != nil {
+		t.Fatalf("Open after the suggested fix: %v", err)
+	}
+	s.Close()
 }
 
 // A WAL retired by a rotation is fsynced by the next durable write's sync,
