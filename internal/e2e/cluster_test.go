@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -230,6 +231,23 @@ func (c *cluster) proc(id string) *proc {
 	}
 	c.t.Fatalf("no node %s", id)
 	return nil
+}
+
+// replicasPerNode reads keyspace ks's replica count per node from
+// `kvctl ring KS --json`.
+func replicasPerNode(t testing.TB, eps []string, ks string) map[string]int {
+	t.Helper()
+	out, errOut, code := kvctl(t, eps, "", "ring", ks, "--json")
+	if code != 0 {
+		t.Fatalf("ring %s: exit %d: %s", ks, code, errOut)
+	}
+	var ring struct {
+		Replicas map[string]int `json:"replicas_per_node"`
+	}
+	if err := json.Unmarshal([]byte(out), &ring); err != nil {
+		t.Fatalf("ring %s --json: %v\n%s", ks, err, out)
+	}
+	return ring.Replicas
 }
 
 // kvctl runs the kvctl binary with CAPKV_ENDPOINTS set to eps.

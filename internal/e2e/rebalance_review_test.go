@@ -142,16 +142,8 @@ func TestRemoveDeadJoiner(t *testing.T) {
 		time.Sleep(time.Second)
 	}
 	for _, ks := range []string{"big", "accounts", "sessions"} {
-		var ring struct {
-			Replicas map[string]int `json:"replicas_per_node"`
-		}
-		out, errOut, code := kvctl(t, eps, "", "ring", ks, "--json")
-		if code != 0 {
-			t.Fatalf("ring %s: %s", ks, errOut)
-		}
-		json.Unmarshal([]byte(out), &ring)
-		if ring.Replicas["n4"] != 0 {
-			t.Fatalf("%s: the removed n4 still holds %d replicas: %v", ks, ring.Replicas["n4"], ring.Replicas)
+		if r := replicasPerNode(t, eps, ks); r["n4"] != 0 {
+			t.Fatalf("%s: the removed n4 still holds %d replicas: %v", ks, r["n4"], r)
 		}
 	}
 	cl.kill(cl.proc("n3"))

@@ -77,17 +77,10 @@ func TestJoinMovesPartitions(t *testing.T) {
 		took.Round(time.Millisecond), len(st.Moves), st.Moved, st.Replicas, 100*float64(st.Moved)/float64(st.Replicas), st.Keys, text)
 
 	for _, ks := range []string{"accounts", "sessions"} {
-		var ring struct {
-			Replicas map[string]int `json:"replicas_per_node"`
-		}
-		out, errOut, code := kvctl(t, eps, "", "ring", ks, "--json")
-		if code != 0 {
-			t.Fatalf("ring %s: %s", ks, errOut)
-		}
-		json.Unmarshal([]byte(out), &ring)
-		t.Logf("%s replicas per node: %v", ks, ring.Replicas)
-		if ring.Replicas["n4"] < 4 {
-			t.Errorf("%s: n4 holds %d of the replicas, want at least 4 of 24", ks, ring.Replicas["n4"])
+		r := replicasPerNode(t, eps, ks)
+		t.Logf("%s replicas per node: %v", ks, r)
+		if r["n4"] < 4 {
+			t.Errorf("%s: n4 holds %d of the replicas, want at least 4 of 24", ks, r["n4"])
 		}
 	}
 
@@ -179,17 +172,9 @@ func TestJoinMovesPartitions(t *testing.T) {
 		t.Fatalf("node remove n1: exit %d: %s\n%s\n%s\nlogs:\n%s", code, errOut, out, st, logs.String())
 	}
 	t.Logf("drain of n1 took %s:\n%s", time.Since(drainStart).Round(time.Millisecond), out)
-	var ring struct {
-		Replicas map[string]int `json:"replicas_per_node"`
-	}
 	for _, ks := range []string{"accounts", "sessions"} {
-		out, errOut, code := kvctl(t, eps, "", "ring", ks, "--json")
-		if code != 0 {
-			t.Fatalf("ring %s: %s", ks, errOut)
-		}
-		json.Unmarshal([]byte(out), &ring)
-		if ring.Replicas["n1"] != 0 {
-			t.Fatalf("%s: n1 still holds %d replicas after its drain: %v", ks, ring.Replicas["n1"], ring.Replicas)
+		if r := replicasPerNode(t, eps, ks); r["n1"] != 0 {
+			t.Fatalf("%s: n1 still holds %d replicas after its drain: %v", ks, r["n1"], r)
 		}
 	}
 	var cs struct {
@@ -305,12 +290,7 @@ func TestMoveSurvivesKills(t *testing.T) {
 			t.Fatalf("get %s after the moves and kills: %v %v", k, it, err)
 		}
 	}
-	var ring struct {
-		Replicas map[string]int `json:"replicas_per_node"`
-	}
-	out, _, _ := kvctl(t, cl.endpoints(), "", "ring", "accounts", "--json")
-	json.Unmarshal([]byte(out), &ring)
-	if ring.Replicas["n4"] < 4 {
-		t.Fatalf("n4 holds %d accounts replicas after the moves: %v", ring.Replicas["n4"], ring.Replicas)
+	if r := replicasPerNode(t, cl.endpoints(), "accounts"); r["n4"] < 4 {
+		t.Fatalf("n4 holds %d accounts replicas after the moves: %v", r["n4"], r)
 	}
 }
