@@ -36,17 +36,24 @@ const DefaultTombstoneGrace = 10 * time.Minute
 func (c *Coordinator) Repair(ctx context.Context, peers AntiEntropyPeers, partition string, replicas []string, lww bool) (RepairStats, error) {
 	var st RepairStats
 	others := otherReplicas(c.Self, replicas)
+	mine, err := c.Clocks.Digest(partition)
+	if err != nil {
+		return st, err
+	}
 	// Pull: merge every differing leaf of every other replica into ours.
+	theirs := make(map[string][]uint64, len(others))
 	for _, node := range others {
-		mine, err := c.Clocks.Digest(partition)
-		if err != nil {
-			return st, err
+		if st.Pulled > 0 { // what the last node gave changed our leaves
+			if mine, err = c.Clocks.Digest(partition); err != nil {
+				return st, err
+			}
 		}
-		theirs, err := peers.Digest(ctx, node, partition)
+		d, err := peers.Digest(ctx, node, partition)
 		if err != nil {
 			return st, fmt.Errorf("digest of %s from %s: %w", partition, node, err)
 		}
-		for _, leaf := range differingLeaves(mine, theirs) {
+		theirs[node] = d
+		for _, leaf := range differingLeaves(mine, d) {
 			st.LeavesDiffering++
 			remote, err := peers.Leaf(ctx, node, partition, leaf)
 			if err != nil {
@@ -64,17 +71,17 @@ func (c *Coordinator) Repair(ctx context.Context, peers AntiEntropyPeers, partit
 			}
 		}
 	}
-	// Push: every other replica gets what it lacks of our (now merged) state.
-	for _, node := range others {
-		mine, err := c.Clocks.Digest(partition)
-		if err != nil {
+	// Push: every other replica gets what it lacks of our (now merged)
+	// state. Its digest from the pull still stands: nothing was sent to it
+	// since, and a write it took meanwhile only makes us push a key that it
+	// merges as a no-op or that the next round finds.
+	if st.Pulled > 0 {
+		if mine, err = c.Clocks.Digest(partition); err != nil {
 			return st, err
 		}
-		theirs, err := peers.Digest(ctx, node, partition)
-		if err != nil {
-			return st, fmt.Errorf("digest of %s from %s: %w", partition, node, err)
-		}
-		for _, leaf := range differingLeaves(mine, theirs) {
+	}
+	for _, node := range others {
+		for _, leaf := range differingLeaves(mine, theirs[node]) {
 			local, err := c.Clocks.LeafEntries(partition, leaf)
 			if err != nil {
 				return st, err
@@ -98,31 +105,29 @@ func (c *Coordinator) Repair(ctx context.Context, peers AntiEntropyPeers, partit
 		return st, nil
 	}
 	cutoff := purgeCutoff(c.Clock.Now(), c.TombstoneGrace)
-	for leaf := range uint32(Leaves) {
-		local, err := c.Clocks.LeafEntries(partition, leaf)
-		if err != nil {
-			return st, err
-		}
-		for _, key := range purgeCandidates(local, cutoff) {
-			enc := local[key]
-			// Every other replica is asked, even after one refused: one that
-			// dropped it gets any newer clock back from the next repair.
-			purged := map[string]bool{}
-			for _, node := range others {
-				ok, err := peers.Purge(ctx, node, partition, key, enc)
-				if err != nil {
-					return st, err
-				}
-				purged[node] = ok
-			}
-			if !purgeLocally(others, purged) {
-				continue
-			}
-			if ok, err := c.Clocks.Purge(partition, key, enc); err != nil {
+	local, err := c.Clocks.PurgeCandidates(partition, cutoff)
+	if err != nil {
+		return st, err
+	}
+	for _, key := range purgeCandidates(local, cutoff) {
+		enc := local[key]
+		// Every other replica is asked, even after one refused: one that
+		// dropped it gets any newer clock back from the next repair.
+		purged := map[string]bool{}
+		for _, node := range others {
+			ok, err := peers.Purge(ctx, node, partition, key, enc)
+			if err != nil {
 				return st, err
-			} else if ok {
-				st.Purged++
 			}
+			purged[node] = ok
+		}
+		if !purgeLocally(others, purged) {
+			continue
+		}
+		if ok, err := c.Clocks.Purge(partition, key, enc); err != nil {
+			return st, err
+		} else if ok {
+			st.Purged++
 		}
 	}
 	return st, nil
