@@ -11,6 +11,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"google.golang.org/grpc/status"
+
 	"github.com/capkv/capkv/internal/limits"
 )
 
@@ -119,3 +121,37 @@ func speaksHTTP1(ctx context.Context, addr string) bool {
 	line, err := bufio.NewReader(conn).ReadString('\n')
 	return err == nil && strings.HasPrefix(line, "HTTP/1.")
 }
+
+// dialFailure says, in a user's words, why gRPC could not connect to addr
+// ("connection refused", "i/o timeout", "no such host"), or returns nil when
+// err is not a failure to dial. gRPC's own text wraps the reason in two
+// layers of transport vocabulary that mean nothing to a user of the store.
+func dialFailure(err error) error {
+	const dialing = "Error while dialing: "
+	msg := status.Convert(err).Message()
+	i := strings.Index(msg, dialing)
+	if i < 0 {
+		return nil
+	}
+	reason := strings.TrimSuffix(msg[i+len(dialing):], `"`)
+	// "dial tcp 127.0.0.1:7459: connect: connection refused": the address
+	// is printed by the caller; the last clause is the reason.
+	if j := strings.LastIndex(reason, ": "); j >= 0 {
+		reason = reason[j+2:]
+	}
+	hint := ""
+	if strings.Contains(reason, "refused") {
+		hint = " (no kvd listening there?)"
+	}
+	return &explained{text: "cannot connect: " + reason + hint, err: err}
+}
+
+// explained replaces an error's text and keeps it for errors.Is and
+// status.Code.
+type explained struct {
+	text string
+	err  error
+}
+
+func (e *explained) Error() string { return e.text }
+func (e *explained) Unwrap() error { return e.err }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -117,4 +118,34 @@ func FuzzParseEndpoint(f *testing.F) {
 			t.Fatalf("ParseEndpoint(%q) = %q, which parses again as %q, %v", s, got, again, err)
 		}
 	})
+}
+
+// A dead endpoint is reported in a user's words, not gRPC's transport text,
+// and stays ErrUnavailable.
+func TestDeadEndpointSaysConnectionRefused(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens on addr now
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.New(ctx, client.Config{Endpoints: []string{addr}})
+	if err == nil {
+		c.Close()
+		t.Fatal("New succeeded against a closed port")
+	}
+	msg := err.Error()
+	if !errors.Is(err, client.ErrUnavailable) {
+		t.Errorf("%v is not ErrUnavailable", err)
+	}
+	if !strings.Contains(msg, addr+": cannot connect: connection refused") {
+		t.Errorf("error %q does not say %s refused the connection", msg, addr)
+	}
+	for _, jargon := range []string{"rpc error", "transport:", "desc ="} {
+		if strings.Contains(msg, jargon) {
+			t.Errorf("error %q shows gRPC's %q", msg, jargon)
+		}
+	}
 }

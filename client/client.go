@@ -211,6 +211,8 @@ func (c *Client) refresh(ctx context.Context, newest bool) error {
 					err = why
 				} else if speaksHTTP1(ctx, addr) {
 					err = fmt.Errorf("%w: it answers plain HTTP, not capkv's gRPC (a --metrics-addr or --debug-addr port?); use a node's --listen address", ErrInvalidArgument)
+				} else if why := dialFailure(err); why != nil {
+					err = why
 				}
 			}
 			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
