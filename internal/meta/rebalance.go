@@ -114,8 +114,12 @@ func (s *Service) rebalanceTick() {
 	if !ok || !g.IsLeader() {
 		return
 	}
-	m, _, found, err := s.readLocalMap()
-	if err != nil || !found || m.Rebalance == nil {
+	m, v, found, err := s.readLocalMapAfter(s.polled.noPlan)
+	if err != nil || !found || m == nil {
+		return
+	}
+	if m.Rebalance == nil {
+		s.polled.noPlan = v
 		return
 	}
 	if m.Rebalance.Complete() && len(m.Leaving) > 0 {
