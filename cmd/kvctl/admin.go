@@ -223,8 +223,7 @@ With --check it also exits 1 when any node is not up, for scripts and probes.`,
 				}
 				// A rebalancing in progress is part of the cluster's state.
 				if rb, err := a.RebalanceStatus(ctx, &api.RebalanceStatusRequest{}); err == nil && (!rb.GetComplete() || len(rb.GetLeaving()) > 0) {
-					c := rebalanceCounts(rb)
-					fmt.Fprintf(g.out, "rebalancing: %d/%d moves done, %d running, %d pending, %d failed (retrying)", c["done"], len(rb.GetMoves()), c["running"], c["pending"], c["failed"])
+					fmt.Fprintf(g.out, "rebalancing: %s", rebalanceProgress(rb))
 					if len(rb.GetLeaving()) > 0 {
 						fmt.Fprintf(g.out, "; draining %s", strings.Join(rb.GetLeaving(), ", "))
 					}

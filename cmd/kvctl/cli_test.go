@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/capkv/capkv/api"
 	"github.com/capkv/capkv/internal/nodetest"
 )
 
@@ -151,4 +152,16 @@ func TestClusterStatusCheck(t *testing.T) {
 	}
 	check{name: "without --check", args: []string{e, "cluster", "status"}, code: 0, want: []string{"down"}}.run(t)
 	check{name: "--check --json", args: []string{e, "--json", "cluster", "status", "--check"}, code: 1, want: []string{"n3 (down)"}}.run(t)
+}
+
+// The progress line names failed moves only when some failed.
+func TestRebalanceProgress(t *testing.T) {
+	r := &api.RebalanceStatusResponse{Moves: []*api.MoveStatus{{State: "done"}, {State: "running"}, {State: "pending"}, {State: "pending"}}}
+	if got, want := rebalanceProgress(r), "1/4 moves done, 1 running, 2 pending"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	r.Moves = append(r.Moves, &api.MoveStatus{State: "failed"})
+	if got, want := rebalanceProgress(r), "1/5 moves done, 1 running, 2 pending, 1 failed (retrying)"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
 }

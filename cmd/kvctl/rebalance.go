@@ -47,6 +47,18 @@ func rebalanceCounts(r *api.RebalanceStatusResponse) map[string]int {
 	return c
 }
 
+// rebalanceProgress is the one-line state of a plan's moves, as status,
+// node remove and cluster status print it; failures are named only when
+// there are some (a failed move is retried).
+func rebalanceProgress(r *api.RebalanceStatusResponse) string {
+	c := rebalanceCounts(r)
+	line := fmt.Sprintf("%d/%d moves done, %d running, %d pending", c["done"], len(r.GetMoves()), c["running"], c["pending"])
+	if c["failed"] > 0 {
+		line += fmt.Sprintf(", %d failed (retrying)", c["failed"])
+	}
+	return line
+}
+
 func rebalanceJSON(r *api.RebalanceStatusResponse) map[string]any {
 	moves := make([]map[string]any, 0, len(r.GetMoves()))
 	var keys, bytes uint64
@@ -71,7 +83,6 @@ func printRebalance(g *globals, r *api.RebalanceStatusResponse) {
 		fmt.Fprintln(g.out, "no rebalancing has run: every partition is where it was first placed")
 		return
 	}
-	c := rebalanceCounts(r)
 	state := "complete"
 	if !r.GetComplete() {
 		state = "in progress"
@@ -87,8 +98,8 @@ func printRebalance(g *globals, r *api.RebalanceStatusResponse) {
 		}
 		fmt.Fprintln(g.out)
 	}
-	fmt.Fprintf(g.out, "rebalance planned at epoch %d, %s: %d/%d moves done, %d running, %d pending, %d failed (retrying); %d of %d replicas move (%.1f%%); at most %d moves per node at once\n",
-		r.GetPlannedAtEpoch(), state, c["done"], len(r.GetMoves()), c["running"], c["pending"], c["failed"], r.GetMoved(), r.GetReplicas(), frac, r.GetLimit())
+	fmt.Fprintf(g.out, "rebalance planned at epoch %d, %s: %s; %d of %d replicas move (%.1f%%); at most %d moves per node at once\n",
+		r.GetPlannedAtEpoch(), state, rebalanceProgress(r), r.GetMoved(), r.GetReplicas(), frac, r.GetLimit())
 	w := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "PARTITION\tFROM\tTO\tSTATE\tATTEMPTS\tKEYS\tBYTES\tTOOK\tERROR")
 	for _, m := range r.GetMoves() {
@@ -153,8 +164,7 @@ func (g *globals) followDrain(id string, limit time.Duration) error {
 			return kverrors.FromStatus(err)
 		})
 		if err == nil {
-			c := rebalanceCounts(r)
-			line := fmt.Sprintf("%s: %d/%d moves done, %d running, %d pending, %d failed (retrying)", id, c["done"], len(r.GetMoves()), c["running"], c["pending"], c["failed"])
+			line := id + ": " + rebalanceProgress(r)
 			if r.GetMetaSeat() != "" {
 				line += "; metadata seat " + r.GetMetaSeat()
 			}
