@@ -176,7 +176,9 @@ type MoveResult struct {
 	// the one to ask ("" unknown).
 	NotLeader bool
 	Leader    string
-	// Keys and Bytes count what was streamed (ap).
+	// Keys and Bytes count what was streamed (ap) or what the partition
+	// holds once Raft has caught the new replicas up (cp: live records,
+	// key and value bytes).
 	Keys, Bytes int64
 }
 

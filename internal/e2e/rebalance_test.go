@@ -73,7 +73,7 @@ func TestJoinMovesPartitions(t *testing.T) {
 	}
 	took := time.Since(start)
 	text, _, _ := kvctl(t, eps, "", "rebalance", "status")
-	t.Logf("rebalance complete %s after the join: %d moves, %d of %d replicas moved (%.1f%%), %d ap keys streamed\n%s",
+	t.Logf("rebalance complete %s after the join: %d moves, %d of %d replicas moved (%.1f%%), %d keys moved (ap streamed, cp caught up by Raft)\n%s",
 		took.Round(time.Millisecond), len(st.Moves), st.Moved, st.Replicas, 100*float64(st.Moved)/float64(st.Replicas), st.Keys, text)
 
 	for _, ks := range []string{"accounts", "sessions"} {

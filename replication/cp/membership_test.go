@@ -15,6 +15,7 @@ import (
 
 	"github.com/capkv/capkv/consistency"
 	"github.com/capkv/capkv/internal/fault"
+	"github.com/capkv/capkv/shard"
 )
 
 func TestNextStepTable(t *testing.T) {
@@ -384,4 +385,28 @@ func TestAwait(t *testing.T) {
 			t.Fatalf("stopped first: done=%v err=%v, want false and errStopped", done, err)
 		}
 	})
+}
+
+// A cp move reports the live records the new replicas hold: user keys and
+// their bytes, not tombstones or Raft bookkeeping.
+func TestLiveSizeCountsUserRecords(t *testing.T) {
+	r := openShard(t, t.TempDir()).Replica("accounts/eu/1")
+	for _, m := range []shard.Mutation{
+		{Key: "accounts/eu/1/a", Record: shard.Record{Value: []byte("12345"), Version: 1}},
+		{Key: "accounts/eu/1/b", Record: shard.Record{Value: []byte("x"), Version: 2}},
+		{Key: "accounts/eu/1/gone", Record: shard.Record{Tombstone: true, Version: 3}},
+		{Key: appliedKey, Record: shard.Record{Version: 3}},
+		{Key: dedupPrefix + "r1", Record: shard.Record{Value: []byte{1}, Version: 2}},
+	} {
+		if err := r.Apply([]shard.Mutation{m}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keys, bytes, err := liveSize(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(len("accounts/eu/1/a") + 5 + len("accounts/eu/1/b") + 1); keys != 2 || bytes != want {
+		t.Errorf("liveSize = %d keys, %d bytes; want 2, %d", keys, bytes, want)
+	}
 }

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/capkv/capkv/internal/kverrors"
 	"github.com/capkv/capkv/replication"
 	"github.com/capkv/capkv/ring"
+	"github.com/capkv/capkv/shard"
 )
 
 // Running reports whether the replica still takes part in its group: a
@@ -36,7 +38,26 @@ func (r *Replicator) Move(ctx context.Context, t replication.Target, m replicati
 	if errors.As(err, &nl) {
 		return replication.MoveResult{NotLeader: true, Leader: nl.Leader}, nil
 	}
-	return replication.MoveResult{}, err
+	if err != nil {
+		return replication.MoveResult{}, err
+	}
+	// Raft moved the data (log entries or a snapshot): say how much the
+	// new replicas now hold, as an ap move says what it streamed. The move
+	// is done either way: a failed count reports nothing, not a failure.
+	keys, bytes, _ := liveSize(g.cfg.Storage)
+	return replication.MoveResult{Keys: keys, Bytes: bytes}, nil
+}
+
+// liveSize counts the partition's live user records and their key and
+// value bytes, leaving out the Raft bookkeeping records.
+func liveSize(st Storage) (keys, bytes int64, err error) {
+	err = st.Scan("", "", 0, false, func(key string, rec shard.Record) bool {
+		if !strings.HasPrefix(key, "\x00raft/") {
+			keys, bytes = keys+1, bytes+int64(len(key)+len(rec.Value))
+		}
+		return true
+	})
+	return keys, bytes, err
 }
 
 // Status is this node's replica of t's partition.
