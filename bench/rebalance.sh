@@ -63,9 +63,15 @@ import json, sys
 d = json.load(sys.stdin)
 took = [m["took_ms"] for m in d["moves"] if "took_ms" in m]
 took.sort()
-print("moves: %d (%d of %d replicas, %.1f%%), %d ap keys / %d bytes streamed" % (len(d["moves"]), d["moved_replicas"], d["replicas"], 100.0 * d["moved_replicas"] / max(d["replicas"], 1), d["keys"], d["bytes"]))
+print("moves: %d (%d of %d replicas, %.1f%%), %d keys / %d bytes moved" % (len(d["moves"]), d["moved_replicas"], d["replicas"], 100.0 * d["moved_replicas"] / max(d["replicas"], 1), d["keys"], d["bytes"]))
 if took:
     print("time per move: median %d ms, max %d ms" % (took[len(took) // 2], took[-1]))
+# Per keyspace: cp moves are Raft membership changes, ap moves a stream.
+for ks, how in (("accounts", "cp, Raft catch-up"), ("sessions", "ap, streamed")):
+    ms = sorted((m for m in d["moves"] if m["partition"].startswith(ks + "/") and "took_ms" in m), key=lambda m: m["took_ms"])
+    if ms:
+        keys = sorted(m["keys"] for m in ms)
+        print("  %s (%s): %d moves, median %d ms, max %d ms, median %d keys per partition" % (ks, how, len(ms), ms[len(ms) // 2]["took_ms"], ms[-1]["took_ms"], keys[len(keys) // 2]))
 '
 python3 -c "print('join to last move done: %.1f s' % ($done_at - $joined))"
 echo "cp writes before the join: $before"

@@ -258,14 +258,15 @@ func (s *Service) executeMove(ctx context.Context, mv rebalance.Move) (keys, byt
 	}
 	req := &api.MovePartitionRequest{Partition: id, To: mv.To, Joining: mv.Joining()}
 	if ks.Mode == consistency.CP {
-		return 0, 0, s.moveCP(ctx, mv, req)
+		return s.moveCP(ctx, mv, req)
 	}
 	return s.moveAP(ctx, mv, req)
 }
 
 // moveCP asks the partition's leader to change its membership, following
-// leadership (a transfer away from a leaving leader moves it mid-way).
-func (s *Service) moveCP(ctx context.Context, mv rebalance.Move, req *api.MovePartitionRequest) error {
+// leadership (a transfer away from a leaving leader moves it mid-way), and
+// returns what the leader says the new replicas hold.
+func (s *Service) moveCP(ctx context.Context, mv rebalance.Move, req *api.MovePartitionRequest) (keys, bytes int64, err error) {
 	candidates := slices.Concat(mv.From, mv.Joining())
 	to := ""
 	var last error
@@ -286,14 +287,14 @@ func (s *Service) moveCP(ctx context.Context, mv rebalance.Move, req *api.MovePa
 		case resp.GetNotLeader():
 			last, to = fmt.Errorf("%s does not lead %s", to, req.GetPartition()), resp.GetLeader()
 		default:
-			return nil
+			return int64(resp.GetKeys()), int64(resp.GetBytes()), nil
 		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(min(time.Duration(attempt+1)*100*time.Millisecond, time.Second)):
 		}
 	}
-	return fmt.Errorf("%w: move of %s did not complete: %v", kverrors.ErrUnavailable, req.GetPartition(), last)
+	return 0, 0, fmt.Errorf("%w: move of %s did not complete: %v", kverrors.ErrUnavailable, req.GetPartition(), last)
 }
 
 // moveAP asks a replica that stays (or any old one) to stream its data to
