@@ -286,13 +286,13 @@ func (n *Node) adoptModes(r *ring.Ring) error {
 	return n.dropGone(r)
 }
 
-// dropGone deletes the stored partitions of keyspaces r does not have (a
-// drop; also one that happened while this node was down). Partition ids
-// starting with '_' are the node's own (metadata, hints).
 // streamWorkers is the size of a node's pool of gRPC stream workers: about
 // the calls in flight under a 128-client load, a few MB of parked stacks.
 const streamWorkers = 128
 
+// dropGone deletes the stored partitions of keyspaces r does not have (a
+// drop; also one that happened while this node was down). Partition ids
+// starting with '_' are the node's own (metadata, hints).
 func (n *Node) dropGone(r *ring.Ring) error {
 	parts, err := n.store.Partitions()
 	if err != nil {
