@@ -38,10 +38,11 @@ type Storage interface {
 // keyspace name, so a leading NUL byte can never collide with them, and
 // scans of a keyspace prefix never see these.
 const (
-	appliedKey   = "\x00raft/applied" // Version = last applied log index
-	dedupPrefix  = "\x00raft/req/"    // per request ID: the outcome of its first apply
-	dedupWindow  = 10 * 60 * 1000     // ms of HLC time a request ID is remembered
-	dedupGCEvery = 4096               // log entries between dedup sweeps
+	reservedPrefix = "\x00raft/"
+	appliedKey     = reservedPrefix + "applied" // Version = last applied log index
+	dedupPrefix    = reservedPrefix + "req/"    // per request ID: the outcome of its first apply
+	dedupWindow    = 10 * 60 * 1000             // ms of HLC time a request ID is remembered
+	dedupGCEvery   = 4096                       // log entries between dedup sweeps
 )
 
 // Result is the outcome of one applied command.

@@ -52,7 +52,7 @@ func (r *Replicator) Move(ctx context.Context, t replication.Target, m replicati
 // value bytes, leaving out the Raft bookkeeping records.
 func liveSize(st Storage) (keys, bytes int64, err error) {
 	err = st.Scan("", "", 0, false, func(key string, rec shard.Record) bool {
-		if !strings.HasPrefix(key, "\x00raft/") {
+		if !strings.HasPrefix(key, reservedPrefix) {
 			keys, bytes = keys+1, bytes+int64(len(key)+len(rec.Value))
 		}
 		return true
