@@ -193,10 +193,19 @@ func (s *Service) runMove(g *cp.Group, mv rebalance.Move) {
 	ctx, cancel := context.WithTimeout(s.ctx, moveTimeout)
 	// A joining node the failure detector holds down cannot receive the
 	// partition: give this attempt up at once (it is retried with backoff)
-	// instead of waiting out the timeout.
+	// instead of waiting out the timeout. A mover whose node no longer
+	// leads the metadata group stops too: it could not record the outcome,
+	// and while it runs the move is claimed here, so a re-elected leader
+	// could not start it again.
+	deposed := make(chan struct{})
 	go func() {
 		for ctx.Err() == nil {
 			if slices.ContainsFunc(mv.Joining(), s.cfg.Down) {
+				cancel()
+				return
+			}
+			if !g.IsLeader() {
+				close(deposed)
 				cancel()
 				return
 			}
@@ -213,6 +222,12 @@ func (s *Service) runMove(g *cp.Group, mv rebalance.Move) {
 	cancel()
 	if s.ctx.Err() != nil {
 		return // closing: the next leader's mover starts it again
+	}
+	select {
+	case <-deposed:
+		s.cfg.Log.Info("move handed to the next metadata leader", "partition", id, "err", err)
+		return
+	default:
 	}
 	log := s.cfg.Log.With("partition", id, "from", mv.From, "to", mv.To)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -165,7 +166,12 @@ type CaughtUp func(ctx context.Context, server string, index uint64) error
 func PollApplied(applied func(ctx context.Context, server string) (uint64, error)) CaughtUp {
 	return func(ctx context.Context, server string, index uint64) error {
 		for {
-			n, err := applied(ctx, server)
+			// Each answer gets a second: a call into a partition that drops
+			// packets would otherwise hang on the dead connection for the
+			// whole wait, past the heal.
+			actx, cancel := context.WithTimeout(ctx, pollAnswerTimeout)
+			n, err := applied(actx, server)
+			cancel()
 			if err == nil && n >= index {
 				return nil
 			}
@@ -208,7 +214,17 @@ func (g *Group) MoveStep(ctx context.Context, target []string, caughtUp CaughtUp
 		f = g.raft.AddNonvoter(id, addr, idx, timeout)
 	case StepPromote:
 		// The learner must hold what was committed when it was planned.
-		if err := caughtUp(ctx, st.Server, g.raft.CommitIndex()); err != nil {
+		// The wait ends when this replica stops leading: a deposed
+		// leader's mover would otherwise wait out its whole deadline (a
+		// learner cut off from it never catches up) while it holds the
+		// move, and the next leader's mover could not start it.
+		lctx, stop := g.whileLeading(ctx)
+		err := caughtUp(lctx, st.Server, g.raft.CommitIndex())
+		lost := stop()
+		if lost {
+			return st, g.notLeader()
+		}
+		if err != nil {
 			return st, fmt.Errorf("partition %s: learner %s not caught up: %w", g.cfg.ID, st.Server, err)
 		}
 		f = g.raft.AddVoter(id, addr, idx, timeout)
@@ -261,6 +277,55 @@ func isConfigRace(err error) bool {
 	// since %v (latest is %v)"; there is no sentinel to match.
 	return err != nil && strings.Contains(err.Error(), "configuration changed since")
 }
+
+// pollAnswerTimeout bounds one question of PollApplied.
+const pollAnswerTimeout = time.Second
+
+// leadershipPoll is how often whileLeading checks that this replica still
+// leads.
+const leadershipPoll = 50 * time.Millisecond
+
+// whileLeading returns a context that ends with ctx or as soon as this
+// replica stops leading (or leadership changed and came back: its term is
+// not the one the caller planned in). stop releases it and says whether
+// leadership was lost.
+func (g *Group) whileLeading(ctx context.Context) (context.Context, func() (lost bool)) {
+	gen := g.gen.Load()
+	lctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(leadershipPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-lctx.Done():
+				return
+			case <-g.stop:
+				cancel(errLeadershipLost)
+				return
+			case <-t.C:
+				if g.gen.Load() != gen || g.raft.State() != raft.Leader {
+					cancel(errLeadershipLost)
+					return
+				}
+			}
+		}
+	}()
+	return lctx, func() bool {
+		close(done)
+		wg.Wait()
+		lost := errors.Is(context.Cause(lctx), errLeadershipLost)
+		cancel(nil)
+		return lost
+	}
+}
+
+var errLeadershipLost = errors.New("leadership lost")
 
 func deadlineOr(ctx context.Context, d time.Duration) time.Time {
 	if dl, ok := ctx.Deadline(); ok {

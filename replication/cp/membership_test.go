@@ -298,6 +298,58 @@ func TestMoveWaitsForTheLearner(t *testing.T) {
 	})
 }
 
+// A leader whose learner cannot catch up and that then loses leadership
+// gives the move up at once with a NotLeaderError, instead of waiting for
+// the learner until the move's deadline: the mover of the next leader
+// could not start the move while this one held it (a drain once stalled
+// so at its metadata seat step, under a partition).
+func TestMoveStopsWhenLeadershipIsLost(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newTestGroup(t, "n1", "n2", "n3")
+		g.join("n4")
+		g.faults.Partition([]string{"n4"}, []string{"n1", "n2", "n3"}, fault.Rule{Drop: true})
+		l := g.leader()
+		ctx, cancel := ctxFor(2 * time.Minute)
+		defer cancel()
+		var target []string
+		for _, id := range []string{"n1", "n2", "n3"} {
+			if id != l.cfg.Self {
+				target = append(target, id)
+			}
+		}
+		target = append(target, "n4")
+		began := time.Now()
+		done := make(chan error, 1)
+		go func() { done <- l.Move(ctx, target, g.caughtUp) }()
+		// Once the learner is in, the leader is cut off from the rest.
+		for {
+			members, _, err := l.Members()
+			if err == nil && slices.ContainsFunc(members, func(m Member) bool { return m.ID == "n4" }) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		var others []string
+		for _, id := range []string{"n1", "n2", "n3", "n4"} {
+			if id != l.cfg.Self {
+				others = append(others, id)
+			}
+		}
+		g.faults.Partition([]string{l.cfg.Self}, others, fault.Rule{Drop: true})
+		err := <-done
+		var nl *NotLeaderError
+		if !errors.As(err, &nl) {
+			t.Fatalf("move on the deposed leader: %v, want a NotLeaderError", err)
+		}
+		// Fake time: the leader steps down after its lease, the mover a
+		// poll later; nowhere near the move's two minutes.
+		if took := time.Since(began); took > 10*time.Second {
+			t.Fatalf("the deposed leader's move returned after %v", took)
+		}
+		t.Logf("move returned after %v: %v", time.Since(began), err)
+	})
+}
+
 func sameMembers(a, b []Member) bool {
 	key := func(m Member) string { return fmt.Sprint(m) }
 	as, bs := make([]string, len(a)), make([]string, len(b))
@@ -351,6 +403,26 @@ func TestPollApplied(t *testing.T) {
 		err = PollApplied(applied)(ctx3, "n9", 1)
 		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "asked n9") {
 			t.Fatalf("err = %v, want the deadline and the last answer", err)
+		}
+
+		// A question that hangs (a connection into a dropped partition)
+		// is given up after a second and asked again.
+		hung := 0
+		hanging := func(ctx context.Context, server string) (uint64, error) {
+			if hung++; hung == 1 {
+				<-ctx.Done()
+				return 0, ctx.Err()
+			}
+			return 10, nil
+		}
+		ctx4, cancel4 := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel4()
+		began := time.Now()
+		if err := PollApplied(hanging)(ctx4, "n2", 10); err != nil {
+			t.Fatalf("after a hung question: %v", err)
+		}
+		if took := time.Since(began); took > 2*time.Second {
+			t.Fatalf("a hung question held the wait %v", took)
 		}
 	})
 }
