@@ -193,7 +193,10 @@ func (n *Node) Start(lis net.Listener) error {
 	// the replication path (runtime.newstack was ~6% of a node's CPU under
 	// ap puts). Calls past the pool still get their own goroutine.
 	sopts = append(sopts, grpc.NumStreamWorkers(streamWorkers))
-	n.srv = grpc.NewServer(append(sopts, trace.ServerOption(n.tracing), grpc.ChainUnaryInterceptor(n.unaryInterceptor), grpc.ChainStreamInterceptor(n.authorizeStream))...)
+	// Tracing wraps the node's own interceptors, so a traced call's server
+	// span covers its authorization too.
+	sopts = append(sopts, trace.ServerOptions(n.tracing)...)
+	n.srv = grpc.NewServer(append(sopts, grpc.ChainUnaryInterceptor(n.unaryInterceptor), grpc.ChainStreamInterceptor(n.authorizeStream))...)
 	api.RegisterKVServer(n.srv, n)
 	api.RegisterAdminServer(n.srv, n)
 	api.RegisterRaftServer(n.srv, n.host.Network())

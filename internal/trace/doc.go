@@ -1,7 +1,9 @@
 // Package trace is capkv's OpenTelemetry tracing: one TracerProvider per
-// node (and one in kvctl), the gRPC stats handlers that carry a trace across
-// nodes, an embedded in-memory span buffer that a node answers trace queries
-// from, and the small helpers the rest of the code starts its own spans with.
+// node (and one in kvctl), the otelgrpc instrumentation that carries a
+// trace across nodes (the client stats handler; on servers, interceptors
+// that run otelgrpc's handler only for calls that are traced), an embedded
+// in-memory span buffer that a node answers trace queries from, and the
+// small helpers the rest of the code starts its own spans with.
 //
 // Sampling. A node samples a new trace with probability SampleRatio (kvd
 // --trace-sample; 0, the default, samples nothing) and otherwise follows its
@@ -14,7 +16,7 @@
 // Providers. Nodes of one process (kvd dev) each have their own provider,
 // so each buffer holds the spans its node recorded. Code below the gRPC
 // handlers never names a provider: Start uses the provider of the span
-// already in the context (the server handler's span), and the client stats
+// already in the context (the server interceptor's span), and the client stats
 // handler (ClientHandler) does the same, so a node's outgoing calls are
 // recorded by that node. Code that runs without the request's context (Raft
 // apply, replication) gets the span context from the log entry (Inject,
