@@ -194,7 +194,7 @@ func (n *Node) Start(lis net.Listener) error {
 	// ap puts). Calls past the pool still get their own goroutine.
 	sopts = append(sopts, grpc.NumStreamWorkers(streamWorkers))
 	// Tracing wraps the node's own interceptors, so a traced call's server
-	// span covers its authorization too.
+	// span covers its token check too.
 	sopts = append(sopts, trace.ServerOptions(n.tracing)...)
 	n.srv = grpc.NewServer(append(sopts, grpc.ChainUnaryInterceptor(n.unaryInterceptor), grpc.ChainStreamInterceptor(n.authorizeStream))...)
 	api.RegisterKVServer(n.srv, n)

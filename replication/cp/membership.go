@@ -292,7 +292,6 @@ const leadershipPoll = 50 * time.Millisecond
 func (g *Group) whileLeading(ctx context.Context) (context.Context, func() (lost bool)) {
 	gen := g.gen.Load()
 	lctx, cancel := context.WithCancelCause(ctx)
-	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -301,8 +300,6 @@ func (g *Group) whileLeading(ctx context.Context) (context.Context, func() (lost
 		defer t.Stop()
 		for {
 			select {
-			case <-done:
-				return
 			case <-lctx.Done():
 				return
 			case <-g.stop:
@@ -317,11 +314,10 @@ func (g *Group) whileLeading(ctx context.Context) (context.Context, func() (lost
 		}
 	}()
 	return lctx, func() bool {
-		close(done)
-		wg.Wait()
-		lost := errors.Is(context.Cause(lctx), errLeadershipLost)
+		// The first cancel's cause stays: a loss seen before this one counts.
 		cancel(nil)
-		return lost
+		wg.Wait()
+		return errors.Is(context.Cause(lctx), errLeadershipLost)
 	}
 }
 
